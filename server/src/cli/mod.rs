@@ -1,0 +1,4 @@
+//! Command-line front ends. Each submodule parses one command's arguments and
+//! calls into the library; no protocol logic lives here.
+
+pub mod tools;

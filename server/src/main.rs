@@ -1,0 +1,32 @@
+//! `wxpay-combine`: the merchant server, the WeChat Pay simulator and the
+//! debugging tools, in one binary.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use wxpay_combine::cli;
+
+#[derive(Parser)]
+#[command(name = "wxpay-combine", version, about = "WeChat Pay combined-order (合单支付) JSAPI payments")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sign a getBrandWCPayRequest object or a merchant API request.
+    #[command(subcommand)]
+    Sign(cli::tools::SignCommand),
+    /// Check a Wechatpay-Signature over a body (signature only).
+    Verify(cli::tools::VerifyArgs),
+    /// Decrypt an AEAD_AES_256_GCM resource with the APIv3 key.
+    Decrypt(cli::tools::DecryptArgs),
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Sign(c) => cli::tools::sign(c),
+        Command::Verify(a) => cli::tools::verify(a),
+        Command::Decrypt(a) => cli::tools::decrypt(a),
+    }
+}

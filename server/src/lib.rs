@@ -7,3 +7,5 @@
 
 pub mod apiv3;
 pub mod cli;
+pub mod combine;
+pub mod store;

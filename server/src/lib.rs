@@ -6,6 +6,17 @@
 //!   framework inside.
 
 pub mod apiv3;
+pub mod app;
+pub mod bill;
+pub mod catalog;
 pub mod cli;
+pub mod sim;
 pub mod combine;
+pub mod notify;
+pub mod payment;
+pub mod reconcile;
+pub mod config;
+pub mod http;
+pub mod paydir;
+pub mod redact;
 pub mod store;

@@ -21,6 +21,14 @@ enum Command {
     Verify(cli::tools::VerifyArgs),
     /// Decrypt an AEAD_AES_256_GCM resource with the APIv3 key.
     Decrypt(cli::tools::DecryptArgs),
+    /// Run the WeChat Pay APIv3 simulator (offline sandbox).
+    Sim(wxpay_combine::sim::SimArgs),
+    /// Run the merchant server (production) from a TOML configuration.
+    Serve(cli::serve::ServeArgs),
+    /// Run the whole demo: simulator + merchant server + page, on this machine.
+    Demo(cli::demo::DemoArgs),
+    /// Check a page URL against a registered 支付授权目录 (pay directory).
+    CheckPayDir(cli::paydir::CheckPayDirArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,5 +36,9 @@ fn main() -> ExitCode {
         Command::Sign(c) => cli::tools::sign(c),
         Command::Verify(a) => cli::tools::verify(a),
         Command::Decrypt(a) => cli::tools::decrypt(a),
+        Command::Sim(a) => wxpay_combine::sim::run(a),
+        Command::Serve(a) => cli::serve::run(a),
+        Command::Demo(a) => cli::demo::run(a),
+        Command::CheckPayDir(a) => cli::paydir::run(a),
     }
 }

@@ -3,6 +3,9 @@
 //! Every command here is what a newcomer or CI runs; each installs what it
 //! needs (idempotently) before doing its job.
 
+mod bench;
+mod fuzz;
+mod test;
 mod tools;
 mod wasm;
 
@@ -11,11 +14,14 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("test") => test::run_all(),
         Some("wasm") => wasm::build().map(|_| ()),
         Some("wasm-size") => wasm::size(),
         Some("wasm-test") => wasm::test(),
+        Some("bench-crypto") => bench::crypto(&args[1..]),
+        Some("fuzz") => fuzz::cli(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|wasm|wasm-size|wasm-test|bench-crypto>");
+            eprintln!("usage: cargo xtask <demo|test|wasm|wasm-size|wasm-test|bench-crypto|fuzz>");
             return ExitCode::from(2);
         }
     };

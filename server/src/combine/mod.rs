@@ -2,6 +2,7 @@
 //! seam ([`CombineApi`]) to WeChat Pay.
 
 pub mod api;
+pub mod client;
 pub mod model;
 pub mod wire;
 

@@ -234,12 +234,57 @@ pub enum ApplyOutcome {
     /// was already applied with the same body): nothing changed.
     AlreadyApplied(CombineOrder),
     /// The transition is not legal from the current state (e.g. SUCCESS for a
-    /// CLOSED order): nothing changed; the caller should alert.
+    /// CLOSED order), or the notification id was already used with another
+    /// body: nothing changed; the caller should alert.
     Rejected {
         /// The order as it is.
         order: CombineOrder,
         /// Why.
-        reason: String,
+        reason: RejectReason,
+    },
+}
+
+impl ApplyOutcome {
+    /// The order after the call (changed or not).
+    pub fn order(&self) -> &CombineOrder {
+        match self {
+            ApplyOutcome::Applied(o) | ApplyOutcome::AlreadyApplied(o) => o,
+            ApplyOutcome::Rejected { order, .. } => order,
+        }
+    }
+}
+
+/// Why [`ApplyOutcome::Rejected`]: each is a refusal that changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    /// The state machine does not allow `from` → `to` (e.g. CLOSED → SUCCESS:
+    /// money taken for a closed order, an incident).
+    #[error("illegal transition {from} -> {to}")]
+    IllegalTransition {
+        /// Stored state.
+        from: TradeState,
+        /// Requested state.
+        to: TradeState,
+    },
+    /// This notification id was already recorded with a different body digest.
+    #[error("notification id {id:?} was already received with a different body")]
+    NotificationReplayed {
+        /// The envelope id.
+        id: String,
+    },
+    /// A payment names a sub-order the order does not have.
+    #[error("sub-order {mchid}/{out_trade_no} is not part of the order")]
+    UnknownSubOrder {
+        /// Sub-merchant.
+        mchid: String,
+        /// Sub-order number.
+        out_trade_no: String,
+    },
+    /// A payment carries a transaction id different from the one stored.
+    #[error("sub-order {out_trade_no} already has another transaction id")]
+    TransactionIdChanged {
+        /// Sub-order number.
+        out_trade_no: String,
     },
 }
 

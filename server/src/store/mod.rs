@@ -7,6 +7,14 @@
 
 use crate::combine::{ApplyOutcome, CombineOrder, OrderEvent, Transition};
 use async_trait::async_trait;
+use std::sync::Arc;
+
+pub mod postgres;
+mod shared;
+pub mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +28,11 @@ pub enum StoreError {
     /// The database URL scheme is neither `sqlite:` nor `postgres:`.
     #[error("unsupported database URL scheme {0:?} (use sqlite:PATH or postgres://…)")]
     UnsupportedUrl(String),
+    /// The order handed to [`Store::create_order`] is not storable (no
+    /// sub-orders, an amount below 1 fen, a state other than NOTPAY, a
+    /// sub-order listed twice).
+    #[error("invalid order: {0}")]
+    Invalid(String),
     /// Stored data does not parse (a bug or manual edit).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
@@ -38,7 +51,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn create_order(&self, order: &CombineOrder) -> Result<(), StoreError>;
 
     /// Reads an order.
-    async fn get_order(&self, combine_out_trade_no: &str) -> Result<Option<CombineOrder>, StoreError>;
+    async fn get_order(
+        &self,
+        combine_out_trade_no: &str,
+    ) -> Result<Option<CombineOrder>, StoreError>;
 
     /// Stores the prepay_id obtained for an open order and its expiry.
     async fn set_prepay(
@@ -74,9 +90,99 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: i64,
     ) -> Result<Vec<CombineOrder>, StoreError>;
 
+    /// Moves the reconciliation claim of an order to `lease_until`: the
+    /// worker spaces out the queries of an order that stays open this way.
+    async fn set_lease(
+        &self,
+        combine_out_trade_no: &str,
+        lease_until: i64,
+    ) -> Result<(), StoreError>;
+
     /// The event log of an order, oldest first.
     async fn events(&self, combine_out_trade_no: &str) -> Result<Vec<OrderEvent>, StoreError>;
 
     /// Whether the database answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Opens the order database named by `url`, creating it (SQLite) and
+/// applying migrations:
+/// - `sqlite:PATH`, `sqlite://PATH`, `sqlite::memory:` or a bare file path →
+///   [`SqliteStore`] (file and parent directories created if missing);
+/// - `postgres://…` / `postgresql://…` → [`PgStore`] (a schema can be chosen
+///   with `?options[search_path]=NAME`);
+/// - anything else → [`StoreError::UnsupportedUrl`].
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    match classify_url(url)? {
+        Backend::Sqlite => Ok(Arc::new(SqliteStore::connect(url).await?)),
+        Backend::Postgres => Ok(Arc::new(PgStore::connect(url).await?)),
+    }
+}
+
+/// Which backend a database URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// Picks the backend for `url` without connecting (see [`connect`]).
+pub fn classify_url(url: &str) -> Result<Backend, StoreError> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(StoreError::UnsupportedUrl(String::new()));
+    }
+    match url_scheme(url) {
+        None => Ok(Backend::Sqlite),
+        Some(s) if s.eq_ignore_ascii_case("sqlite") => Ok(Backend::Sqlite),
+        Some(s) if s.eq_ignore_ascii_case("postgres") || s.eq_ignore_ascii_case("postgresql") => {
+            Ok(Backend::Postgres)
+        }
+        Some(s) => Err(StoreError::UnsupportedUrl(s.chars().take(32).collect())),
+    }
+}
+
+/// The URL scheme, if `url` has one. A single letter before `:` is a Windows
+/// drive (`C:\data\wxpay.db`), i.e. a bare path.
+fn url_scheme(url: &str) -> Option<&str> {
+    let (scheme, _) = url.split_once(':')?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    let valid = first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    (valid && scheme.len() > 1).then_some(scheme)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_pick_the_backend() {
+        for u in [
+            "sqlite:data.db",
+            "sqlite://data.db",
+            "sqlite::memory:",
+            "data.db",
+            "/var/lib/wxpay/x.db",
+            "./x.db",
+            "C:\\x.db",
+        ] {
+            assert_eq!(classify_url(u).unwrap(), Backend::Sqlite, "{u}");
+        }
+        for u in [
+            "postgres://u@h/db",
+            "postgresql://u@h:5432/db?sslmode=disable",
+        ] {
+            assert_eq!(classify_url(u).unwrap(), Backend::Postgres, "{u}");
+        }
+        for u in ["mysql://u@h/db", "http://x", "", "redis:foo"] {
+            assert!(
+                matches!(classify_url(u), Err(StoreError::UnsupportedUrl(_))),
+                "{u}"
+            );
+        }
+    }
 }

@@ -1,0 +1,531 @@
+//! Wiring of the merchant server, shared by `serve` and `demo`:
+//! configuration → store → WeChat Pay client (+ verifier) → notification
+//! handler → reconciliation worker → router, then serving with graceful
+//! shutdown (stop accepting, finish in-flight requests, stop the worker).
+
+use crate::apiv3::{Clock, RequestSigner, SystemClock, Verifier};
+use crate::catalog::{Catalog, CatalogError};
+use crate::combine::client::{ClientBuildError, ClientOptions, RefreshOutcome, WechatPayClient};
+use crate::combine::{ApiError, CombineApi};
+use crate::config::{Config, ConfigErrors, LogFormat};
+use crate::http::{self, AppState, HttpOAuthClient, HttpSettings};
+use crate::notify::{self, NotifyConfig, NotifyHandler};
+use crate::reconcile::{Worker, WorkerConfig};
+use crate::store::{self, Store, StoreError};
+use axum::Router;
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How often platform certificates are refreshed in certificate mode
+/// (new certificates are listed 24 h before use; < 12 h is recommended).
+const CERTIFICATE_REFRESH_EVERY: Duration = Duration::from_secs(6 * 3600);
+/// How long in-flight work may take after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// The catalog is invalid.
+    #[error("{0}")]
+    Catalog(#[from] CatalogError),
+    /// The database could not be opened.
+    #[error("database {url}: {source}")]
+    Store {
+        /// The URL with any password removed.
+        url: String,
+        /// The error.
+        source: StoreError,
+    },
+    /// The HTTP client could not be built.
+    #[error("{0}")]
+    Client(#[from] ClientBuildError),
+    /// Certificate mode: the first certificate download failed.
+    #[error("cannot download WeChat Pay platform certificates: {0}")]
+    Certificates(ApiError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {detail}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        detail: String,
+    },
+    /// Anything else at start (file writes in demo, the simulator).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Removes the password from a database URL for messages.
+pub fn redact_database_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Installs the global tracing subscriber (`RUST_LOG`/`WXPAY_LOG` filter,
+/// default `info`). Does nothing when one is already installed.
+pub fn init_tracing(format: LogFormat) {
+    let filter = std::env::var("WXPAY_LOG")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// The WeChat Pay client of a configuration (not yet holding platform
+/// certificates; see [`prepare_client`]). The `bill` command uses this too.
+pub fn build_client(config: &Config, clock: Arc<dyn Clock>) -> Result<WechatPayClient, StartError> {
+    let mut verifier = Verifier::new(clock);
+    if let Some((id, key)) = &config.verification.public_key {
+        verifier = verifier.with_public_key(id.clone(), key.clone());
+    }
+    let signer = RequestSigner::new(
+        config.merchant.mchid.clone(),
+        config.merchant.serial_no.clone(),
+        config.merchant.private_key.clone(),
+    );
+    let mut opts = ClientOptions::new(config.api.base_url.clone());
+    opts.backup_url = config.api.backup_url.clone();
+    opts.connect_timeout = config.api.connect_timeout;
+    opts.request_timeout = config.api.request_timeout;
+    opts.max_attempts = config.api.max_attempts;
+    let client = WechatPayClient::new(opts, signer, Arc::new(verifier))?;
+    Ok(if config.verification.platform_certificates {
+        client.with_platform_certificates(config.merchant.apiv3_key.clone())
+    } else {
+        client
+    })
+}
+
+/// [`build_client`], then, in certificate mode, the first certificate
+/// download (a failure refuses to start: nothing could be verified).
+pub async fn prepare_client(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<WechatPayClient>, StartError> {
+    let client = build_client(config, clock)?;
+    if client.certificate_mode() {
+        match client.refresh_certificates(true).await {
+            Ok(RefreshOutcome::Refreshed(_)) | Ok(_) => {}
+            Err(e) if config.verification.public_key.is_some() => {
+                // Migration mode: the public key still verifies responses.
+                tracing::warn!(error = %e, "platform certificates unavailable; continuing with the WeChat Pay public key");
+            }
+            Err(e) => return Err(StartError::Certificates(e)),
+        }
+    }
+    Ok(Arc::new(client))
+}
+
+/// Everything a running server is made of.
+pub struct Server {
+    /// The full router (API, OAuth, pages, notifications).
+    pub router: Router,
+    /// The handler state (for tests and tools).
+    pub state: AppState,
+    /// The order database.
+    pub store: Arc<dyn Store>,
+    /// The WeChat Pay client.
+    pub client: Arc<WechatPayClient>,
+    /// The notification handler.
+    pub notify: Arc<NotifyHandler>,
+    /// The reconciliation worker (not yet running).
+    pub worker: Worker,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("client", &self.client).finish_non_exhaustive()
+    }
+}
+
+/// Builds the server from a validated configuration.
+pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let catalog_path = config
+        .catalog_file
+        .as_deref()
+        .ok_or_else(|| StartError::Other("catalog_file is not set".into()))?;
+    let catalog = Arc::new(Catalog::load(catalog_path)?);
+    let store = store::connect(&config.database_url).await.map_err(|source| StartError::Store {
+        url: redact_database_url(&config.database_url),
+        source,
+    })?;
+    let client = prepare_client(config, clock.clone()).await?;
+    let api: Arc<dyn CombineApi> = client.clone();
+
+    let notify = Arc::new(NotifyHandler::new(
+        store.clone(),
+        client.verifier().clone(),
+        config.merchant.apiv3_key.clone(),
+        NotifyConfig::new(config.merchant.mchid.clone(), config.merchant.appid.clone()),
+        clock.clone(),
+    ));
+
+    let worker = Worker::new(
+        store.clone(),
+        api.clone(),
+        WorkerConfig {
+            interval: Duration::from_secs(config.reconcile.interval_secs),
+            query_after: Duration::from_secs(config.reconcile.after_secs.max(0) as u64),
+            min_close_age: Duration::from_secs(config.orders.close_min_age_secs.max(0) as u64),
+            ..WorkerConfig::default()
+        },
+        clock.clone(),
+    );
+
+    let oauth = HttpOAuthClient::new(
+        config.oauth.api_base_url.clone(),
+        config.merchant.appid.clone(),
+        config.merchant.app_secret.clone(),
+        config.api.request_timeout,
+    )
+    .map_err(StartError::Other)?;
+    let state = AppState::new(
+        HttpSettings::from_config(config),
+        store.clone(),
+        api,
+        Arc::new(oauth),
+        catalog,
+        config.merchant.private_key.clone(),
+        clock,
+    );
+    let router = http::app(state.clone()).merge(notify::router(notify.clone(), &config.notify_path));
+    Ok(Server {
+        router,
+        state,
+        store,
+        client,
+        notify,
+        worker,
+    })
+}
+
+/// Binds `addr` (port 0 picks a free port).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|e| StartError::Bind {
+        addr: addr.to_string(),
+        detail: e.to_string(),
+    })
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown requested");
+}
+
+/// Serves `server` on `listener` until `shutdown` completes: runs the
+/// worker (and, in certificate mode, a periodic certificate refresh), stops
+/// accepting on shutdown, waits for in-flight requests, then stops the worker.
+pub async fn serve(server: Server, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let worker = server.worker.clone();
+    let worker_task = tokio::spawn({
+        let stop = stopped(stop_rx.clone());
+        async move { worker.run(stop).await }
+    });
+    let refresh_task = server.client.certificate_mode().then(|| {
+        let client = server.client.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(CERTIFICATE_REFRESH_EVERY) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                if let Err(e) = client.refresh_certificates(true).await {
+                    tracing::warn!(error = %e, "periodic platform certificate refresh failed");
+                }
+            }
+        })
+    });
+
+    let addr = listener.local_addr().ok();
+    tracing::info!(addr = ?addr, "merchant server listening");
+    let (signal_tx, signal_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = signal_tx.send(true);
+    });
+    let serving = axum::serve(listener, server.router)
+        .with_graceful_shutdown(stopped(signal_rx.clone()))
+        .into_future();
+    // In-flight requests get a grace period; a connection that never
+    // finishes does not keep the process alive forever.
+    let grace = {
+        let signal = stopped(signal_rx);
+        async move {
+            signal.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    };
+    let result = tokio::select! {
+        r = serving => r.map_err(|e| StartError::Other(format!("server failed: {e}"))),
+        _ = grace => {
+            tracing::warn!("in-flight requests did not finish within {} s; stopping anyway", SHUTDOWN_GRACE.as_secs());
+            Ok(())
+        }
+    };
+    tracing::info!("no longer accepting; stopping the reconciliation worker");
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(SHUTDOWN_GRACE, worker_task).await.is_err() {
+        tracing::warn!("reconciliation worker did not stop in time");
+    }
+    if let Some(t) = refresh_task {
+        t.abort();
+    }
+    result
+}
+
+/// `serve`: load, build, bind, serve until Ctrl-C/SIGTERM.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let server = build(&config, clock).await?;
+    let listener = bind(config.listen).await?;
+    serve(server, listener, shutdown_signal()).await
+}
+
+/// Settings of a demo run (`wxpay-combine demo`, and the flow tests).
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Where the merchant server listens (port 0: any free port).
+    pub addr: SocketAddr,
+    /// Data directory: simulator state, secrets, SQLite file, `wxpay.toml`.
+    pub data_dir: std::path::PathBuf,
+    /// The page directory (default: `./www`, else the repository's `www/`).
+    pub www_dir: Option<std::path::PathBuf>,
+    /// The wasm package (default: `./wasm/pkg`, else the repository's).
+    pub wasm_pkg_dir: Option<std::path::PathBuf>,
+    /// Database URL instead of `sqlite:DIR/wxpay.db`.
+    pub database_url: Option<String>,
+    /// Minimum order age before close (product rule: 300 s).
+    pub close_min_age_secs: u64,
+    /// Query-on-read delay.
+    pub query_after_secs: u64,
+    /// Reconciliation: sweep interval and minimum order age.
+    pub reconcile_interval_secs: u64,
+    /// Reconciliation: open orders older than this are queried.
+    pub reconcile_after_secs: u64,
+    /// The simulator's notification retry time scale.
+    pub time_scale: f64,
+    /// A simulator configuration file (merchants, key modes).
+    pub sim_config: Option<std::path::PathBuf>,
+}
+
+impl DemoOptions {
+    /// Defaults: `127.0.0.1:8080`, `./demo-data`, the 5-minute close rule.
+    pub fn new(data_dir: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: data_dir.into(),
+            www_dir: None,
+            wasm_pkg_dir: None,
+            database_url: None,
+            close_min_age_secs: 300,
+            query_after_secs: 5,
+            reconcile_interval_secs: 5,
+            reconcile_after_secs: 10,
+            time_scale: 1.0,
+            sim_config: None,
+        }
+    }
+}
+
+/// A prepared demo: the configuration it runs with (also written to
+/// `DIR/wxpay.toml`), the running simulator and the bound listener.
+#[derive(Debug)]
+pub struct Demo {
+    /// The validated configuration.
+    pub config: Config,
+    /// Where it was written.
+    pub config_path: std::path::PathBuf,
+    /// The embedded simulator.
+    pub sim: crate::sim::SimHandle,
+    /// The merchant server's listener.
+    pub listener: TcpListener,
+    /// `http://127.0.0.1:PORT/pay/`.
+    pub page_url: String,
+}
+
+fn default_dir(given: Option<&std::path::Path>, local: &str, repo_relative: &str) -> std::path::PathBuf {
+    if let Some(p) = given {
+        return p.to_path_buf();
+    }
+    let here = std::path::PathBuf::from(local);
+    if here.exists() {
+        return std::fs::canonicalize(&here).unwrap_or(here);
+    }
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(repo_relative)
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), StartError> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| StartError::Other(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Starts the embedded simulator, writes the demo's secrets, catalog and
+/// configuration into the data directory, and binds the merchant server's
+/// listener. Keys are created on the first run and reused afterwards.
+pub async fn prepare_demo(opts: &DemoOptions) -> Result<Demo, StartError> {
+    use crate::config::RawConfig;
+    let io = |what: &str, p: &std::path::Path, e: std::io::Error| {
+        StartError::Other(format!("cannot {what} {}: {e}", p.display()))
+    };
+    std::fs::create_dir_all(&opts.data_dir).map_err(|e| io("create", &opts.data_dir, e))?;
+    let dir = std::fs::canonicalize(&opts.data_dir).map_err(|e| io("open", &opts.data_dir, e))?;
+
+    let mut sim_opts = crate::sim::SimOptions::new(dir.join("simulator"));
+    sim_opts.time_scale = opts.time_scale;
+    sim_opts.config = opts.sim_config.clone();
+    let sim = crate::sim::Simulator::start(sim_opts)
+        .await
+        .map_err(|e| StartError::Other(format!("simulator: {e}")))?;
+    let m = sim.merchant().clone();
+
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(&secrets).map_err(|e| io("create", &secrets, e))?;
+    let apiv3_key_file = secrets.join("apiv3_key.txt");
+    write_private(&apiv3_key_file, m.apiv3_key.as_bytes())?;
+    let app_secret_file = secrets.join("app_secret.txt");
+    write_private(&app_secret_file, m.app_secret.as_bytes())?;
+    let session_secret_file = secrets.join("session_secret.txt");
+    if !session_secret_file.exists() {
+        let secret = format!("{}{}", crate::apiv3::generate_nonce(), crate::apiv3::generate_nonce());
+        write_private(&session_secret_file, secret.as_bytes())?;
+    }
+    let private_key_file = m
+        .private_key_path
+        .clone()
+        .ok_or_else(|| StartError::Other("the simulator's merchant has no generated private key".into()))?;
+
+    let catalog = Catalog::demo(&m.sub_mchids)?;
+    let catalog_file = dir.join("catalog.toml");
+    std::fs::write(&catalog_file, catalog.to_toml()).map_err(|e| io("write", &catalog_file, e))?;
+
+    let listener = bind(opts.addr).await?;
+    let mut local = listener.local_addr().map_err(|e| io("inspect the listener on", std::path::Path::new(""), e))?;
+    if local.ip().is_unspecified() {
+        local.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
+    }
+    let origin = format!("http://{local}");
+    let sim_base = sim.base_url().trim_end_matches('/').to_string();
+    let path_str = |p: &std::path::Path| Some(p.to_path_buf());
+
+    let raw = RawConfig {
+        listen: Some(local.to_string()),
+        public_base_url: Some(origin.clone()),
+        pay_directory: Some("/pay/".into()),
+        www_dir: path_str(&default_dir(opts.www_dir.as_deref(), "www", "../www")),
+        wasm_pkg_dir: path_str(&default_dir(opts.wasm_pkg_dir.as_deref(), "wasm/pkg", "../wasm/pkg")),
+        demo: Some(true),
+        simulator_base_url: Some(sim_base.clone()),
+        database_url: Some(
+            opts.database_url
+                .clone()
+                .unwrap_or_else(|| format!("sqlite:{}", dir.join("wxpay.db").display())),
+        ),
+        appid: Some(m.appid.clone()),
+        mchid: Some(m.mchid.clone()),
+        merchant_serial_no: Some(m.serial_no.clone()),
+        merchant_private_key_file: Some(private_key_file),
+        apiv3_key_file: Some(apiv3_key_file),
+        app_secret_file: Some(app_secret_file),
+        session_secret_file: Some(session_secret_file),
+        wechatpay_public_key_id: m.wechatpay_public_key_id.clone(),
+        wechatpay_public_key_file: m.wechatpay_public_key_path.clone(),
+        platform_certificates: Some(m.key_mode.has_certificates()),
+        api_base_url: Some(sim_base.clone()),
+        api_backup_url: Some(String::new()),
+        notify_url: Some(format!("{origin}{}", notify::DEFAULT_PATH)),
+        oauth_authorize_url: Some(format!("{sim_base}/connect/oauth2/authorize")),
+        oauth_api_base_url: Some(sim_base.clone()),
+        catalog_file: Some(catalog_file),
+        query_after_secs: Some(opts.query_after_secs),
+        close_min_age_secs: Some(opts.close_min_age_secs),
+        reconcile_interval_secs: Some(opts.reconcile_interval_secs),
+        reconcile_after_secs: Some(opts.reconcile_after_secs),
+        ..RawConfig::default()
+    };
+    let config_path = dir.join("wxpay.toml");
+    let header = format!(
+        "# Written by `wxpay-combine demo`; rewritten on every demo start.\n\
+         # While the demo runs, other commands can use the same simulator and database:\n\
+         #   WXPAY_LISTEN=127.0.0.1:8081 wxpay-combine serve --config {path}\n\
+         #   wxpay-combine bill --config {path} …\n\
+         # (notify_url still points at the demo server, which shares the database.)\n\n",
+        path = config_path.display()
+    );
+    write_private(&config_path, format!("{header}{}", raw.to_toml()).as_bytes())?;
+    let mut config = raw.validate(&dir)?;
+    config.source = Some(config_path.clone());
+    Ok(Demo {
+        page_url: config.page_url(),
+        config,
+        config_path,
+        sim,
+        listener,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(
+            redact_database_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_database_url("sqlite:/x.db"), "sqlite:/x.db");
+    }
+}

@@ -1,0 +1,326 @@
+//! The merchant server's HTTP surface for the H5 page: JSON API, OAuth
+//! sessions and the static pay directory.
+//!
+//! [`app`] builds the router from an [`AppState`]; the notification endpoint
+//! ([`crate::notify::router`]) is merged in by [`crate::app`].
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /api/config` | `{demo, app_id, pay_directory, login_url, simulator_bridge_url?}` |
+//! | `GET /api/session` | the signed-in payer (masked) or 401 |
+//! | `GET /api/catalog` | items with prices and merchants |
+//! | `POST /api/combine-orders` | price, store, prepay, sign pay params |
+//! | `GET /api/combine-orders/{no}` | the order (query-on-read when overdue) |
+//! | `POST /api/combine-orders/{no}/pay-params` | fresh pay params |
+//! | `POST /api/combine-orders/{no}/close` | close an unpaid order |
+//! | `GET /oauth/start`, `GET /oauth/callback` | 网页授权 (snsapi_base) |
+//! | `GET {pay_directory}…` | the page (`www_dir`), `{pay_directory}pkg/…` the wasm package |
+//! | `GET /healthz`, `GET /readyz` | liveness, database readiness |
+
+pub mod error;
+pub mod oauth;
+pub mod orders;
+pub mod session;
+
+pub use error::AppError;
+pub use oauth::{HttpOAuthClient, OAuthClient, OAuthExchangeError, OAuthIdentity};
+
+use crate::apiv3::{Clock, PrivateKey};
+use crate::catalog::Catalog;
+use crate::combine::CombineApi;
+use crate::config::{Config, OrderPolicy, SessionSecret};
+use crate::redact::mask_openid;
+use crate::store::Store;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use session::{CookieSigner, Purpose, SessionData, SESSION_COOKIE};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tower::ServiceExt;
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+use url::Url;
+
+/// Largest JSON body the API accepts.
+pub const MAX_API_BODY_BYTES: usize = 64 * 1024;
+
+/// What the HTTP layer needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// combine_appid (also the OAuth appid and the pay params' appId).
+    pub appid: String,
+    /// combine_mchid.
+    pub mchid: String,
+    /// notify_url sent with prepay.
+    pub notify_url: String,
+    /// Pay directory, e.g. `/pay/`.
+    pub pay_directory: String,
+    /// The authorize page.
+    pub oauth_authorize_url: Url,
+    /// `{public_base_url}/oauth/callback`.
+    pub oauth_redirect_uri: String,
+    /// The page's files.
+    pub www_dir: PathBuf,
+    /// The wasm package, served at `{pay_directory}pkg/`.
+    pub wasm_pkg_dir: Option<PathBuf>,
+    /// Demo mode.
+    pub demo: bool,
+    /// Demo: the simulator's base URL.
+    pub simulator_base_url: Option<String>,
+    /// Cookie key.
+    pub session_secret: SessionSecret,
+    /// `Secure` cookies (all but demo).
+    pub secure_cookies: bool,
+    /// Session lifetime.
+    pub session_ttl_secs: i64,
+    /// Order policy.
+    pub orders: OrderPolicy,
+}
+
+impl HttpSettings {
+    /// The HTTP settings of a validated configuration.
+    pub fn from_config(c: &Config) -> Self {
+        Self {
+            appid: c.merchant.appid.clone(),
+            mchid: c.merchant.mchid.clone(),
+            notify_url: c.notify_url.to_string(),
+            pay_directory: c.pay_directory.clone(),
+            oauth_authorize_url: c.oauth.authorize_url.clone(),
+            oauth_redirect_uri: c.oauth_redirect_uri(),
+            www_dir: c.www_dir.clone(),
+            wasm_pkg_dir: c.wasm_pkg_dir.clone(),
+            demo: c.demo,
+            simulator_base_url: c
+                .simulator_base_url
+                .as_ref()
+                .map(|u| u.as_str().trim_end_matches('/').to_string()),
+            session_secret: c.session_secret.clone(),
+            secure_cookies: !c.demo,
+            session_ttl_secs: c.oauth.session_ttl_secs,
+            orders: c.orders,
+        }
+    }
+}
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Settings.
+    pub settings: Arc<HttpSettings>,
+    /// The order database.
+    pub store: Arc<dyn Store>,
+    /// WeChat Pay (the real client, the simulator, or a fake in tests).
+    pub api: Arc<dyn CombineApi>,
+    /// The OAuth code exchange.
+    pub oauth: Arc<dyn OAuthClient>,
+    /// Prices.
+    pub catalog: Arc<Catalog>,
+    /// Merchant API private key (signs paySign).
+    pub pay_key: PrivateKey,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Cookie signing.
+    pub cookies: Arc<CookieSigner>,
+    /// Last query-on-read per order (throttle).
+    pub(crate) query_throttle: Arc<Mutex<HashMap<String, i64>>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("settings", &self.settings)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Assembles the state.
+    pub fn new(
+        settings: HttpSettings,
+        store: Arc<dyn Store>,
+        api: Arc<dyn CombineApi>,
+        oauth: Arc<dyn OAuthClient>,
+        catalog: Arc<Catalog>,
+        pay_key: PrivateKey,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let cookies = Arc::new(CookieSigner::new(settings.session_secret.clone(), settings.secure_cookies));
+        Self {
+            settings: Arc::new(settings),
+            store,
+            api,
+            oauth,
+            catalog,
+            pay_key,
+            clock,
+            cookies,
+            query_throttle: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+/// The signed-in payer, from the session cookie. Handlers that take it
+/// answer 401 `NO_SESSION` (with a `login_url`) without one.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The payer's openid under the configured appid.
+    pub openid: String,
+}
+
+impl FromRequestParts<AppState> for Session {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, AppError> {
+        session::read_cookie(&parts.headers, SESSION_COOKIE)
+            .and_then(|v| st.cookies.open::<SessionData>(Purpose::Session, v, st.clock.now()))
+            .map(|s| Session { openid: s.openid })
+            .ok_or_else(|| AppError::NoSession {
+                login_url: oauth::login_url(&st.settings.pay_directory),
+            })
+    }
+}
+
+/// The router: API, OAuth, pages, health.
+pub fn app(state: AppState) -> Router {
+    let dir = state.settings.pay_directory.clone();
+    let api = Router::new()
+        .route("/api/config", get(api_config))
+        .route("/api/session", get(api_session))
+        .route("/api/catalog", get(api_catalog))
+        .route("/api/combine-orders", post(orders::create))
+        .route("/api/combine-orders/{no}", get(orders::get))
+        .route("/api/combine-orders/{no}/pay-params", post(orders::pay_params))
+        .route("/api/combine-orders/{no}/close", post(orders::close))
+        .route("/api/{*rest}", axum::routing::any(api_not_found))
+        .layer(DefaultBodyLimit::max(MAX_API_BODY_BYTES))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ));
+    Router::new()
+        .merge(api)
+        .route("/oauth/start", get(oauth::start))
+        .route("/oauth/callback", get(oauth::callback))
+        .route("/", get(to_pay_directory))
+        .route(dir.trim_end_matches('/'), get(to_pay_directory))
+        .route(&dir, get(static_file))
+        .route(&format!("{dir}{{*path}}"), get(static_file))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(
+            // Log method and path only: query strings carry OAuth codes.
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+            }),
+        )
+        .with_state(state)
+}
+
+async fn api_not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"code": "NOT_FOUND", "message": "no such API endpoint"})),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found").into_response()
+}
+
+async fn to_pay_directory(State(st): State<AppState>) -> Response {
+    (StatusCode::FOUND, [(header::LOCATION, st.settings.pay_directory.clone())]).into_response()
+}
+
+/// Serves the pay directory from `www_dir`, and `pkg/` from the wasm package.
+async fn static_file(State(st): State<AppState>, req: Request) -> Response {
+    let s = &st.settings;
+    let path = req.uri().path();
+    let rel = &path[s.pay_directory.len() - 1..]; // keeps the leading '/'
+    let (root, rel) = match (&s.wasm_pkg_dir, rel.strip_prefix("/pkg")) {
+        (Some(pkg), Some(rest)) if rest.is_empty() || rest.starts_with('/') => (pkg.clone(), rest.to_string()),
+        _ => (s.www_dir.clone(), rel.to_string()),
+    };
+    let rel = if rel.is_empty() { "/".to_string() } else { rel };
+    let (mut parts, body) = req.into_parts();
+    let new_uri = match parts.uri.query() {
+        Some(q) => format!("{rel}?{q}"),
+        None => rel,
+    };
+    parts.uri = match new_uri.parse::<Uri>() {
+        Ok(u) => u,
+        Err(_) => return not_found().await,
+    };
+    let resp = ServeDir::new(root)
+        .oneshot(Request::from_parts(parts, body))
+        .await
+        .map(IntoResponse::into_response)
+        .unwrap_or_else(|never| match never {});
+    let mut resp = resp;
+    // The page changes with deployments: always revalidate (ETag/Last-Modified).
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+async fn api_config(State(st): State<AppState>) -> Json<serde_json::Value> {
+    let s = &st.settings;
+    let mut v = json!({
+        "demo": s.demo,
+        "app_id": s.appid,
+        "pay_directory": s.pay_directory,
+        "login_url": oauth::login_url(&s.pay_directory),
+        "close_min_age_secs": s.orders.close_min_age_secs,
+    });
+    if s.demo {
+        if let Some(base) = &s.simulator_base_url {
+            v["simulator_base_url"] = json!(base);
+            v["simulator_bridge_url"] = json!(format!("{base}/sim/bridge.js"));
+        }
+    }
+    Json(v)
+}
+
+async fn api_session(session: Session) -> Json<serde_json::Value> {
+    Json(json!({"signed_in": true, "openid_masked": mask_openid(&session.openid)}))
+}
+
+async fn api_catalog(State(st): State<AppState>) -> Json<serde_json::Value> {
+    let items: Vec<_> = st
+        .catalog
+        .items()
+        .iter()
+        .map(|i| {
+            json!({
+                "sku": i.sku,
+                "name": i.name,
+                "price_fen": i.price_fen,
+                "merchant": {"mchid": i.merchant.mchid, "name": i.merchant.name},
+            })
+        })
+        .collect();
+    Json(json!({ "items": items }))
+}
+
+async fn readyz(State(st): State<AppState>) -> Response {
+    match st.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! What both backends share: SQL text (SQLite accepts PostgreSQL's `$N`
+//! placeholders), row types, and the pure decision of what a transition does
+//! to a locked order. The backends only differ in how they lock and commit.
+
+use super::StoreError;
+use crate::combine::{
+    CombineOrder, EventSource, NotificationRef, OrderEvent, RejectReason, SubOrder, TradeState,
+    Transition,
+};
+use std::collections::HashSet;
+
+pub(crate) const SELECT_ORDER: &str = "SELECT combine_out_trade_no, combine_mchid, combine_appid, \
+     payer_openid, state, prepay_id, prepay_expires_at, time_expire, created_at, updated_at, \
+     notified_at FROM combine_orders WHERE combine_out_trade_no = $1";
+
+pub(crate) const SELECT_ORDER_FOR_UPDATE: &str = "SELECT combine_out_trade_no, combine_mchid, \
+     combine_appid, payer_openid, state, prepay_id, prepay_expires_at, time_expire, created_at, \
+     updated_at, notified_at FROM combine_orders WHERE combine_out_trade_no = $1 FOR UPDATE";
+
+pub(crate) const SELECT_SUBS: &str = "SELECT mchid, out_trade_no, description, attach, amount, \
+     transaction_id, payer_amount, bank_type, success_time FROM sub_orders \
+     WHERE combine_out_trade_no = $1 ORDER BY position";
+
+pub(crate) const SELECT_NOTIFICATION: &str =
+    "SELECT combine_out_trade_no, body_sha256 FROM notifications WHERE id = $1";
+
+pub(crate) const INSERT_ORDER: &str = "INSERT INTO combine_orders (combine_out_trade_no, \
+     combine_mchid, combine_appid, payer_openid, state, prepay_id, prepay_expires_at, \
+     time_expire, created_at, updated_at, notified_at, lease_until) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL)";
+
+pub(crate) const INSERT_SUB: &str = "INSERT INTO sub_orders (mchid, out_trade_no, \
+     combine_out_trade_no, position, description, attach, amount, transaction_id, \
+     payer_amount, bank_type, success_time) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO order_events (combine_out_trade_no, \
+     from_state, to_state, source, notification_id, detail, at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+pub(crate) const INSERT_NOTIFICATION: &str = "INSERT INTO notifications (id, \
+     combine_out_trade_no, body_sha256, outcome, received_at) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (id) DO NOTHING";
+
+pub(crate) const UPDATE_ORDER_STATE: &str = "UPDATE combine_orders SET state = $2, \
+     updated_at = $3, notified_at = $4, lease_until = NULL WHERE combine_out_trade_no = $1";
+
+pub(crate) const UPDATE_SUB_PAYMENT: &str = "UPDATE sub_orders SET transaction_id = $3, \
+     payer_amount = $4, bank_type = $5, success_time = $6 \
+     WHERE mchid = $1 AND out_trade_no = $2";
+
+/// `updated_at` tracks state changes only, so a new prepay_id leaves it.
+pub(crate) const UPDATE_PREPAY: &str = "UPDATE combine_orders SET prepay_id = $2, \
+     prepay_expires_at = $3 WHERE combine_out_trade_no = $1";
+
+pub(crate) const UPDATE_NOTIFIED: &str =
+    "UPDATE combine_orders SET notified_at = $2 WHERE combine_out_trade_no = $1";
+
+pub(crate) const UPDATE_LEASE: &str =
+    "UPDATE combine_orders SET lease_until = $2 WHERE combine_out_trade_no = $1";
+
+pub(crate) const SELECT_EVENTS: &str = "SELECT id, combine_out_trade_no, from_state, to_state, \
+     source, detail, at FROM order_events WHERE combine_out_trade_no = $1 ORDER BY id";
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct OrderRow {
+    combine_out_trade_no: String,
+    combine_mchid: String,
+    combine_appid: String,
+    payer_openid: String,
+    state: String,
+    prepay_id: Option<String>,
+    prepay_expires_at: Option<i64>,
+    time_expire: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+    notified_at: Option<i64>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct SubRow {
+    mchid: String,
+    out_trade_no: String,
+    description: String,
+    attach: String,
+    amount: i64,
+    transaction_id: Option<String>,
+    payer_amount: Option<i64>,
+    bank_type: Option<String>,
+    success_time: Option<String>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct EventRow {
+    id: i64,
+    combine_out_trade_no: String,
+    from_state: Option<String>,
+    to_state: String,
+    source: String,
+    detail: String,
+    at: i64,
+}
+
+/// A notification id already recorded.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct PriorNotification {
+    pub combine_out_trade_no: String,
+    pub body_sha256: String,
+}
+
+fn parse_state(s: &str) -> Result<TradeState, StoreError> {
+    s.parse()
+        .map_err(|e| StoreError::Corrupt(format!("state: {e}")))
+}
+
+fn parse_source(s: &str) -> Result<EventSource, StoreError> {
+    Ok(match s {
+        "create" => EventSource::Create,
+        "notify" => EventSource::Notify,
+        "query" => EventSource::Query,
+        "close" => EventSource::Close,
+        "expiry" => EventSource::Expiry,
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "event source {:?}",
+                other.chars().take(32).collect::<String>()
+            )))
+        }
+    })
+}
+
+/// Builds the model from an order row and its sub-order rows.
+pub(crate) fn assemble(row: OrderRow, subs: Vec<SubRow>) -> Result<CombineOrder, StoreError> {
+    Ok(CombineOrder {
+        state: parse_state(&row.state)?,
+        combine_out_trade_no: row.combine_out_trade_no,
+        combine_mchid: row.combine_mchid,
+        combine_appid: row.combine_appid,
+        payer_openid: row.payer_openid,
+        sub_orders: subs
+            .into_iter()
+            .map(|s| SubOrder {
+                mchid: s.mchid,
+                out_trade_no: s.out_trade_no,
+                description: s.description,
+                attach: s.attach,
+                amount: s.amount,
+                transaction_id: s.transaction_id,
+                payer_amount: s.payer_amount,
+                bank_type: s.bank_type,
+                success_time: s.success_time,
+            })
+            .collect(),
+        prepay_id: row.prepay_id,
+        prepay_expires_at: row.prepay_expires_at,
+        time_expire: row.time_expire,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        notified_at: row.notified_at,
+    })
+}
+
+pub(crate) fn event(row: EventRow) -> Result<OrderEvent, StoreError> {
+    Ok(OrderEvent {
+        id: row.id,
+        combine_out_trade_no: row.combine_out_trade_no,
+        from_state: row.from_state.as_deref().map(parse_state).transpose()?,
+        to_state: parse_state(&row.to_state)?,
+        source: parse_source(&row.source)?,
+        detail: row.detail,
+        at: row.at,
+    })
+}
+
+/// Checks an order handed to `create_order`.
+pub(crate) fn validate_new(order: &CombineOrder) -> Result<(), StoreError> {
+    if order.state != TradeState::NotPay {
+        return Err(StoreError::Invalid(format!(
+            "a new order must be NOTPAY, not {}",
+            order.state
+        )));
+    }
+    if order.combine_out_trade_no.is_empty() {
+        return Err(StoreError::Invalid("empty combine_out_trade_no".into()));
+    }
+    if order.sub_orders.is_empty() {
+        return Err(StoreError::Invalid("no sub-orders".into()));
+    }
+    let mut seen = HashSet::new();
+    for s in &order.sub_orders {
+        if s.amount < 1 {
+            return Err(StoreError::Invalid(format!(
+                "sub-order {} amount {} is below 1 fen",
+                s.out_trade_no, s.amount
+            )));
+        }
+        if !seen.insert((s.mchid.as_str(), s.out_trade_no.as_str())) {
+            return Err(StoreError::Invalid(format!(
+                "sub-order {}/{} listed twice",
+                s.mchid, s.out_trade_no
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What a transition does to the order as it is under the lock.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// A repeat (same notification id and body, or the state already
+    /// reached by a query): write nothing.
+    Repeat,
+    /// The state is already reached; record this new notification id (so a
+    /// later replay of it with another body is caught) and nothing else.
+    RecordDuplicate(NotificationRef),
+    /// Refuse; write nothing.
+    Reject(RejectReason),
+    /// Write the new order, one event, and the notification id.
+    Apply(Box<CombineOrder>),
+}
+
+/// Decides a transition against the locked `order`. Pure, so both backends
+/// behave identically.
+pub(crate) fn decide(
+    order: &CombineOrder,
+    prior: Option<&PriorNotification>,
+    t: &Transition,
+    now: i64,
+) -> Decision {
+    if let Some(n) = &t.notification {
+        if let Some(p) = prior {
+            return if p.body_sha256 == n.body_sha256
+                && p.combine_out_trade_no == order.combine_out_trade_no
+            {
+                Decision::Repeat
+            } else {
+                Decision::Reject(RejectReason::NotificationReplayed { id: n.id.clone() })
+            };
+        }
+    }
+    if let Err(reason) = check_payments(order, t) {
+        return Decision::Reject(reason);
+    }
+    if order.state == t.to {
+        return match &t.notification {
+            Some(n) => Decision::RecordDuplicate(n.clone()),
+            None => Decision::Repeat,
+        };
+    }
+    if !order.state.can_become(t.to) {
+        return Decision::Reject(RejectReason::IllegalTransition {
+            from: order.state,
+            to: t.to,
+        });
+    }
+    let mut new = order.clone();
+    new.state = t.to;
+    new.updated_at = now;
+    if t.source == EventSource::Notify {
+        new.notified_at = Some(now);
+    }
+    for p in &t.payments {
+        if let Some(s) = new
+            .sub_orders
+            .iter_mut()
+            .find(|s| s.mchid == p.mchid && s.out_trade_no == p.out_trade_no)
+        {
+            // Facts only ever get filled in, never erased by a later answer
+            // that omits them.
+            s.transaction_id = p.transaction_id.clone().or(s.transaction_id.take());
+            s.payer_amount = p.payer_amount.or(s.payer_amount);
+            s.bank_type = p.bank_type.clone().or(s.bank_type.take());
+            s.success_time = p.success_time.clone().or(s.success_time.take());
+        }
+    }
+    Decision::Apply(Box::new(new))
+}
+
+/// Every payment must name a sub-order of this order, and may not replace a
+/// transaction id already stored.
+fn check_payments(order: &CombineOrder, t: &Transition) -> Result<(), RejectReason> {
+    for p in &t.payments {
+        let sub = order
+            .sub_orders
+            .iter()
+            .find(|s| s.mchid == p.mchid && s.out_trade_no == p.out_trade_no)
+            .ok_or_else(|| RejectReason::UnknownSubOrder {
+                mchid: p.mchid.clone(),
+                out_trade_no: p.out_trade_no.clone(),
+            })?;
+        if let (Some(old), Some(new)) = (&sub.transaction_id, &p.transaction_id) {
+            if old != new {
+                return Err(RejectReason::TransactionIdChanged {
+                    out_trade_no: p.out_trade_no.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The sub-orders whose payment facts differ between `old` and `new`.
+pub(crate) fn changed_subs<'a>(
+    old: &'a CombineOrder,
+    new: &'a CombineOrder,
+) -> impl Iterator<Item = &'a SubOrder> {
+    new.sub_orders
+        .iter()
+        .zip(old.sub_orders.iter())
+        .filter(|(n, o)| n != o)
+        .map(|(n, _)| n)
+}
+
+/// Whether a database error is a unique-key violation.
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::combine::SubOrderPayment;
+
+    fn order(state: TradeState) -> CombineOrder {
+        CombineOrder {
+            combine_out_trade_no: "C1".into(),
+            combine_mchid: "1".into(),
+            combine_appid: "wx".into(),
+            payer_openid: "o".into(),
+            state,
+            sub_orders: vec![SubOrder {
+                mchid: "m".into(),
+                out_trade_no: "s1".into(),
+                description: "d".into(),
+                attach: String::new(),
+                amount: 5,
+                transaction_id: None,
+                payer_amount: None,
+                bank_type: None,
+                success_time: None,
+            }],
+            prepay_id: None,
+            prepay_expires_at: None,
+            time_expire: None,
+            created_at: 0,
+            updated_at: 0,
+            notified_at: None,
+        }
+    }
+
+    fn success(id: Option<&str>, sha: &str) -> Transition {
+        Transition {
+            to: TradeState::Success,
+            source: EventSource::Notify,
+            payments: vec![SubOrderPayment {
+                mchid: "m".into(),
+                out_trade_no: "s1".into(),
+                transaction_id: Some("t1".into()),
+                payer_amount: Some(5),
+                bank_type: Some("OTHERS".into()),
+                success_time: Some("2024-01-01T00:00:00+08:00".into()),
+            }],
+            notification: id.map(|id| NotificationRef {
+                id: id.into(),
+                body_sha256: sha.into(),
+            }),
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let t = success(Some("n1"), "aa");
+        let Decision::Apply(new) = decide(&order(TradeState::NotPay), None, &t, 9) else {
+            panic!()
+        };
+        assert_eq!(new.state, TradeState::Success);
+        assert_eq!(new.notified_at, Some(9));
+        assert_eq!(new.sub_orders[0].transaction_id.as_deref(), Some("t1"));
+
+        let prior = PriorNotification {
+            combine_out_trade_no: "C1".into(),
+            body_sha256: "aa".into(),
+        };
+        assert!(matches!(
+            decide(&new, Some(&prior), &t, 10),
+            Decision::Repeat
+        ));
+        let other = success(Some("n1"), "bb");
+        assert!(matches!(
+            decide(&new, Some(&prior), &other, 10),
+            Decision::Reject(RejectReason::NotificationReplayed { .. })
+        ));
+        assert!(matches!(
+            decide(&new, None, &success(Some("n2"), "cc"), 10),
+            Decision::RecordDuplicate(_)
+        ));
+        assert!(matches!(
+            decide(&order(TradeState::Closed), None, &t, 10),
+            Decision::Reject(RejectReason::IllegalTransition { .. })
+        ));
+        let mut changed = success(None, "");
+        changed.payments[0].transaction_id = Some("t2".into());
+        assert!(matches!(
+            decide(&new, None, &changed, 10),
+            Decision::Reject(RejectReason::TransactionIdChanged { .. })
+        ));
+        let mut stranger = success(None, "");
+        stranger.payments[0].out_trade_no = "zz".into();
+        assert!(matches!(
+            decide(&order(TradeState::NotPay), None, &stranger, 10),
+            Decision::Reject(RejectReason::UnknownSubOrder { .. })
+        ));
+    }
+}

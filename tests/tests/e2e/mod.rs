@@ -1,0 +1,786 @@
+//! Harness of the end-to-end tests: a `wxpay-combine demo` process (with its
+//! embedded WeChat Pay simulator) on a free port with a temporary data dir,
+//! and headless Chromium with a phone viewport, driven through chromedriver.
+//!
+//! Each test gets its own demo, chromedriver and browser, all ended when the
+//! test ends (also on panic). Tests run one at a time (a global lock): each
+//! starts a browser, and the machines this runs on are small.
+//!
+//! Every test saves a screenshot of its final screen under
+//! `target/e2e-screenshots/<test>.png`; a failing test also prints the
+//! browser's console log, the page's text and the demo's output.
+//!
+//! Prerequisites: the npm package built by `cargo xtask wasm` (`wasm/pkg/`),
+//! chromedriver and Chromium. When one is missing the tests fail under
+//! `CI=true`, and print why and pass elsewhere.
+//!
+//! Environment:
+//! - `WXPAY_E2E_BIN`: the `wxpay-combine` binary to test (default: built by
+//!   `cargo build -p wxpay-combine` into the workspace target dir).
+//! - `CHROMEDRIVER`, `CHROME_BIN`: where chromedriver and Chromium are.
+//! - `WXPAY_UPDATE_SCREENSHOT=1`: also copy the paid order page's
+//!   screenshot to `docs/screenshot-paid.png` (the README's picture).
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use fantoccini::wd::WebDriverCompatibleCommand;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The phone the page is shown on (an iPhone 14-sized viewport).
+const PHONE_WIDTH: u32 = 390;
+const PHONE_HEIGHT: u32 = 844;
+/// A plain mobile browser: not WeChat. The demo page pays through the
+/// simulator's bridge in any browser.
+const MOBILE_UA: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 \
+                         (KHTML, like Gecko) Chrome/130.0.0.0 Mobile Safari/537.36";
+
+/// How long a step may take before the test fails.
+pub const STEP: Duration = Duration::from_secs(20);
+/// `checkout` polls the server for up to 20 s by default, then says
+/// "not yet confirmed"; waiting for an outcome allows for that.
+pub const OUTCOME: Duration = Duration::from_secs(30);
+
+/// One test at a time: each runs a browser.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives in the workspace")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| {
+            if p.is_absolute() {
+                p
+            } else {
+                workspace_root().join(p)
+            }
+        })
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Runs one end-to-end test: `body` drives the page through `Ctx`; its
+/// error (or panic) fails the test after the diagnostics are printed.
+pub fn run<F, Fut>(name: &'static str, body: F)
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    // A test that panicked earlier poisons the lock; the next may still run.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tools = match prerequisites() {
+        Ok(tools) => tools,
+        Err(reason) if ci() => panic!("{name}: cannot run under CI=true: {reason:#}"),
+        Err(reason) => {
+            eprintln!("{name}: SKIPPED (not under CI=true): {reason:#}");
+            return;
+        }
+    };
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(failure) = runtime.block_on(session(name, tools, body)) {
+        panic!("{name} failed: {failure:#}");
+    }
+    eprintln!("{name}: passed in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+struct Tools {
+    server: PathBuf,
+    chromedriver: PathBuf,
+    chrome: Option<PathBuf>,
+}
+
+fn prerequisites() -> Result<Tools> {
+    let pkg = workspace_root().join("wasm/pkg/wxpay_combine_jsapi.js");
+    if !pkg.is_file() {
+        bail!("{} is missing: run `cargo xtask wasm` first", pkg.display());
+    }
+    let chromedriver = std::env::var_os("CHROMEDRIVER")
+        .map(PathBuf::from)
+        .or_else(|| which("chromedriver"))
+        .ok_or_else(|| {
+            anyhow!("chromedriver not found (set CHROMEDRIVER, or run `cargo xtask test`)")
+        })?;
+    let chrome = std::env::var_os("CHROME_BIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            [
+                "chromium",
+                "chromium-browser",
+                "google-chrome",
+                "google-chrome-stable",
+            ]
+            .into_iter()
+            .find_map(which)
+        });
+    if chrome.is_none() {
+        bail!("Chromium not found (set CHROME_BIN, or run `cargo xtask test`)");
+    }
+    Ok(Tools {
+        server: server_binary()?,
+        chromedriver,
+        chrome,
+    })
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The `wxpay-combine` binary, built once per test run.
+fn server_binary() -> Result<PathBuf> {
+    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            if let Some(bin) = std::env::var_os("WXPAY_E2E_BIN") {
+                return Ok(PathBuf::from(bin));
+            }
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .current_dir(workspace_root())
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "wxpay-combine",
+                    "--bin",
+                    "wxpay-combine",
+                ])
+                .status()
+                .map_err(|e| format!("cannot run cargo: {e}"))?;
+            if !status.success() {
+                return Err(format!("`cargo build -p wxpay-combine` failed: {status}"));
+            }
+            let bin = target_dir()
+                .join("debug")
+                .join(format!("wxpay-combine{}", std::env::consts::EXE_SUFFIX));
+            if bin.is_file() {
+                Ok(bin)
+            } else {
+                Err(format!("{} is missing after the build", bin.display()))
+            }
+        })
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+// ---------------------------------------------------------------------------
+// Processes
+
+/// A child process killed (and reaped) when dropped, so a failing test
+/// leaves nothing running.
+struct Guard {
+    child: Child,
+    /// The child leads its own process group (chromedriver and the browser
+    /// it starts): the whole group is ended.
+    group: bool,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if self.group {
+            // Only the group this test created; `kill` takes `-PGID`.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The demo server and simulator of one test.
+struct Demo {
+    _process: Guard,
+    page: String,
+    simulator: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    fn start(server: &Path) -> Result<Demo> {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data)?;
+        let log = dir.path().join("demo.log");
+        let out = std::fs::File::create(&log)?;
+        let port = free_port()?;
+        let child = Command::new(server)
+            .current_dir(workspace_root())
+            .arg("demo")
+            .arg("--addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&data)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("cannot start {}", server.display()))?;
+        let mut process = Guard {
+            child,
+            group: false,
+        };
+        let deadline = Instant::now() + STEP;
+        let (page, simulator) = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let (Some(page), Some(sim)) =
+                (labelled(&text, "page:"), labelled(&text, "simulator:"))
+            {
+                break (page, sim.trim_end_matches('/').to_string());
+            }
+            if let Some(status) = process.child.try_wait()? {
+                bail!("the demo exited ({status}) before it was ready:\n{text}");
+            }
+            if Instant::now() > deadline {
+                bail!("the demo did not print its page and simulator addresses:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        for url in [&page, &simulator] {
+            wait_listening(url, deadline)?;
+        }
+        Ok(Demo {
+            _process: process,
+            page,
+            simulator,
+            log,
+            _dir: dir,
+        })
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// The URL after `label` on the first line that has it (`page: http://…`).
+fn labelled(text: &str, label: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let rest = &line[line.find(label)? + label.len()..];
+        let url = rest.split_whitespace().next()?;
+        url.starts_with("http://").then(|| url.to_string())
+    })
+}
+
+fn wait_listening(url: &str, deadline: Instant) -> Result<()> {
+    let authority = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split('/').next())
+        .ok_or_else(|| anyhow!("not an http URL: {url}"))?;
+    while TcpStream::connect(authority).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens at {url}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn start_chromedriver(tools: &Tools) -> Result<(Guard, String)> {
+    use std::os::unix::process::CommandExt as _;
+    let port = free_port()?;
+    let child = Command::new(&tools.chromedriver)
+        .arg(format!("--port={port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start {}", tools.chromedriver.display()))?;
+    let guard = Guard { child, group: true };
+    let url = format!("http://127.0.0.1:{port}");
+    wait_listening(&url, Instant::now() + STEP)?;
+    Ok((guard, url))
+}
+
+fn capabilities(tools: &Tools) -> fantoccini::wd::Capabilities {
+    let mut chrome = json!({
+        "args": [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--hide-scrollbars",
+            format!("--window-size={PHONE_WIDTH},{PHONE_HEIGHT}"),
+        ],
+        "mobileEmulation": {
+            "deviceMetrics": { "width": PHONE_WIDTH, "height": PHONE_HEIGHT, "pixelRatio": 2 },
+            "userAgent": MOBILE_UA,
+        },
+    });
+    if let Some(bin) = &tools.chrome {
+        chrome["binary"] = json!(bin);
+    }
+    let caps = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": chrome,
+        "goog:loggingPrefs": { "browser": "ALL" },
+    });
+    match caps {
+        Value::Object(map) => map,
+        _ => unreachable!("a JSON object literal"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One test session
+
+async fn session<F, Fut>(name: &'static str, tools: Tools, body: F) -> Result<()>
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    let demo = Demo::start(&tools.server)?;
+    let (_driver, driver_url) = start_chromedriver(&tools)?;
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let client = ClientBuilder::new(connector)
+        .capabilities(capabilities(&tools))
+        .connect(&driver_url)
+        .await
+        .context("cannot start a Chromium session through chromedriver")?;
+    let ctx = Ctx {
+        client: client.clone(),
+        page: demo.page.clone(),
+        simulator: demo.simulator.clone(),
+        http: reqwest::Client::new(),
+    };
+    // A panic in the body ends its task, not this function: the screenshot
+    // and the diagnostics below still happen.
+    let outcome = match tokio::spawn(body(ctx)).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => Err(anyhow!("panicked: {}", panic_message(e.into_panic()))),
+        Err(e) => Err(anyhow!("the test task failed: {e}")),
+    };
+    let shot = screenshot(&client, name).await;
+    if let Err(failure) = &outcome {
+        eprintln!("===== {name} FAILED: {failure:#}");
+        eprintln!("{}", diagnostics(&client, &demo).await);
+    }
+    let shot = shot.with_context(|| format!("screenshot of {name}"));
+    let _ = client.close().await;
+    outcome?;
+    shot.map(|path| eprintln!("{name}: screenshot {}", path.display()))
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+async fn screenshot(client: &Client, name: &str) -> Result<PathBuf> {
+    let png = client.screenshot().await?;
+    let dir = target_dir().join("e2e-screenshots");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}.png"));
+    std::fs::write(&path, png)?;
+    Ok(path)
+}
+
+/// What a failing test prints: where the browser was, what the page said,
+/// the console, and the demo's own log.
+async fn diagnostics(client: &Client, demo: &Demo) -> String {
+    let mut out = String::new();
+    match client.current_url().await {
+        Ok(url) => _ = writeln!(out, "--- browser at {url}"),
+        Err(e) => _ = writeln!(out, "--- browser: no current URL ({e})"),
+    }
+    match client
+        .execute(
+            "return document.body ? document.body.innerText : ''",
+            vec![],
+        )
+        .await
+    {
+        Ok(Value::String(text)) => _ = writeln!(out, "--- page text:\n{}", text.trim()),
+        Ok(other) => _ = writeln!(out, "--- page text: {other}"),
+        Err(e) => _ = writeln!(out, "--- page text unavailable: {e}"),
+    }
+    _ = writeln!(out, "--- browser console:");
+    match client.issue_cmd(BrowserLog).await {
+        Ok(Value::Array(entries)) if entries.is_empty() => _ = writeln!(out, "(empty)"),
+        Ok(Value::Array(entries)) => {
+            for entry in entries {
+                let level = entry["level"].as_str().unwrap_or("?");
+                let message = entry["message"].as_str().unwrap_or_default();
+                _ = writeln!(out, "[{level}] {message}");
+            }
+        }
+        Ok(other) => _ = writeln!(out, "{other}"),
+        Err(e) => _ = writeln!(out, "(unavailable: {e})"),
+    }
+    _ = writeln!(out, "--- demo output:\n{}", demo.output().trim_end());
+    out
+}
+
+/// chromedriver's console log of the page (`goog:loggingPrefs`): the
+/// legacy `POST /session/{id}/se/log`, which chromedriver keeps serving.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(r#"{"type":"browser"}"#.into()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What the tests use
+
+/// The browser, the demo's page and its simulator.
+#[derive(Clone)]
+pub struct Ctx {
+    pub client: Client,
+    /// `http://127.0.0.1:PORT/pay/`
+    pub page: String,
+    /// `http://127.0.0.1:SIMPORT`
+    pub simulator: String,
+    http: reqwest::Client,
+}
+
+/// `[data-testid="…"]`
+pub fn tid(id: &str) -> String {
+    format!("[data-testid=\"{id}\"]")
+}
+
+impl Ctx {
+    /// Opens a page of the pay directory (`""` for the shop).
+    pub async fn open(&self, path: &str) -> Result<()> {
+        let url = format!("{}{}", self.page, path);
+        self.client
+            .goto(&url)
+            .await
+            .with_context(|| format!("opening {url}"))
+    }
+
+    /// Polls `probe` (every 100 ms) until it returns `Some`, for at most
+    /// `limit`; on timeout the error names `what` and the last observation.
+    pub async fn until<T, F, Fut>(&self, what: &str, limit: Duration, mut probe: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(Option<T>, String)>>,
+    {
+        let deadline = Instant::now() + limit;
+        loop {
+            let last = match probe().await {
+                Ok((Some(value), _)) => return Ok(value),
+                Ok((None, seen)) => seen,
+                Err(e) => format!("{e:#}"),
+            };
+            if Instant::now() > deadline {
+                bail!("timed out after {limit:?} waiting for {what}; last seen: {last}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs `script` (a function body; `arguments[0]` is `arg`) in the page.
+    pub async fn js(&self, script: &str, arg: Value) -> Result<Value> {
+        Ok(self.client.execute(script, vec![arg]).await?)
+    }
+
+    /// Waits until the element with this test id exists and is visible.
+    pub async fn visible(&self, testid: &str) -> Result<()> {
+        self.until(&format!("{testid} to be visible"), STEP, || async {
+            let shown = self
+                .js(
+                    "const e = document.querySelector(arguments[0]);
+                     return e ? (e.offsetParent !== null || getComputedStyle(e).position === 'fixed') : null;",
+                    json!(tid(testid)),
+                )
+                .await?;
+            Ok((shown.as_bool().filter(|v| *v).map(|_| ()), format!("{shown}")))
+        })
+        .await
+    }
+
+    /// Clicks the element matching `css` once it is there and enabled.
+    pub async fn click(&self, css: &str) -> Result<()> {
+        let element = self
+            .until(&format!("{css} to be clickable"), STEP, || async {
+                match self.client.find(Locator::Css(css)).await {
+                    Ok(e) if e.is_displayed().await? && e.is_enabled().await? => {
+                        Ok((Some(e), String::new()))
+                    }
+                    Ok(_) => Ok((None, "present but hidden or disabled".into())),
+                    Err(e) => Ok((None, format!("{e}"))),
+                }
+            })
+            .await?;
+        // As a person would: scroll it to the middle of the screen first,
+        // clear of the fixed pay bar.
+        self.js(
+            "document.querySelector(arguments[0]).scrollIntoView({ block: 'center' });",
+            json!(css),
+        )
+        .await?;
+        element
+            .click()
+            .await
+            .with_context(|| format!("clicking {css}"))
+    }
+
+    /// Clicks the element with this test id.
+    pub async fn tap(&self, testid: &str) -> Result<()> {
+        self.click(&tid(testid)).await
+    }
+
+    /// Text of the element with this test id (empty when there is none).
+    pub async fn text(&self, testid: &str) -> Result<String> {
+        let v = self
+            .js(
+                "const e = document.querySelector(arguments[0]); return e ? e.textContent.trim() : '';",
+                json!(tid(testid)),
+            )
+            .await?;
+        Ok(v.as_str().unwrap_or_default().to_string())
+    }
+
+    /// Waits until the element with test id `testid` has a `data-state` in
+    /// `wanted`, and returns it.
+    pub async fn state(&self, testid: &str, wanted: &[&str], limit: Duration) -> Result<String> {
+        self.until(
+            &format!("{testid} to be one of {wanted:?}"),
+            limit,
+            || async {
+                let v = self
+                    .js(
+                        "const e = document.querySelector(arguments[0]);
+                     return e ? [e.dataset.state || '', e.innerText.trim()] : null;",
+                        json!(tid(testid)),
+                    )
+                    .await?;
+                let state = v[0].as_str().unwrap_or_default().to_string();
+                let seen = format!(
+                    "state {:?}: {}",
+                    state,
+                    v[1].as_str().unwrap_or("(no element)")
+                );
+                Ok((wanted.contains(&state.as_str()).then_some(state), seen))
+            },
+        )
+        .await
+    }
+
+    /// Waits for the payment status panel to leave "waiting" (and idle) and
+    /// checks that it reached `expected`.
+    pub async fn outcome(&self, expected: &str) -> Result<()> {
+        let finals = ["success", "cancelled", "failed", "not_confirmed", "error"];
+        let state = self.state("status", &finals, OUTCOME).await?;
+        if state != expected {
+            let text = self.text("status").await?;
+            bail!("the payment ended {state:?}, expected {expected:?}: {text}");
+        }
+        Ok(())
+    }
+
+    /// The catalog as the page shows it: for each merchant (in page order)
+    /// its mchid and the skus of its items.
+    pub async fn catalog(&self) -> Result<Vec<(String, Vec<String>)>> {
+        let v = self
+            .js(
+                "return [...document.querySelectorAll('[data-testid^=\"merchant-\"]')].map(m => [
+                   m.dataset.testid.slice('merchant-'.length),
+                   [...m.querySelectorAll('[data-testid^=\"add-\"]')].map(b => b.dataset.testid.slice(4)),
+                 ]);",
+                Value::Null,
+            )
+            .await?;
+        serde_json::from_value(v).context("reading the catalog from the page")
+    }
+
+    /// Opens the shop (through OAuth), and puts in the cart one item of each
+    /// of the first three merchants, plus a second unit of the first one.
+    /// Returns the merchants' mchids and the cart's per-merchant subtotals
+    /// and total, as the page shows them.
+    pub async fn fill_cart(&self) -> Result<Cart> {
+        self.open("").await?;
+        let catalog = self
+            .until("the catalog (after OAuth)", STEP, || async {
+                let catalog = self.catalog().await?;
+                let seen = format!("{} merchants", catalog.len());
+                Ok(((catalog.len() >= 3).then_some(catalog), seen))
+            })
+            .await?;
+        let picked: Vec<&(String, Vec<String>)> = catalog.iter().take(3).collect();
+        for (mchid, skus) in &picked {
+            let sku = skus
+                .first()
+                .ok_or_else(|| anyhow!("merchant {mchid} shows no item"))?;
+            self.tap(&format!("add-{sku}")).await?;
+        }
+        let first = &picked[0].1[0];
+        self.tap(&format!("add-{first}")).await?;
+        let qty = self.text(&format!("qty-{first}")).await?;
+        if qty != "2" {
+            bail!("after two taps on add-{first} the quantity shows {qty:?}");
+        }
+        let mut subtotals = Vec::new();
+        for (mchid, _) in &picked {
+            let subtotal = self.text(&format!("subtotal-{mchid}")).await?;
+            if subtotal.is_empty() {
+                bail!("the cart shows no subtotal for merchant {mchid}");
+            }
+            subtotals.push((mchid.clone(), subtotal));
+        }
+        Ok(Cart {
+            subtotals,
+            total: self.text("cart-total").await?,
+        })
+    }
+
+    /// Waits for the simulated cashier and presses its button (`wxsim-pay`
+    /// or `wxsim-cancel`).
+    pub async fn cashier(&self, button: &str) -> Result<()> {
+        self.click(&format!("#{button}")).await
+    }
+
+    /// The sub-orders shown inside the element with this test id: mchid,
+    /// amount text and transaction id (empty when none).
+    pub async fn sub_orders(&self, within: &str) -> Result<Vec<SubOrderView>> {
+        let v = self
+            .js(
+                "const root = document.querySelector(arguments[0]);
+                 if (!root) return [];
+                 return [...root.querySelectorAll('[data-testid=\"sub-order\"]')].map(s => ({
+                   mchid: s.dataset.mchid,
+                   amount: s.querySelector('.amount').textContent.trim(),
+                   trade_state: (s.querySelector('[data-testid=\"trade-state\"]') || {}).textContent || '',
+                   transaction_id: (s.querySelector('[data-testid=\"transaction-id\"]') || {}).textContent || '',
+                 }));",
+                json!(tid(within)),
+            )
+            .await?;
+        serde_json::from_value(v).context("reading the sub-orders from the page")
+    }
+
+    /// `POST {simulator}/sim/control` with `body`.
+    pub async fn sim_control(&self, body: Value) -> Result<Value> {
+        self.sim("POST", "/sim/control", Some(body)).await
+    }
+
+    /// A JSON request to the simulator's control API.
+    pub async fn sim(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let url = format!("{}{}", self.simulator, path);
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut request = self.http.request(method, &url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.with_context(|| format!("{url}"))?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("{url} answered {status}: {text}");
+        }
+        serde_json::from_str(&text).with_context(|| format!("{url} answered non-JSON: {text}"))
+    }
+}
+
+/// The cart as the shop showed it before paying.
+#[derive(Debug)]
+pub struct Cart {
+    /// (mchid, "¥12.30") per merchant, in page order.
+    pub subtotals: Vec<(String, String)>,
+    /// "¥45.60"
+    pub total: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct SubOrderView {
+    pub mchid: String,
+    pub amount: String,
+    pub trade_state: String,
+    pub transaction_id: String,
+}
+
+/// Checks the sub-orders of a paid order against the cart: one per
+/// merchant, amounts equal to the cart's subtotals, all SUCCESS with a
+/// transaction id.
+pub fn check_paid(subs: &[SubOrderView], cart: &Cart) -> Result<()> {
+    if subs.len() != cart.subtotals.len() {
+        bail!(
+            "{} sub-orders shown, the cart had {} merchants: {subs:?}",
+            subs.len(),
+            cart.subtotals.len()
+        );
+    }
+    for (mchid, subtotal) in &cart.subtotals {
+        let sub = subs
+            .iter()
+            .find(|s| &s.mchid == mchid)
+            .ok_or_else(|| anyhow!("no sub-order of merchant {mchid}: {subs:?}"))?;
+        if &sub.amount != subtotal {
+            bail!(
+                "sub-order of {mchid} shows {}, the cart's subtotal was {subtotal}",
+                sub.amount
+            );
+        }
+        if sub.trade_state.trim() != "SUCCESS" {
+            bail!("sub-order of {mchid} is {:?}, not SUCCESS", sub.trade_state);
+        }
+        if sub.transaction_id.trim().is_empty() {
+            bail!("sub-order of {mchid} shows no transaction id");
+        }
+    }
+    Ok(())
+}
+
+/// Copies a screenshot to the README's picture when asked to
+/// (`WXPAY_UPDATE_SCREENSHOT=1`), so normal runs leave the tree clean.
+pub async fn readme_screenshot(ctx: &Ctx) -> Result<()> {
+    if std::env::var("WXPAY_UPDATE_SCREENSHOT").is_ok_and(|v| v == "1") {
+        let png = ctx.client.screenshot().await?;
+        let path = workspace_root().join("docs/screenshot-paid.png");
+        std::fs::write(&path, png)?;
+        eprintln!("updated {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! End to end: the demo shop (`www/`, served at `/pay/`) in headless
+//! Chromium with a phone viewport, against `wxpay-combine demo` and its
+//! embedded WeChat Pay simulator. See `e2e/mod.rs` for the harness, its
+//! prerequisites and its environment variables.
+
+mod e2e;
+
+use anyhow::{bail, ensure, Result};
+use e2e::{check_paid, Ctx, STEP};
+use serde_json::json;
+
+/// Fills the cart and pays from the shop: the status panel must reach
+/// "success" with the server-confirmed sub-orders of the three merchants.
+async fn pay_in_shop(ctx: &Ctx) -> Result<e2e::Cart> {
+    let cart = ctx.fill_cart().await?;
+    pay_cart(ctx, &cart).await?;
+    Ok(cart)
+}
+
+async fn pay_cart(ctx: &Ctx, cart: &e2e::Cart) -> Result<()> {
+    ctx.tap("pay-button").await?;
+    ctx.cashier("wxsim-pay").await?;
+    ctx.outcome("success").await?;
+    check_paid(&ctx.sub_orders("status").await?, cart)
+}
+
+/// Opens the order page from the status panel's link and checks it.
+async fn order_page_paid(ctx: &Ctx, cart: &e2e::Cart) -> Result<()> {
+    ctx.tap("order-link").await?;
+    ctx.state("order-state", &["SUCCESS"], STEP).await?;
+    check_paid(&ctx.sub_orders("order").await?, cart)?;
+    let total = ctx.text("order-total").await?;
+    ensure!(
+        total == cart.total,
+        "order total {total}, cart total was {}",
+        cart.total
+    );
+    Ok(())
+}
+
+#[test]
+fn e2e_pay_three_merchants() {
+    e2e::run("pay_three_merchants", |ctx| async move {
+        let cart = ctx.fill_cart().await?;
+        // Not WeChat's browser, but the demo says it simulates WeChat Pay.
+        ctx.visible("banner-demo").await?;
+        pay_cart(&ctx, &cart).await?;
+        // The cart empties once the server confirmed the payment.
+        let total = ctx.text("cart-total").await?;
+        ensure!(
+            total == "¥0.00",
+            "the cart still shows {total} after paying"
+        );
+        order_page_paid(&ctx, &cart).await?;
+        e2e::readme_screenshot(&ctx).await
+    });
+}
+
+#[test]
+fn e2e_cancel_then_pay_same_order() {
+    e2e::run("cancel_then_pay_same_order", |ctx| async move {
+        let cart = ctx.fill_cart().await?;
+        ctx.tap("pay-button").await?;
+        ctx.cashier("wxsim-cancel").await?;
+        ctx.outcome("cancelled").await?;
+        ctx.tap("pay-again").await?;
+        ctx.cashier("wxsim-pay").await?;
+        ctx.outcome("success").await?;
+        check_paid(&ctx.sub_orders("status").await?, &cart)?;
+        let prepays = prepay_calls(&ctx).await?;
+        ensure!(
+            prepays == 1,
+            "the simulator saw {prepays} prepay calls; paying again must reuse the prepay_id"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn e2e_dropped_notification_confirmed_by_query() {
+    e2e::run(
+        "dropped_notification_confirmed_by_query",
+        |ctx| async move {
+            ctx.sim_control(json!({ "drop_notifications": true }))
+                .await?;
+            pay_in_shop(&ctx).await?;
+            // The payment was confirmed without any notification: by the
+            // server's query of the order.
+            let (statuses, queries) = notifications_and_queries(&ctx).await?;
+            ensure!(
+                !statuses.is_empty() && statuses.iter().all(|s| s == "dropped"),
+                "notifications should all be dropped: {statuses:?}"
+            );
+            ensure!(queries >= 1, "the server never queried the order");
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn e2e_tampered_pay_sign_shows_hint() {
+    e2e::run("tampered_pay_sign_shows_hint", |ctx| async move {
+        ctx.sim_control(json!({ "tamper_pay_sign": true })).await?;
+        ctx.fill_cart().await?;
+        ctx.tap("pay-button").await?;
+        // The cashier alters paySign when the payer confirms; WeChat's check
+        // of the signature fails.
+        ctx.cashier("wxsim-pay").await?;
+        ctx.outcome("failed").await?;
+        let hint = ctx.text("status-hint").await?;
+        ensure!(
+            hint.contains("pay directory"),
+            "the failure shows no hint about the usual causes: {hint:?}"
+        );
+        // Nothing was paid.
+        let stats = ctx.sim("GET", "/sim/stats", None).await?;
+        ensure!(
+            stats["paid_orders"] == json!(0),
+            "the simulator paid an order: {stats}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn e2e_order_page_survives_reload() {
+    e2e::run("order_page_survives_reload", |ctx| async move {
+        let cart = pay_in_shop(&ctx).await?;
+        order_page_paid(&ctx, &cart).await?;
+        let url = ctx.client.current_url().await?;
+        ensure!(
+            url.path().ends_with("/pay/order.html"),
+            "the order page is at {url}"
+        );
+        ctx.client.refresh().await?;
+        ctx.state("order-state", &["SUCCESS"], STEP).await?;
+        check_paid(&ctx.sub_orders("order").await?, &cart)?;
+        // Opened afresh from its address, it still reads SUCCESS.
+        ctx.client.goto(url.as_str()).await?;
+        ctx.state("order-state", &["SUCCESS"], STEP).await?;
+        check_paid(&ctx.sub_orders("order").await?, &cart)?;
+        Ok(())
+    });
+}
+
+/// How many combined-order prepay calls the simulator received, all orders.
+async fn prepay_calls(ctx: &Ctx) -> Result<i64> {
+    let stats = ctx.sim("GET", "/sim/stats", None).await?;
+    match stats["prepay_calls"].as_object() {
+        Some(by_order) => Ok(by_order.values().filter_map(|n| n.as_i64()).sum()),
+        None => bail!("no prepay_calls in the simulator's stats: {stats}"),
+    }
+}
+
+/// The simulator's pay notifications by delivery status, and how many
+/// order queries it answered.
+async fn notifications_and_queries(ctx: &Ctx) -> Result<(Vec<String>, i64)> {
+    let log = ctx.sim("GET", "/sim/notifications", None).await?;
+    let statuses = log["notifications"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .map(|n| n["status"].as_str().unwrap_or("?").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let stats = ctx.sim("GET", "/sim/stats", None).await?;
+    Ok((statuses, stats["api_calls"]["query"].as_i64().unwrap_or(0)))
+}

@@ -1,0 +1,270 @@
+//! Trade bills over HTTP: layouts, summaries, hashes (plain and gzip),
+//! one-time 30 s tokens, foreign tokens, NO_STATEMENT_EXIST, corrupt hash.
+
+mod sim_support;
+
+use serde_json::json;
+use sha1::{Digest, Sha1};
+use sim_support::{prepay_body, unique, ApiClient, Reply, TestSim};
+use std::io::Read;
+
+const NOTIFY: &str = "http://127.0.0.1:9/notify";
+const ALL: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注";
+const SUCCESS: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,商品名称,商户数据包,手续费,费率,订单金额,费率备注";
+const REFUND: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,退款申请时间,退款成功时间,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注";
+const ALL_SUMMARY: &str =
+    "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额";
+const SUCCESS_SUMMARY: &str = "总交易单数,应结订单总金额,手续费总金额,订单总金额";
+
+/// A +08:00 calendar date, `days` from today.
+fn cst_date(days: i64) -> String {
+    let d = (time::OffsetDateTime::now_utc() + time::Duration::days(days))
+        .to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap())
+        .date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+async fn apply(c: &ApiClient, query: &str) -> Reply {
+    c.get(&format!("/v3/bill/tradebill?{query}")).await
+}
+
+async fn download(c: &ApiClient, url: &str) -> Reply {
+    let path = &url[c.base.len()..];
+    c.get(path).await
+}
+
+fn sha1_hex(b: &[u8]) -> String {
+    hex::encode(Sha1::digest(b))
+}
+
+/// Lines without the BOM and the final CRLF.
+fn lines(file: &[u8]) -> Vec<String> {
+    let text = std::str::from_utf8(file).unwrap();
+    let text = text.strip_prefix('\u{feff}').expect("UTF-8 BOM");
+    let text = text.strip_suffix("\r\n").expect("ends with CRLF");
+    text.split("\r\n").map(str::to_string).collect()
+}
+
+fn assert_data_row(line: &str, columns: usize) {
+    let fields: Vec<&str> = line.split(',').collect();
+    assert_eq!(fields.len(), columns, "{line}");
+    assert!(
+        fields.iter().all(|f| f.starts_with('`')),
+        "every field back-quoted: {line}"
+    );
+}
+
+#[tokio::test]
+async fn trade_bills() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sim.toml"),
+        "[[merchant]]\nmchid = \"1900000101\"\n[[merchant]]\nmchid = \"1900000202\"\n",
+    )
+    .unwrap();
+    let t = TestSim::start_with(|o| o.config = Some(dir.path().join("sim.toml"))).await;
+    let c = t.client();
+    let v = c.verifier();
+    let today = cst_date(0);
+
+    // Nothing paid yet.
+    let r = apply(&c, &format!("bill_date={today}")).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (400, "NO_STATEMENT_EXIST"),
+        "{}",
+        r.text()
+    );
+
+    let no1 = unique("B");
+    c.create_and_pay(&prepay_body(t.creds(), &no1, NOTIFY))
+        .await; // 12.34 + 0.01
+    let no2 = unique("B");
+    let mut b2 = prepay_body(t.creds(), &no2, NOTIFY);
+    b2["sub_orders"][0]["amount"]["total_amount"] = json!(500);
+    b2["sub_orders"][1]["amount"]["total_amount"] = json!(700);
+    c.create_and_pay(&b2).await;
+    let unpaid = unique("B");
+    assert_eq!(
+        c.prepay(&prepay_body(t.creds(), &unpaid, NOTIFY))
+            .await
+            .status,
+        200
+    );
+    // A partial refund of 2.34 yuan of the first sub-order.
+    t.sim
+        .control(json!({"combine_out_trade_no": no1, "refund": {"out_trade_no": format!("{no1}A"), "amount": 234, "out_refund_no": "RF0001"}}))
+        .await
+        .unwrap();
+    assert_eq!(
+        c.query(&no1).await.json()["sub_orders"][0]["trade_state"],
+        "REFUND"
+    );
+
+    // ALL, uncompressed.
+    let r = apply(&c, &format!("bill_date={today}&bill_type=ALL")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.verify(&v).unwrap();
+    let j = r.json();
+    assert_eq!(j["hash_type"], "SHA1");
+    let url = j["download_url"].as_str().unwrap().to_string();
+    assert!(
+        url.starts_with(&format!("{}/v3/billdownload/file?token=", t.base())),
+        "{url}"
+    );
+    let file = download(&c, &url).await;
+    assert_eq!(file.status, 200, "{}", file.text());
+    assert!(
+        file.header("wechatpay-signature").is_none(),
+        "the download is unsigned"
+    );
+    assert_eq!(sha1_hex(&file.body), j["hash_value"].as_str().unwrap());
+    let l = lines(&file.body);
+    assert_eq!(l[0], ALL);
+    assert_eq!(l.len(), 1 + 5 + 2, "{l:#?}");
+    for row in &l[1..6] {
+        assert_data_row(row, 27);
+    }
+    let refund_row = l[1..6]
+        .iter()
+        .find(|r| r.contains("`REFUND,"))
+        .expect("a refund row");
+    assert!(refund_row.contains("`RF0001,`2.34,"), "{refund_row}");
+    let trade = l[1..6]
+        .iter()
+        .find(|r| r.contains(&format!("`{no1}A,")) && r.contains("`SUCCESS,"))
+        .unwrap();
+    let f: Vec<&str> = trade.split(',').collect();
+    assert_eq!(
+        (f[2], f[3], f[8], f[12], f[22], f[23], f[24]),
+        (
+            &*format!("`{}", t.creds().sub_mchids[0]),
+            "`0",
+            "`JSAPI",
+            "`12.34",
+            "`0.07000",
+            "`0.60%",
+            "`12.34"
+        )
+    );
+    assert_eq!(f[7], format!("`{}", t.creds().demo_openid));
+    assert_eq!(f[26], "`");
+    assert_eq!(l[6], ALL_SUMMARY);
+    // 4 trades + 1 refund; 24.35 settled; 0.07+0+0.03+0.04 fees.
+    assert_eq!(l[7], "`5,`24.35,`2.34,`0.00,`0.14000,`24.35,`2.34");
+
+    // The token is single-use.
+    let again = download(&c, &url).await;
+    assert_eq!(
+        (again.status, again.code().as_str()),
+        (400, "INVALID_REQUEST")
+    );
+
+    // SUCCESS, gzip.
+    let r = apply(
+        &c,
+        &format!("bill_date={today}&bill_type=SUCCESS&tar_type=GZIP"),
+    )
+    .await;
+    let j = r.json();
+    let url = j["download_url"].as_str().unwrap().to_string();
+    assert!(url.ends_with("&tartype=gzip"), "{url}");
+    let gz = download(&c, &url).await;
+    assert_eq!(gz.status, 200);
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&gz.body[..])
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert_ne!(sha1_hex(&gz.body), j["hash_value"].as_str().unwrap());
+    assert_eq!(
+        sha1_hex(&plain),
+        j["hash_value"].as_str().unwrap(),
+        "hash of the uncompressed file"
+    );
+    let l = lines(&plain);
+    assert_eq!(l[0], SUCCESS);
+    assert_eq!(l.len(), 1 + 4 + 2);
+    for row in &l[1..5] {
+        assert_data_row(row, 20);
+    }
+    assert_eq!(l[5], SUCCESS_SUMMARY);
+    assert_eq!(l[6], "`4,`24.35,`0.14000,`24.35");
+
+    // REFUND.
+    let r = apply(&c, &format!("bill_date={today}&bill_type=REFUND")).await;
+    let file = download(&c, r.json()["download_url"].as_str().unwrap()).await;
+    let l = lines(&file.body);
+    assert_eq!(l[0], REFUND);
+    assert_data_row(&l[1], 29);
+    assert_eq!(l[2], ALL_SUMMARY);
+    assert_eq!(l[3], "`1,`0.00,`2.34,`0.00,`0.00000,`0.00,`2.34");
+
+    // Expired after 30 s.
+    let r = apply(&c, &format!("bill_date={today}")).await;
+    let url = r.json()["download_url"].as_str().unwrap().to_string();
+    t.sim.set_clock_offset(31).await.unwrap();
+    let late = ApiClient::new(t.base(), t.creds()).shifted(31);
+    let expired = download(&late, &url).await;
+    assert_eq!(
+        (expired.status, expired.code().as_str()),
+        (400, "INVALID_REQUEST"),
+        "{}",
+        expired.text()
+    );
+    t.sim.set_clock_offset(0).await.unwrap();
+
+    // Another merchant cannot use the token; it has no bill of its own.
+    let other_creds = t.sim.merchants()[1].clone();
+    let other = ApiClient::new(t.base(), &other_creds);
+    let r = apply(&c, &format!("bill_date={today}")).await;
+    let url = r.json()["download_url"].as_str().unwrap().to_string();
+    let foreign = download(&other, &url).await;
+    assert_eq!((foreign.status, foreign.code().as_str()), (403, "NO_AUTH"));
+    assert_eq!(
+        download(&c, &url).await.status,
+        200,
+        "the refusal did not burn the token"
+    );
+    assert_eq!(
+        apply(&other, &format!("bill_date={today}")).await.code(),
+        "NO_STATEMENT_EXIST"
+    );
+
+    // Other days and bad parameters.
+    assert_eq!(
+        apply(&c, &format!("bill_date={}", cst_date(-1)))
+            .await
+            .code(),
+        "NO_STATEMENT_EXIST"
+    );
+    assert_eq!(
+        apply(&c, &format!("bill_date={}", cst_date(1)))
+            .await
+            .code(),
+        "PARAM_ERROR"
+    );
+    assert_eq!(
+        apply(&c, "bill_date=2024/01/01").await.code(),
+        "PARAM_ERROR"
+    );
+    assert_eq!(
+        apply(&c, &format!("bill_date={today}&tar_type=ZIP"))
+            .await
+            .code(),
+        "PARAM_ERROR"
+    );
+    assert_eq!(apply(&c, "bill_type=ALL").await.code(), "PARAM_ERROR");
+
+    // The corrupt-hash fault announces a hash the file does not have.
+    t.sim
+        .control(json!({"mchid": t.creds().mchid, "corrupt_bill_hash": true}))
+        .await
+        .unwrap();
+    let r = apply(&c, &format!("bill_date={today}")).await;
+    let j = r.json();
+    let file = download(&c, j["download_url"].as_str().unwrap()).await;
+    let announced = j["hash_value"].as_str().unwrap();
+    assert_eq!(announced.len(), 40);
+    assert_ne!(sha1_hex(&file.body), announced);
+    t.sim.shutdown().await;
+}

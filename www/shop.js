@@ -1,0 +1,257 @@
+// The shop: catalog grouped by sub-merchant, a cart with per-merchant
+// subtotals, and one combined payment for all of it.
+
+import { api, boot, byTestId, el, fatal, pay, yuan } from "./common.js";
+
+/** The cart survives the OAuth round trip and reloads (this tab only). */
+const CART_KEY = "wxpay-demo:cart";
+const MAX_QTY = 99;
+
+const shop = {
+  env: null,
+  /** Catalog items by sku, in catalog order. */
+  items: new Map(),
+  /** sku → quantity (> 0). */
+  cart: new Map(),
+  busy: false,
+};
+
+main().catch(fatal);
+
+async function main() {
+  const [env, catalog] = await Promise.all([boot(), api("/api/catalog")]);
+  shop.env = env;
+  for (const item of catalog.items) shop.items.set(item.sku, item);
+  restoreCart();
+  renderCatalog();
+  renderCart();
+  byTestId("pay-button").addEventListener("click", onPay);
+  // "Pay again" in the status panel pays without this module.
+  document.addEventListener("wxpay:busy", (e) => {
+    shop.busy = e.detail;
+    updatePayButton();
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Cart
+
+function restoreCart() {
+  let saved;
+  try {
+    saved = JSON.parse(sessionStorage.getItem(CART_KEY) || "{}");
+  } catch {
+    saved = {};
+  }
+  for (const [sku, qty] of Object.entries(saved)) {
+    // Only what the server still sells, in sane quantities.
+    if (shop.items.has(sku) && Number.isSafeInteger(qty) && qty > 0) {
+      shop.cart.set(sku, Math.min(qty, MAX_QTY));
+    }
+  }
+}
+
+function saveCart() {
+  sessionStorage.setItem(CART_KEY, JSON.stringify(Object.fromEntries(shop.cart)));
+}
+
+function change(sku, delta) {
+  const qty = Math.max(0, Math.min(MAX_QTY, (shop.cart.get(sku) || 0) + delta));
+  if (qty === 0) shop.cart.delete(sku);
+  else shop.cart.set(sku, qty);
+  saveCart();
+  renderQty(sku);
+  renderCart();
+}
+
+/** Cart lines grouped by merchant, in catalog order, with subtotals in fen. */
+function cartByMerchant() {
+  const groups = new Map();
+  for (const item of shop.items.values()) {
+    const qty = shop.cart.get(item.sku);
+    if (!qty) continue;
+    const key = item.merchant.mchid;
+    if (!groups.has(key)) groups.set(key, { merchant: item.merchant, lines: [], subtotal: 0 });
+    const group = groups.get(key);
+    group.lines.push({ item, qty });
+    group.subtotal += item.price_fen * qty;
+  }
+  return [...groups.values()];
+}
+
+// ---------------------------------------------------------------------------
+// Rendering
+
+function renderCatalog() {
+  const merchants = new Map();
+  for (const item of shop.items.values()) {
+    const key = item.merchant.mchid;
+    if (!merchants.has(key)) merchants.set(key, { merchant: item.merchant, items: [] });
+    merchants.get(key).items.push(item);
+  }
+  const root = byTestId("catalog");
+  root.removeAttribute("aria-busy");
+  root.replaceChildren(
+    ...[...merchants.values()].map(({ merchant, items }) =>
+      el(
+        "section",
+        {
+          class: "card merchant",
+          "data-testid": `merchant-${merchant.mchid}`,
+          "aria-label": merchant.name,
+        },
+        el(
+          "h2",
+          { class: "merchant-title" },
+          el("span", { text: merchant.name }),
+          el("span", { class: "mchid", text: `mchid ${merchant.mchid}` }),
+        ),
+        el("ul", { class: "items" }, items.map(itemRow)),
+      ),
+    ),
+  );
+}
+
+function itemRow(item) {
+  return el(
+    "li",
+    { class: "item", "data-testid": `item-${item.sku}` },
+    el(
+      "div",
+      { class: "item-info" },
+      el("span", { class: "item-name", text: item.name }),
+      el("span", { class: "price", text: yuan(item.price_fen) }),
+    ),
+    el(
+      "div",
+      { class: "stepper", role: "group", "aria-label": `Quantity of ${item.name}` },
+      el("button", {
+        type: "button",
+        class: "step",
+        "data-testid": `remove-${item.sku}`,
+        "aria-label": `Remove one ${item.name}`,
+        text: "−",
+        onclick: () => change(item.sku, -1),
+      }),
+      el("output", {
+        class: "qty",
+        "data-testid": `qty-${item.sku}`,
+        "aria-label": `${item.name} in cart`,
+        text: String(shop.cart.get(item.sku) || 0),
+      }),
+      el("button", {
+        type: "button",
+        class: "step step-add",
+        "data-testid": `add-${item.sku}`,
+        "aria-label": `Add one ${item.name}`,
+        text: "+",
+        onclick: () => change(item.sku, 1),
+      }),
+    ),
+  );
+}
+
+function renderQty(sku) {
+  const qty = shop.cart.get(sku) || 0;
+  byTestId(`qty-${sku}`).textContent = String(qty);
+  byTestId(`item-${sku}`).classList.toggle("in-cart", qty > 0);
+}
+
+function renderCart() {
+  const groups = cartByMerchant();
+  const total = groups.reduce((sum, g) => sum + g.subtotal, 0);
+  const lines = document.getElementById("cart-lines");
+  if (groups.length === 0) {
+    lines.replaceChildren(
+      el("p", { class: "muted", text: "Nothing yet. Add items from any of the shops above." }),
+    );
+  } else {
+    lines.replaceChildren(
+      ...groups.map((g) =>
+        el(
+          "div",
+          { class: "cart-merchant", "data-testid": `cart-merchant-${g.merchant.mchid}` },
+          el(
+            "div",
+            { class: "row strong" },
+            el("span", { text: g.merchant.name }),
+            el("span", { "data-testid": `subtotal-${g.merchant.mchid}`, text: yuan(g.subtotal) }),
+          ),
+          el(
+            "ul",
+            { class: "cart-lines" },
+            g.lines.map(({ item, qty }) =>
+              el(
+                "li",
+                { class: "row muted" },
+                el("span", { text: `${qty} × ${item.name}` }),
+                el("span", { text: yuan(item.price_fen * qty) }),
+              ),
+            ),
+          ),
+        ),
+      ),
+      el(
+        "div",
+        { class: "row total-row" },
+        el("span", { text: "Total" }),
+        el("span", { text: yuan(total) }),
+      ),
+      el("p", {
+        class: "note",
+        "data-testid": "split-note",
+        text:
+          groups.length > 1
+            ? `One payment, ${groups.length} merchants: WeChat Pay splits it into ${groups.length} sub-orders, one per shop.`
+            : "One payment, one merchant.",
+      }),
+    );
+  }
+  byTestId("cart-total").textContent = yuan(total);
+  updatePayButton();
+}
+
+function updatePayButton() {
+  const button = byTestId("pay-button");
+  button.disabled = shop.busy || shop.cart.size === 0 || !(shop.env && shop.env.canPay);
+  button.textContent = shop.busy ? "Paying…" : "Pay with WeChat";
+}
+
+// ---------------------------------------------------------------------------
+// Paying
+
+async function onPay() {
+  if (shop.busy || shop.cart.size === 0) return;
+  shop.busy = true;
+  updatePayButton();
+  const panel = byTestId("status");
+  try {
+    let created;
+    try {
+      created = await api("/api/combine-orders", {
+        method: "POST",
+        body: { items: [...shop.cart].map(([sku, qty]) => ({ sku, qty })) },
+      });
+    } catch (e) {
+      panel.hidden = false;
+      panel.dataset.state = "error";
+      panel.className = "status status-error";
+      panel.replaceChildren(
+        el("h2", { "data-testid": "status-title", text: "The order was not created" }),
+        el("p", { "data-testid": "status-message", text: e.message }),
+      );
+      return;
+    }
+    await pay(shop.env, created.combine_out_trade_no, panel, {
+      onPaid: () => {
+        shop.cart.clear();
+        saveCart();
+        for (const sku of shop.items.keys()) renderQty(sku);
+        renderCart();
+      },
+    });
+  } finally {
+    shop.busy = false;
+    updatePayButton();
+  }
+}

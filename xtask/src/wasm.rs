@@ -1,0 +1,694 @@
+//! The `wxpay-combine-jsapi` npm package (the Rust crate in `wasm/`):
+//!
+//! * `cargo xtask wasm` builds `wasm/pkg/` and packs it into
+//!   `target/npm/wxpay-combine-jsapi-<version>.tgz`;
+//! * `cargo xtask wasm-size` prints its gzipped size (last line
+//!   `wasm_gz=… js_gz=… total_gz=…`) and fails over the budget;
+//! * `cargo xtask wasm-test` runs the crate's wasm-bindgen tests in headless
+//!   Chromium, then loads the packed tarball in a plain HTML page and in a
+//!   Vite build, each paying against a fake `WeixinJSBridge` and a fake
+//!   merchant server on loopback.
+
+use crate::tools::{self, node_bin, repo_root, run, ChromiumPaths, CHROMIUM_ARGS};
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CRATE: &str = "wxpay-combine-jsapi";
+/// wasm-bindgen's output name (`<STEM>.js`, `<STEM>_bg.wasm`).
+const STEM: &str = "wxpay_combine_jsapi";
+/// The package's budget: .wasm + all .js, each `gzip -9`, added up.
+pub const BUDGET_GZ: u64 = 14_000;
+/// For the package build only. Without reference types the .wasm is ~0.5 KB
+/// smaller gzipped (no externref table code) and loads in older WebViews
+/// (Chrome < 96); see BENCHMARKS.md.
+const PACKAGE_RUSTFLAGS: &str = "-Ctarget-feature=-reference-types";
+/// What the .wasm may use (Rust's defaults less reference types); wasm-opt
+/// validates against exactly these.
+const WASM_FEATURES: [&str; 4] = [
+    "--enable-bulk-memory",
+    "--enable-mutable-globals",
+    "--enable-nontrapping-float-to-int",
+    "--enable-sign-ext",
+];
+
+struct Metadata {
+    target_dir: PathBuf,
+    version: String,
+    description: String,
+    license: String,
+    repository: String,
+}
+
+fn metadata() -> Result<Metadata> {
+    let out = tools::output(Command::new("cargo").current_dir(repo_root()).args([
+        "metadata",
+        "--format-version",
+        "1",
+        "--no-deps",
+    ]))?;
+    let v: Value = serde_json::from_str(&out).context("cargo metadata output")?;
+    let package = v["packages"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == CRATE))
+        .with_context(|| format!("{CRATE} is not a workspace member"))?;
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    Ok(Metadata {
+        target_dir: PathBuf::from(text(&v["target_directory"])),
+        version: text(&package["version"]),
+        description: text(&package["description"]),
+        license: text(&package["license"]),
+        repository: text(&package["repository"]),
+    })
+}
+
+fn pkg_dir() -> PathBuf {
+    repo_root().join("wasm").join("pkg")
+}
+
+/// `cargo xtask wasm`: builds `wasm/pkg/` and returns the packed tarball.
+pub fn build() -> Result<PathBuf> {
+    tools::ensure_wasm_target()?;
+    tools::ensure_wasm_bindgen_cli()?;
+    tools::ensure_node_modules()?;
+    let root = repo_root();
+    let meta = metadata()?;
+    let pkg = pkg_dir();
+
+    // 1. Rust → .wasm: size-tuned profile, `no_std` (no `std` feature).
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["build", "-p", CRATE, "--target", "wasm32-unknown-unknown"])
+        .args(["--profile", "wasm-release"])
+        .env("CARGO_ENCODED_RUSTFLAGS", PACKAGE_RUSTFLAGS))?;
+    let artifact = meta
+        .target_dir
+        .join("wasm32-unknown-unknown")
+        .join("wasm-release")
+        .join(format!("{STEM}.wasm"));
+
+    // 2. JS bindings and TypeScript declarations.
+    if pkg.exists() {
+        std::fs::remove_dir_all(&pkg).with_context(|| format!("removing {}", pkg.display()))?;
+    }
+    run(Command::new("wasm-bindgen")
+        .args(["--target", "web", "--out-name", STEM])
+        .args(["--remove-name-section", "--remove-producers-section"])
+        .arg("--out-dir")
+        .arg(&pkg)
+        .arg(&artifact))?;
+
+    // 3. Size: wasm-opt -Oz (npm `binaryen`).
+    let wasm = pkg.join(format!("{STEM}_bg.wasm"));
+    run(Command::new(node_bin("wasm-opt"))
+        .args(["-Oz", "--converge"])
+        .args(WASM_FEATURES)
+        .arg(&wasm)
+        .arg("-o")
+        .arg(&wasm))?;
+    let _ = std::fs::remove_file(pkg.join(format!("{STEM}_bg.wasm.d.ts")));
+
+    // 4. The entry point (lazy loading, PayError re-export), then minify.
+    let snippets = snippet_dir(&pkg)?;
+    let index = std::fs::read_to_string(root.join("wasm/js/index.js"))?
+        .replace("./SNIPPETS/", &format!("./{snippets}/"));
+    std::fs::write(pkg.join("index.js"), index)?;
+    std::fs::copy(root.join("wasm/js/index.d.ts"), pkg.join("index.d.ts"))?;
+    for js in files_with_extension(&pkg, "js")? {
+        run(Command::new(node_bin("terser"))
+            .arg(&js)
+            .args(["--module", "--compress", "--mangle", "--comments", "false"])
+            .arg("--output")
+            .arg(&js))?;
+    }
+
+    // 5. package.json and README, then `npm pack`.
+    let package_json = json!({
+        "name": CRATE,
+        "version": meta.version,
+        "description": meta.description,
+        "license": meta.license,
+        "repository": { "type": "git", "url": meta.repository },
+        "keywords": ["wechat", "weixin", "wechatpay", "jsapi", "getBrandWCPayRequest",
+                     "WeixinJSBridge", "payment", "webassembly"],
+        "type": "module",
+        "main": "./index.js",
+        "module": "./index.js",
+        "types": "./index.d.ts",
+        "exports": {
+            ".": { "types": "./index.d.ts", "default": "./index.js" },
+            "./package.json": "./package.json"
+        },
+        "files": [
+            "index.js", "index.d.ts", format!("{STEM}.js"), format!("{STEM}.d.ts"),
+            format!("{STEM}_bg.wasm"), "snippets/", "README.md"
+        ],
+        "sideEffects": false
+    });
+    std::fs::write(
+        pkg.join("package.json"),
+        serde_json::to_string_pretty(&package_json)? + "\n",
+    )?;
+    std::fs::copy(root.join("wasm/README.md"), pkg.join("README.md"))?;
+    let npm_dir = meta.target_dir.join("npm");
+    std::fs::create_dir_all(&npm_dir)?;
+    let packed = tools::output(
+        Command::new("npm")
+            .current_dir(&pkg)
+            .args(["pack", "--silent", "--pack-destination"])
+            .arg(&npm_dir),
+    )?;
+    let name = packed
+        .lines()
+        .last()
+        .map(str::trim)
+        .filter(|l| l.ends_with(".tgz"))
+        .with_context(|| format!("npm pack printed no tarball name: {packed}"))?;
+    let tarball = npm_dir.join(name);
+    println!(
+        "wasm: package in {}, tarball {}",
+        pkg.display(),
+        tarball.display()
+    );
+    Ok(tarball)
+}
+
+/// `snippets/<crate>-<hash>`: where wasm-bindgen put js/support.js.
+fn snippet_dir(pkg: &Path) -> Result<String> {
+    let dirs: Vec<_> = std::fs::read_dir(pkg.join("snippets"))
+        .context("wasm-bindgen wrote no snippets/")?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("js").join("support.js").exists())
+        .collect();
+    match dirs.as_slice() {
+        [one] => Ok(format!("snippets/{}", one.file_name().to_string_lossy())),
+        _ => bail!("expected one snippets/*/js/support.js in {}", pkg.display()),
+    }
+}
+
+fn files_with_extension(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            found.extend(files_with_extension(&path, ext)?);
+        } else if path.extension().is_some_and(|e| e == ext) {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn gzip9(path: &Path) -> Result<u64> {
+    let out = Command::new("gzip")
+        .args(["-9", "-n", "-c"])
+        .arg(path)
+        .output()
+        .context("running gzip")?;
+    if !out.status.success() {
+        bail!("gzip -9 {} failed", path.display());
+    }
+    Ok(out.stdout.len() as u64)
+}
+
+struct Sizes {
+    wasm_gz: u64,
+    js_gz: u64,
+}
+
+/// Gzipped sizes of what the package ships (.wasm and every .js).
+fn measure(verbose: bool) -> Result<Sizes> {
+    let pkg = pkg_dir();
+    let mut sizes = Sizes {
+        wasm_gz: 0,
+        js_gz: 0,
+    };
+    for (ext, total) in [("wasm", &mut sizes.wasm_gz), ("js", &mut sizes.js_gz)] {
+        for f in files_with_extension(&pkg, ext)? {
+            let gz = gzip9(&f)?;
+            if verbose {
+                let raw = std::fs::metadata(&f)?.len();
+                let name = f.strip_prefix(&pkg).unwrap_or(&f).display().to_string();
+                println!("  {name:<60} {raw:>7} B  gzip -9 {gz:>6} B");
+            }
+            *total += gz;
+        }
+    }
+    Ok(sizes)
+}
+
+/// `cargo xtask wasm-size`.
+pub fn size() -> Result<()> {
+    build()?;
+    let s = measure(true)?;
+    let total = s.wasm_gz + s.js_gz;
+    let verdict = if total <= BUDGET_GZ { "within" } else { "OVER" };
+    println!("budget: total_gz {total} B, {verdict} the {BUDGET_GZ} B budget");
+    println!("wasm_gz={} js_gz={} total_gz={total}", s.wasm_gz, s.js_gz);
+    if total > BUDGET_GZ {
+        bail!("the package is {total} B gzipped, over the {BUDGET_GZ} B budget");
+    }
+    Ok(())
+}
+
+/// `cargo xtask wasm-test`.
+pub fn test() -> Result<()> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    tools::ensure_wasm_target()?;
+    tools::ensure_wasm_bindgen_cli()?;
+    tools::ensure_node_modules()?;
+    let chromium = match tools::ensure_chromium() {
+        Ok(c) => c,
+        Err(e) if ci => return Err(e.context("CI=true: the browser tests need Chromium")),
+        Err(e) => {
+            println!("wasm-test: SKIPPED, no Chromium here: {e:#}");
+            return Ok(());
+        }
+    };
+    let root = repo_root();
+    let meta = metadata()?;
+    let work = meta.target_dir.join("wasm-e2e");
+    std::fs::create_dir_all(&work)?;
+
+    // 1. The crate's tests, in headless Chromium through chromedriver.
+    let capabilities = work.join("webdriver.json");
+    std::fs::write(
+        &capabilities,
+        serde_json::to_string_pretty(&chrome_capabilities(&chromium))?,
+    )?;
+    let runner = cargo_bin("wasm-bindgen-test-runner");
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["test", "-p", CRATE, "--target", "wasm32-unknown-unknown"])
+        .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", &runner)
+        .env("CHROMEDRIVER", &chromium.chromedriver)
+        .env("WASM_BINDGEN_TEST_WEBDRIVER_JSON", &capabilities)
+        .env("WASM_BINDGEN_TEST_TIMEOUT", "180"))?;
+
+    // 2. The packed package: within budget, and working in real pages.
+    let tarball = build()?;
+    let s = measure(false)?;
+    let total = s.wasm_gz + s.js_gz;
+    if total > BUDGET_GZ {
+        bail!("the package is {total} B gzipped, over the {BUDGET_GZ} B budget");
+    }
+    println!("wasm-test: package {total} B gzipped (budget {BUDGET_GZ} B)");
+    let mut passed = 0;
+    plain_page_test(&chromium, &tarball, &work.join("plain"))?;
+    passed += 1;
+    vite_app_test(&chromium, &tarball, &work.join("vite"))?;
+    passed += 1;
+    println!("wasm-test pages: {passed} passed, 0 failed");
+    Ok(())
+}
+
+fn cargo_bin(name: &str) -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    match home.map(|h| h.join("bin").join(name)) {
+        Some(p) if p.exists() => p,
+        _ => PathBuf::from(name),
+    }
+}
+
+fn chrome_capabilities(chromium: &ChromiumPaths) -> Value {
+    json!({
+        "goog:chromeOptions": {
+            "binary": chromium.chromium,
+            "args": CHROMIUM_ARGS,
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Pages that load the packed tarball
+
+/// Pay parameters the fake server hands out (shapes as the real server's).
+const PAY_PARAMS: &str = r#"{
+  "appId": "wx2421b1c4370ec43b",
+  "timeStamp": "1700000000",
+  "nonceStr": "e61463f8efa94090b1f366cccfbbb444",
+  "package": "prepay_id=up_wx21201855730335ac86f8c43d1889123400",
+  "signType": "RSA",
+  "paySign": "oR9d8PuhnIc+YZ8cBHFCwfgpaK9gd7vaRvkYD7rthRAZ/X+QBhcCYL21N7cHCTUxbQ=="
+}"#;
+
+/// A fake WeChat, installed by a classic script before the module loads:
+/// the bridge exists and answers `:ok`.
+const FAKE_BRIDGE: &str = r#"<script>
+  window.__invoked = [];
+  window.WeixinJSBridge = {
+    invoke(name, params, cb) {
+      window.__invoked.push(name + " " + Object.keys(params).join(","));
+      setTimeout(() => cb({ err_msg: "get_brand_wcpay_request:ok" }), 10);
+    },
+  };
+</script>"#;
+
+/// The page's script (IMPORT is the package specifier). It writes what
+/// happened into #result; the test reads it.
+const PAGE_SCRIPT: &str = r#"
+import load, { requestPayment, checkout, isWeChat, weChatVersion, PayError } from "IMPORT";
+
+const show = (text) => (document.getElementById("result").textContent = text);
+const params = await (await fetch("/pay-params.json")).json();
+const out = [];
+try {
+  const r = await requestPayment(params);
+  out.push("pay:" + r.status + ":" + r.errMsg);
+  try {
+    await requestPayment({ ...params, timeStamp: String(Date.now()) });
+    out.push("invalid:accepted");
+  } catch (e) {
+    out.push("invalid:" + (e instanceof PayError && e instanceof Error) + ":" + e.code);
+  }
+  const status = await checkout({ baseUrl: location.origin, order: "E2E-1", confirmTimeoutMs: 10000 });
+  out.push("checkout:" + status.state + ":" + status.combine_out_trade_no);
+  await load();
+  out.push("isWeChat:" + isWeChat() + ":" + weChatVersion());
+  out.push("invoked:" + window.__invoked.length);
+  show("DONE " + out.join(" "));
+} catch (e) {
+  show("ERROR " + (e && e.code) + " " + (e && e.message) + " after " + out.join(" "));
+}
+"#;
+
+const EXPECTED: &str = "DONE pay:ok:get_brand_wcpay_request:ok invalid:true:invalid_params \
+checkout:SUCCESS:E2E-1 isWeChat:false:undefined invoked:2";
+
+fn page_html(head_script: &str, body_script: &str) -> String {
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>wxpay-combine-jsapi e2e</title>\n\
+         {FAKE_BRIDGE}\n</head><body>\n<pre id=\"result\">pending</pre>\n{head_script}{body_script}\n</body></html>\n"
+    )
+}
+
+fn fresh_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    Ok(())
+}
+
+/// The tarball unpacked under `node_modules/` of a plain static site.
+fn plain_page_test(chromium: &ChromiumPaths, tarball: &Path, dir: &Path) -> Result<()> {
+    fresh_dir(dir)?;
+    let modules = dir.join("node_modules");
+    std::fs::create_dir_all(&modules)?;
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(&modules))?;
+    std::fs::rename(modules.join("package"), modules.join(CRATE))?;
+    let script = PAGE_SCRIPT.replace("IMPORT", &format!("./node_modules/{CRATE}/index.js"));
+    let html = page_html("", &format!("<script type=\"module\">{script}</script>"));
+    std::fs::write(dir.join("index.html"), html)?;
+    check_page(chromium, dir, "plain <script type=module> page")
+}
+
+/// A Vite app that `npm install`s the tarball, built with `vite build`.
+fn vite_app_test(chromium: &ChromiumPaths, tarball: &Path, dir: &Path) -> Result<()> {
+    fresh_dir(dir)?;
+    let app = json!({ "name": "wxpay-e2e-vite-app", "private": true, "type": "module" });
+    std::fs::write(dir.join("package.json"), app.to_string())?;
+    run(Command::new("npm")
+        .current_dir(dir)
+        .args(["install", "--no-audit", "--no-fund", "--no-package-lock"])
+        .arg(tarball))?;
+    std::fs::write(dir.join("main.js"), PAGE_SCRIPT.replace("IMPORT", CRATE))?;
+    let html = page_html("", "<script type=\"module\" src=\"/main.js\"></script>");
+    std::fs::write(dir.join("index.html"), html)?;
+    let vite = repo_root().join("node_modules/vite/bin/vite.js");
+    run(Command::new("node").current_dir(dir).arg(vite).args([
+        "build",
+        "--logLevel",
+        "warn",
+        "--outDir",
+        "dist",
+        "--emptyOutDir",
+    ]))?;
+    check_page(chromium, &dir.join("dist"), "Vite app")
+}
+
+/// Serves `site` with the fake merchant API, opens it in Chromium and
+/// checks what the page wrote into #result.
+fn check_page(chromium: &ChromiumPaths, site: &Path, what: &str) -> Result<()> {
+    std::fs::write(site.join("pay-params.json"), PAY_PARAMS)?;
+    let server = TestServer::start(site)?;
+    let driver = Driver::start(chromium)?;
+    let url = format!("{}/index.html", server.base);
+    driver.open(&url)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let result = loop {
+        let text = driver.eval("return document.getElementById('result')?.textContent || ''")?;
+        let text = text.as_str().unwrap_or_default().to_string();
+        if text.starts_with("DONE") || text.starts_with("ERROR") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if result != EXPECTED {
+        bail!("{what}: expected\n  {EXPECTED}\ngot\n  {result}");
+    }
+    let polls = server.polls.load(Ordering::SeqCst);
+    if polls < 2 {
+        bail!("{what}: checkout resolved after {polls} status request(s), expected a NOTPAY first");
+    }
+    println!("wasm-test: {what}: ok ({result})");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// A static site plus the fake merchant API, on loopback
+
+struct TestServer {
+    base: String,
+    server: Arc<tiny_http::Server>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    polls: Arc<AtomicU32>,
+}
+
+const SESSION_COOKIE: &str = "wxpay_e2e_session=1";
+
+impl TestServer {
+    fn start(site: &Path) -> Result<TestServer> {
+        let server = Arc::new(
+            tiny_http::Server::http("127.0.0.1:0")
+                .map_err(|e| anyhow::anyhow!("starting the test server: {e}"))?,
+        );
+        let port = server
+            .server_addr()
+            .to_ip()
+            .context("test server address")?
+            .port();
+        let polls = Arc::new(AtomicU32::new(0));
+        let thread = {
+            let (server, site, polls) = (server.clone(), site.to_path_buf(), polls.clone());
+            std::thread::spawn(move || {
+                for request in server.incoming_requests() {
+                    let _ = respond(request, &site, &polls);
+                }
+            })
+        };
+        Ok(TestServer {
+            base: format!("http://127.0.0.1:{port}"),
+            server,
+            thread: Some(thread),
+            polls,
+        })
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn header(name: &str, value: &str) -> tiny_http::Header {
+    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
+        .expect("a valid header (all are constants here)")
+}
+
+fn respond(request: tiny_http::Request, site: &Path, polls: &AtomicU32) -> std::io::Result<()> {
+    let path = request.url().split('?').next().unwrap_or("/").to_string();
+    let method = request.method().clone();
+    let json_response = |status: u16, body: Value| {
+        tiny_http::Response::from_string(body.to_string())
+            .with_status_code(status)
+            .with_header(header("Content-Type", "application/json"))
+    };
+    if let Some(rest) = path.strip_prefix("/api/combine-orders/") {
+        let has_session = request
+            .headers()
+            .iter()
+            .any(|h| h.field.equiv("Cookie") && h.value.as_str().contains(SESSION_COOKIE));
+        let response = if !has_session {
+            json_response(
+                401,
+                json!({ "code": "UNAUTHENTICATED", "message": "no session cookie" }),
+            )
+        } else {
+            match (method, rest) {
+                (tiny_http::Method::Post, "E2E-1/pay-params") => {
+                    let params: Value = serde_json::from_str(PAY_PARAMS).unwrap_or_default();
+                    json_response(
+                        200,
+                        json!({ "combine_out_trade_no": "E2E-1", "pay_params": params }),
+                    )
+                }
+                (tiny_http::Method::Get, "E2E-1") => {
+                    // The first query still sees NOTPAY: `:ok` is not proof.
+                    let n = polls.fetch_add(1, Ordering::SeqCst);
+                    let state = if n == 0 { "NOTPAY" } else { "SUCCESS" };
+                    json_response(
+                        200,
+                        json!({
+                            "combine_out_trade_no": "E2E-1", "state": state, "total_amount": 300,
+                            "sub_orders": [
+                                { "mchid": "1900000109", "out_trade_no": "E2E-1-a", "amount": 100, "trade_state": state },
+                                { "mchid": "1900000109", "out_trade_no": "E2E-1-b", "amount": 200, "trade_state": state }
+                            ]
+                        }),
+                    )
+                }
+                _ => json_response(
+                    404,
+                    json!({ "code": "NOT_FOUND", "message": "no such order" }),
+                ),
+            }
+        };
+        return request.respond(response);
+    }
+    let relative = path.trim_start_matches('/');
+    let file = site.join(if relative.is_empty() {
+        "index.html"
+    } else {
+        relative
+    });
+    if relative.split('/').any(|part| part == "..") || !file.is_file() {
+        return request
+            .respond(tiny_http::Response::from_string("not found").with_status_code(404));
+    }
+    let content_type = match file.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript",
+        Some("wasm") => "application/wasm",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    };
+    let mut response = tiny_http::Response::from_data(std::fs::read(&file)?)
+        .with_header(header("Content-Type", content_type));
+    if content_type.starts_with("text/html") {
+        response = response.with_header(header("Set-Cookie", &format!("{SESSION_COOKIE}; Path=/")));
+    }
+    request.respond(response)
+}
+
+// ---------------------------------------------------------------------------
+// Just enough WebDriver (chromedriver over HTTP)
+
+struct Driver {
+    child: Child,
+    base: String,
+    session: String,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn webdriver(request: ureq::Request, body: Option<Value>) -> Result<Value> {
+    let response = match body {
+        Some(b) => request.send_json(b),
+        None => request.call(),
+    };
+    let value: Value = match response {
+        Ok(r) => r.into_json()?,
+        Err(ureq::Error::Status(code, r)) => {
+            let text = r.into_string().unwrap_or_default();
+            bail!("chromedriver answered {code}: {text}");
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(value["value"].clone())
+}
+
+impl Driver {
+    fn start(chromium: &ChromiumPaths) -> Result<Driver> {
+        let port = free_port()?;
+        let child = Command::new(&chromium.chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", chromium.chromedriver.display()))?;
+        let base = format!("http://127.0.0.1:{port}");
+        let mut driver = Driver {
+            child,
+            base,
+            session: String::new(),
+        };
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .build();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while agent
+            .get(&format!("{}/status", driver.base))
+            .call()
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                bail!("chromedriver did not start on port {port}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let caps = json!({ "capabilities": { "alwaysMatch": chrome_capabilities(chromium) } });
+        let session = webdriver(ureq::post(&format!("{}/session", driver.base)), Some(caps))
+            .context("starting a Chromium session")?;
+        driver.session = session["sessionId"]
+            .as_str()
+            .context("chromedriver gave no sessionId")?
+            .to_string();
+        Ok(driver)
+    }
+
+    fn url(&self, suffix: &str) -> String {
+        format!("{}/session/{}{suffix}", self.base, self.session)
+    }
+
+    fn open(&self, url: &str) -> Result<()> {
+        webdriver(ureq::post(&self.url("/url")), Some(json!({ "url": url })))?;
+        Ok(())
+    }
+
+    fn eval(&self, script: &str) -> Result<Value> {
+        webdriver(
+            ureq::post(&self.url("/execute/sync")),
+            Some(json!({ "script": script, "args": [] })),
+        )
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = ureq::delete(&self.url("")).call();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -5,8 +5,8 @@
 // No framework and no CDN: everything here is served by the merchant's own
 // server from the pay directory (/pay/).
 
-/** Where `cargo xtask wasm` output is served, relative to this file. */
-const PACKAGE_URL = new URL("./pkg/wxpay_combine_jsapi.js", import.meta.url);
+/** The npm package built by `cargo xtask wasm`, served at /pay/pkg/. */
+const PACKAGE_URL = new URL("./pkg/index.js", import.meta.url);
 
 /** A guard against OAuth redirect loops (the session cookie did not stick). */
 const LOGIN_MARK = "wxpay-demo:login-at";
@@ -192,7 +192,8 @@ async function loadPackage() {
   let pkg;
   try {
     pkg = await import(PACKAGE_URL.href);
-    await pkg.default();
+    // Instantiates the WebAssembly module; isWeChat() needs it.
+    await pkg.load();
   } catch (e) {
     throw new Error(
       `The payment package did not load from ${PACKAGE_URL.pathname} (${e.message}). ` +
@@ -298,11 +299,16 @@ export function orderHref(no) {
  * shows every outcome in `panel` (`data-state` tells tests and styles which):
  * waiting, cancelled (pay again on the same order), failed (with the hint),
  * confirmed by the server (sub-orders, transaction ids), or not yet
- * confirmed. Resolves with the confirmed order, or null. A `wxpay:busy`
- * event on `document` (detail true / false) brackets the payment.
+ * confirmed. Resolves with that state (the panel's `data-state`), after
+ * `onSettled(state, order)` (also called when "Pay again" in the panel
+ * settles). A `wxpay:busy` event on `document` (detail true / false)
+ * brackets the payment.
  */
-export async function pay(env, order, panel, { onPaid } = {}) {
+export async function pay(env, order, panel, { onSettled } = {}) {
+  let settled = "error";
+  let confirmed = null;
   const show = (state, title, ...body) => {
+    settled = state;
     panel.hidden = false;
     panel.dataset.state = state;
     panel.className = `status status-${state}`;
@@ -315,7 +321,7 @@ export async function pay(env, order, panel, { onPaid } = {}) {
       class: "button",
       "data-testid": "pay-again",
       text: label,
-      onclick: () => pay(env, order, panel, { onPaid }),
+      onclick: () => pay(env, order, panel, { onSettled }),
     });
   const orderLink = el("a", {
     href: orderHref(order),
@@ -335,7 +341,7 @@ export async function pay(env, order, panel, { onPaid } = {}) {
   );
   try {
     if (bridge) await bridge;
-    const confirmed = await env.pkg.checkout({ baseUrl: "", order });
+    confirmed = await env.pkg.checkout({ baseUrl: "", order });
     show(
       "success",
       "Paid — confirmed by the server",
@@ -345,10 +351,8 @@ export async function pay(env, order, panel, { onPaid } = {}) {
       subOrderList(confirmed),
       el("p", {}, orderLink),
     );
-    if (onPaid) onPaid(confirmed);
-    return confirmed;
   } catch (e) {
-    const code = e && e.name === "PayError" ? e.code : "error";
+    const code = e instanceof env.pkg.PayError ? e.code : "error";
     const message = (e && e.message) || String(e);
     switch (code) {
       case "cancel":
@@ -391,10 +395,11 @@ export async function pay(env, order, panel, { onPaid } = {}) {
           el("div", { class: "actions" }, againButton("Try again"), orderLink),
         );
     }
-    return null;
   } finally {
     busy(false);
   }
+  if (onSettled) onSettled(settled, confirmed);
+  return settled;
 }
 
 /** Shows a page-level error (the page could not load). */

@@ -13,6 +13,8 @@ const shop = {
   items: new Map(),
   /** sku → quantity (> 0). */
   cart: new Map(),
+  /** The order created for the cart `key`, while not paid. */
+  pending: null,
   busy: false,
 };
 
@@ -226,32 +228,50 @@ async function onPay() {
   updatePayButton();
   const panel = byTestId("status");
   try {
-    let created;
-    try {
-      created = await api("/api/combine-orders", {
-        method: "POST",
-        body: { items: [...shop.cart].map(([sku, qty]) => ({ sku, qty })) },
-      });
-    } catch (e) {
-      panel.hidden = false;
-      panel.dataset.state = "error";
-      panel.className = "status status-error";
-      panel.replaceChildren(
-        el("h2", { "data-testid": "status-title", text: "The order was not created" }),
-        el("p", { "data-testid": "status-message", text: e.message }),
-      );
-      return;
+    // The same cart pays the same order again (a cancelled or failed
+    // payment): one order per purchase, never a second one to pay.
+    const key = cartKey();
+    let order = shop.pending && shop.pending.key === key ? shop.pending.order : null;
+    if (!order) {
+      try {
+        const created = await api("/api/combine-orders", {
+          method: "POST",
+          body: { items: [...shop.cart].map(([sku, qty]) => ({ sku, qty })) },
+        });
+        order = created.combine_out_trade_no;
+      } catch (e) {
+        panel.hidden = false;
+        panel.dataset.state = "error";
+        panel.className = "status status-error";
+        panel.replaceChildren(
+          el("h2", { "data-testid": "status-title", text: "The order was not created" }),
+          el("p", { "data-testid": "status-message", text: e.message }),
+        );
+        return;
+      }
+      shop.pending = { key, order };
     }
-    await pay(shop.env, created.combine_out_trade_no, panel, {
-      onPaid: () => {
-        shop.cart.clear();
-        saveCart();
-        for (const sku of shop.items.keys()) renderQty(sku);
-        renderCart();
-      },
-    });
+    await pay(shop.env, order, panel, { onSettled });
   } finally {
     shop.busy = false;
     updatePayButton();
   }
+}
+
+/** The cart as a string, to tell whether it changed since the order. */
+function cartKey() {
+  return JSON.stringify([...shop.cart].sort());
+}
+
+/**
+ * After a payment: once WeChat took the money (confirmed, or reported but
+ * not yet confirmed) the cart is done and the order lives on its own page.
+ */
+function onSettled(state) {
+  if (state !== "success" && state !== "not_confirmed") return;
+  shop.pending = null;
+  shop.cart.clear();
+  saveCart();
+  for (const sku of shop.items.keys()) renderQty(sku);
+  renderCart();
 }

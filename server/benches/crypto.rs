@@ -18,12 +18,19 @@ use wxpay_combine::apiv3::{
 };
 
 fn fixture(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn vector<'a>(kat: &'a serde_json::Value, list: &str, name: &str) -> &'a serde_json::Value {
-    kat[list].as_array().unwrap().iter().find(|v| v["name"] == name).unwrap()
+    kat[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap()
 }
 
 fn s(v: &serde_json::Value, key: &str) -> String {
@@ -36,7 +43,13 @@ fn crypto(c: &mut Criterion) {
     let resp = vector(&kat, "responses", "notification_public_key");
     let body = s(req, "body");
     let ts = req["timestamp"].as_i64().unwrap();
-    let message = request_message("POST", &s(req, "url"), ts, &s(req, "nonce"), body.as_bytes());
+    let message = request_message(
+        "POST",
+        &s(req, "url"),
+        ts,
+        &s(req, "nonce"),
+        body.as_bytes(),
+    );
     let notification = s(resp, "body");
     let headers = SignatureHeaders {
         timestamp: s(resp, "timestamp"),
@@ -57,33 +70,55 @@ fn crypto(c: &mut Criterion) {
         let signer = RequestSigner::new(s(&kat, "mchid"), s(&kat, "merchant_serial"), key.clone());
         let pubkey = PublicKey::from_pem_with(&fixture("wechatpay_pub.pem"), backend).unwrap();
         let now: i64 = headers.timestamp.parse().unwrap();
-        let verifier =
-            Verifier::new(Arc::new(ManualClock::new(now))).with_public_key(s(&kat, "public_key_id"), pubkey.clone());
+        let verifier = Verifier::new(Arc::new(ManualClock::new(now)))
+            .with_public_key(s(&kat, "public_key_id"), pubkey.clone());
         assert!(verifier.verify(&headers, notification.as_bytes()).is_ok());
 
         let mut g = c.benchmark_group(format!("rsa2048/{name}"));
-        g.bench_function("sign_base64", |b| b.iter(|| key.sign_base64(black_box(&message)).unwrap()));
+        g.bench_function("sign_base64", |b| {
+            b.iter(|| key.sign_base64(black_box(&message)).unwrap())
+        });
         g.bench_function("authorization_header", |b| {
             b.iter(|| {
                 signer
-                    .authorization_at("POST", black_box("/v3/combine-transactions/jsapi"), ts, "nonce", body.as_bytes())
+                    .authorization_at(
+                        "POST",
+                        black_box("/v3/combine-transactions/jsapi"),
+                        ts,
+                        "nonce",
+                        body.as_bytes(),
+                    )
                     .unwrap()
             })
         });
         let resp_message = s(resp, "message");
         let resp_sig = s(resp, "signature");
         g.bench_function("verify_base64", |b| {
-            b.iter(|| assert!(pubkey.verify_base64(black_box(resp_message.as_bytes()), black_box(&resp_sig))))
+            b.iter(|| {
+                assert!(
+                    pubkey.verify_base64(black_box(resp_message.as_bytes()), black_box(&resp_sig))
+                )
+            })
         });
         g.bench_function("verifier_verify_notification", |b| {
-            b.iter(|| verifier.verify(black_box(&headers), black_box(notification.as_bytes())).unwrap())
+            b.iter(|| {
+                verifier
+                    .verify(black_box(&headers), black_box(notification.as_bytes()))
+                    .unwrap()
+            })
         });
         g.finish();
 
         let mut g = c.benchmark_group(format!("aead/{name}"));
-        let plain_len = aead::decrypt_with(backend, &apiv3, &resource.nonce, &resource.associated_data, &resource.ciphertext)
-            .unwrap()
-            .len();
+        let plain_len = aead::decrypt_with(
+            backend,
+            &apiv3,
+            &resource.nonce,
+            &resource.associated_data,
+            &resource.ciphertext,
+        )
+        .unwrap()
+        .len();
         g.throughput(Throughput::Bytes(plain_len as u64));
         g.bench_function("decrypt_notification_resource", |b| {
             b.iter(|| {

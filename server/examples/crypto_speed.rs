@@ -34,7 +34,8 @@ fn fixtures() -> PathBuf {
 }
 
 fn read(name: &str) -> Result<String, String> {
-    std::fs::read_to_string(fixtures().join(name)).map_err(|e| format!("cannot read fixture {name}: {e}"))
+    std::fs::read_to_string(fixtures().join(name))
+        .map_err(|e| format!("cannot read fixture {name}: {e}"))
 }
 
 /// CPU time of the calling thread, from the scheduler's own accounting.
@@ -79,13 +80,18 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { seconds: 2.0, backend: default_backend() };
+    let mut args = Args {
+        seconds: 2.0,
+        backend: default_backend(),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--seconds" => {
                 let v = it.next().ok_or("--seconds needs a value")?;
-                args.seconds = v.parse().map_err(|_| format!("--seconds: not a number: {v}"))?;
+                args.seconds = v
+                    .parse()
+                    .map_err(|_| format!("--seconds: not a number: {v}"))?;
                 if !(args.seconds > 0.0 && args.seconds <= 600.0) {
                     return Err("--seconds must be in (0, 600]".into());
                 }
@@ -97,10 +103,17 @@ fn parse_args() -> Result<Args, String> {
                     .find(|b| b.name() == v)
                     .ok_or_else(|| {
                         let names: Vec<_> = all_backends().iter().map(|b| b.name()).collect();
-                        format!("--backend {v} is not compiled in; available: {}", names.join(", "))
+                        format!(
+                            "--backend {v} is not compiled in; available: {}",
+                            names.join(", ")
+                        )
                     })?;
             }
-            other => return Err(format!("unknown argument {other}; usage: crypto_speed [--seconds S] [--backend NAME]")),
+            other => {
+                return Err(format!(
+                    "unknown argument {other}; usage: crypto_speed [--seconds S] [--backend NAME]"
+                ))
+            }
         }
     }
     Ok(args)
@@ -109,7 +122,8 @@ fn parse_args() -> Result<Args, String> {
 fn run() -> Result<(), String> {
     let args = parse_args()?;
     let backend = args.backend;
-    let kat: serde_json::Value = serde_json::from_str(&read("kat.json")?).map_err(|e| e.to_string())?;
+    let kat: serde_json::Value =
+        serde_json::from_str(&read("kat.json")?).map_err(|e| e.to_string())?;
     let find = |list: &str, name: &str| -> Result<serde_json::Value, String> {
         kat[list]
             .as_array()
@@ -120,23 +134,33 @@ fn run() -> Result<(), String> {
     let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
 
     // sign: the combined-order JSAPI request.
-    let key = PrivateKey::from_pem_with(&read("merchant_key.pem")?, backend).map_err(|e| e.to_string())?;
+    let key = PrivateKey::from_pem_with(&read("merchant_key.pem")?, backend)
+        .map_err(|e| e.to_string())?;
     let signer = RequestSigner::new(text(&kat, "mchid"), text(&kat, "merchant_serial"), key);
     let req = find("requests", "post_jsapi_json")?;
-    let (method, url, nonce, body) = (text(&req, "method"), text(&req, "url"), text(&req, "nonce"), text(&req, "body"));
+    let (method, url, nonce, body) = (
+        text(&req, "method"),
+        text(&req, "url"),
+        text(&req, "nonce"),
+        text(&req, "body"),
+    );
     let ts = req["timestamp"].as_i64().unwrap_or_default();
     let expected = text(&req, "authorization");
-    let header = signer.authorization_at(&method, &url, ts, &nonce, body.as_bytes()).map_err(|e| e.to_string())?;
+    let header = signer
+        .authorization_at(&method, &url, ts, &nonce, body.as_bytes())
+        .map_err(|e| e.to_string())?;
     if header != expected {
         return Err("the signer does not reproduce the known answer; refusing to benchmark".into());
     }
 
     // verify: a notification signed with the WeChat Pay public key.
     let resp = find("responses", "notification_public_key")?;
-    let pubkey = PublicKey::from_pem_with(&read("wechatpay_pub.pem")?, backend).map_err(|e| e.to_string())?;
+    let pubkey = PublicKey::from_pem_with(&read("wechatpay_pub.pem")?, backend)
+        .map_err(|e| e.to_string())?;
     let ts_text = text(&resp, "timestamp");
     let now: i64 = ts_text.parse().map_err(|_| "bad timestamp in kat.json")?;
-    let verifier = Verifier::new(Arc::new(ManualClock::new(now))).with_public_key(text(&kat, "public_key_id"), pubkey);
+    let verifier = Verifier::new(Arc::new(ManualClock::new(now)))
+        .with_public_key(text(&kat, "public_key_id"), pubkey);
     let headers = SignatureHeaders {
         timestamp: ts_text,
         nonce: text(&resp, "nonce"),
@@ -145,27 +169,50 @@ fn run() -> Result<(), String> {
         signature_type: Some("WECHATPAY2-SHA256-RSA2048".into()),
     };
     let notification = text(&resp, "body");
-    verifier.verify(&headers, notification.as_bytes()).map_err(|e| format!("known answer: {e}"))?;
+    verifier
+        .verify(&headers, notification.as_bytes())
+        .map_err(|e| format!("known answer: {e}"))?;
 
     // decrypt: the resource of that notification.
-    let envelope: serde_json::Value = serde_json::from_str(&notification).map_err(|e| e.to_string())?;
+    let envelope: serde_json::Value =
+        serde_json::from_str(&notification).map_err(|e| e.to_string())?;
     let resource: EncryptedResource =
         serde_json::from_value(envelope["resource"].clone()).map_err(|e| e.to_string())?;
     let apiv3 = ApiV3Key::from_text(&read("apiv3_key.txt")?).map_err(|e| e.to_string())?;
-    let open = || aead::decrypt_with(backend, &apiv3, &resource.nonce, &resource.associated_data, &resource.ciphertext);
+    let open = || {
+        aead::decrypt_with(
+            backend,
+            &apiv3,
+            &resource.nonce,
+            &resource.associated_data,
+            &resource.ciphertext,
+        )
+    };
     let plaintext_len = open().map_err(|e| format!("known answer: {e}"))?.len();
 
     let sign = measure(args.seconds, 1, || {
-        black_box(signer.authorization_at(&method, &url, ts, &nonce, black_box(body.as_bytes())).ok());
+        black_box(
+            signer
+                .authorization_at(&method, &url, ts, &nonce, black_box(body.as_bytes()))
+                .ok(),
+        );
     });
     let verify = measure(args.seconds, 16, || {
-        black_box(verifier.verify(black_box(&headers), black_box(notification.as_bytes())).is_ok());
+        black_box(
+            verifier
+                .verify(black_box(&headers), black_box(notification.as_bytes()))
+                .is_ok(),
+        );
     });
     let decrypt = measure(args.seconds, 64, || {
         black_box(open().ok());
     });
 
-    let clock = if sign.per_cpu_s.is_some() { "thread-cpu" } else { "wall" };
+    let clock = if sign.per_cpu_s.is_some() {
+        "thread-cpu"
+    } else {
+        "wall"
+    };
     println!("backend={}", backend.name());
     println!("seconds={}", args.seconds);
     println!("clock={clock}");

@@ -82,7 +82,9 @@ pub fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|| "info".into());
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -116,7 +118,10 @@ pub fn build_client(config: &Config, clock: Arc<dyn Clock>) -> Result<WechatPayC
 
 /// [`build_client`], then, in certificate mode, the first certificate
 /// download (a failure refuses to start: nothing could be verified).
-pub async fn prepare_client(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<WechatPayClient>, StartError> {
+pub async fn prepare_client(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<WechatPayClient>, StartError> {
     let client = build_client(config, clock)?;
     if client.certificate_mode() {
         match client.refresh_certificates(true).await {
@@ -149,7 +154,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("client", &self.client).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
     }
 }
 
@@ -163,10 +170,12 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Server, Sta
         .as_deref()
         .ok_or_else(|| StartError::Other("catalog_file is not set".into()))?;
     let catalog = Arc::new(Catalog::load(catalog_path)?);
-    let store = store::connect(&config.database_url).await.map_err(|source| StartError::Store {
-        url: redact_database_url(&config.database_url),
-        source,
-    })?;
+    let store = store::connect(&config.database_url)
+        .await
+        .map_err(|source| StartError::Store {
+            url: redact_database_url(&config.database_url),
+            source,
+        })?;
     let client = prepare_client(config, clock.clone()).await?;
     let api: Arc<dyn CombineApi> = client.clone();
 
@@ -206,7 +215,8 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Server, Sta
         config.merchant.private_key.clone(),
         clock,
     );
-    let router = http::app(state.clone()).merge(notify::router(notify.clone(), &config.notify_path));
+    let router =
+        http::app(state.clone()).merge(notify::router(notify.clone(), &config.notify_path));
     Ok(Server {
         router,
         state,
@@ -253,7 +263,11 @@ pub async fn shutdown_signal() {
 /// Serves `server` on `listener` until `shutdown` completes: runs the
 /// worker (and, in certificate mode, a periodic certificate refresh), stops
 /// accepting on shutdown, waits for in-flight requests, then stops the worker.
-pub async fn serve(server: Server, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+pub async fn serve(
+    server: Server,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -308,7 +322,10 @@ pub async fn serve(server: Server, listener: TcpListener, shutdown: impl Future<
     };
     tracing::info!("no longer accepting; stopping the reconciliation worker");
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(SHUTDOWN_GRACE, worker_task).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, worker_task)
+        .await
+        .is_err()
+    {
         tracing::warn!("reconciliation worker did not stop in time");
     }
     if let Some(t) = refresh_task {
@@ -387,7 +404,11 @@ pub struct Demo {
     pub page_url: String,
 }
 
-fn default_dir(given: Option<&std::path::Path>, local: &str, repo_relative: &str) -> std::path::PathBuf {
+fn default_dir(
+    given: Option<&std::path::Path>,
+    local: &str,
+    repo_relative: &str,
+) -> std::path::PathBuf {
     if let Some(p) = given {
         return p.to_path_buf();
     }
@@ -439,20 +460,25 @@ pub async fn prepare_demo(opts: &DemoOptions) -> Result<Demo, StartError> {
     write_private(&app_secret_file, m.app_secret.as_bytes())?;
     let session_secret_file = secrets.join("session_secret.txt");
     if !session_secret_file.exists() {
-        let secret = format!("{}{}", crate::apiv3::generate_nonce(), crate::apiv3::generate_nonce());
+        let secret = format!(
+            "{}{}",
+            crate::apiv3::generate_nonce(),
+            crate::apiv3::generate_nonce()
+        );
         write_private(&session_secret_file, secret.as_bytes())?;
     }
-    let private_key_file = m
-        .private_key_path
-        .clone()
-        .ok_or_else(|| StartError::Other("the simulator's merchant has no generated private key".into()))?;
+    let private_key_file = m.private_key_path.clone().ok_or_else(|| {
+        StartError::Other("the simulator's merchant has no generated private key".into())
+    })?;
 
     let catalog = Catalog::demo(&m.sub_mchids)?;
     let catalog_file = dir.join("catalog.toml");
     std::fs::write(&catalog_file, catalog.to_toml()).map_err(|e| io("write", &catalog_file, e))?;
 
     let listener = bind(opts.addr).await?;
-    let mut local = listener.local_addr().map_err(|e| io("inspect the listener on", std::path::Path::new(""), e))?;
+    let mut local = listener
+        .local_addr()
+        .map_err(|e| io("inspect the listener on", std::path::Path::new(""), e))?;
     if local.ip().is_unspecified() {
         local.set_ip(std::net::IpAddr::from([127, 0, 0, 1]));
     }
@@ -465,7 +491,11 @@ pub async fn prepare_demo(opts: &DemoOptions) -> Result<Demo, StartError> {
         public_base_url: Some(origin.clone()),
         pay_directory: Some("/pay/".into()),
         www_dir: path_str(&default_dir(opts.www_dir.as_deref(), "www", "../www")),
-        wasm_pkg_dir: path_str(&default_dir(opts.wasm_pkg_dir.as_deref(), "wasm/pkg", "../wasm/pkg")),
+        wasm_pkg_dir: path_str(&default_dir(
+            opts.wasm_pkg_dir.as_deref(),
+            "wasm/pkg",
+            "../wasm/pkg",
+        )),
         demo: Some(true),
         simulator_base_url: Some(sim_base.clone()),
         database_url: Some(
@@ -499,12 +529,16 @@ pub async fn prepare_demo(opts: &DemoOptions) -> Result<Demo, StartError> {
     let header = format!(
         "# Written by `wxpay-combine demo`; rewritten on every demo start.\n\
          # While the demo runs, other commands can use the same simulator and database:\n\
-         #   WXPAY_LISTEN=127.0.0.1:8081 wxpay-combine serve --config {path}\n\
+         #   WXPAY_LISTEN=127.0.0.1:8081 WXPAY_PUBLIC_BASE_URL=http://127.0.0.1:8081 \\\n\
+         #     wxpay-combine serve --config {path}\n\
          #   wxpay-combine bill --config {path} …\n\
          # (notify_url still points at the demo server, which shares the database.)\n\n",
         path = config_path.display()
     );
-    write_private(&config_path, format!("{header}{}", raw.to_toml()).as_bytes())?;
+    write_private(
+        &config_path,
+        format!("{header}{}", raw.to_toml()).as_bytes(),
+    )?;
     let mut config = raw.validate(&dir)?;
     config.source = Some(config_path.clone());
     Ok(Demo {

@@ -47,7 +47,12 @@ pub struct ItemSpec {
 
 impl ItemSpec {
     /// An item spec.
-    pub fn new(sku: impl Into<String>, name: impl Into<String>, price_fen: i64, mchid: impl Into<String>) -> Self {
+    pub fn new(
+        sku: impl Into<String>,
+        name: impl Into<String>,
+        price_fen: i64,
+        mchid: impl Into<String>,
+    ) -> Self {
         Self {
             sku: sku.into(),
             name: name.into(),
@@ -137,10 +142,7 @@ impl Catalog {
 
     /// Builds and validates a catalog from merchants and
     /// item specs.
-    pub fn new(
-        merchants: Vec<Merchant>,
-        entries: Vec<ItemSpec>,
-    ) -> Result<Catalog, CatalogError> {
+    pub fn new(merchants: Vec<Merchant>, entries: Vec<ItemSpec>) -> Result<Catalog, CatalogError> {
         let bad = |m: String| Err(CatalogError::Invalid(m));
         let mut by_mchid = HashMap::new();
         for m in &merchants {
@@ -148,9 +150,13 @@ impl Catalog {
                 || m.mchid.len() > 32
                 || !m.mchid.bytes().all(|b| b.is_ascii_alphanumeric())
             {
-                return bad(format!("merchant mchid {:?} must be 1–32 letters or digits", m.mchid));
+                return bad(format!(
+                    "merchant mchid {:?} must be 1–32 letters or digits",
+                    m.mchid
+                ));
             }
-            if m.name.trim().is_empty() || m.name.chars().count() > 64 || !is_service_text(&m.name) {
+            if m.name.trim().is_empty() || m.name.chars().count() > 64 || !is_service_text(&m.name)
+            {
                 return bad(format!(
                     "merchant {} name must be 1–64 characters without emoji or control characters",
                     m.mchid
@@ -161,7 +167,10 @@ impl Catalog {
             }
         }
         if merchants.len() < 2 {
-            return bad("a combined payment needs at least two sub-merchants; list at least two merchants".into());
+            return bad(
+                "a combined payment needs at least two sub-merchants; list at least two merchants"
+                    .into(),
+            );
         }
         let mut items = Vec::with_capacity(entries.len());
         let mut by_sku = HashMap::new();
@@ -174,7 +183,9 @@ impl Catalog {
         {
             if sku.is_empty()
                 || sku.len() > 32
-                || !sku.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                || !sku
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             {
                 return bad(format!("sku {sku:?} must be 1–32 of [A-Za-z0-9_-]"));
             }
@@ -184,10 +195,14 @@ impl Catalog {
                 ));
             }
             if !(1..=MAX_SUB_ORDER_FEN).contains(&price_fen) {
-                return bad(format!("item {sku}: price_fen {price_fen} must be 1..={MAX_SUB_ORDER_FEN}"));
+                return bad(format!(
+                    "item {sku}: price_fen {price_fen} must be 1..={MAX_SUB_ORDER_FEN}"
+                ));
             }
             let Some(merchant) = by_mchid.get(&mchid) else {
-                return bad(format!("item {sku}: merchant {mchid} is not in [[merchants]]"));
+                return bad(format!(
+                    "item {sku}: merchant {mchid} is not in [[merchants]]"
+                ));
             };
             if by_sku.insert(sku.clone(), items.len()).is_some() {
                 return bad(format!("sku {sku} listed twice"));
@@ -199,9 +214,13 @@ impl Catalog {
                 merchant: merchant.clone(),
             });
         }
-        let selling: std::collections::HashSet<_> = items.iter().map(|i| &i.merchant.mchid).collect();
+        let selling: std::collections::HashSet<_> =
+            items.iter().map(|i| &i.merchant.mchid).collect();
         if selling.len() < 2 {
-            return bad("items must come from at least two merchants, or no combined order is possible".into());
+            return bad(
+                "items must come from at least two merchants, or no combined order is possible"
+                    .into(),
+            );
         }
         Ok(Catalog {
             merchants,
@@ -355,7 +374,10 @@ mod tests {
         ] {
             assert!(Catalog::new(merchants, entries).is_err());
         }
-        let emoji = vec![ItemSpec::new("a", "Cake 🎂", 1, "1"), ItemSpec::new("b", "Tea", 1, "2")];
+        let emoji = vec![
+            ItemSpec::new("a", "Cake 🎂", 1, "1"),
+            ItemSpec::new("b", "Tea", 1, "2"),
+        ];
         assert!(Catalog::new(vec![m("1"), m("2")], emoji).is_err());
     }
 

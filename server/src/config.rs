@@ -593,7 +593,11 @@ impl RawConfig {
         };
 
         let public_base_url = v
-            .required_str(&self.public_base_url, "public_base_url", "the origin payers open, e.g. https://shop.example.com")
+            .required_str(
+                &self.public_base_url,
+                "public_base_url",
+                "the origin payers open, e.g. https://shop.example.com",
+            )
             .and_then(|s| v.origin("public_base_url", s, demo));
 
         let pay_directory = self.pay_directory.as_deref().unwrap_or("/pay/").to_string();
@@ -602,7 +606,10 @@ impl RawConfig {
             Err(detail) => v.invalid("pay_directory", detail),
         };
 
-        let pay_directory_registered = self.pay_directory_registered.as_deref().filter(|s| !s.is_empty());
+        let pay_directory_registered = self
+            .pay_directory_registered
+            .as_deref()
+            .filter(|s| !s.is_empty());
         if let Some(reg) = pay_directory_registered {
             if let Err(e) = crate::paydir::parse_registered(reg) {
                 v.invalid::<()>("pay_directory_registered", e.to_string());
@@ -633,11 +640,13 @@ impl RawConfig {
             .filter(|p| !p.as_os_str().is_empty())
             .map(|p| v.path(p));
 
-        let simulator_base_url = match self.simulator_base_url.as_deref().filter(|s| !s.is_empty()) {
+        let simulator_base_url = match self.simulator_base_url.as_deref().filter(|s| !s.is_empty())
+        {
             None => None,
             Some(_) if !demo => v.invalid(
                 "simulator_base_url",
-                "only allowed with demo = true (a production server never talks to the simulator)".into(),
+                "only allowed with demo = true (a production server never talks to the simulator)"
+                    .into(),
             ),
             Some(s) => v.base_url("simulator_base_url", s, true),
         };
@@ -653,7 +662,11 @@ impl RawConfig {
         });
 
         let appid = v
-            .required_str(&self.appid, "appid", "the 公众号 AppID, e.g. wxd678efh567hg6787")
+            .required_str(
+                &self.appid,
+                "appid",
+                "the 公众号 AppID, e.g. wxd678efh567hg6787",
+            )
             .and_then(|s| v.ident("appid", s));
         let mchid = v
             .required_str(&self.mchid, "mchid", "the merchant id, e.g. 1230000109")
@@ -668,22 +681,36 @@ impl RawConfig {
                 if !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
                     Some(s.to_ascii_uppercase())
                 } else {
-                    v.invalid("merchant_serial_no", format!("{s:?} is not a hex certificate serial"))
+                    v.invalid(
+                        "merchant_serial_no",
+                        format!("{s:?} is not a hex certificate serial"),
+                    )
                 }
             });
 
         let private_key = v
-            .required_path(&self.merchant_private_key_file, "merchant_private_key_file", "apiclient_key.pem")
+            .required_path(
+                &self.merchant_private_key_file,
+                "merchant_private_key_file",
+                "apiclient_key.pem",
+            )
             .and_then(|p| match PrivateKey::from_pem_file(&p) {
                 Ok(k) => Some(k),
                 Err(e) => v.invalid("merchant_private_key_file", format!("{}: {e}", p.display())),
             });
 
-        if let Some(cert_path) = self.merchant_cert_file.as_deref().filter(|p| !p.as_os_str().is_empty()) {
+        if let Some(cert_path) = self
+            .merchant_cert_file
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
             let cert_path = v.path(cert_path);
             match Certificate::from_pem_file(&cert_path) {
                 Err(e) => {
-                    v.invalid::<()>("merchant_cert_file", format!("{}: {e}", cert_path.display()));
+                    v.invalid::<()>(
+                        "merchant_cert_file",
+                        format!("{}: {e}", cert_path.display()),
+                    );
                 }
                 Ok(cert) => {
                     if let Some(serial) = &serial_no {
@@ -716,14 +743,22 @@ impl RawConfig {
         }
 
         let apiv3_key = v
-            .required_path(&self.apiv3_key_file, "apiv3_key_file", "a file holding the 32-character APIv3 key")
+            .required_path(
+                &self.apiv3_key_file,
+                "apiv3_key_file",
+                "a file holding the 32-character APIv3 key",
+            )
             .and_then(|p| match ApiV3Key::from_file(&p) {
                 Ok(k) => Some(k),
                 Err(e) => v.invalid("apiv3_key_file", format!("{}: {e}", p.display())),
             });
 
         let app_secret = v
-            .required_path(&self.app_secret_file, "app_secret_file", "a file holding the 公众号 AppSecret")
+            .required_path(
+                &self.app_secret_file,
+                "app_secret_file",
+                "a file holding the 公众号 AppSecret",
+            )
             .and_then(|p| match std::fs::read_to_string(&p) {
                 Ok(s) => {
                     let s = Zeroizing::new(s);
@@ -731,13 +766,19 @@ impl RawConfig {
                     if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
                         v.invalid(
                             "app_secret_file",
-                            format!("{}: expected the AppSecret (printable ASCII, no spaces)", p.display()),
+                            format!(
+                                "{}: expected the AppSecret (printable ASCII, no spaces)",
+                                p.display()
+                            ),
                         )
                     } else {
                         Some(Secret::new(t))
                     }
                 }
-                Err(e) => v.invalid("app_secret_file", format!("cannot read {}: {e}", p.display())),
+                Err(e) => v.invalid(
+                    "app_secret_file",
+                    format!("cannot read {}: {e}", p.display()),
+                ),
             });
 
         let session_secret = v
@@ -757,7 +798,10 @@ impl RawConfig {
                 Err(e) => v.invalid("session_secret_file", format!("cannot read {}: {e}", p.display())),
             });
 
-        let key_id = self.wechatpay_public_key_id.as_deref().filter(|s| !s.is_empty());
+        let key_id = self
+            .wechatpay_public_key_id
+            .as_deref()
+            .filter(|s| !s.is_empty());
         let key_file = self
             .wechatpay_public_key_file
             .as_deref()
@@ -770,16 +814,23 @@ impl RawConfig {
             ),
             (None, Some(_)) => v.invalid(
                 "wechatpay_public_key_id",
-                "required with wechatpay_public_key_file (PUB_KEY_ID_…, shown next to the key)".into(),
+                "required with wechatpay_public_key_file (PUB_KEY_ID_…, shown next to the key)"
+                    .into(),
             ),
             (Some(id), Some(file)) => {
                 if !id.starts_with("PUB_KEY_ID_") || id.len() > 64 {
-                    v.invalid("wechatpay_public_key_id", format!("{id:?} does not look like PUB_KEY_ID_…"))
+                    v.invalid(
+                        "wechatpay_public_key_id",
+                        format!("{id:?} does not look like PUB_KEY_ID_…"),
+                    )
                 } else {
                     let file = v.path(file);
                     match PublicKey::from_pem_file(&file) {
                         Ok(k) => Some((id.to_string(), k)),
-                        Err(e) => v.invalid("wechatpay_public_key_file", format!("{}: {e}", file.display())),
+                        Err(e) => v.invalid(
+                            "wechatpay_public_key_file",
+                            format!("{}: {e}", file.display()),
+                        ),
                     }
                 }
             }
@@ -801,9 +852,24 @@ impl RawConfig {
             None | Some("") => None,
             Some(s) => v.base_url("api_backup_url", s, demo),
         };
-        let connect_timeout_ms = v.range("connect_timeout_ms", self.connect_timeout_ms.unwrap_or(5_000), 100, 60_000);
-        let request_timeout_ms = v.range("request_timeout_ms", self.request_timeout_ms.unwrap_or(15_000), 500, 300_000);
-        let max_attempts = v.range("max_attempts", u64::from(self.max_attempts.unwrap_or(3)), 1, 10);
+        let connect_timeout_ms = v.range(
+            "connect_timeout_ms",
+            self.connect_timeout_ms.unwrap_or(5_000),
+            100,
+            60_000,
+        );
+        let request_timeout_ms = v.range(
+            "request_timeout_ms",
+            self.request_timeout_ms.unwrap_or(15_000),
+            500,
+            300_000,
+        );
+        let max_attempts = v.range(
+            "max_attempts",
+            u64::from(self.max_attempts.unwrap_or(3)),
+            1,
+            10,
+        );
 
         let notify_url = v
             .required_str(&self.notify_url, "notify_url", "the public https URL WeChat Pay posts results to, e.g. https://shop.example.com/wxpay/notify")
@@ -813,7 +879,10 @@ impl RawConfig {
             });
         let notify_path = notify_url.as_ref().map(|u| u.path().to_string());
         if let (Some(path), Some(dir)) = (&notify_path, &pay_directory) {
-            if path.starts_with(dir.as_str()) || path.starts_with("/api/") || path.starts_with("/oauth/") {
+            if path.starts_with(dir.as_str())
+                || path.starts_with("/api/")
+                || path.starts_with("/oauth/")
+            {
                 v.invalid::<()>(
                     "notify_url",
                     format!("its path {path} collides with the page or API routes; use e.g. /wxpay/notify"),
@@ -823,15 +892,24 @@ impl RawConfig {
 
         let oauth_authorize_url = v.base_url(
             "oauth_authorize_url",
-            self.oauth_authorize_url.as_deref().unwrap_or(DEFAULT_OAUTH_AUTHORIZE_URL),
+            self.oauth_authorize_url
+                .as_deref()
+                .unwrap_or(DEFAULT_OAUTH_AUTHORIZE_URL),
             demo,
         );
         let oauth_api_base_url = v.base_url(
             "oauth_api_base_url",
-            self.oauth_api_base_url.as_deref().unwrap_or(DEFAULT_OAUTH_API_BASE_URL),
+            self.oauth_api_base_url
+                .as_deref()
+                .unwrap_or(DEFAULT_OAUTH_API_BASE_URL),
             demo,
         );
-        let session_ttl_secs = v.range("session_ttl_secs", self.session_ttl_secs.unwrap_or(7200), 60, 30 * 86400);
+        let session_ttl_secs = v.range(
+            "session_ttl_secs",
+            self.session_ttl_secs.unwrap_or(7200),
+            60,
+            30 * 86400,
+        );
 
         let catalog_file = self
             .catalog_file
@@ -848,23 +926,54 @@ impl RawConfig {
         let defaults = OrderPolicy::default();
         // WeChat Pay requires time_expire at least one minute ahead; prepay_id
         // lives 2 hours, so longer expiries need fresh prepay calls (handled).
-        let expire_secs = v.range("order_expire_secs", self.order_expire_secs.unwrap_or(defaults.expire_secs as u64), 60, 7 * 86400);
+        let expire_secs = v.range(
+            "order_expire_secs",
+            self.order_expire_secs
+                .unwrap_or(defaults.expire_secs as u64),
+            60,
+            7 * 86400,
+        );
         let query_after_secs = v.range(
             "query_after_secs",
-            self.query_after_secs.unwrap_or(if demo { 5 } else { defaults.query_after_secs as u64 }),
+            self.query_after_secs.unwrap_or(if demo {
+                5
+            } else {
+                defaults.query_after_secs as u64
+            }),
             1,
             3600,
         );
-        let close_min_age_secs = v.range("close_min_age_secs", self.close_min_age_secs.unwrap_or(300), 0, 86400);
+        let close_min_age_secs = v.range(
+            "close_min_age_secs",
+            self.close_min_age_secs.unwrap_or(300),
+            0,
+            86400,
+        );
         if close_min_age_secs < 300 && !demo {
             v.warnings.push(format!(
                 "close_min_age_secs = {close_min_age_secs}: the product document forbids closing an order within 5 minutes of creation"
             ));
         }
-        let prepay_reuse_margin_secs =
-            v.range("prepay_reuse_margin_secs", self.prepay_reuse_margin_secs.unwrap_or(600), 0, 3600);
-        let reconcile_interval_secs = v.range("reconcile_interval_secs", self.reconcile_interval_secs.unwrap_or(if demo { 5 } else { 30 }), 1, 3600);
-        let reconcile_after_secs = v.range("reconcile_after_secs", self.reconcile_after_secs.unwrap_or(if demo { 10 } else { 60 }), 0, 86400);
+        let prepay_reuse_margin_secs = v.range(
+            "prepay_reuse_margin_secs",
+            self.prepay_reuse_margin_secs.unwrap_or(600),
+            0,
+            3600,
+        );
+        let reconcile_interval_secs = v.range(
+            "reconcile_interval_secs",
+            self.reconcile_interval_secs
+                .unwrap_or(if demo { 5 } else { 30 }),
+            1,
+            3600,
+        );
+        let reconcile_after_secs = v.range(
+            "reconcile_after_secs",
+            self.reconcile_after_secs
+                .unwrap_or(if demo { 10 } else { 60 }),
+            0,
+            86400,
+        );
 
         let log_format = match self.log_format.as_deref().unwrap_or("text") {
             "text" => Some(LogFormat::Text),
@@ -1001,7 +1110,10 @@ impl Validator<'_> {
     fn origin(&mut self, key: &'static str, s: &str, demo: bool) -> Option<String> {
         let url = self.base_url(key, s, demo)?;
         if url.path() != "/" {
-            return self.invalid(key, format!("{s:?} must be an origin without a path, e.g. https://shop.example.com"));
+            return self.invalid(
+                key,
+                format!("{s:?} must be an origin without a path, e.g. https://shop.example.com"),
+            );
         }
         Some(url.origin().ascii_serialization())
     }
@@ -1014,12 +1126,20 @@ impl Validator<'_> {
             Err(e) => return self.invalid(key, format!("{s:?} is not a URL: {e}")),
         };
         if url.query().is_some() || url.fragment().is_some() {
-            return self.invalid(key, format!("{s:?} must not have a query string or fragment"));
+            return self.invalid(
+                key,
+                format!("{s:?} must not have a query string or fragment"),
+            );
         }
         match url.scheme() {
             "https" => {}
             "http" if demo || is_loopback(&url) => {}
-            "http" => return self.invalid(key, format!("{s:?} must use https (plain http is allowed only in demo mode)")),
+            "http" => {
+                return self.invalid(
+                    key,
+                    format!("{s:?} must use https (plain http is allowed only in demo mode)"),
+                )
+            }
             other => return self.invalid(key, format!("{s:?}: unsupported scheme {other:?}")),
         }
         if url.host_str().is_none_or(str::is_empty) {
@@ -1050,7 +1170,10 @@ fn database_scheme(url: &str) -> Result<(), String> {
 /// Resolves a relative SQLite file path against the config file's directory
 /// (other URLs are returned unchanged).
 fn resolve_sqlite_path(url: &str, base_dir: &Path) -> String {
-    if !matches!(crate::store::classify_url(url), Ok(crate::store::Backend::Sqlite)) {
+    if !matches!(
+        crate::store::classify_url(url),
+        Ok(crate::store::Backend::Sqlite)
+    ) {
         return url.to_string();
     }
     let (prefix, rest) = if let Some(r) = url.strip_prefix("sqlite://") {
@@ -1078,16 +1201,21 @@ fn resolve_sqlite_path(url: &str, base_dir: &Path) -> String {
 /// segments, not the root and not under the API or OAuth routes.
 pub fn check_pay_directory(dir: &str) -> Result<(), String> {
     if !dir.starts_with('/') || !dir.ends_with('/') || dir == "/" {
-        return Err(format!("{dir:?} must start and end with / and not be the root, e.g. /pay/"));
+        return Err(format!(
+            "{dir:?} must start and end with / and not be the root, e.g. /pay/"
+        ));
     }
     let ok_segment = |s: &str| {
         !s.is_empty()
             && s != "."
             && s != ".."
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
     };
     if !dir[1..dir.len() - 1].split('/').all(ok_segment) {
-        return Err(format!("{dir:?} must consist of plain path segments ([A-Za-z0-9._~-])"));
+        return Err(format!(
+            "{dir:?} must consist of plain path segments ([A-Za-z0-9._~-])"
+        ));
     }
     if dir.starts_with("/api/") || dir.starts_with("/oauth/") {
         return Err(format!("{dir:?} collides with the /api/ or /oauth/ routes"));
@@ -1103,7 +1231,9 @@ pub fn check_notify_url(s: &str, demo: bool) -> Result<Url, String> {
     }
     let url = Url::parse(s).map_err(|e| format!("{s:?} is not an absolute URL: {e}"))?;
     if s.contains('?') || url.query().is_some() {
-        return Err(format!("{s:?} has a query string; WeChat Pay refuses notify URLs with query parameters"));
+        return Err(format!(
+            "{s:?} has a query string; WeChat Pay refuses notify URLs with query parameters"
+        ));
     }
     if url.fragment().is_some() {
         return Err(format!("{s:?} has a fragment"));
@@ -1111,7 +1241,11 @@ pub fn check_notify_url(s: &str, demo: bool) -> Result<Url, String> {
     match url.scheme() {
         "https" => {}
         "http" if demo => {}
-        "http" => return Err(format!("{s:?} must use https (plain http is allowed only in demo mode)")),
+        "http" => {
+            return Err(format!(
+                "{s:?} must use https (plain http is allowed only in demo mode)"
+            ))
+        }
         other => return Err(format!("{s:?}: unsupported scheme {other:?}")),
     }
     if url.host_str().is_none_or(str::is_empty) {
@@ -1149,7 +1283,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(raw.listen.as_deref(), Some("127.0.0.1:9"));
-        let err = RawConfig::parse("", "t", &|k| (k == "WXPAY_MAX_ATTEMPTS").then(|| "many".into())).unwrap_err();
+        let err = RawConfig::parse("", "t", &|k| {
+            (k == "WXPAY_MAX_ATTEMPTS").then(|| "many".into())
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("WXPAY_MAX_ATTEMPTS"), "{err}");
     }
 
@@ -1162,8 +1299,13 @@ mod tests {
     #[test]
     fn unknown_env_vars_are_reported_but_foreign_ones_are_not() {
         let unknown = Config::unknown_env_vars(
-            ["WXPAY_DATABSE_URL", "WXPAY_DATABASE_URL", "WXPAY_TEST_DATABASE_URL", "PATH"]
-                .map(String::from),
+            [
+                "WXPAY_DATABSE_URL",
+                "WXPAY_DATABASE_URL",
+                "WXPAY_TEST_DATABASE_URL",
+                "PATH",
+            ]
+            .map(String::from),
         );
         assert_eq!(unknown, vec!["WXPAY_DATABSE_URL".to_string()]);
     }
@@ -1171,12 +1313,18 @@ mod tests {
     #[test]
     fn notify_url_rules() {
         assert!(check_notify_url("https://a.example/wxpay/notify", false).is_ok());
-        assert!(check_notify_url("https://a.example/n?x=1", false).unwrap_err().contains("query"));
-        assert!(check_notify_url("http://a.example/n", false).unwrap_err().contains("https"));
-        assert!(check_notify_url("http://127.0.0.1:8080/wxpay/notify", true).is_ok());
-        assert!(check_notify_url(&format!("https://a.example/{}", "n".repeat(260)), false)
+        assert!(check_notify_url("https://a.example/n?x=1", false)
             .unwrap_err()
-            .contains("255"));
+            .contains("query"));
+        assert!(check_notify_url("http://a.example/n", false)
+            .unwrap_err()
+            .contains("https"));
+        assert!(check_notify_url("http://127.0.0.1:8080/wxpay/notify", true).is_ok());
+        assert!(
+            check_notify_url(&format!("https://a.example/{}", "n".repeat(260)), false)
+                .unwrap_err()
+                .contains("255")
+        );
     }
 
     #[test]
@@ -1192,11 +1340,25 @@ mod tests {
     fn database_schemes() {
         assert!(database_scheme("sqlite:/tmp/x.db").is_ok());
         assert!(database_scheme("postgres://u@h/db").is_ok());
-        assert!(database_scheme("mysql://u@h/db").unwrap_err().contains("unknown database URL scheme"));
+        assert!(database_scheme("mysql://u@h/db")
+            .unwrap_err()
+            .contains("unknown database URL scheme"));
         let base = Path::new("/etc/wxpay");
-        assert_eq!(resolve_sqlite_path("sqlite:wxpay.db", base), "sqlite:/etc/wxpay/wxpay.db");
-        assert_eq!(resolve_sqlite_path("sqlite:/var/x.db", base), "sqlite:/var/x.db");
-        assert_eq!(resolve_sqlite_path("sqlite::memory:", base), "sqlite::memory:");
-        assert_eq!(resolve_sqlite_path("postgres://u@h/db", base), "postgres://u@h/db");
+        assert_eq!(
+            resolve_sqlite_path("sqlite:wxpay.db", base),
+            "sqlite:/etc/wxpay/wxpay.db"
+        );
+        assert_eq!(
+            resolve_sqlite_path("sqlite:/var/x.db", base),
+            "sqlite:/var/x.db"
+        );
+        assert_eq!(
+            resolve_sqlite_path("sqlite::memory:", base),
+            "sqlite::memory:"
+        );
+        assert_eq!(
+            resolve_sqlite_path("postgres://u@h/db", base),
+            "postgres://u@h/db"
+        );
     }
 }

@@ -131,7 +131,13 @@ impl PayDirMismatch {
 
 impl fmt::Display for PayDirMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "page {} does not match registered {}: {}", self.page, self.registered, self.explain())
+        write!(
+            f,
+            "page {} does not match registered {}: {}",
+            self.page,
+            self.registered,
+            self.explain()
+        )
     }
 }
 
@@ -173,14 +179,17 @@ pub fn page_directory(page: &Url) -> String {
 
 /// Applies the rule: does `page` lie in the registered pay directory?
 pub fn check(registered: &str, page: &str) -> Result<PayDirMatch, Box<PayDirMismatch>> {
-    let fail = |kind, page_directory| Box::new(PayDirMismatch {
-        kind,
-        registered: registered.to_string(),
-        page: page.to_string(),
-        page_directory,
-    });
+    let fail = |kind, page_directory| {
+        Box::new(PayDirMismatch {
+            kind,
+            registered: registered.to_string(),
+            page: page.to_string(),
+            page_directory,
+        })
+    };
     let reg = parse_registered(registered).map_err(|e| fail(MismatchKind::Invalid(e), None))?;
-    let page_url = parse_http("page URL", page).map_err(|e| fail(MismatchKind::Invalid(e), None))?;
+    let page_url =
+        parse_http("page URL", page).map_err(|e| fail(MismatchKind::Invalid(e), None))?;
     let page_dir = page_directory(&page_url);
     if reg.origin() != page_url.origin() {
         return Err(fail(MismatchKind::Origin, Some(page_dir)));
@@ -207,18 +216,42 @@ mod tests {
     #[test]
     fn product_document_examples() {
         let reg = "https://www.weixin.com/abc/123/";
-        assert_eq!(check(reg, "https://www.weixin.com/abc/123/pay.html"), Ok(PayDirMatch::ExactDirectory));
-        assert_eq!(check(reg, "https://www.weixin.com/abc/123/"), Ok(PayDirMatch::ExactDirectory));
-        assert_eq!(check(reg, "https://www.weixin.com/abc/pay.html").unwrap_err().kind, MismatchKind::PageAbove);
         assert_eq!(
-            check(reg, "https://www.weixin.com/abc/123/pay/index.html").unwrap_err().kind,
+            check(reg, "https://www.weixin.com/abc/123/pay.html"),
+            Ok(PayDirMatch::ExactDirectory)
+        );
+        assert_eq!(
+            check(reg, "https://www.weixin.com/abc/123/"),
+            Ok(PayDirMatch::ExactDirectory)
+        );
+        assert_eq!(
+            check(reg, "https://www.weixin.com/abc/pay.html")
+                .unwrap_err()
+                .kind,
+            MismatchKind::PageAbove
+        );
+        assert_eq!(
+            check(reg, "https://www.weixin.com/abc/123/pay/index.html")
+                .unwrap_err()
+                .kind,
             MismatchKind::PageBelow
         );
-        assert_eq!(check(reg, "https://www.weixin.com/abc/123/pay/").unwrap_err().kind, MismatchKind::PageBelow);
+        assert_eq!(
+            check(reg, "https://www.weixin.com/abc/123/pay/")
+                .unwrap_err()
+                .kind,
+            MismatchKind::PageBelow
+        );
         // A top-level domain covers every path on the host.
         let top = "https://www.weixin.com/";
-        assert_eq!(check(top, "https://www.weixin.com/pay.php"), Ok(PayDirMatch::TopLevelDomain));
-        assert_eq!(check(top, "https://www.weixin.com/a/b/c/d.html?x=1"), Ok(PayDirMatch::TopLevelDomain));
+        assert_eq!(
+            check(top, "https://www.weixin.com/pay.php"),
+            Ok(PayDirMatch::TopLevelDomain)
+        );
+        assert_eq!(
+            check(top, "https://www.weixin.com/a/b/c/d.html?x=1"),
+            Ok(PayDirMatch::TopLevelDomain)
+        );
     }
 
     #[test]
@@ -236,7 +269,11 @@ mod tests {
             "https://www.shop.example/pay/",
             "https://shop.example:8443/pay/",
         ] {
-            assert_eq!(check(reg, page).unwrap_err().kind, MismatchKind::Origin, "{page}");
+            assert_eq!(
+                check(reg, page).unwrap_err().kind,
+                MismatchKind::Origin,
+                "{page}"
+            );
         }
         assert!(check("https://SHOP.example/pay/", "https://shop.example/pay/").is_ok());
     }
@@ -252,7 +289,10 @@ mod tests {
     #[test]
     fn registered_value_must_be_a_directory() {
         let e = check("https://shop.example/pay", "https://shop.example/pay/").unwrap_err();
-        assert!(matches!(e.kind, MismatchKind::Invalid(PayDirError::NotADirectory(_))));
+        assert!(matches!(
+            e.kind,
+            MismatchKind::Invalid(PayDirError::NotADirectory(_))
+        ));
         assert!(check("ftp://shop.example/", "https://shop.example/").is_err());
         assert!(check("https://shop.example/", "not a url").is_err());
     }

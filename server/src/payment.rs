@@ -363,7 +363,7 @@ pub fn body_sha256(body: &[u8]) -> String {
 }
 
 /// Received identifiers go into logs and errors; bound their length.
-fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     s.chars().take(64).collect()
 }
 

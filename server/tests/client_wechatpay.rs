@@ -14,11 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use url::Url;
 use wxpay_combine::apiv3::{
-    request_message, response_message, ApiV3Key, Authorization, Certificate, Clock, EncryptedResource, PrivateKey,
-    PublicKey, RequestSigner, SystemClock, Verifier, VerifyError,
+    request_message, response_message, ApiV3Key, Authorization, Certificate, Clock,
+    EncryptedResource, PrivateKey, PublicKey, RequestSigner, SystemClock, Verifier, VerifyError,
 };
 use wxpay_combine::combine::client::{ClientOptions, RefreshOutcome, Repeat, WechatPayClient};
-use wxpay_combine::combine::wire::{CloseRequest, CloseSubOrder, PayerInfo, PrepayRequest, PrepaySubOrder, RequestAmount};
+use wxpay_combine::combine::wire::{
+    CloseRequest, CloseSubOrder, PayerInfo, PrepayRequest, PrepaySubOrder, RequestAmount,
+};
 use wxpay_combine::combine::{ApiError, CombineApi};
 
 fn kat() -> serde_json::Value {
@@ -85,7 +87,8 @@ impl Fake {
             certificates: Mutex::new(None),
             seen: Mutex::new(Vec::new()),
             merchant_pub: PublicKey::from_pem(&common::fixture_text("merchant_pub.pem")).unwrap(),
-            wechatpay_key: PrivateKey::from_pem(&common::fixture_text("wechatpay_key.pem")).unwrap(),
+            wechatpay_key: PrivateKey::from_pem(&common::fixture_text("wechatpay_key.pem"))
+                .unwrap(),
             platform_key: PrivateKey::from_pem(&common::fixture_text("platform_key.pem")).unwrap(),
             pub_key_id: kat()["public_key_id"].as_str().unwrap().to_string(),
         })
@@ -97,21 +100,34 @@ impl Fake {
         self.seen.lock().unwrap().clone()
     }
     fn count(&self, path_prefix: &str) -> usize {
-        self.seen().iter().filter(|s| s.target.starts_with(path_prefix)).count()
+        self.seen()
+            .iter()
+            .filter(|s| s.target.starts_with(path_prefix))
+            .count()
     }
 }
 
 async fn handle(State(fake): State<Arc<Fake>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let body: Bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
-    let target = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
     let auth_ok = parts
         .headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| Authorization::parse(v).ok())
         .is_some_and(|a| {
-            let msg = request_message(parts.method.as_str(), &target, a.timestamp.parse().unwrap(), &a.nonce_str, &body);
+            let msg = request_message(
+                parts.method.as_str(),
+                &target,
+                a.timestamp.parse().unwrap(),
+                &a.nonce_str,
+                &body,
+            );
             a.mchid == "1900007291" && fake.merchant_pub.verify_base64(&msg, &a.signature)
         });
     fake.seen.lock().unwrap().push(Seen {
@@ -140,8 +156,14 @@ async fn handle(State(fake): State<Arc<Fake>>, req: Request) -> Response {
     };
     let message = response_message(&ts.to_string(), nonce, a.body.as_bytes());
     let (serial, signature) = match &a.sign {
-        Sign::PublicKey | Sign::Stale => (fake.pub_key_id.clone(), fake.wechatpay_key.sign_base64(&message).unwrap()),
-        Sign::Platform(serial) => (serial.clone(), fake.platform_key.sign_base64(&message).unwrap()),
+        Sign::PublicKey | Sign::Stale => (
+            fake.pub_key_id.clone(),
+            fake.wechatpay_key.sign_base64(&message).unwrap(),
+        ),
+        Sign::Platform(serial) => (
+            serial.clone(),
+            fake.platform_key.sign_base64(&message).unwrap(),
+        ),
         Sign::Wrong => (
             fake.pub_key_id.clone(),
             fake.wechatpay_key.sign_base64(b"something else").unwrap(),
@@ -275,8 +297,14 @@ async fn query_signs_the_exact_encoded_url_and_verifies_the_answer() {
     assert_eq!(seen.len(), 1);
     let s = &seen[0];
     assert_eq!(s.method, "GET");
-    assert_eq!(s.target, "/v3/combine-transactions/out-trade-no/C1%7C2*x_y-z");
-    assert!(s.auth_ok, "the signature covers exactly the URL that was sent");
+    assert_eq!(
+        s.target,
+        "/v3/combine-transactions/out-trade-no/C1%7C2*x_y-z"
+    );
+    assert!(
+        s.auth_ok,
+        "the signature covers exactly the URL that was sent"
+    );
     let h = |n: &str| s.headers.get(n).map(|v| v.to_str().unwrap().to_string());
     assert_eq!(h("accept").as_deref(), Some("application/json"));
     assert!(h("user-agent").unwrap().starts_with("wxpay-combine/"));
@@ -289,16 +317,33 @@ async fn prepay_posts_json_and_returns_the_prepay_id() {
     let fake = Fake::new();
     let (base, _t) = start(fake.clone()).await;
     let c = client(options(&base));
-    fake.push(answer(200, r#"{"prepay_id":"wx201410272009395522657a690389285100"}"#, Sign::PublicKey));
+    fake.push(answer(
+        200,
+        r#"{"prepay_id":"wx201410272009395522657a690389285100"}"#,
+        Sign::PublicKey,
+    ));
     let req = prepay_request("C20240501120000ABCDEFGHIJKL");
-    assert_eq!(c.prepay(&req).await.unwrap(), "wx201410272009395522657a690389285100");
+    assert_eq!(
+        c.prepay(&req).await.unwrap(),
+        "wx201410272009395522657a690389285100"
+    );
     let s = &fake.seen()[0];
-    assert_eq!((s.method.as_str(), s.target.as_str()), ("POST", "/v3/combine-transactions/jsapi"));
+    assert_eq!(
+        (s.method.as_str(), s.target.as_str()),
+        ("POST", "/v3/combine-transactions/jsapi")
+    );
     assert!(s.auth_ok);
     assert_eq!(s.headers["content-type"], "application/json");
-    assert_eq!(s.body, serde_json::to_vec(&req).unwrap(), "the signed bytes are the sent bytes");
+    assert_eq!(
+        s.body,
+        serde_json::to_vec(&req).unwrap(),
+        "the signed bytes are the sent bytes"
+    );
     let body: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
-    assert!(body.get("scene_info").is_none() && body.get("time_start").is_none(), "absent optionals are omitted, not null");
+    assert!(
+        body.get("scene_info").is_none() && body.get("time_start").is_none(),
+        "absent optionals are omitted, not null"
+    );
 }
 
 #[tokio::test]
@@ -311,16 +356,25 @@ async fn a_2xx_without_a_valid_signature_is_an_error() {
         (Sign::Wrong, "does not verify"),
         (Sign::Probe, "does not verify"),
         (Sign::Stale, "300 s window"),
-        (Sign::Platform("5157F09EFDC096DE15EBE81A47057A7232F1B8E1".into()), "unknown Wechatpay-Serial"),
+        (
+            Sign::Platform("5157F09EFDC096DE15EBE81A47057A7232F1B8E1".into()),
+            "unknown Wechatpay-Serial",
+        ),
     ];
     for (sign, needle) in cases {
         fake.push(answer(200, &transaction_json("C1"), sign.clone()));
         match c.query("C1").await {
-            Err(e @ ApiError::Verify(_)) => assert!(e.to_string().contains(needle), "{sign:?}: {e}"),
+            Err(e @ ApiError::Verify(_)) => {
+                assert!(e.to_string().contains(needle), "{sign:?}: {e}")
+            }
             other => panic!("{sign:?}: expected a verification error, got {other:?}"),
         }
     }
-    assert_eq!(fake.seen().len(), 5, "verification failures are not retried");
+    assert_eq!(
+        fake.seen().len(),
+        5,
+        "verification failures are not retried"
+    );
 }
 
 #[tokio::test]
@@ -328,7 +382,11 @@ async fn service_errors_are_typed_and_4xx_is_not_retried() {
     let fake = Fake::new();
     let (base, _t) = start(fake.clone()).await;
     let c = client(options(&base));
-    fake.push(answer(404, r#"{"code":"ORDER_NOT_EXIST","message":"订单不存在"}"#, Sign::PublicKey));
+    fake.push(answer(
+        404,
+        r#"{"code":"ORDER_NOT_EXIST","message":"订单不存在"}"#,
+        Sign::PublicKey,
+    ));
     match c.query("C404").await {
         Err(ApiError::Service {
             status,
@@ -337,7 +395,10 @@ async fn service_errors_are_typed_and_4xx_is_not_retried() {
             request_id,
             ..
         }) => {
-            assert_eq!((status, code.as_str(), message.as_str()), (404, "ORDER_NOT_EXIST", "订单不存在"));
+            assert_eq!(
+                (status, code.as_str(), message.as_str()),
+                (404, "ORDER_NOT_EXIST", "订单不存在")
+            );
             assert_eq!(request_id.as_deref(), Some("08F0A1B2C3D4-268512771"));
         }
         other => panic!("{other:?}"),
@@ -353,8 +414,16 @@ async fn repeatable_calls_are_retried_with_the_identical_body() {
     let fake = Fake::new();
     let (base, _t) = start(fake.clone()).await;
     let c = client(options(&base));
-    fake.push(answer(500, r#"{"code":"SYSTEM_ERROR","message":"系统错误"}"#, Sign::PublicKey));
-    fake.push(answer(429, r#"{"code":"FREQUENCY_LIMITED","message":"频率超限"}"#, Sign::PublicKey));
+    fake.push(answer(
+        500,
+        r#"{"code":"SYSTEM_ERROR","message":"系统错误"}"#,
+        Sign::PublicKey,
+    ));
+    fake.push(answer(
+        429,
+        r#"{"code":"FREQUENCY_LIMITED","message":"频率超限"}"#,
+        Sign::PublicKey,
+    ));
     fake.push(answer(200, r#"{"prepay_id":"wx1"}"#, Sign::PublicKey));
     let req = prepay_request("C20240501120000RETRY0000000");
     assert_eq!(c.prepay(&req).await.unwrap(), "wx1");
@@ -362,11 +431,19 @@ async fn repeatable_calls_are_retried_with_the_identical_body() {
     assert_eq!(seen.len(), 3);
     assert!(seen.iter().all(|s| s.body == seen[0].body && s.auth_ok));
     let auth = |s: &Seen| s.headers["authorization"].to_str().unwrap().to_string();
-    assert_ne!(auth(&seen[0]), auth(&seen[1]), "each attempt is signed afresh");
+    assert_ne!(
+        auth(&seen[0]),
+        auth(&seen[1]),
+        "each attempt is signed afresh"
+    );
 
     // Attempts are bounded.
     for _ in 0..3 {
-        fake.push(answer(503, r#"{"code":"SERVICE_UNAVAILABLE","message":"x"}"#, Sign::PublicKey));
+        fake.push(answer(
+            503,
+            r#"{"code":"SERVICE_UNAVAILABLE","message":"x"}"#,
+            Sign::PublicKey,
+        ));
     }
     let e = c.query("C1").await.unwrap_err();
     assert_eq!(e.code(), Some("SERVICE_UNAVAILABLE"));
@@ -378,7 +455,11 @@ async fn once_calls_are_not_repeated_after_they_may_have_happened() {
     let fake = Fake::new();
     let (base, _t) = start(fake.clone()).await;
     let c = client(options(&base));
-    fake.push(answer(500, r#"{"code":"SYSTEM_ERROR","message":"x"}"#, Sign::PublicKey));
+    fake.push(answer(
+        500,
+        r#"{"code":"SYSTEM_ERROR","message":"x"}"#,
+        Sign::PublicKey,
+    ));
     let e = c
         .post_json("test", "/v3/some/api", b"{}".to_vec(), Repeat::Once)
         .await
@@ -399,12 +480,19 @@ async fn fails_over_to_the_backup_host() {
     assert!(c.query("C1").await.is_ok());
     // Even a call that must not repeat may move on when nothing was sent.
     fake.push(answer(200, "{}", Sign::PublicKey));
-    assert!(c.post_json("test", "/v3/x", b"{}".to_vec(), Repeat::Once).await.is_ok());
+    assert!(c
+        .post_json("test", "/v3/x", b"{}".to_vec(), Repeat::Once)
+        .await
+        .is_ok());
 
     // Primary answers 502: a repeatable call moves to the backup.
     let primary_fake = Fake::new();
     let (primary, _t2) = start(primary_fake.clone()).await;
-    primary_fake.push(answer(502, r#"{"code":"SERVICE_UNAVAILABLE","message":"x"}"#, Sign::PublicKey));
+    primary_fake.push(answer(
+        502,
+        r#"{"code":"SERVICE_UNAVAILABLE","message":"x"}"#,
+        Sign::PublicKey,
+    ));
     let mut o = options(&primary);
     o.backup_url = Some(Url::parse(&backup).unwrap());
     let c = client(o);
@@ -448,8 +536,15 @@ async fn close_accepts_204_and_reports_userpaying() {
     assert_eq!(s.target, "/v3/combine-transactions/out-trade-no/C1/close");
     assert!(s.auth_ok);
     let body: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
-    assert!(body.get("combine_out_trade_no").is_none(), "the number is in the path only");
-    fake.push(answer(202, r#"{"code":"USERPAYING","message":"用户支付中"}"#, Sign::PublicKey));
+    assert!(
+        body.get("combine_out_trade_no").is_none(),
+        "the number is in the path only"
+    );
+    fake.push(answer(
+        202,
+        r#"{"code":"USERPAYING","message":"用户支付中"}"#,
+        Sign::PublicKey,
+    ));
     let e = c.close("C1", &req).await.unwrap_err();
     assert_eq!(e.code(), Some("USERPAYING"));
 }
@@ -474,11 +569,18 @@ async fn certificates_are_decrypted_and_verified_with_themselves() {
     let c = cert_client(options(&base));
     let (serial, list) = certificate_list(&apiv3_key());
     *fake.certificates.lock().unwrap() = Some(answer(200, &list, Sign::Platform(serial.clone())));
-    assert_eq!(c.refresh_certificates(true).await.unwrap(), RefreshOutcome::Refreshed(vec![serial.clone()]));
+    assert_eq!(
+        c.refresh_certificates(true).await.unwrap(),
+        RefreshOutcome::Refreshed(vec![serial.clone()])
+    );
     assert!(fake.seen()[0].auth_ok);
     assert_eq!(c.verifier().preferred_serial(), Some(serial.clone()));
     // Later requests name the certificate and its signatures verify.
-    fake.push(answer(200, &transaction_json("C1"), Sign::Platform(serial.clone())));
+    fake.push(answer(
+        200,
+        &transaction_json("C1"),
+        Sign::Platform(serial.clone()),
+    ));
     c.query("C1").await.unwrap();
     assert_eq!(fake.seen()[1].headers["wechatpay-serial"], serial.as_str());
 }
@@ -490,17 +592,28 @@ async fn unknown_serial_triggers_one_refresh_per_minute() {
     let c = cert_client(options(&base));
     let (serial, list) = certificate_list(&apiv3_key());
     *fake.certificates.lock().unwrap() = Some(answer(200, &list, Sign::Platform(serial.clone())));
-    fake.push(answer(200, &transaction_json("C1"), Sign::Platform(serial.clone())));
+    fake.push(answer(
+        200,
+        &transaction_json("C1"),
+        Sign::Platform(serial.clone()),
+    ));
     c.query("C1").await.unwrap();
     assert_eq!(fake.count("/v3/certificates"), 1);
     // A serial the list does not have: no second download within a minute.
-    fake.push(answer(200, &transaction_json("C1"), Sign::Platform("0123456789ABCDEF".into())));
+    fake.push(answer(
+        200,
+        &transaction_json("C1"),
+        Sign::Platform("0123456789ABCDEF".into()),
+    ));
     match c.query("C1").await {
         Err(ApiError::Verify(VerifyError::UnknownSerial(_))) => {}
         other => panic!("{other:?}"),
     }
     assert_eq!(fake.count("/v3/certificates"), 1);
-    assert_eq!(c.refresh_certificates(false).await.unwrap(), RefreshOutcome::TooSoon);
+    assert_eq!(
+        c.refresh_certificates(false).await.unwrap(),
+        RefreshOutcome::TooSoon
+    );
 }
 
 #[tokio::test]
@@ -511,10 +624,14 @@ async fn forged_or_undecryptable_certificate_lists_are_refused() {
     let (serial, list) = certificate_list(&apiv3_key());
     // Signed by someone else under the listed serial.
     *fake.certificates.lock().unwrap() = Some(answer(200, &list, Sign::Wrong));
-    assert!(matches!(c.refresh_certificates(true).await, Err(ApiError::Verify(_))));
+    assert!(matches!(
+        c.refresh_certificates(true).await,
+        Err(ApiError::Verify(_))
+    ));
     assert!(c.verifier().serials().is_empty(), "nothing installed");
     // Encrypted with another APIv3 key.
-    let (_, other) = certificate_list(&ApiV3Key::from_text("ffffffffffffffffffffffffffffffff").unwrap());
+    let (_, other) =
+        certificate_list(&ApiV3Key::from_text("ffffffffffffffffffffffffffffffff").unwrap());
     *fake.certificates.lock().unwrap() = Some(answer(200, &other, Sign::Platform(serial)));
     let e = c.refresh_certificates(true).await.unwrap_err();
     assert!(e.to_string().contains("apiv3_key_file"), "{e}");
@@ -534,7 +651,10 @@ async fn downloads_are_signed_and_only_go_to_api_hosts() {
     assert!(fake.seen().is_empty());
     fake.push(answer(200, "交易时间,公众账号ID\n", Sign::Unsigned));
     let bytes = c
-        .download(&format!("{base}/v3/billdownload/file?token=abc%7C1"), 1 << 20)
+        .download(
+            &format!("{base}/v3/billdownload/file?token=abc%7C1"),
+            1 << 20,
+        )
         .await
         .unwrap();
     assert_eq!(&bytes[..], "交易时间,公众账号ID\n".as_bytes());
@@ -543,5 +663,8 @@ async fn downloads_are_signed_and_only_go_to_api_hosts() {
     assert!(s.auth_ok);
     // A size cap holds.
     fake.push(answer(200, &"x".repeat(2000), Sign::Unsigned));
-    assert!(c.download(&format!("{base}/v3/billdownload/file?token=b"), 100).await.is_err());
+    assert!(c
+        .download(&format!("{base}/v3/billdownload/file?token=b"), 100)
+        .await
+        .is_err());
 }

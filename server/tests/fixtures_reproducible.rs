@@ -28,7 +28,11 @@ fn committed_fixtures_match_the_generator() {
         return;
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/generate.sh");
-    let out = Command::new("bash").arg(&script).arg("--check").output().unwrap();
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("--check")
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "tests/fixtures differ from generate.sh output:\n{}{}",

@@ -16,12 +16,15 @@ use tower::ServiceExt;
 use wxpay_combine::apiv3::{Clock, JsapiPayParams, ManualClock, PrivateKey};
 use wxpay_combine::catalog::{Catalog, ItemSpec, Merchant};
 use wxpay_combine::combine::wire::{
-    CloseRequest, CombineTransaction, PayerInfo, PrepayRequest, TransactionAmount, TransactionSubOrder,
+    CloseRequest, CombineTransaction, PayerInfo, PrepayRequest, TransactionAmount,
+    TransactionSubOrder,
 };
 use wxpay_combine::combine::{ApiError, CombineApi, EventSource, TradeState};
 use wxpay_combine::config::{OrderPolicy, SessionSecret};
 use wxpay_combine::http::session::{CookieSigner, Purpose, SessionData, SESSION_COOKIE};
-use wxpay_combine::http::{app, AppState, HttpSettings, OAuthClient, OAuthExchangeError, OAuthIdentity};
+use wxpay_combine::http::{
+    app, AppState, HttpSettings, OAuthClient, OAuthExchangeError, OAuthIdentity,
+};
 use wxpay_combine::store::{self, Store};
 
 const APPID: &str = "wxd678efh567hg6787";
@@ -123,8 +126,15 @@ impl CombineApi for FakeApi {
     }
 
     async fn close(&self, no: &str, request: &CloseRequest) -> Result<(), ApiError> {
-        self.closes.lock().unwrap().push((no.to_string(), request.clone()));
-        self.close_script.lock().unwrap().pop_front().unwrap_or(Ok(()))
+        self.closes
+            .lock()
+            .unwrap()
+            .push((no.to_string(), request.clone()));
+        self.close_script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Ok(()))
     }
 }
 
@@ -144,10 +154,12 @@ impl OAuthClient for FakeOAuth {
             });
         }
         match code.strip_prefix("code-") {
-            Some(openid) if self.used.lock().unwrap().insert(code.to_string()) => Ok(OAuthIdentity {
-                openid: openid.to_string(),
-                is_snapshot_user: false,
-            }),
+            Some(openid) if self.used.lock().unwrap().insert(code.to_string()) => {
+                Ok(OAuthIdentity {
+                    openid: openid.to_string(),
+                    is_snapshot_user: false,
+                })
+            }
             _ => Err(OAuthExchangeError::Service {
                 errcode: 40029,
                 errmsg: "invalid code, rid: x".into(),
@@ -178,7 +190,11 @@ fn catalog() -> Catalog {
         name: name.into(),
     };
     Catalog::new(
-        vec![m("1900000101", "悦读书店"), m("1900000102", "山茶咖啡"), m("1900000103", "小满花店")],
+        vec![
+            m("1900000101", "悦读书店"),
+            m("1900000102", "山茶咖啡"),
+            m("1900000103", "小满花店"),
+        ],
         vec![
             ItemSpec::new("book", "《三体》", 2380, "1900000101"),
             ItemSpec::new("notebook", "笔记本", 1290, "1900000101"),
@@ -211,7 +227,9 @@ async fn harness(demo: bool) -> Harness {
         mchid: MCHID.into(),
         notify_url: NOTIFY.into(),
         pay_directory: "/pay/".into(),
-        oauth_authorize_url: "https://open.weixin.qq.com/connect/oauth2/authorize".parse().unwrap(),
+        oauth_authorize_url: "https://open.weixin.qq.com/connect/oauth2/authorize"
+            .parse()
+            .unwrap(),
         oauth_redirect_uri: "https://shop.example/oauth/callback".into(),
         www_dir: www,
         wasm_pkg_dir: Some(pkg),
@@ -263,7 +281,10 @@ impl Reply {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
     fn set_cookies(&self) -> Vec<String> {
         self.headers
@@ -290,11 +311,24 @@ impl Harness {
         let resp = self.app.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap().to_vec();
-        Reply { status, headers, body }
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec();
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
-    async fn call(&self, method: Method, uri: &str, cookie: Option<&str>, body: Option<Value>) -> Reply {
+    async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        cookie: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
         let mut b = Request::builder().method(method).uri(uri);
         if let Some(c) = cookie {
             b = b.header(header::COOKIE, c);
@@ -310,8 +344,13 @@ impl Harness {
     }
 
     async fn create(&self, cookie: &str, items: Value) -> Reply {
-        self.call(Method::POST, "/api/combine-orders", Some(cookie), Some(json!({ "items": items })))
-            .await
+        self.call(
+            Method::POST,
+            "/api/combine-orders",
+            Some(cookie),
+            Some(json!({ "items": items })),
+        )
+        .await
     }
 
     async fn create_ok(&self, cookie: &str) -> Value {
@@ -334,7 +373,10 @@ async fn catalog_lists_items_with_prices_and_merchants() {
     let v = r.json();
     let items = v["items"].as_array().unwrap();
     assert_eq!(items.len(), 5);
-    assert_eq!(items[0], json!({"sku":"book","name":"《三体》","price_fen":2380,"merchant":{"mchid":"1900000101","name":"悦读书店"}}));
+    assert_eq!(
+        items[0],
+        json!({"sku":"book","name":"《三体》","price_fen":2380,"merchant":{"mchid":"1900000101","name":"悦读书店"}})
+    );
 }
 
 #[tokio::test]
@@ -347,7 +389,10 @@ async fn config_tells_the_page_whether_it_is_a_demo() {
     let d = harness(true).await;
     let v = d.call(Method::GET, "/api/config", None, None).await.json();
     assert_eq!(v["demo"], json!(true));
-    assert_eq!(v["simulator_bridge_url"], json!("http://127.0.0.1:9999/sim/bridge.js"));
+    assert_eq!(
+        v["simulator_bridge_url"],
+        json!("http://127.0.0.1:9999/sim/bridge.js")
+    );
 }
 
 #[tokio::test]
@@ -370,7 +415,9 @@ async fn api_calls_without_a_session_answer_401_with_a_login_url() {
     // A tampered or foreign-key cookie is no session either.
     let good = h.session(ALICE);
     let tampered = format!("{}x", good);
-    let r = h.call(Method::GET, "/api/session", Some(&tampered), None).await;
+    let r = h
+        .call(Method::GET, "/api/session", Some(&tampered), None)
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let r = h.call(Method::GET, "/api/session", Some(&good), None).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -412,19 +459,34 @@ async fn create_prices_groups_stores_prepays_and_signs() {
     let reqs = h.api.prepays.lock().unwrap().clone();
     assert_eq!(reqs.len(), 1);
     let r = &reqs[0];
-    assert_eq!((r.combine_appid.as_str(), r.combine_mchid.as_str()), (APPID, MCHID));
+    assert_eq!(
+        (r.combine_appid.as_str(), r.combine_mchid.as_str()),
+        (APPID, MCHID)
+    );
     assert_eq!(r.combine_payer_info.openid, ALICE);
     assert_eq!(r.notify_url, NOTIFY);
     assert_eq!(r.time_expire.as_deref(), Some("2024-05-01T12:30:00+08:00"));
     assert!(r.scene_info.is_none());
-    assert_eq!(r.sub_orders.iter().map(|s| s.amount.total_amount).collect::<Vec<_>>(), vec![6050, 1800, 9900]);
-    assert!(r.sub_orders.iter().all(|s| s.attach == no && s.amount.currency == "CNY"));
+    assert_eq!(
+        r.sub_orders
+            .iter()
+            .map(|s| s.amount.total_amount)
+            .collect::<Vec<_>>(),
+        vec![6050, 1800, 9900]
+    );
+    assert!(r
+        .sub_orders
+        .iter()
+        .all(|s| s.attach == no && s.amount.currency == "CNY"));
 
     // Stored: NOTPAY with the prepay_id valid 2 hours, one `create` event.
     let stored = h.store.get_order(&no).await.unwrap().unwrap();
     assert_eq!(stored.state, TradeState::NotPay);
     assert_eq!(stored.payer_openid, ALICE);
-    assert_eq!(stored.prepay_id.as_deref(), Some(format!("wx{no}").as_str()));
+    assert_eq!(
+        stored.prepay_id.as_deref(),
+        Some(format!("wx{no}").as_str())
+    );
     assert_eq!(stored.prepay_expires_at, Some(T0 + 7200));
     let events = h.store.events(&no).await.unwrap();
     assert_eq!(events[0].source, EventSource::Create);
@@ -435,23 +497,84 @@ async fn create_refuses_bad_carts_and_changes_nothing() {
     let h = harness(false).await;
     let alice = h.session(ALICE);
     let cases: Vec<(Value, StatusCode, &str, &str)> = vec![
-        (json!({"items":[{"sku":"book","qty":1,"price":1},{"sku":"coffee","qty":1}]}), StatusCode::BAD_REQUEST, "INVALID_REQUEST", "price"),
-        (json!({"items":[{"sku":"book","qty":1}],"total_amount":1}), StatusCode::BAD_REQUEST, "INVALID_REQUEST", "total_amount"),
-        (json!({"items":[]}), StatusCode::BAD_REQUEST, "INVALID_REQUEST", "empty"),
-        (json!({"items":[{"sku":"nope","qty":1},{"sku":"coffee","qty":1}]}), StatusCode::BAD_REQUEST, "UNKNOWN_SKU", "nope"),
-        (json!({"items":[{"sku":"book","qty":0},{"sku":"coffee","qty":1}]}), StatusCode::BAD_REQUEST, "INVALID_QUANTITY", "1–99"),
-        (json!({"items":[{"sku":"book","qty":-1},{"sku":"coffee","qty":1}]}), StatusCode::BAD_REQUEST, "INVALID_REQUEST", ""),
-        (json!({"items":[{"sku":"book","qty":60},{"sku":"book","qty":60},{"sku":"coffee","qty":1}]}), StatusCode::BAD_REQUEST, "INVALID_QUANTITY", ""),
-        (json!({"items":[{"sku":"book","qty":1},{"sku":"notebook","qty":3}]}), StatusCode::BAD_REQUEST, "NEED_TWO_MERCHANTS", "at least two sub-merchants"),
-        (json!({"items":[{"sku":"gold","qty":2},{"sku":"coffee","qty":1}]}), StatusCode::BAD_REQUEST, "AMOUNT_TOO_LARGE", "10,000,000"),
-        (json!({"items":"book"}), StatusCode::BAD_REQUEST, "INVALID_REQUEST", ""),
+        (
+            json!({"items":[{"sku":"book","qty":1,"price":1},{"sku":"coffee","qty":1}]}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "price",
+        ),
+        (
+            json!({"items":[{"sku":"book","qty":1}],"total_amount":1}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "total_amount",
+        ),
+        (
+            json!({"items":[]}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "empty",
+        ),
+        (
+            json!({"items":[{"sku":"nope","qty":1},{"sku":"coffee","qty":1}]}),
+            StatusCode::BAD_REQUEST,
+            "UNKNOWN_SKU",
+            "nope",
+        ),
+        (
+            json!({"items":[{"sku":"book","qty":0},{"sku":"coffee","qty":1}]}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_QUANTITY",
+            "1–99",
+        ),
+        (
+            json!({"items":[{"sku":"book","qty":-1},{"sku":"coffee","qty":1}]}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "",
+        ),
+        (
+            json!({"items":[{"sku":"book","qty":60},{"sku":"book","qty":60},{"sku":"coffee","qty":1}]}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_QUANTITY",
+            "",
+        ),
+        (
+            json!({"items":[{"sku":"book","qty":1},{"sku":"notebook","qty":3}]}),
+            StatusCode::BAD_REQUEST,
+            "NEED_TWO_MERCHANTS",
+            "at least two sub-merchants",
+        ),
+        (
+            json!({"items":[{"sku":"gold","qty":2},{"sku":"coffee","qty":1}]}),
+            StatusCode::BAD_REQUEST,
+            "AMOUNT_TOO_LARGE",
+            "10,000,000",
+        ),
+        (
+            json!({"items":"book"}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "",
+        ),
     ];
     for (body, status, code, needle) in cases {
-        let r = h.call(Method::POST, "/api/combine-orders", Some(&alice), Some(body.clone())).await;
+        let r = h
+            .call(
+                Method::POST,
+                "/api/combine-orders",
+                Some(&alice),
+                Some(body.clone()),
+            )
+            .await;
         assert_eq!(r.status, status, "{body}: {}", r.text());
         let v = r.json();
         assert_eq!(v["code"], json!(code), "{body}");
-        assert!(v["message"].as_str().unwrap().contains(needle), "{body}: {}", v["message"]);
+        assert!(
+            v["message"].as_str().unwrap().contains(needle),
+            "{body}: {}",
+            v["message"]
+        );
     }
     // Not JSON at all, and the wrong media type.
     let req = Request::post("/api/combine-orders")
@@ -463,7 +586,9 @@ async fn create_refuses_bad_carts_and_changes_nothing() {
     let req = Request::post("/api/combine-orders")
         .header(header::COOKIE, &alice)
         .header(header::CONTENT_TYPE, "text/plain")
-        .body(Body::from(r#"{"items":[{"sku":"book","qty":1},{"sku":"coffee","qty":1}]}"#))
+        .body(Body::from(
+            r#"{"items":[{"sku":"book","qty":1},{"sku":"coffee","qty":1}]}"#,
+        ))
         .unwrap();
     let r = h.send(req).await;
     assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
@@ -475,8 +600,17 @@ async fn create_refuses_bad_carts_and_changes_nothing() {
 async fn definitive_prepay_refusal_closes_the_order_for_good() {
     let h = harness(false).await;
     let alice = h.session(ALICE);
-    h.api.prepay_script.lock().unwrap().push_back(Err(service_error(400, "PARAM_ERROR")));
-    let r = h.create(&alice, json!([{"sku":"book","qty":1},{"sku":"coffee","qty":1}])).await;
+    h.api
+        .prepay_script
+        .lock()
+        .unwrap()
+        .push_back(Err(service_error(400, "PARAM_ERROR")));
+    let r = h
+        .create(
+            &alice,
+            json!([{"sku":"book","qty":1},{"sku":"coffee","qty":1}]),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
     let v = r.json();
     assert_eq!(v["code"], json!("PREPAY_REFUSED"));
@@ -485,7 +619,14 @@ async fn definitive_prepay_refusal_closes_the_order_for_good() {
     let stored = h.store.get_order(&no).await.unwrap().unwrap();
     assert_eq!(stored.state, TradeState::Closed);
     // It can never be paid, nor re-prepaid.
-    let r = h.call(Method::POST, &format!("/api/combine-orders/{no}/pay-params"), Some(&alice), None).await;
+    let r = h
+        .call(
+            Method::POST,
+            &format!("/api/combine-orders/{no}/pay-params"),
+            Some(&alice),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(r.json()["code"], json!("ORDER_FINAL"));
     assert_eq!(h.api.prepay_count(), 1);
@@ -495,11 +636,20 @@ async fn definitive_prepay_refusal_closes_the_order_for_good() {
 async fn unclear_prepay_failure_keeps_the_order_and_retries_identically() {
     let h = harness(false).await;
     let alice = h.session(ALICE);
-    h.api.prepay_script.lock().unwrap().push_back(Err(ApiError::Transport {
-        endpoint: "combine prepay",
-        detail: "timed out".into(),
-    }));
-    let r = h.create(&alice, json!([{"sku":"book","qty":1},{"sku":"coffee","qty":1}])).await;
+    h.api
+        .prepay_script
+        .lock()
+        .unwrap()
+        .push_back(Err(ApiError::Transport {
+            endpoint: "combine prepay",
+            detail: "timed out".into(),
+        }));
+    let r = h
+        .create(
+            &alice,
+            json!([{"sku":"book","qty":1},{"sku":"coffee","qty":1}]),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
     let v = r.json();
     assert_eq!(v["code"], json!("PREPAY_PENDING"));
@@ -510,7 +660,14 @@ async fn unclear_prepay_failure_keeps_the_order_and_retries_identically() {
 
     // Later (even after the clock moved) the same request is sent again.
     h.clock.advance(90);
-    let r = h.call(Method::POST, &format!("/api/combine-orders/{no}/pay-params"), Some(&alice), None).await;
+    let r = h
+        .call(
+            Method::POST,
+            &format!("/api/combine-orders/{no}/pay-params"),
+            Some(&alice),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let v = r.json();
     assert_eq!(v["combine_out_trade_no"], json!(no));
@@ -529,7 +686,10 @@ async fn unclear_prepay_failure_keeps_the_order_and_retries_identically() {
 async fn pay_params_reuse_the_prepay_id_until_it_nears_expiry() {
     let h = harness(false).await;
     let alice = h.session(ALICE);
-    let no = h.create_ok(&alice).await["combine_out_trade_no"].as_str().unwrap().to_string();
+    let no = h.create_ok(&alice).await["combine_out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let url = format!("/api/combine-orders/{no}/pay-params");
     h.clock.advance(60);
     let r = h.call(Method::POST, &url, Some(&alice), None).await;
@@ -537,11 +697,20 @@ async fn pay_params_reuse_the_prepay_id_until_it_nears_expiry() {
     let p: JsapiPayParams = serde_json::from_value(r.json()["pay_params"].clone()).unwrap();
     assert_eq!(p.time_stamp, (T0 + 60).to_string(), "fresh timestamp");
     assert!(p.verify(h.key.public_key()));
-    assert_eq!(h.api.prepay_count(), 1, "valid prepay_id reused without calling WeChat Pay");
+    assert_eq!(
+        h.api.prepay_count(),
+        1,
+        "valid prepay_id reused without calling WeChat Pay"
+    );
     // Past time_expire (30 min) the order cannot be paid any more.
     h.clock.set(T0 + 1800);
     let r = h.call(Method::POST, &url, Some(&alice), None).await;
-    assert_eq!(r.status, StatusCode::CONFLICT, "past time_expire: {}", r.text());
+    assert_eq!(
+        r.status,
+        StatusCode::CONFLICT,
+        "past time_expire: {}",
+        r.text()
+    );
     assert_eq!(r.json()["code"], json!("ORDER_EXPIRED"));
     assert_eq!(h.api.prepay_count(), 1);
 }
@@ -550,19 +719,39 @@ async fn pay_params_reuse_the_prepay_id_until_it_nears_expiry() {
 async fn stale_prepay_id_is_renewed_with_the_stored_parameters() {
     let h = harness(false).await;
     let alice = h.session(ALICE);
-    let no = h.create_ok(&alice).await["combine_out_trade_no"].as_str().unwrap().to_string();
+    let no = h.create_ok(&alice).await["combine_out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // Pretend the stored prepay_id is about to lapse.
     h.store.set_prepay(&no, "wx-old", T0 + 300).await.unwrap();
     let r = h
-        .call(Method::POST, &format!("/api/combine-orders/{no}/pay-params"), Some(&alice), None)
+        .call(
+            Method::POST,
+            &format!("/api/combine-orders/{no}/pay-params"),
+            Some(&alice),
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let p: JsapiPayParams = serde_json::from_value(r.json()["pay_params"].clone()).unwrap();
     assert_eq!(p.prepay_id(), Some(format!("wx{no}").as_str()));
     let reqs = h.api.prepays.lock().unwrap().clone();
     assert_eq!(reqs.len(), 2);
-    assert_eq!(serde_json::to_vec(&reqs[0]).unwrap(), serde_json::to_vec(&reqs[1]).unwrap());
-    assert_eq!(h.store.get_order(&no).await.unwrap().unwrap().prepay_id.as_deref(), Some(format!("wx{no}").as_str()));
+    assert_eq!(
+        serde_json::to_vec(&reqs[0]).unwrap(),
+        serde_json::to_vec(&reqs[1]).unwrap()
+    );
+    assert_eq!(
+        h.store
+            .get_order(&no)
+            .await
+            .unwrap()
+            .unwrap()
+            .prepay_id
+            .as_deref(),
+        Some(format!("wx{no}").as_str())
+    );
 }
 
 #[tokio::test]
@@ -570,23 +759,36 @@ async fn only_the_payer_reads_an_order() {
     let h = harness(false).await;
     let alice = h.session(ALICE);
     let bob = h.session(BOB);
-    let no = h.create_ok(&alice).await["combine_out_trade_no"].as_str().unwrap().to_string();
+    let no = h.create_ok(&alice).await["combine_out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let url = format!("/api/combine-orders/{no}");
     let r = h.call(Method::GET, &url, Some(&alice), None).await;
     assert_eq!(r.status, StatusCode::OK);
     let v = r.json();
     assert_eq!(v["state"], json!("NOTPAY"));
     assert_eq!(v["created_at"], json!("2024-05-01T12:00:00+08:00"));
-    assert!(v.get("payer_openid").is_none() && !r.text().contains(ALICE), "no openid in answers");
+    assert!(
+        v.get("payer_openid").is_none() && !r.text().contains(ALICE),
+        "no openid in answers"
+    );
     assert_eq!(v["sub_orders"][0]["trade_state"], json!("NOTPAY"));
     for (who, uri) in [
         (&bob, url.clone()),
         (&bob, format!("{url}/pay-params")),
         (&bob, format!("{url}/close")),
-        (&alice, "/api/combine-orders/C000000000000000000000000X".to_string()),
+        (
+            &alice,
+            "/api/combine-orders/C000000000000000000000000X".to_string(),
+        ),
         (&alice, "/api/combine-orders/has%20space".to_string()),
     ] {
-        let m = if uri.ends_with("pay-params") || uri.ends_with("close") { Method::POST } else { Method::GET };
+        let m = if uri.ends_with("pay-params") || uri.ends_with("close") {
+            Method::POST
+        } else {
+            Method::GET
+        };
         let r = h.call(m, &uri, Some(who), None).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{uri}");
         assert_eq!(r.json()["code"], json!("ORDER_NOT_FOUND"));
@@ -599,12 +801,19 @@ async fn only_the_payer_reads_an_order() {
 async fn query_on_read_after_the_delay_finds_a_lost_payment() {
     let h = harness(false).await;
     let alice = h.session(ALICE);
-    let no = h.create_ok(&alice).await["combine_out_trade_no"].as_str().unwrap().to_string();
+    let no = h.create_ok(&alice).await["combine_out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let url = format!("/api/combine-orders/{no}");
     h.api.mark_paid(&no); // paid, but the notification never arrives
     h.clock.advance(10);
     let v = h.call(Method::GET, &url, Some(&alice), None).await.json();
-    assert_eq!(v["state"], json!("NOTPAY"), "within the delay: stored state, no query");
+    assert_eq!(
+        v["state"],
+        json!("NOTPAY"),
+        "within the delay: stored state, no query"
+    );
     assert_eq!(h.api.query_count(), 0);
     h.clock.advance(25);
     let v = h.call(Method::GET, &url, Some(&alice), None).await.json();
@@ -626,14 +835,21 @@ async fn query_on_read_after_the_delay_finds_a_lost_payment() {
 async fn query_on_read_is_throttled_per_order() {
     let h = harness(false).await;
     let alice = h.session(ALICE);
-    let no = h.create_ok(&alice).await["combine_out_trade_no"].as_str().unwrap().to_string();
+    let no = h.create_ok(&alice).await["combine_out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let url = format!("/api/combine-orders/{no}");
     h.clock.advance(31);
     for _ in 0..5 {
         let v = h.call(Method::GET, &url, Some(&alice), None).await.json();
         assert_eq!(v["state"], json!("NOTPAY"));
     }
-    assert_eq!(h.api.query_count(), 1, "one query per delay, however often the page polls");
+    assert_eq!(
+        h.api.query_count(),
+        1,
+        "one query per delay, however often the page polls"
+    );
     h.clock.advance(31);
     h.call(Method::GET, &url, Some(&alice), None).await;
     assert_eq!(h.api.query_count(), 2);
@@ -643,7 +859,10 @@ async fn query_on_read_is_throttled_per_order() {
 async fn close_follows_the_five_minute_rule_and_records_closed() {
     let h = harness(false).await;
     let alice = h.session(ALICE);
-    let no = h.create_ok(&alice).await["combine_out_trade_no"].as_str().unwrap().to_string();
+    let no = h.create_ok(&alice).await["combine_out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let url = format!("/api/combine-orders/{no}/close");
     h.clock.advance(120);
     let r = h.call(Method::POST, &url, Some(&alice), None).await;
@@ -671,7 +890,12 @@ async fn close_follows_the_five_minute_rule_and_records_closed() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(h.api.closes.lock().unwrap().len(), 1);
     let r = h
-        .call(Method::POST, &format!("/api/combine-orders/{no}/pay-params"), Some(&alice), None)
+        .call(
+            Method::POST,
+            &format!("/api/combine-orders/{no}/pay-params"),
+            Some(&alice),
+            None,
+        )
         .await;
     assert_eq!(r.json()["code"], json!("ORDER_FINAL"));
 }
@@ -681,43 +905,108 @@ async fn paid_orders_are_never_closed() {
     let h = harness(false).await;
     let alice = h.session(ALICE);
     // Paid and known (query-on-read).
-    let no = h.create_ok(&alice).await["combine_out_trade_no"].as_str().unwrap().to_string();
+    let no = h.create_ok(&alice).await["combine_out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
     h.api.mark_paid(&no);
     h.clock.advance(400);
     assert_eq!(
-        h.call(Method::GET, &format!("/api/combine-orders/{no}"), Some(&alice), None).await.json()["state"],
+        h.call(
+            Method::GET,
+            &format!("/api/combine-orders/{no}"),
+            Some(&alice),
+            None
+        )
+        .await
+        .json()["state"],
         json!("SUCCESS")
     );
-    let r = h.call(Method::POST, &format!("/api/combine-orders/{no}/close"), Some(&alice), None).await;
+    let r = h
+        .call(
+            Method::POST,
+            &format!("/api/combine-orders/{no}/close"),
+            Some(&alice),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(r.json()["code"], json!("ORDER_PAID"));
     assert!(h.api.closes.lock().unwrap().is_empty());
 
     // Paid but not yet known: WeChat Pay refuses the close, the order is
     // refreshed and reported paid.
-    let no2 = h.create_ok(&alice).await["combine_out_trade_no"].as_str().unwrap().to_string();
+    let no2 = h.create_ok(&alice).await["combine_out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
     h.api.mark_paid(&no2);
-    h.api.close_script.lock().unwrap().push_back(Err(service_error(400, "ORDER_PAID")));
+    h.api
+        .close_script
+        .lock()
+        .unwrap()
+        .push_back(Err(service_error(400, "ORDER_PAID")));
     h.clock.advance(400);
-    let r = h.call(Method::POST, &format!("/api/combine-orders/{no2}/close"), Some(&alice), None).await;
+    let r = h
+        .call(
+            Method::POST,
+            &format!("/api/combine-orders/{no2}/close"),
+            Some(&alice),
+            None,
+        )
+        .await;
     assert_eq!(r.json()["code"], json!("ORDER_PAID"));
-    assert_eq!(h.store.get_order(&no2).await.unwrap().unwrap().state, TradeState::Success);
+    assert_eq!(
+        h.store.get_order(&no2).await.unwrap().unwrap().state,
+        TradeState::Success
+    );
 
     // The payer is paying right now.
-    let no3 = h.create_ok(&alice).await["combine_out_trade_no"].as_str().unwrap().to_string();
-    h.api.close_script.lock().unwrap().push_back(Err(service_error(202, "USERPAYING")));
+    let no3 = h.create_ok(&alice).await["combine_out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.api
+        .close_script
+        .lock()
+        .unwrap()
+        .push_back(Err(service_error(202, "USERPAYING")));
     h.clock.advance(400);
-    let r = h.call(Method::POST, &format!("/api/combine-orders/{no3}/close"), Some(&alice), None).await;
+    let r = h
+        .call(
+            Method::POST,
+            &format!("/api/combine-orders/{no3}/close"),
+            Some(&alice),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(r.json()["code"], json!("USER_PAYING"));
-    assert_eq!(h.store.get_order(&no3).await.unwrap().unwrap().state, TradeState::NotPay);
+    assert_eq!(
+        h.store.get_order(&no3).await.unwrap().unwrap().state,
+        TradeState::NotPay
+    );
 
     // Any other failure is reported and changes nothing.
-    h.api.close_script.lock().unwrap().push_back(Err(service_error(500, "SYSTEM_ERROR")));
-    let r = h.call(Method::POST, &format!("/api/combine-orders/{no3}/close"), Some(&alice), None).await;
+    h.api
+        .close_script
+        .lock()
+        .unwrap()
+        .push_back(Err(service_error(500, "SYSTEM_ERROR")));
+    let r = h
+        .call(
+            Method::POST,
+            &format!("/api/combine-orders/{no3}/close"),
+            Some(&alice),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     assert_eq!(r.json()["code"], json!("WECHATPAY_ERROR"));
-    assert_eq!(h.store.get_order(&no3).await.unwrap().unwrap().state, TradeState::NotPay);
+    assert_eq!(
+        h.store.get_order(&no3).await.unwrap().unwrap().state,
+        TradeState::NotPay
+    );
 }
 
 fn cookie_pair(set_cookie: &str) -> String {
@@ -727,7 +1016,14 @@ fn cookie_pair(set_cookie: &str) -> String {
 #[tokio::test]
 async fn oauth_round_trip_sets_a_signed_session() {
     let h = harness(false).await;
-    let r = h.call(Method::GET, "/oauth/start?return=%2Fpay%2F%3Forder%3D1", None, None).await;
+    let r = h
+        .call(
+            Method::GET,
+            "/oauth/start?return=%2Fpay%2F%3Forder%3D1",
+            None,
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FOUND);
     let location = r.header("location").to_string();
     let prefix = "https://open.weixin.qq.com/connect/oauth2/authorize?appid=wxd678efh567hg6787&redirect_uri=https%3A%2F%2Fshop.example%2Foauth%2Fcallback&response_type=code&scope=snsapi_base&state=";
@@ -737,70 +1033,163 @@ async fn oauth_round_trip_sets_a_signed_session() {
     assert_eq!(state.len(), 32);
     assert!(state.bytes().all(|b| b.is_ascii_alphanumeric()));
     let oauth_cookie = r.set_cookies()[0].clone();
-    assert!(oauth_cookie.contains("HttpOnly") && oauth_cookie.contains("SameSite=Lax") && oauth_cookie.contains("Secure"));
+    assert!(
+        oauth_cookie.contains("HttpOnly")
+            && oauth_cookie.contains("SameSite=Lax")
+            && oauth_cookie.contains("Secure")
+    );
     let oauth_cookie = cookie_pair(&oauth_cookie);
 
     let r = h
-        .call(Method::GET, &format!("/oauth/callback?code=code-{ALICE}&state={state}"), Some(&oauth_cookie), None)
+        .call(
+            Method::GET,
+            &format!("/oauth/callback?code=code-{ALICE}&state={state}"),
+            Some(&oauth_cookie),
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::FOUND, "{}", r.text());
     assert_eq!(r.header("location"), "/pay/?order=1");
     let cookies = r.set_cookies();
-    let session = cookies.iter().find(|c| c.starts_with("wxpay_session=")).unwrap();
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("wxpay_session="))
+        .unwrap();
     for attr in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
         assert!(session.contains(attr), "{session}");
     }
-    assert!(!session.contains(ALICE), "the openid is not readable in the cookie");
-    let r = h.call(Method::GET, "/api/session", Some(&cookie_pair(session)), None).await;
+    assert!(
+        !session.contains(ALICE),
+        "the openid is not readable in the cookie"
+    );
+    let r = h
+        .call(
+            Method::GET,
+            "/api/session",
+            Some(&cookie_pair(session)),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
 
     // The code is single-use: replaying the callback fails with a clear 40029 message.
     let r = h
-        .call(Method::GET, &format!("/oauth/callback?code=code-{ALICE}&state={state}"), Some(&oauth_cookie), None)
+        .call(
+            Method::GET,
+            &format!("/oauth/callback?code=code-{ALICE}&state={state}"),
+            Some(&oauth_cookie),
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let v = r.json();
     assert_eq!(v["code"], json!("OAUTH_CODE_INVALID"));
-    assert!(v["message"].as_str().unwrap().contains("start the login again"));
+    assert!(v["message"]
+        .as_str()
+        .unwrap()
+        .contains("start the login again"));
     assert_eq!(v["login_url"], json!("/oauth/start?return=%2Fpay%2F"));
 }
 
 #[tokio::test]
 async fn oauth_state_and_return_are_checked() {
     let h = harness(true).await;
-    for bad in ["https%3A%2F%2Fevil.example%2F", "%2F%2Fevil.example%2Fpay%2F", "%2Fapi%2Fcatalog", "%2Fpay%2F..%2Fapi%2F"] {
-        let r = h.call(Method::GET, &format!("/oauth/start?return={bad}"), None, None).await;
+    for bad in [
+        "https%3A%2F%2Fevil.example%2F",
+        "%2F%2Fevil.example%2Fpay%2F",
+        "%2Fapi%2Fcatalog",
+        "%2Fpay%2F..%2Fapi%2F",
+    ] {
+        let r = h
+            .call(
+                Method::GET,
+                &format!("/oauth/start?return={bad}"),
+                None,
+                None,
+            )
+            .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
         assert_eq!(r.json()["code"], json!("OAUTH_BAD_RETURN"));
     }
     let r = h.call(Method::GET, "/oauth/start", None, None).await;
     assert_eq!(r.status, StatusCode::FOUND);
     let cookie = r.set_cookies()[0].clone();
-    assert!(!cookie.contains("Secure"), "demo cookies work over plain http");
+    assert!(
+        !cookie.contains("Secure"),
+        "demo cookies work over plain http"
+    );
     let cookie = cookie_pair(&cookie);
 
     // No cookie, wrong state, refused authorization, snapshot user.
-    let r = h.call(Method::GET, "/oauth/callback?code=code-x&state=abc", None, None).await;
+    let r = h
+        .call(
+            Method::GET,
+            "/oauth/callback?code=code-x&state=abc",
+            None,
+            None,
+        )
+        .await;
     assert_eq!(r.json()["code"], json!("OAUTH_STATE_MISSING"));
-    let r = h.call(Method::GET, "/oauth/callback?code=code-x&state=abc", Some(&cookie), None).await;
+    let r = h
+        .call(
+            Method::GET,
+            "/oauth/callback?code=code-x&state=abc",
+            Some(&cookie),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.json()["code"], json!("OAUTH_STATE_MISMATCH"));
     let location = h.call(Method::GET, "/oauth/start", None, None).await;
-    let state = location.header("location").split("state=").nth(1).unwrap().split('#').next().unwrap().to_string();
+    let state = location
+        .header("location")
+        .split("state=")
+        .nth(1)
+        .unwrap()
+        .split('#')
+        .next()
+        .unwrap()
+        .to_string();
     let cookie = cookie_pair(&location.set_cookies()[0]);
-    let r = h.call(Method::GET, &format!("/oauth/callback?state={state}"), Some(&cookie), None).await;
+    let r = h
+        .call(
+            Method::GET,
+            &format!("/oauth/callback?state={state}"),
+            Some(&cookie),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.json()["code"], json!("OAUTH_DENIED"));
-    let r = h.call(Method::GET, &format!("/oauth/callback?state={state}&errcode=10003"), Some(&cookie), None).await;
+    let r = h
+        .call(
+            Method::GET,
+            &format!("/oauth/callback?state={state}&errcode=10003"),
+            Some(&cookie),
+            None,
+        )
+        .await;
     let v = r.json();
     assert_eq!(v["code"], json!("OAUTH_REDIRECT_DOMAIN"));
     assert!(v["message"].as_str().unwrap().contains("网页授权域名"));
-    let r = h.call(Method::GET, &format!("/oauth/callback?code=snapshot&state={state}"), Some(&cookie), None).await;
+    let r = h
+        .call(
+            Method::GET,
+            &format!("/oauth/callback?code=snapshot&state={state}"),
+            Some(&cookie),
+            None,
+        )
+        .await;
     assert_eq!(r.json()["code"], json!("OAUTH_SNAPSHOT_USER"));
     // An expired round trip.
     h.clock.advance(601);
     let r = h
-        .call(Method::GET, &format!("/oauth/callback?code=code-{ALICE}&state={state}"), Some(&cookie), None)
+        .call(
+            Method::GET,
+            &format!("/oauth/callback?code=code-{ALICE}&state={state}"),
+            Some(&cookie),
+            None,
+        )
         .await;
     assert_eq!(r.json()["code"], json!("OAUTH_STATE_MISSING"));
     // Browsers get a page, not JSON.
@@ -824,7 +1213,9 @@ async fn pay_directory_is_served_and_nothing_else() {
     let r = h.call(Method::GET, "/pay/app.js", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.header("content-type").contains("javascript"));
-    let r = h.call(Method::GET, "/pay/pkg/wxpay_wasm.js", None, None).await;
+    let r = h
+        .call(Method::GET, "/pay/pkg/wxpay_wasm.js", None, None)
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.text(), "export default 1");
     for (uri, location) in [("/pay", "/pay/"), ("/", "/pay/")] {
@@ -832,15 +1223,26 @@ async fn pay_directory_is_served_and_nothing_else() {
         assert_eq!(r.status, StatusCode::FOUND, "{uri}");
         assert_eq!(r.header("location"), location);
     }
-    for uri in ["/pay/../secret.txt", "/pay/%2e%2e/secret.txt", "/pay/nope.html", "/secret.txt"] {
+    for uri in [
+        "/pay/../secret.txt",
+        "/pay/%2e%2e/secret.txt",
+        "/pay/nope.html",
+        "/secret.txt",
+    ] {
         let r = h.call(Method::GET, uri, None, None).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{uri}");
     }
     let r = h.call(Method::GET, "/api/nope", None, None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.json()["code"], json!("NOT_FOUND"));
-    assert_eq!(h.call(Method::GET, "/healthz", None, None).await.status, StatusCode::OK);
-    assert_eq!(h.call(Method::GET, "/readyz", None, None).await.status, StatusCode::OK);
+    assert_eq!(
+        h.call(Method::GET, "/healthz", None, None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        h.call(Method::GET, "/readyz", None, None).await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -850,8 +1252,44 @@ async fn api_answers_are_not_cached_and_bodies_are_limited() {
     assert_eq!(r.header("cache-control"), "no-store");
     let alice = h.session(ALICE);
     let big = json!({"items": [{"sku": "x".repeat(100_000), "qty": 1}]});
-    let r = h.call(Method::POST, "/api/combine-orders", Some(&alice), Some(big)).await;
+    let r = h
+        .call(Method::POST, "/api/combine-orders", Some(&alice), Some(big))
+        .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
     assert_eq!(r.json()["code"], json!("BODY_TOO_LARGE"));
     assert_eq!(h.api.prepay_count(), 0);
+}
+
+#[tokio::test]
+async fn a_refused_repeat_prepay_leaves_the_order_open() {
+    let h = harness(false).await;
+    let alice = h.session(ALICE);
+    let no = h.create_ok(&alice).await["combine_out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The stored prepay_id nears expiry; the repeat is refused (e.g. the
+    // configuration changed and the parameters no longer match).
+    h.store.set_prepay(&no, "wx-old", T0 + 300).await.unwrap();
+    h.api
+        .prepay_script
+        .lock()
+        .unwrap()
+        .push_back(Err(service_error(400, "INVALID_REQUEST")));
+    let r = h
+        .call(
+            Method::POST,
+            &format!("/api/combine-orders/{no}/pay-params"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert_eq!(r.json()["code"], json!("WECHATPAY_ERROR"));
+    // The first prepay may have created the order at WeChat Pay and the old
+    // prepay_id may still pay: not closed locally (the worker closes it via the API).
+    assert_eq!(
+        h.store.get_order(&no).await.unwrap().unwrap().state,
+        TradeState::NotPay
+    );
 }

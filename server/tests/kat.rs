@@ -24,7 +24,9 @@ fn pem_der(file: &str) -> Vec<u8> {
         .lines()
         .filter(|l| !l.starts_with("-----"))
         .collect();
-    base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
 }
 
 fn certificate(file: &str, backend: &'static dyn CryptoBackend) -> Certificate {
@@ -56,18 +58,36 @@ fn backends_are_all_compiled_in_for_this_test_run() {
 #[test]
 fn request_messages_and_signatures_match_openssl() {
     let k = kat();
-    assert!(k.requests.iter().any(|v| v.method == "GET" && v.url.contains('?') && v.body.is_empty()));
-    assert!(k.requests.iter().any(|v| v.method == "POST" && v.body.starts_with('{')));
+    assert!(k
+        .requests
+        .iter()
+        .any(|v| v.method == "GET" && v.url.contains('?') && v.body.is_empty()));
+    assert!(k
+        .requests
+        .iter()
+        .any(|v| v.method == "POST" && v.body.starts_with('{')));
     for backend in all_backends() {
         for file in ["merchant_key.pem", "merchant_key_pkcs1.pem"] {
             let key = private_key(file, backend);
-            let signer = RequestSigner::new(k.mchid.clone(), k.merchant_serial.clone(), key.clone());
+            let signer =
+                RequestSigner::new(k.mchid.clone(), k.merchant_serial.clone(), key.clone());
             for v in &k.requests {
                 let ctx = format!("{} / {file} / {}", backend.name(), v.name);
-                let message = request_message(&v.method, &v.url, v.timestamp, &v.nonce, v.body.as_bytes());
-                assert_eq!(String::from_utf8(message.clone()).unwrap(), v.message, "{ctx}");
+                let message =
+                    request_message(&v.method, &v.url, v.timestamp, &v.nonce, v.body.as_bytes());
+                assert_eq!(
+                    String::from_utf8(message.clone()).unwrap(),
+                    v.message,
+                    "{ctx}"
+                );
                 // The method is upper-cased for the caller.
-                let lower = request_message(&v.method.to_lowercase(), &v.url, v.timestamp, &v.nonce, v.body.as_bytes());
+                let lower = request_message(
+                    &v.method.to_lowercase(),
+                    &v.url,
+                    v.timestamp,
+                    &v.nonce,
+                    v.body.as_bytes(),
+                );
                 assert_eq!(lower, message, "{ctx}");
                 assert_eq!(key.sign_base64(&message).unwrap(), v.signature, "{ctx}");
                 let header = signer
@@ -91,8 +111,14 @@ fn authorization_headers_from_openssl_parse_and_verify() {
             assert_eq!(auth.nonce_str, v.nonce);
             assert_eq!(auth.timestamp, v.timestamp.to_string());
             assert_eq!(auth.signature, v.signature);
-            let message = request_message(&v.method, &v.url, v.timestamp, &v.nonce, v.body.as_bytes());
-            assert!(merchant_pub.verify_base64(&message, &auth.signature), "{} {}", backend.name(), v.name);
+            let message =
+                request_message(&v.method, &v.url, v.timestamp, &v.nonce, v.body.as_bytes());
+            assert!(
+                merchant_pub.verify_base64(&message, &auth.signature),
+                "{} {}",
+                backend.name(),
+                v.name
+            );
         }
     }
 }
@@ -107,7 +133,12 @@ fn pkcs1_and_pkcs8_forms_of_one_key_sign_identically() {
         assert_eq!(pkcs8.public_key(), &public_key("merchant_pub.pem", backend));
         for v in &k.requests {
             let m = v.message.as_bytes();
-            assert_eq!(pkcs8.sign_base64(m).unwrap(), pkcs1.sign_base64(m).unwrap(), "{}", backend.name());
+            assert_eq!(
+                pkcs8.sign_base64(m).unwrap(),
+                pkcs1.sign_base64(m).unwrap(),
+                "{}",
+                backend.name()
+            );
         }
     }
 }
@@ -120,18 +151,31 @@ fn paysign_matches_openssl_with_exact_keys() {
         let merchant_pub = public_key("merchant_pub.pem", backend);
         for v in &k.paysign {
             let ctx = format!("{} / {}", backend.name(), v.name);
-            let params = JsapiPayParams::sign(&key, &v.app_id, &v.prepay_id, v.timestamp, &v.nonce).unwrap();
+            let params =
+                JsapiPayParams::sign(&key, &v.app_id, &v.prepay_id, v.timestamp, &v.nonce).unwrap();
             let json = serde_json::to_value(&params).unwrap();
             assert_eq!(json, v.expected, "{ctx}");
             let text = serde_json::to_string(&params).unwrap();
-            let order: Vec<usize> = ["\"appId\"", "\"timeStamp\"", "\"nonceStr\"", "\"package\"", "\"signType\"", "\"paySign\""]
-                .iter()
-                .map(|key| text.find(key).unwrap())
-                .collect();
+            let order: Vec<usize> = [
+                "\"appId\"",
+                "\"timeStamp\"",
+                "\"nonceStr\"",
+                "\"package\"",
+                "\"signType\"",
+                "\"paySign\"",
+            ]
+            .iter()
+            .map(|key| text.find(key).unwrap())
+            .collect();
             assert!(order.windows(2).all(|w| w[0] < w[1]), "{ctx}: {text}");
             assert!(json["timeStamp"].is_string(), "{ctx}");
             assert_eq!(
-                JsapiPayParams::message(&params.app_id, &params.time_stamp, &params.nonce_str, &params.package),
+                JsapiPayParams::message(
+                    &params.app_id,
+                    &params.time_stamp,
+                    &params.nonce_str,
+                    &params.package
+                ),
                 v.message
             );
             assert!(params.verify(&merchant_pub), "{ctx}");
@@ -151,7 +195,11 @@ fn response_and_notification_signatures_from_openssl_verify() {
         for v in &k.responses {
             let ctx = format!("{} / {}", backend.name(), v.name);
             let message = response_message(&v.timestamp, &v.nonce, v.body.as_bytes());
-            assert_eq!(String::from_utf8(message.clone()).unwrap(), v.message, "{ctx}");
+            assert_eq!(
+                String::from_utf8(message.clone()).unwrap(),
+                v.message,
+                "{ctx}"
+            );
             if v.body.is_empty() {
                 assert!(v.message.ends_with("\n\n"), "{ctx}");
             }
@@ -164,7 +212,11 @@ fn response_and_notification_signatures_from_openssl_verify() {
             } else {
                 Verifier::new(clock).with_certificates([certificate("platform_cert.pem", backend)])
             };
-            assert_eq!(verifier.verify(&headers(v), v.body.as_bytes()), Ok(()), "{ctx}");
+            assert_eq!(
+                verifier.verify(&headers(v), v.body.as_bytes()),
+                Ok(()),
+                "{ctx}"
+            );
 
             // The simulator signs responses with the same primitive: it must
             // reproduce OpenSSL's signature exactly.
@@ -184,12 +236,16 @@ fn signature_headers_are_collected_case_insensitively() {
         ("Wechatpay-Serial", v.serial.as_str()),
     ];
     let h = SignatureHeaders::from_lookup(|name| {
-        raw.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+        raw.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
     })
     .unwrap();
     assert_eq!(h.signature_type, None);
-    let verifier = Verifier::new(Arc::new(ManualClock::new(v.timestamp_secs())))
-        .with_public_key(kat().public_key_id.clone(), PublicKey::from_pem(&fixture_text("wechatpay_pub.pem")).unwrap());
+    let verifier = Verifier::new(Arc::new(ManualClock::new(v.timestamp_secs()))).with_public_key(
+        kat().public_key_id.clone(),
+        PublicKey::from_pem(&fixture_text("wechatpay_pub.pem")).unwrap(),
+    );
     assert_eq!(verifier.verify(&h, v.body.as_bytes()), Ok(()));
     assert_eq!(
         SignatureHeaders::from_lookup(|name| raw.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)),
@@ -201,15 +257,31 @@ fn signature_headers_are_collected_case_insensitively() {
 fn aead_matches_python_cryptography() {
     let k = kat();
     let key = ApiV3Key::from_file(fixture(&k.apiv3_key_file)).unwrap();
-    let names: Vec<_> = k.aead.iter().map(|v| (v.name.as_str(), v.associated_data.as_str())).collect();
+    let names: Vec<_> = k
+        .aead
+        .iter()
+        .map(|v| (v.name.as_str(), v.associated_data.as_str()))
+        .collect();
     assert!(names.iter().any(|(_, aad)| aad.is_empty()), "{names:?}");
-    assert!(names.iter().any(|(_, aad)| *aad == "certificate"), "{names:?}");
+    assert!(
+        names.iter().any(|(_, aad)| *aad == "certificate"),
+        "{names:?}"
+    );
     for backend in all_backends() {
         for v in &k.aead {
             let ctx = format!("{} / {}", backend.name(), v.name);
-            let plain = aead::decrypt_with(backend, &key, &v.nonce, &v.associated_data, &v.ciphertext).unwrap();
+            let plain =
+                aead::decrypt_with(backend, &key, &v.nonce, &v.associated_data, &v.ciphertext)
+                    .unwrap();
             assert_eq!(plain, v.plaintext.as_bytes(), "{ctx}");
-            let sealed = aead::encrypt_with(backend, &key, &v.nonce, &v.associated_data, v.plaintext.as_bytes()).unwrap();
+            let sealed = aead::encrypt_with(
+                backend,
+                &key,
+                &v.nonce,
+                &v.associated_data,
+                v.plaintext.as_bytes(),
+            )
+            .unwrap();
             assert_eq!(sealed, v.ciphertext, "{ctx}");
         }
     }
@@ -222,7 +294,12 @@ fn aead_matches_python_cryptography() {
             nonce: v.nonce.clone(),
             original_type: Some("transaction".into()),
         };
-        assert_eq!(resource.open(&key).unwrap(), v.plaintext.as_bytes(), "{}", v.name);
+        assert_eq!(
+            resource.open(&key).unwrap(),
+            v.plaintext.as_bytes(),
+            "{}",
+            v.name
+        );
     }
 }
 
@@ -248,7 +325,10 @@ fn signed_notification_verifies_then_decrypts() {
     assert_eq!(resource.original_type.as_deref(), Some("transaction"));
     let key = ApiV3Key::from_file(fixture(&k.apiv3_key_file)).unwrap();
     let plain = resource.open(&key).unwrap();
-    assert_eq!(plain, k.aead("notification_transaction").plaintext.as_bytes());
+    assert_eq!(
+        plain,
+        k.aead("notification_transaction").plaintext.as_bytes()
+    );
     let tx: serde_json::Value = serde_json::from_slice(&plain).unwrap();
     assert_eq!(tx["combine_mchid"], k.mchid.as_str());
 }
@@ -263,13 +343,21 @@ fn certificates_are_read_correctly() {
             assert_eq!(cert.serial_no.len(), 40, "{}", c.file);
             assert_eq!(cert.not_before, c.not_before, "{}", c.file);
             assert_eq!(cert.not_after, c.not_after, "{}", c.file);
-            assert_eq!(cert.public_key, public_key(&c.public_key_file, backend), "{}", c.file);
+            assert_eq!(
+                cert.public_key,
+                public_key(&c.public_key_file, backend),
+                "{}",
+                c.file
+            );
             // `PublicKey::from_pem` also accepts a certificate.
             assert_eq!(public_key(&c.file, backend), cert.public_key, "{}", c.file);
         }
     }
     let platform = k.certificate("platform_cert.pem");
-    assert!(platform.serial_no.starts_with('0'), "the leading zero nibble is kept");
+    assert!(
+        platform.serial_no.starts_with('0'),
+        "the leading zero nibble is kept"
+    );
     let from_pem = Certificate::from_pem(&fixture_text("platform_cert.pem")).unwrap();
     assert_eq!(from_pem.serial_no, platform.serial_no);
     assert!(from_pem.is_valid_at(platform.not_before));
@@ -296,6 +384,61 @@ fn private_key_pem_export_reloads_to_the_same_signatures() {
         let pem = key.to_pkcs8_pem();
         assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
         let again = PrivateKey::from_pem_with(&pem, backend).unwrap();
-        assert_eq!(again.sign_base64(v.message.as_bytes()).unwrap(), v.signature);
+        assert_eq!(
+            again.sign_base64(v.message.as_bytes()).unwrap(),
+            v.signature
+        );
+    }
+}
+
+#[test]
+fn live_signing_uses_the_clock_and_a_fresh_nonce() {
+    let k = kat();
+    let merchant_pub = PublicKey::from_pem(&fixture_text("merchant_pub.pem")).unwrap();
+    for backend in all_backends() {
+        let key = private_key("merchant_key.pem", backend);
+        let signer = RequestSigner::new(k.mchid.clone(), k.merchant_serial.clone(), key);
+        let clock = ManualClock::new(1_700_000_123);
+        let v = k.request("post_jsapi_json");
+        let header = signer
+            .authorization(&clock, &v.method, &v.url, v.body.as_bytes())
+            .unwrap();
+        let auth = Authorization::parse(&header).unwrap();
+        assert_eq!(auth.timestamp, "1700000123");
+        assert_eq!(auth.nonce_str.len(), 32);
+        assert_ne!(auth.nonce_str, v.nonce);
+        let message = request_message(
+            &v.method,
+            &v.url,
+            1_700_000_123,
+            &auth.nonce_str,
+            v.body.as_bytes(),
+        );
+        assert!(
+            merchant_pub.verify_base64(&message, &auth.signature),
+            "{}",
+            backend.name()
+        );
+    }
+}
+
+#[test]
+fn sealed_resources_open_with_the_fixture_key() {
+    let key = ApiV3Key::from_file(fixture(&kat().apiv3_key_file)).unwrap();
+    let plain = kat().aead("notification_transaction").plaintext.as_bytes();
+    let sealed = EncryptedResource::seal(&key, "transaction", Some("transaction"), plain);
+    assert_eq!(sealed.algorithm, "AEAD_AES_256_GCM");
+    assert_eq!(sealed.nonce.len(), 12);
+    assert_eq!(sealed.open(&key).unwrap(), plain);
+    for backend in all_backends() {
+        let opened = aead::decrypt_with(
+            backend,
+            &key,
+            &sealed.nonce,
+            &sealed.associated_data,
+            &sealed.ciphertext,
+        )
+        .unwrap();
+        assert_eq!(opened, plain, "{}", backend.name());
     }
 }

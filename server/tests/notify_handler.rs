@@ -574,7 +574,8 @@ async fn notifications_not_matching_the_order_are_refused(db: &TestDb) {
     h.store.create_order(&other).await.unwrap();
     use NotifyOutcome as N;
 
-    let cases: Vec<(&str, Box<dyn Fn(&mut CombineTransaction)>)> = vec![
+    type Edit = Box<dyn Fn(&mut CombineTransaction)>;
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "amount",
             Box::new(|t| t.sub_orders[1].amount.total_amount = 1),

@@ -63,14 +63,19 @@ fn e2e_cancel_then_pay_same_order() {
         ctx.tap("pay-button").await?;
         ctx.cashier("wxsim-cancel").await?;
         ctx.outcome("cancelled").await?;
+        // "Pay again" in the status panel pays the same order…
         ctx.tap("pay-again").await?;
+        ctx.cashier("wxsim-cancel").await?;
+        ctx.outcome("cancelled").await?;
+        // …and so does the Pay button while the cart is unchanged.
+        ctx.tap("pay-button").await?;
         ctx.cashier("wxsim-pay").await?;
         ctx.outcome("success").await?;
         check_paid(&ctx.sub_orders("status").await?, &cart)?;
         let prepays = prepay_calls(&ctx).await?;
         ensure!(
             prepays == 1,
-            "the simulator saw {prepays} prepay calls; paying again must reuse the prepay_id"
+            "the simulator saw {prepays} prepay calls; paying again must reuse the order and its prepay_id"
         );
         Ok(())
     });

@@ -45,20 +45,35 @@ on_both_databases!(
 );
 
 async fn pay_three_merchants(db: Db) {
-    let Some(f) = Flow::start(db, |_| {}).await else { return };
+    let Some(f) = Flow::start(db, |_| {}).await else {
+        return;
+    };
     let alice = f.login("alice").await;
     let created = alice.create_order(3).await;
     let no = order_no(&created);
     assert_eq!(created["state"], json!("NOTPAY"));
     assert_eq!(created["sub_orders"].as_array().unwrap().len(), 3);
-    let total: i64 = created["sub_orders"].as_array().unwrap().iter().map(|s| s["amount"].as_i64().unwrap()).sum();
+    let total: i64 = created["sub_orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["amount"].as_i64().unwrap())
+        .sum();
     assert_eq!(created["total_amount"].as_i64().unwrap(), total);
 
     let outcome = f.sim.pay(&pay_params(&created)).await;
     assert_eq!(outcome.err_msg, OK, "{outcome:?}");
-    let order = f.wait_state(&no, TradeState::Success, Duration::from_secs(10)).await;
-    assert!(order.sub_orders.iter().all(|s| s.transaction_id.is_some() && s.success_time.is_some()));
-    assert_eq!(transitions_to(&f.events(&no).await, TradeState::Success), vec![EventSource::Notify]);
+    let order = f
+        .wait_state(&no, TradeState::Success, Duration::from_secs(10))
+        .await;
+    assert!(order
+        .sub_orders
+        .iter()
+        .all(|s| s.transaction_id.is_some() && s.success_time.is_some()));
+    assert_eq!(
+        transitions_to(&f.events(&no).await, TradeState::Success),
+        vec![EventSource::Notify]
+    );
 
     // The page reads the paid order (no query needed: the notification came).
     let view = alice.get(&format!("/api/combine-orders/{no}")).await;
@@ -75,57 +90,104 @@ async fn pay_three_merchants(db: Db) {
 
     // Another payer cannot see it; a paid order has no pay params and cannot be closed.
     let bob = f.login("bob").await;
-    assert_eq!(bob.get(&format!("/api/combine-orders/{no}")).await.status, 404);
-    let a = alice.post(&format!("/api/combine-orders/{no}/pay-params"), None).await;
-    assert_eq!((a.status, a.body["code"].clone()), (409, json!("ORDER_FINAL")));
-    let a = alice.post(&format!("/api/combine-orders/{no}/close"), None).await;
-    assert_eq!((a.status, a.body["code"].clone()), (409, json!("ORDER_PAID")));
+    assert_eq!(
+        bob.get(&format!("/api/combine-orders/{no}")).await.status,
+        404
+    );
+    let a = alice
+        .post(&format!("/api/combine-orders/{no}/pay-params"), None)
+        .await;
+    assert_eq!(
+        (a.status, a.body["code"].clone()),
+        (409, json!("ORDER_FINAL"))
+    );
+    let a = alice
+        .post(&format!("/api/combine-orders/{no}/close"), None)
+        .await;
+    assert_eq!(
+        (a.status, a.body["code"].clone()),
+        (409, json!("ORDER_PAID"))
+    );
     f.stop().await;
 }
 
 async fn cancel_then_pay_reuses_the_prepay_id(db: Db) {
-    let Some(f) = Flow::start(db, |_| {}).await else { return };
+    let Some(f) = Flow::start(db, |_| {}).await else {
+        return;
+    };
     let alice = f.login("alice").await;
     let created = alice.create_order(3).await;
     let no = order_no(&created);
-    let outcome = f.sim.confirm(&pay_params(&created), CashierAction::Cancel).await;
+    let outcome = f
+        .sim
+        .confirm(&pay_params(&created), CashierAction::Cancel)
+        .await;
     assert_eq!(outcome.err_msg, "get_brand_wcpay_request:cancel");
     assert_eq!(f.order(&no).await.state, TradeState::NotPay);
 
-    let again = alice.post(&format!("/api/combine-orders/{no}/pay-params"), None).await;
+    let again = alice
+        .post(&format!("/api/combine-orders/{no}/pay-params"), None)
+        .await;
     assert_eq!(again.status, 200, "{:?}", again.body);
     let params = pay_params(&again.body);
-    assert_eq!(params.package, pay_params(&created).package, "the stored prepay_id is reused");
+    assert_eq!(
+        params.package,
+        pay_params(&created).package,
+        "the stored prepay_id is reused"
+    );
     assert_eq!(f.sim.prepay_calls(&no).await.unwrap(), 1);
     assert_eq!(f.sim.pay(&params).await.err_msg, OK);
-    f.wait_state(&no, TradeState::Success, Duration::from_secs(10)).await;
+    f.wait_state(&no, TradeState::Success, Duration::from_secs(10))
+        .await;
     f.stop().await;
 }
 
 async fn close_an_unpaid_order(db: Db) {
-    let Some(f) = Flow::start(db, |o| o.close_min_age_secs = 2).await else { return };
+    let Some(f) = Flow::start(db, |o| o.close_min_age_secs = 2).await else {
+        return;
+    };
     let alice = f.login("alice").await;
     let created = alice.create_order(3).await;
     let no = order_no(&created);
-    let early = alice.post(&format!("/api/combine-orders/{no}/close"), None).await;
-    assert_eq!((early.status, early.body["code"].clone()), (409, json!("TOO_EARLY_TO_CLOSE")));
+    let early = alice
+        .post(&format!("/api/combine-orders/{no}/close"), None)
+        .await;
+    assert_eq!(
+        (early.status, early.body["code"].clone()),
+        (409, json!("TOO_EARLY_TO_CLOSE"))
+    );
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let closed = alice.post(&format!("/api/combine-orders/{no}/close"), None).await;
+    let closed = alice
+        .post(&format!("/api/combine-orders/{no}/close"), None)
+        .await;
     assert_eq!(closed.status, 200, "{:?}", closed.body);
     assert_eq!(closed.body["state"], json!("CLOSED"));
-    assert_eq!(transitions_to(&f.events(&no).await, TradeState::Closed), vec![EventSource::Close]);
+    assert_eq!(
+        transitions_to(&f.events(&no).await, TradeState::Closed),
+        vec![EventSource::Close]
+    );
     // The simulator agrees: the old pay params no longer pay.
     let outcome = f.sim.pay(&pay_params(&created)).await;
-    assert_ne!(outcome.err_msg, OK, "a closed order must not be payable: {outcome:?}");
-    let a = alice.post(&format!("/api/combine-orders/{no}/pay-params"), None).await;
+    assert_ne!(
+        outcome.err_msg, OK,
+        "a closed order must not be payable: {outcome:?}"
+    );
+    let a = alice
+        .post(&format!("/api/combine-orders/{no}/pay-params"), None)
+        .await;
     assert_eq!(a.status, 409);
     assert_eq!(f.order(&no).await.state, TradeState::Closed);
     f.stop().await;
 }
 
 async fn dropped_notification_recovered_by_query_on_read(db: Db) {
-    let Some(f) = Flow::start(db, |_| {}).await else { return };
-    f.sim.control(json!({"drop_notifications": true})).await.unwrap();
+    let Some(f) = Flow::start(db, |_| {}).await else {
+        return;
+    };
+    f.sim
+        .control(json!({"drop_notifications": true}))
+        .await
+        .unwrap();
     let alice = f.login("alice").await;
     let created = alice.create_order(3).await;
     let no = order_no(&created);
@@ -140,9 +202,15 @@ async fn dropped_notification_recovered_by_query_on_read(db: Db) {
         assert!(std::time::Instant::now() < deadline, "still {}", v["state"]);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(transitions_to(&f.events(&no).await, TradeState::Success), vec![EventSource::Query]);
+    assert_eq!(
+        transitions_to(&f.events(&no).await, TradeState::Success),
+        vec![EventSource::Query]
+    );
     let log = f.sim.notifications(Some(&no)).await.unwrap();
-    assert!(log.notifications.iter().all(|n| n.status == "dropped"), "{log:?}");
+    assert!(
+        log.notifications.iter().all(|n| n.status == "dropped"),
+        "{log:?}"
+    );
     f.stop().await;
 }
 
@@ -155,19 +223,28 @@ async fn dropped_notification_recovered_by_the_worker(db: Db) {
     else {
         return;
     };
-    f.sim.control(json!({"drop_notifications": true})).await.unwrap();
+    f.sim
+        .control(json!({"drop_notifications": true}))
+        .await
+        .unwrap();
     let alice = f.login("alice").await;
     let created = alice.create_order(2).await;
     let no = order_no(&created);
     assert_eq!(f.sim.pay(&pay_params(&created)).await.err_msg, OK);
     // Nobody reads the order: the reconciliation worker finds the payment.
-    f.wait_state(&no, TradeState::Success, Duration::from_secs(15)).await;
-    assert_eq!(transitions_to(&f.events(&no).await, TradeState::Success), vec![EventSource::Query]);
+    f.wait_state(&no, TradeState::Success, Duration::from_secs(15))
+        .await;
+    assert_eq!(
+        transitions_to(&f.events(&no).await, TradeState::Success),
+        vec![EventSource::Query]
+    );
     f.stop().await;
 }
 
 async fn duplicate_concurrent_and_probe_notifications_apply_once(db: Db) {
-    let Some(f) = Flow::start(db, |_| {}).await else { return };
+    let Some(f) = Flow::start(db, |_| {}).await else {
+        return;
+    };
     f.sim
         .control(json!({"duplicate_notifications": 4, "signtest_probe": true}))
         .await
@@ -176,7 +253,8 @@ async fn duplicate_concurrent_and_probe_notifications_apply_once(db: Db) {
     let created = alice.create_order(3).await;
     let no = order_no(&created);
     assert_eq!(f.sim.pay(&pay_params(&created)).await.err_msg, OK);
-    f.wait_state(&no, TradeState::Success, Duration::from_secs(10)).await;
+    f.wait_state(&no, TradeState::Success, Duration::from_secs(10))
+        .await;
     // Let every copy arrive and be answered.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let log = loop {
@@ -186,7 +264,10 @@ async fn duplicate_concurrent_and_probe_notifications_apply_once(db: Db) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(log.attempts.len() >= 6, "probe + original + 4 copies: {log:?}");
+    assert!(
+        log.attempts.len() >= 6,
+        "probe + original + 4 copies: {log:?}"
+    );
     assert_eq!(log.notifications[0].status, "delivered");
     let events = f.events(&no).await;
     assert_eq!(
@@ -226,15 +307,26 @@ async fn lost_prepay_answer_is_repeated_identically(db: Db) {
     assert_eq!(a.status, 503, "{:?}", a.body);
     assert_eq!(a.body["code"], json!("PREPAY_PENDING"));
     let no = order_no(&a.body);
-    assert_eq!(f.order(&no).await.state, TradeState::NotPay, "kept open, not abandoned");
+    assert_eq!(
+        f.order(&no).await.state,
+        TradeState::NotPay,
+        "kept open, not abandoned"
+    );
     assert_eq!(f.sim.prepay_calls(&no).await.unwrap(), 2);
 
     // The network recovers; the page asks again and the same prepay goes out.
     f.sim.control(json!({"reset_faults": true})).await.unwrap();
-    let again = alice.post(&format!("/api/combine-orders/{no}/pay-params"), None).await;
-    assert_eq!(again.status, 200, "the repeated prepay was accepted as identical: {:?}", again.body);
+    let again = alice
+        .post(&format!("/api/combine-orders/{no}/pay-params"), None)
+        .await;
+    assert_eq!(
+        again.status, 200,
+        "the repeated prepay was accepted as identical: {:?}",
+        again.body
+    );
     assert_eq!(f.sim.prepay_calls(&no).await.unwrap(), 3);
     assert_eq!(f.sim.pay(&pay_params(&again.body)).await.err_msg, OK);
-    f.wait_state(&no, TradeState::Success, Duration::from_secs(10)).await;
+    f.wait_state(&no, TradeState::Success, Duration::from_secs(10))
+        .await;
     f.stop().await;
 }

@@ -354,7 +354,7 @@ async fn prepay_field_rules_table() {
     );
 
     // Every documented variant is accepted.
-    let variants: Vec<Box<dyn Fn(&mut Value)>> = vec![
+    let variants: Vec<Mutate> = vec![
         Box::new(|b| b["combine_out_trade_no"] = json!("V1|a*b-c_d@e")),
         Box::new(|b| {
             b["sub_orders"][0]["amount"]

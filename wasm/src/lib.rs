@@ -50,7 +50,9 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 // The JS this crate calls, declared here rather than through js-sys/web-sys
-// to keep the generated glue and the .wasm small (see BENCHMARKS.md).
+// to keep the generated glue and the .wasm small (see BENCHMARKS.md). Every
+// call that can throw is `catch`: an exception unwinding through wasm would
+// skip Rust's cleanup and could leave the executor (src/task.rs) stuck.
 #[wasm_bindgen(module = "/js/support.js")]
 extern "C" {
     /// `new PayError(code, a + b + c + d (+ " " + hint), errMsg, hint)`
@@ -69,8 +71,8 @@ extern "C" {
     /// `fetch(url, { method, credentials: "include", cache: "no-store", … })`,
     /// then the JSON body: a Promise of `{ r: Response, body }` (`body`
     /// undefined when not JSON), rejected only when the request failed.
-    #[wasm_bindgen(js_name = fetchJson)]
-    fn fetch_json(url: &str, method: &str) -> JsValue;
+    #[wasm_bindgen(js_name = fetchJson, catch)]
+    fn fetch_json(url: &str, method: &str) -> Result<JsValue, JsValue>;
 }
 
 #[wasm_bindgen]
@@ -81,8 +83,8 @@ extern "C" {
     fn get_index(array: &JsValue, index: u32) -> JsValue;
     #[wasm_bindgen(js_namespace = Reflect, js_name = set, catch)]
     fn reflect_set(target: &JsValue, key: &str, value: &JsValue) -> Result<bool, JsValue>;
-    #[wasm_bindgen(js_namespace = Object, js_name = keys)]
-    fn object_keys(object: &JsValue) -> JsValue;
+    #[wasm_bindgen(js_namespace = Object, js_name = keys, catch)]
+    fn object_keys(object: &JsValue) -> Result<JsValue, JsValue>;
     /// `Object()`: a new empty object.
     #[wasm_bindgen(js_name = Object)]
     fn new_object() -> JsValue;
@@ -102,8 +104,8 @@ extern "C" {
     /// `String(v)`
     #[wasm_bindgen(js_name = String)]
     fn js_string(v: &JsValue) -> JsValue;
-    #[wasm_bindgen(js_name = encodeURIComponent)]
-    fn encode_uri_component(s: &str) -> String;
+    #[wasm_bindgen(js_name = encodeURIComponent, catch)]
+    fn encode_uri_component(s: &str) -> Result<JsValue, JsValue>;
 }
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -501,7 +503,7 @@ fn validate(params: &JsValue) -> Result<JsValue, JsValue> {
             "",
         ]));
     }
-    let keys = object_keys(params);
+    let keys = object_keys(params).unwrap_or_default();
     for i in 0..get(&keys, "length").as_f64().unwrap_or(0.0) as u32 {
         let key = get_index(&keys, i).as_string().unwrap_or_default();
         if KEYS.contains(&key.as_str()) {
@@ -665,7 +667,8 @@ pub fn request_payment(
 /// A 2xx body, else a `server_error` `PayError`.
 async fn request(url: &str, method: &str, ms: f64) -> Result<JsValue, JsValue> {
     let no_answer = || error4("server_error", ["no answer from ", url, "", ""], "");
-    let answer = match within(&Signal::of(&fetch_json(url, method)), ms).await {
+    let sent = fetch_json(url, method).map_err(|_| no_answer())?;
+    let answer = match within(&Signal::of(&sent), ms).await {
         Some(Ok(answer)) => answer,
         _ => return Err(no_answer()),
     };
@@ -741,7 +744,11 @@ async fn run_checkout(options: JsValue) -> Result<JsValue, JsValue> {
     while base.as_bytes().last() == Some(&b'/') {
         base.pop();
     }
-    let url = cat(&[&base, "/api/combine-orders/", &encode_uri_component(&order)]);
+    let order = encode_uri_component(&order)
+        .ok()
+        .and_then(|o| o.as_string())
+        .unwrap_or_default();
+    let url = cat(&[&base, "/api/combine-orders/", &order]);
     let created = request(&cat(&[&url, "/pay-params"]), "POST", REQUEST_MS).await?;
     let err_msg = pay(&get(&created, "pay_params"), &options).await?;
     confirm(

@@ -4,6 +4,7 @@
 //! needs (idempotently) before doing its job.
 
 mod bench;
+mod demo;
 mod fuzz;
 mod test;
 mod tools;
@@ -14,6 +15,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("demo") => demo::run_demo(&args[1..]),
         Some("test") => test::run_all(),
         Some("wasm") => wasm::build().map(|_| ()),
         Some("wasm-size") => wasm::size(),

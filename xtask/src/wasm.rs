@@ -127,32 +127,54 @@ pub fn build() -> Result<PathBuf> {
     }
 
     // 5. package.json and README, then `npm pack`.
-    let package_json = json!({
-        "name": CRATE,
-        "version": meta.version,
-        "description": meta.description,
-        "license": meta.license,
-        "repository": { "type": "git", "url": meta.repository },
-        "keywords": ["wechat", "weixin", "wechatpay", "jsapi", "getBrandWCPayRequest",
-                     "WeixinJSBridge", "payment", "webassembly"],
-        "type": "module",
-        "main": "./index.js",
-        "module": "./index.js",
-        "types": "./index.d.ts",
-        "exports": {
-            ".": { "types": "./index.d.ts", "default": "./index.js" },
-            "./package.json": "./package.json"
-        },
-        "files": [
-            "index.js", "index.d.ts", format!("{STEM}.js"), format!("{STEM}.d.ts"),
-            format!("{STEM}_bg.wasm"), "snippets/", "README.md"
-        ],
-        "sideEffects": false
-    });
-    std::fs::write(
-        pkg.join("package.json"),
-        serde_json::to_string_pretty(&package_json)? + "\n",
-    )?;
+    let package_json = ordered_json(&[
+        ("name", json!(CRATE)),
+        ("version", json!(meta.version)),
+        ("description", json!(meta.description)),
+        ("license", json!(meta.license)),
+        (
+            "repository",
+            json!({ "type": "git", "url": meta.repository }),
+        ),
+        (
+            "keywords",
+            json!([
+                "wechat",
+                "weixin",
+                "wechatpay",
+                "jsapi",
+                "getBrandWCPayRequest",
+                "WeixinJSBridge",
+                "payment",
+                "webassembly"
+            ]),
+        ),
+        ("type", json!("module")),
+        ("main", json!("./index.js")),
+        ("module", json!("./index.js")),
+        ("types", json!("./index.d.ts")),
+        (
+            "exports",
+            json!({
+                ".": { "types": "./index.d.ts", "default": "./index.js" },
+                "./package.json": "./package.json"
+            }),
+        ),
+        (
+            "files",
+            json!([
+                "index.js",
+                "index.d.ts",
+                format!("{STEM}.js"),
+                format!("{STEM}.d.ts"),
+                format!("{STEM}_bg.wasm"),
+                "snippets/",
+                "README.md"
+            ]),
+        ),
+        ("sideEffects", json!(false)),
+    ])?;
+    std::fs::write(pkg.join("package.json"), package_json)?;
     std::fs::copy(root.join("wasm/README.md"), pkg.join("README.md"))?;
     let npm_dir = meta.target_dir.join("npm");
     std::fs::create_dir_all(&npm_dir)?;
@@ -175,6 +197,19 @@ pub fn build() -> Result<PathBuf> {
         tarball.display()
     );
     Ok(tarball)
+}
+
+/// A JSON object with its keys in the given order (package.json reads best
+/// that way; serde_json's map would sort them).
+fn ordered_json(entries: &[(&str, Value)]) -> Result<String> {
+    let mut out = String::from("{\n");
+    for (i, (key, value)) in entries.iter().enumerate() {
+        let value = serde_json::to_string_pretty(value)?.replace('\n', "\n  ");
+        let comma = if i + 1 < entries.len() { "," } else { "" };
+        out.push_str(&format!("  {}: {value}{comma}\n", json!(key)));
+    }
+    out.push_str("}\n");
+    Ok(out)
 }
 
 /// `snippets/<crate>-<hash>`: where wasm-bindgen put js/support.js.

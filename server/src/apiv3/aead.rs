@@ -29,7 +29,13 @@ pub fn decrypt(
     associated_data: &str,
     ciphertext_b64: &str,
 ) -> Result<Vec<u8>, AeadError> {
-    decrypt_with(default_backend(), key, nonce, associated_data, ciphertext_b64)
+    decrypt_with(
+        default_backend(),
+        key,
+        nonce,
+        associated_data,
+        ciphertext_b64,
+    )
 }
 
 /// [`decrypt`] on a chosen backend.
@@ -70,7 +76,12 @@ pub fn encrypt_with(
     plaintext: &[u8],
 ) -> Result<String, AeadError> {
     let nonce = nonce12(nonce)?;
-    let ct = backend.aes256gcm_seal(key.as_bytes(), &nonce, associated_data.as_bytes(), plaintext);
+    let ct = backend.aes256gcm_seal(
+        key.as_bytes(),
+        &nonce,
+        associated_data.as_bytes(),
+        plaintext,
+    );
     Ok(STANDARD.encode(ct))
 }
 

@@ -37,10 +37,12 @@ fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, KeyError> {
         let label = after[..label_end].to_string();
         let body_start = &after[label_end + 5..];
         let end_marker = format!("-----END {label}-----");
-        let body_end = body_start.find(&end_marker).ok_or_else(|| KeyError::Malformed {
-            what: "PEM",
-            detail: format!("no END line for {label}"),
-        })?;
+        let body_end = body_start
+            .find(&end_marker)
+            .ok_or_else(|| KeyError::Malformed {
+                what: "PEM",
+                detail: format!("no END line for {label}"),
+            })?;
         let mut b64: Zeroizing<String> = Zeroizing::new(
             body_start[..body_end]
                 .chars()
@@ -52,10 +54,12 @@ fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, KeyError> {
                 "encrypted PEM ({label}) is not supported; decrypt it with openssl first"
             )));
         }
-        let der = STANDARD.decode(b64.as_bytes()).map_err(|_| KeyError::Malformed {
-            what: "PEM",
-            detail: format!("{label} body is not base64"),
-        })?;
+        let der = STANDARD
+            .decode(b64.as_bytes())
+            .map_err(|_| KeyError::Malformed {
+                what: "PEM",
+                detail: format!("{label} body is not base64"),
+            })?;
         b64.zeroize();
         blocks.push(PemBlock {
             label,
@@ -117,18 +121,18 @@ impl PrivateKey {
         let blocks = pem_blocks(pem)?;
         for block in &blocks {
             let parsed = match block.label.as_str() {
-                "PRIVATE KEY" => RsaPrivateKey::from_pkcs8_der(&block.der).map_err(|e| {
-                    KeyError::Malformed {
+                "PRIVATE KEY" => {
+                    RsaPrivateKey::from_pkcs8_der(&block.der).map_err(|e| KeyError::Malformed {
                         what: "PKCS#8 private key",
                         detail: e.to_string(),
-                    }
-                })?,
-                "RSA PRIVATE KEY" => RsaPrivateKey::from_pkcs1_der(&block.der).map_err(|e| {
-                    KeyError::Malformed {
+                    })?
+                }
+                "RSA PRIVATE KEY" => {
+                    RsaPrivateKey::from_pkcs1_der(&block.der).map_err(|e| KeyError::Malformed {
                         what: "PKCS#1 private key",
                         detail: e.to_string(),
-                    }
-                })?,
+                    })?
+                }
                 _ => continue,
             };
             let pkcs8 = parsed.to_pkcs8_der().map_err(|e| KeyError::Malformed {
@@ -200,7 +204,6 @@ impl fmt::Debug for PrivateKey {
         f.write_str("PrivateKey(RSA, redacted)")
     }
 }
-
 
 /// An RSA public key: the WeChat Pay public key, or one taken from a
 /// certificate.
@@ -341,7 +344,10 @@ impl Certificate {
     }
 
     /// Parses DER on a chosen backend.
-    pub fn from_der_with(der: &[u8], backend: &'static dyn CryptoBackend) -> Result<Self, KeyError> {
+    pub fn from_der_with(
+        der: &[u8],
+        backend: &'static dyn CryptoBackend,
+    ) -> Result<Self, KeyError> {
         use der::{Decode, Encode};
         let malformed = |e: der::Error| KeyError::Malformed {
             what: "X.509 certificate",
@@ -449,8 +455,9 @@ mod tests {
 
     #[test]
     fn no_pem_block_names_what_was_found() {
-        let err = PrivateKey::from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
-            .unwrap_err();
+        let err =
+            PrivateKey::from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+                .unwrap_err();
         assert_eq!(
             err,
             KeyError::NoPemBlock {

@@ -44,7 +44,8 @@ impl JsapiPayParams {
     ) -> Result<Self, SignError> {
         let time_stamp = timestamp.to_string();
         let package = format!("prepay_id={prepay_id}");
-        let pay_sign = key.sign_base64(Self::message(app_id, &time_stamp, nonce_str, &package).as_bytes())?;
+        let pay_sign =
+            key.sign_base64(Self::message(app_id, &time_stamp, nonce_str, &package).as_bytes())?;
         Ok(Self {
             app_id: app_id.into(),
             time_stamp,
@@ -60,8 +61,13 @@ impl JsapiPayParams {
     pub fn verify(&self, key: &PublicKey) -> bool {
         self.sign_type == "RSA"
             && key.verify_base64(
-                Self::message(&self.app_id, &self.time_stamp, &self.nonce_str, &self.package)
-                    .as_bytes(),
+                Self::message(
+                    &self.app_id,
+                    &self.time_stamp,
+                    &self.nonce_str,
+                    &self.package,
+                )
+                .as_bytes(),
                 &self.pay_sign,
             )
     }

@@ -17,7 +17,8 @@ pub fn request_message(
     nonce: &str,
     body: &[u8],
 ) -> Vec<u8> {
-    let mut m = Vec::with_capacity(method.len() + path_and_query.len() + nonce.len() + body.len() + 20);
+    let mut m =
+        Vec::with_capacity(method.len() + path_and_query.len() + nonce.len() + body.len() + 20);
     m.extend_from_slice(method.to_ascii_uppercase().as_bytes());
     m.push(b'\n');
     m.extend_from_slice(path_and_query.as_bytes());
@@ -216,7 +217,10 @@ mod tests {
 
     #[test]
     fn parse_rejects_bad_headers() {
-        assert_eq!(Authorization::parse("Bearer x"), Err(AuthorizationError::Scheme));
+        assert_eq!(
+            Authorization::parse("Bearer x"),
+            Err(AuthorizationError::Scheme)
+        );
         assert_eq!(
             Authorization::parse(r#"WECHATPAY2-SHA256-RSA2048 mchid="1",mchid="2""#),
             Err(AuthorizationError::Duplicate("mchid".into()))

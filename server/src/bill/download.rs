@@ -207,7 +207,8 @@ impl Drop for TempGuard {
 
 enum Decoder {
     Plain(HashingWriter<Vec<u8>>),
-    Gzip(MultiGzDecoder<HashingWriter<Vec<u8>>>),
+    // Boxed: the decoder's state is large next to the plain variant.
+    Gzip(Box<MultiGzDecoder<HashingWriter<Vec<u8>>>>),
 }
 
 impl Decoder {
@@ -256,7 +257,7 @@ impl VerifyingSink {
         let sink = HashingWriter::new(Vec::new());
         Ok(VerifyingSink {
             decoder: if gzip {
-                Decoder::Gzip(MultiGzDecoder::new(sink))
+                Decoder::Gzip(Box::new(MultiGzDecoder::new(sink)))
             } else {
                 Decoder::Plain(sink)
             },

@@ -1,8 +1,8 @@
 //! `wxpay-combine demo`: the whole flow on one machine — the embedded
 //! WeChat Pay simulator, the merchant server on SQLite, and the demo page.
 
-use crate::app::{self, DemoOptions};
 use crate::apiv3::{Clock, SystemClock};
+use crate::app::{self, DemoOptions};
 use crate::config::LogFormat;
 use clap::Args;
 use std::io::Write;

@@ -22,10 +22,17 @@ pub fn run(args: CheckPayDirArgs) -> ExitCode {
     match paydir::check(&args.registered, &args.page) {
         Ok(kind) => {
             let how = match kind {
-                PayDirMatch::TopLevelDomain => "the registered value is a top-level domain: any page on that host matches",
-                PayDirMatch::ExactDirectory => "the page's directory equals the registered directory",
+                PayDirMatch::TopLevelDomain => {
+                    "the registered value is a top-level domain: any page on that host matches"
+                }
+                PayDirMatch::ExactDirectory => {
+                    "the page's directory equals the registered directory"
+                }
             };
-            println!("match: {} is covered by {} ({how}).", args.page, args.registered);
+            println!(
+                "match: {} is covered by {} ({how}).",
+                args.page, args.registered
+            );
             println!("note: {IOS_NOTE}");
             ExitCode::SUCCESS
         }

@@ -249,8 +249,13 @@ fn sign_paysign(a: PaySignArgs) -> Result<(), ToolError> {
         .map_err(|e| ToolError::Failed(e.to_string()))?;
     if a.show_message {
         show_message(
-            JsapiPayParams::message(&params.app_id, &params.time_stamp, &params.nonce_str, &params.package)
-                .as_bytes(),
+            JsapiPayParams::message(
+                &params.app_id,
+                &params.time_stamp,
+                &params.nonce_str,
+                &params.package,
+            )
+            .as_bytes(),
         );
     }
     let mut json = serde_json::to_string_pretty(&params)
@@ -300,7 +305,9 @@ fn sign_request(a: RequestArgs) -> Result<(), ToolError> {
         .authorization_at(&a.method, &a.url, timestamp, &nonce, &body)
         .map_err(|e| ToolError::Failed(e.to_string()))?;
     if a.show_message {
-        show_message(&crate::apiv3::request_message(&a.method, &a.url, timestamp, &nonce, &body));
+        show_message(&crate::apiv3::request_message(
+            &a.method, &a.url, timestamp, &nonce, &body,
+        ));
     }
     out(format!("{header}\n").as_bytes())
 }
@@ -348,7 +355,10 @@ fn load_verifying_key(path: &Path) -> Result<PublicKey, ToolError> {
 fn format_time(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| unix.to_string())
 }
 
@@ -371,7 +381,9 @@ fn report_skew(timestamp: &str) {
         "clock skew: {skew} s (timestamp is {direction}; WeChat Pay enforces {MAX_CLOCK_SKEW_SECS} s)"
     );
     if skew.saturating_abs() >= MAX_CLOCK_SKEW_SECS {
-        line.push_str(" — outside the window: the server would reject this even if the signature is valid");
+        line.push_str(
+            " — outside the window: the server would reject this even if the signature is valid",
+        );
     }
     if ts > MAX_SECONDS {
         line.push_str(" — the timestamp looks like milliseconds");

@@ -9,7 +9,8 @@
 use super::api::{ApiError, CombineApi};
 use super::wire::{CloseRequest, CombineTransaction, ErrorBody, PrepayRequest, PrepayResponse};
 use crate::apiv3::{
-    ApiV3Key, Certificate, Clock, EncryptedResource, RequestSigner, SignatureHeaders, Verifier, VerifyError,
+    ApiV3Key, Certificate, Clock, EncryptedResource, RequestSigner, SignatureHeaders, Verifier,
+    VerifyError,
 };
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -181,7 +182,10 @@ pub struct WechatPayClient {
 impl std::fmt::Debug for WechatPayClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WechatPayClient")
-            .field("bases", &self.bases.iter().map(Url::as_str).collect::<Vec<_>>())
+            .field(
+                "bases",
+                &self.bases.iter().map(Url::as_str).collect::<Vec<_>>(),
+            )
             .field("mchid", &self.signer.mchid())
             .field("certificate_mode", &self.certificates.is_some())
             .finish()
@@ -255,7 +259,9 @@ impl WechatPayClient {
         path_and_query: &str,
         repeat: Repeat,
     ) -> Result<SignedResponse, ApiError> {
-        let raw = self.exchange(endpoint, Method::GET, path_and_query, None, repeat).await?;
+        let raw = self
+            .exchange(endpoint, Method::GET, path_and_query, None, repeat)
+            .await?;
         self.verified(endpoint, raw).await
     }
 
@@ -268,7 +274,13 @@ impl WechatPayClient {
         repeat: Repeat,
     ) -> Result<SignedResponse, ApiError> {
         let raw = self
-            .exchange(endpoint, Method::POST, path, Some(Bytes::from(body)), repeat)
+            .exchange(
+                endpoint,
+                Method::POST,
+                path,
+                Some(Bytes::from(body)),
+                repeat,
+            )
             .await?;
         self.verified(endpoint, raw).await
     }
@@ -294,7 +306,10 @@ impl WechatPayClient {
         }
         let mut last = None;
         for attempt in 1..=self.opts.max_attempts.max(1) {
-            match self.send_once(ENDPOINT, &Method::GET, url.clone(), None, max_bytes).await {
+            match self
+                .send_once(ENDPOINT, &Method::GET, url.clone(), None, max_bytes)
+                .await
+            {
                 Attempt::Answer(raw) if (200..300).contains(&raw.status) => return Ok(raw.body),
                 Attempt::Answer(raw) => {
                     let err = service_error(raw);
@@ -328,14 +343,19 @@ impl WechatPayClient {
             return Ok(RefreshOutcome::Disabled);
         };
         let mut last = mode.last_attempt.lock().await;
-        if !force
-            && last.is_some_and(|t| t.elapsed() < self.opts.certificate_refresh_min_interval)
+        if !force && last.is_some_and(|t| t.elapsed() < self.opts.certificate_refresh_min_interval)
         {
             return Ok(RefreshOutcome::TooSoon);
         }
         *last = Some(Instant::now());
         let raw = self
-            .exchange(ENDPOINT, Method::GET, "/v3/certificates", None, Repeat::Safe)
+            .exchange(
+                ENDPOINT,
+                Method::GET,
+                "/v3/certificates",
+                None,
+                Repeat::Safe,
+            )
             .await?;
         let headers = signature_headers(&raw.headers)?;
         #[derive(Deserialize)]
@@ -398,7 +418,11 @@ impl WechatPayClient {
         Ok(RefreshOutcome::Refreshed(serials))
     }
 
-    async fn verified(&self, endpoint: &'static str, raw: RawResponse) -> Result<SignedResponse, ApiError> {
+    async fn verified(
+        &self,
+        endpoint: &'static str,
+        raw: RawResponse,
+    ) -> Result<SignedResponse, ApiError> {
         let headers = signature_headers(&raw.headers)?;
         match self.verifier.verify(&headers, &raw.body) {
             Ok(()) => {}
@@ -447,12 +471,16 @@ impl WechatPayClient {
         let mut base = 0usize;
         let mut last: Option<ApiError> = None;
         for attempt in 1..=attempts {
-            let url = join(&self.bases[base], path_and_query).map_err(|detail| ApiError::Transport {
-                endpoint,
-                detail,
-            })?;
+            let url = join(&self.bases[base], path_and_query)
+                .map_err(|detail| ApiError::Transport { endpoint, detail })?;
             let (retry, failover) = match self
-                .send_once(endpoint, &method, url, body.clone(), self.opts.max_body_bytes)
+                .send_once(
+                    endpoint,
+                    &method,
+                    url,
+                    body.clone(),
+                    self.opts.max_body_bytes,
+                )
                 .await
             {
                 Attempt::Answer(raw) if (200..300).contains(&raw.status) => return Ok(raw),
@@ -518,7 +546,9 @@ impl WechatPayClient {
             req = req.header("Wechatpay-Serial", serial);
         }
         if let Some(b) = body {
-            req = req.header(http::header::CONTENT_TYPE, "application/json").body(b);
+            req = req
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(b);
         }
         let started = Instant::now();
         let resp = match req.send().await {
@@ -536,7 +566,12 @@ impl WechatPayClient {
         let headers = resp.headers().clone();
         let body = match read_limited(resp, max_bytes).await {
             Ok(b) => b,
-            Err(detail) => return Attempt::Failed { not_sent: false, detail },
+            Err(detail) => {
+                return Attempt::Failed {
+                    not_sent: false,
+                    detail,
+                }
+            }
         };
         tracing::debug!(
             endpoint,
@@ -545,7 +580,11 @@ impl WechatPayClient {
             request_id = ?headers.get("Request-ID"),
             "WeChat Pay answered"
         );
-        Attempt::Answer(RawResponse { status, headers, body })
+        Attempt::Answer(RawResponse {
+            status,
+            headers,
+            body,
+        })
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -572,7 +611,8 @@ fn join(base: &Url, path_and_query: &str) -> Result<Url, String> {
 }
 
 fn signature_headers(headers: &HeaderMap) -> Result<SignatureHeaders, ApiError> {
-    SignatureHeaders::from_lookup(|name| headers.get(name).and_then(|v| v.to_str().ok())).map_err(ApiError::from)
+    SignatureHeaders::from_lookup(|name| headers.get(name).and_then(|v| v.to_str().ok()))
+        .map_err(ApiError::from)
 }
 
 fn service_error(raw: RawResponse) -> ApiError {
@@ -588,7 +628,10 @@ fn service_error(raw: RawResponse) -> ApiError {
         Err(_) => ApiError::Service {
             status: raw.status,
             code: format!("HTTP_{}", raw.status),
-            message: String::from_utf8_lossy(&raw.body).chars().take(200).collect(),
+            message: String::from_utf8_lossy(&raw.body)
+                .chars()
+                .take(200)
+                .collect(),
             detail: None,
             request_id,
         },
@@ -635,7 +678,12 @@ impl CombineApi for WechatPayClient {
         })?;
         // Idempotent on combine_out_trade_no with an identical body.
         let resp = self
-            .post_json(ENDPOINT, "/v3/combine-transactions/jsapi", body, Repeat::Safe)
+            .post_json(
+                ENDPOINT,
+                "/v3/combine-transactions/jsapi",
+                body,
+                Repeat::Safe,
+            )
             .await?;
         let parsed: PrepayResponse = resp.json(ENDPOINT)?;
         if parsed.prepay_id.is_empty() || parsed.prepay_id.len() > 64 {
@@ -667,7 +715,11 @@ impl CombineApi for WechatPayClient {
         Ok(tx)
     }
 
-    async fn close(&self, combine_out_trade_no: &str, request: &CloseRequest) -> Result<(), ApiError> {
+    async fn close(
+        &self,
+        combine_out_trade_no: &str,
+        request: &CloseRequest,
+    ) -> Result<(), ApiError> {
         const ENDPOINT: &str = "combine close";
         let path = format!(
             "/v3/combine-transactions/out-trade-no/{}/close",
@@ -686,8 +738,13 @@ impl CombineApi for WechatPayClient {
                 let body: Option<ErrorBody> = serde_json::from_slice(&resp.body).ok();
                 Err(ApiError::Service {
                     status,
-                    code: body.as_ref().map_or_else(|| "USERPAYING".into(), |b| b.code.clone()),
-                    message: body.map_or_else(|| "the payer is paying; query again shortly".into(), |b| b.message),
+                    code: body
+                        .as_ref()
+                        .map_or_else(|| "USERPAYING".into(), |b| b.code.clone()),
+                    message: body.map_or_else(
+                        || "the payer is paying; query again shortly".into(),
+                        |b| b.message,
+                    ),
                     detail: None,
                     request_id: resp.request_id,
                 })
@@ -713,7 +770,11 @@ mod tests {
         let base = trim_base(&Url::parse("http://127.0.0.1:9/").unwrap());
         let u = join(&base, "/v3/combine-transactions/out-trade-no/a%7Cb").unwrap();
         assert_eq!(u.path(), "/v3/combine-transactions/out-trade-no/a%7Cb");
-        let u = join(&base, "/v3/bill/tradebill?bill_date=2024-01-01&bill_type=ALL").unwrap();
+        let u = join(
+            &base,
+            "/v3/bill/tradebill?bill_date=2024-01-01&bill_type=ALL",
+        )
+        .unwrap();
         assert_eq!(u.query(), Some("bill_date=2024-01-01&bill_type=ALL"));
     }
 

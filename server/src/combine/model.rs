@@ -141,7 +141,7 @@ pub struct CombineOrder {
     pub time_expire: Option<i64>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
-    /// Last change, Unix seconds.
+    /// Last state change, Unix seconds.
     pub updated_at: i64,
     /// When a notification was last applied or seen for this order.
     pub notified_at: Option<i64>,

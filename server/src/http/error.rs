@@ -48,10 +48,14 @@ pub enum AppError {
         merchant: String,
     },
     /// More than 10 sub-merchants.
-    #[error("a combined order takes at most 10 sub-orders (one per sub-merchant); this cart has {0}")]
+    #[error(
+        "a combined order takes at most 10 sub-orders (one per sub-merchant); this cart has {0}"
+    )]
     TooManyMerchants(usize),
     /// A sub-order above the per-sub-order cap.
-    #[error("the items of {merchant} add up to more than 10,000,000 yuan, the limit of one sub-order")]
+    #[error(
+        "the items of {merchant} add up to more than 10,000,000 yuan, the limit of one sub-order"
+    )]
     AmountTooLarge {
         /// The merchant.
         merchant: String,
@@ -125,12 +129,18 @@ impl AppError {
         use AppError::*;
         match self {
             NoSession { .. } => StatusCode::UNAUTHORIZED,
-            InvalidRequest(_) | UnknownSku(_) | InvalidQuantity { .. } | NeedTwoMerchants { .. }
-            | TooManyMerchants(_) | AmountTooLarge { .. } => StatusCode::BAD_REQUEST,
+            InvalidRequest(_)
+            | UnknownSku(_)
+            | InvalidQuantity { .. }
+            | NeedTwoMerchants { .. }
+            | TooManyMerchants(_)
+            | AmountTooLarge { .. } => StatusCode::BAD_REQUEST,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             OrderNotFound => StatusCode::NOT_FOUND,
-            OrderFinal(_) | OrderPaid | OrderExpired | TooEarlyToClose { .. } | PayerPaying => StatusCode::CONFLICT,
+            OrderFinal(_) | OrderPaid | OrderExpired | TooEarlyToClose { .. } | PayerPaying => {
+                StatusCode::CONFLICT
+            }
             PrepayRefused { .. } | Upstream(_) => StatusCode::BAD_GATEWAY,
             PrepayPending { .. } => StatusCode::SERVICE_UNAVAILABLE,
             OAuth { status, .. } => *status,
@@ -186,16 +196,23 @@ impl AppError {
             AppError::NoSession { login_url } => {
                 m.insert("login_url".into(), json!(login_url));
             }
-            AppError::OAuth { login_url: Some(u), .. } => {
+            AppError::OAuth {
+                login_url: Some(u), ..
+            } => {
                 m.insert("login_url".into(), json!(u));
             }
             AppError::PrepayRefused {
-                combine_out_trade_no, ..
+                combine_out_trade_no,
+                ..
             }
-            | AppError::PrepayPending { combine_out_trade_no } => {
+            | AppError::PrepayPending {
+                combine_out_trade_no,
+            } => {
                 m.insert("combine_out_trade_no".into(), json!(combine_out_trade_no));
             }
-            AppError::TooEarlyToClose { retry_after_secs, .. } => {
+            AppError::TooEarlyToClose {
+                retry_after_secs, ..
+            } => {
                 m.insert("retry_after_secs".into(), json!(retry_after_secs));
             }
             AppError::OrderFinal(state) => {
@@ -210,8 +227,15 @@ impl AppError {
     pub fn into_html_response(self) -> Response {
         let status = self.status();
         let link = match &self {
-            AppError::NoSession { login_url } | AppError::OAuth { login_url: Some(login_url), .. } => {
-                format!("<p><a href=\"{}\">重新登录 / Sign in again</a></p>", html_escape(login_url))
+            AppError::NoSession { login_url }
+            | AppError::OAuth {
+                login_url: Some(login_url),
+                ..
+            } => {
+                format!(
+                    "<p><a href=\"{}\">重新登录 / Sign in again</a></p>",
+                    html_escape(login_url)
+                )
             }
             _ => String::new(),
         };
@@ -222,7 +246,12 @@ impl AppError {
             code = self.code(),
             message = html_escape(&self.public_message()),
         );
-        (status, [(http::header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+        (
+            status,
+            [(http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            body,
+        )
+            .into_response()
     }
 }
 
@@ -248,7 +277,10 @@ impl IntoResponse for AppError {
         body.insert("message".into(), json!(self.public_message()));
         body.extend(self.extra());
         let mut resp = (status, Json(Value::Object(body))).into_response();
-        if let AppError::TooEarlyToClose { retry_after_secs, .. } = self {
+        if let AppError::TooEarlyToClose {
+            retry_after_secs, ..
+        } = self
+        {
             if let Ok(v) = retry_after_secs.to_string().parse() {
                 resp.headers_mut().insert(http::header::RETRY_AFTER, v);
             }
@@ -270,6 +302,9 @@ mod tests {
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(html_escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            html_escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

@@ -152,7 +152,10 @@ impl AppState {
         pay_key: PrivateKey,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let cookies = Arc::new(CookieSigner::new(settings.session_secret.clone(), settings.secure_cookies));
+        let cookies = Arc::new(CookieSigner::new(
+            settings.session_secret.clone(),
+            settings.secure_cookies,
+        ));
         Self {
             settings: Arc::new(settings),
             store,
@@ -180,7 +183,10 @@ impl FromRequestParts<AppState> for Session {
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, AppError> {
         session::read_cookie(&parts.headers, SESSION_COOKIE)
-            .and_then(|v| st.cookies.open::<SessionData>(Purpose::Session, v, st.clock.now()))
+            .and_then(|v| {
+                st.cookies
+                    .open::<SessionData>(Purpose::Session, v, st.clock.now())
+            })
             .map(|s| Session { openid: s.openid })
             .ok_or_else(|| AppError::NoSession {
                 login_url: oauth::login_url(&st.settings.pay_directory),
@@ -197,7 +203,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/catalog", get(api_catalog))
         .route("/api/combine-orders", post(orders::create))
         .route("/api/combine-orders/{no}", get(orders::get))
-        .route("/api/combine-orders/{no}/pay-params", post(orders::pay_params))
+        .route(
+            "/api/combine-orders/{no}/pay-params",
+            post(orders::pay_params),
+        )
         .route("/api/combine-orders/{no}/close", post(orders::close))
         .route("/api/{*rest}", axum::routing::any(api_not_found))
         .layer(DefaultBodyLimit::max(MAX_API_BODY_BYTES))
@@ -242,7 +251,11 @@ async fn not_found() -> Response {
 }
 
 async fn to_pay_directory(State(st): State<AppState>) -> Response {
-    (StatusCode::FOUND, [(header::LOCATION, st.settings.pay_directory.clone())]).into_response()
+    (
+        StatusCode::FOUND,
+        [(header::LOCATION, st.settings.pay_directory.clone())],
+    )
+        .into_response()
 }
 
 /// Serves the pay directory from `www_dir`, and `pkg/` from the wasm package.
@@ -251,7 +264,9 @@ async fn static_file(State(st): State<AppState>, req: Request) -> Response {
     let path = req.uri().path();
     let rel = &path[s.pay_directory.len() - 1..]; // keeps the leading '/'
     let (root, rel) = match (&s.wasm_pkg_dir, rel.strip_prefix("/pkg")) {
-        (Some(pkg), Some(rest)) if rest.is_empty() || rest.starts_with('/') => (pkg.clone(), rest.to_string()),
+        (Some(pkg), Some(rest)) if rest.is_empty() || rest.starts_with('/') => {
+            (pkg.clone(), rest.to_string())
+        }
         _ => (s.www_dir.clone(), rel.to_string()),
     };
     let rel = if rel.is_empty() { "/".to_string() } else { rel };

@@ -78,7 +78,12 @@ impl std::fmt::Debug for HttpOAuthClient {
 
 impl HttpOAuthClient {
     /// A client for `appid` with its AppSecret.
-    pub fn new(api_base: Url, appid: String, secret: Secret, timeout: Duration) -> Result<Self, String> {
+    pub fn new(
+        api_base: Url,
+        appid: String,
+        secret: Secret,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .user_agent(crate::combine::client::user_agent())
             .timeout(timeout)
@@ -99,7 +104,10 @@ impl HttpOAuthClient {
 impl OAuthClient for HttpOAuthClient {
     async fn exchange_code(&self, code: &str) -> Result<OAuthIdentity, OAuthExchangeError> {
         let mut url = self.api_base.clone();
-        url.set_path(&format!("{}/sns/oauth2/access_token", self.api_base.path().trim_end_matches('/')));
+        url.set_path(&format!(
+            "{}/sns/oauth2/access_token",
+            self.api_base.path().trim_end_matches('/')
+        ));
         url.query_pairs_mut()
             .append_pair("appid", &self.appid)
             .append_pair("secret", self.secret.expose())
@@ -127,7 +135,8 @@ impl OAuthClient for HttpOAuthClient {
             #[serde(default)]
             is_snapshotuser: i64,
         }
-        let a: Answer = serde_json::from_slice(&body).map_err(|e| OAuthExchangeError::Decode(e.to_string()))?;
+        let a: Answer =
+            serde_json::from_slice(&body).map_err(|e| OAuthExchangeError::Decode(e.to_string()))?;
         if a.errcode != 0 {
             return Err(OAuthExchangeError::Service {
                 errcode: a.errcode,
@@ -193,20 +202,31 @@ pub fn validate_return(pay_directory: &str, value: &str) -> Result<String, Strin
     if !value.starts_with('/') || value.starts_with("//") {
         return Err("return must be a path on this site, starting with a single /".into());
     }
-    if value.chars().any(|c| c.is_control() || c == '\\' || c.is_whitespace()) {
+    if value
+        .chars()
+        .any(|c| c.is_control() || c == '\\' || c.is_whitespace())
+    {
         return Err("return must not contain backslashes, whitespace or control characters".into());
     }
     // Resolve against a dummy origin: anything that leaves it, or lands
     // outside the pay directory after normalisation (`..`, `%2e%2e`), fails.
     let base = Url::parse("https://same.invalid/").expect("static URL");
-    let resolved = base.join(value).map_err(|_| "return is not a valid path".to_string())?;
+    let resolved = base
+        .join(value)
+        .map_err(|_| "return is not a valid path".to_string())?;
     if resolved.origin() != base.origin() {
         return Err("return must stay on this site".into());
     }
     let path = resolved.path();
     let lower = path.to_ascii_lowercase();
-    if !path.starts_with(pay_directory) || lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c") {
-        return Err(format!("return must be under the pay directory {pay_directory}"));
+    if !path.starts_with(pay_directory)
+        || lower.contains("%2e")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+    {
+        return Err(format!(
+            "return must be under the pay directory {pay_directory}"
+        ));
     }
     let mut out = path.to_string();
     if let Some(q) = resolved.query() {
@@ -278,27 +298,38 @@ fn respond(headers: &HeaderMap, result: Result<Response, AppError>) -> Response 
 }
 
 fn redirect(location: &str, cookies: &[String]) -> Response {
-    let mut resp = (StatusCode::FOUND, [(http::header::LOCATION, location.to_string())]).into_response();
+    let mut resp = (
+        StatusCode::FOUND,
+        [(http::header::LOCATION, location.to_string())],
+    )
+        .into_response();
     for c in cookies {
         if let Ok(v) = c.parse() {
             resp.headers_mut().append(http::header::SET_COOKIE, v);
         }
     }
-    resp.headers_mut()
-        .insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
     resp
 }
 
 /// `GET /oauth/start?return=PATH`.
-pub async fn start(State(st): State<AppState>, headers: HeaderMap, Query(q): Query<StartQuery>) -> Response {
+pub async fn start(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<StartQuery>,
+) -> Response {
     let result = (|| {
         let s = &st.settings;
-        let return_to = validate_return(&s.pay_directory, &q.return_to).map_err(|detail| AppError::OAuth {
-            status: StatusCode::BAD_REQUEST,
-            code: "OAUTH_BAD_RETURN",
-            message: detail,
-            login_url: Some(login_url(&s.pay_directory)),
-        })?;
+        let return_to =
+            validate_return(&s.pay_directory, &q.return_to).map_err(|detail| AppError::OAuth {
+                status: StatusCode::BAD_REQUEST,
+                code: "OAUTH_BAD_RETURN",
+                message: detail,
+                login_url: Some(login_url(&s.pay_directory)),
+            })?;
         let state = generate_nonce();
         let data = OAuthData {
             state: state.clone(),
@@ -311,19 +342,32 @@ pub async fn start(State(st): State<AppState>, headers: HeaderMap, Query(q): Que
             "/oauth/",
             OAUTH_COOKIE_TTL_SECS,
         );
-        let target = authorize_url(&s.oauth_authorize_url, &s.appid, &s.oauth_redirect_uri, &state);
+        let target = authorize_url(
+            &s.oauth_authorize_url,
+            &s.appid,
+            &s.oauth_redirect_uri,
+            &state,
+        );
         Ok(redirect(&target, &[cookie]))
     })();
     respond(&headers, result)
 }
 
 /// `GET /oauth/callback?code&state`.
-pub async fn callback(State(st): State<AppState>, headers: HeaderMap, Query(q): Query<CallbackQuery>) -> Response {
+pub async fn callback(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
     let result = callback_inner(&st, &headers, q).await;
     respond(&headers, result)
 }
 
-async fn callback_inner(st: &AppState, headers: &HeaderMap, q: CallbackQuery) -> Result<Response, AppError> {
+async fn callback_inner(
+    st: &AppState,
+    headers: &HeaderMap,
+    q: CallbackQuery,
+) -> Result<Response, AppError> {
     let s = &st.settings;
     let now = st.clock.now();
     let restart = || Some(login_url(&s.pay_directory));
@@ -368,7 +412,8 @@ async fn callback_inner(st: &AppState, headers: &HeaderMap, q: CallbackQuery) ->
         return Err(AppError::OAuth {
             status: StatusCode::FORBIDDEN,
             code: "OAUTH_DENIED",
-            message: "the authorization was refused (no code); the payer's openid is needed to pay".into(),
+            message: "the authorization was refused (no code); the payer's openid is needed to pay"
+                .into(),
             login_url: restart(),
         });
     };
@@ -401,7 +446,9 @@ async fn callback_inner(st: &AppState, headers: &HeaderMap, q: CallbackQuery) ->
         return Err(AppError::OAuth {
             status: StatusCode::FORBIDDEN,
             code: "OAUTH_SNAPSHOT_USER",
-            message: "the page was opened in WeChat's snapshot mode (快照页); open it normally to pay".into(),
+            message:
+                "the page was opened in WeChat's snapshot mode (快照页); open it normally to pay"
+                    .into(),
             login_url: restart(),
         });
     }
@@ -431,7 +478,10 @@ mod tests {
         let ok = |v: &str| validate_return("/pay/", v);
         assert_eq!(ok("").unwrap(), "/pay/");
         assert_eq!(ok("/pay/").unwrap(), "/pay/");
-        assert_eq!(ok("/pay/index.html?o=C1#/orders").unwrap(), "/pay/index.html?o=C1#/orders");
+        assert_eq!(
+            ok("/pay/index.html?o=C1#/orders").unwrap(),
+            "/pay/index.html?o=C1#/orders"
+        );
         for bad in [
             "https://evil.example/pay/",
             "//evil.example/pay/",
@@ -454,7 +504,12 @@ mod tests {
     #[test]
     fn authorize_url_has_the_exact_parameter_order() {
         let base = Url::parse("https://open.weixin.qq.com/connect/oauth2/authorize").unwrap();
-        let u = authorize_url(&base, "wx123", "https://shop.example/oauth/callback", "AbC123");
+        let u = authorize_url(
+            &base,
+            "wx123",
+            "https://shop.example/oauth/callback",
+            "AbC123",
+        );
         assert_eq!(
             u,
             "https://open.weixin.qq.com/connect/oauth2/authorize?appid=wx123&redirect_uri=https%3A%2F%2Fshop.example%2Foauth%2Fcallback&response_type=code&scope=snsapi_base&state=AbC123#wechat_redirect"

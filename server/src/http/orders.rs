@@ -10,10 +10,14 @@ use super::error::AppError;
 use super::{AppState, Session};
 use crate::apiv3::{generate_nonce, JsapiPayParams};
 use crate::catalog::{is_service_text, MAX_SUB_ORDER_FEN};
-use crate::combine::wire::{CloseRequest, CloseSubOrder, PayerInfo, PrepayRequest, PrepaySubOrder, RequestAmount};
-use crate::combine::{ApiError, ApplyOutcome, CombineOrder, EventSource, SubOrder, TradeState, Transition};
-use crate::redact::mask_openid;
+use crate::combine::wire::{
+    CloseRequest, CloseSubOrder, PayerInfo, PrepayRequest, PrepaySubOrder, RequestAmount,
+};
+use crate::combine::{
+    ApiError, ApplyOutcome, CombineOrder, EventSource, SubOrder, TradeState, Transition,
+};
 use crate::reconcile::{refresh_from_query, RefreshError};
+use crate::redact::mask_openid;
 use crate::store::StoreError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -63,8 +67,10 @@ pub fn new_order_number(now: i64) -> String {
         .map(|t| t.to_offset(beijing()))
         .ok()
         .and_then(|t| {
-            t.format(time::macros::format_description!("[year][month][day][hour][minute][second]"))
-                .ok()
+            t.format(time::macros::format_description!(
+                "[year][month][day][hour][minute][second]"
+            ))
+            .ok()
         })
         .unwrap_or_else(|| "00000000000000".into());
     let random: String = generate_nonce().chars().take(12).collect();
@@ -74,8 +80,7 @@ pub fn new_order_number(now: i64) -> String {
 /// Whether `s` may be a combined order number (checked before any lookup).
 pub fn is_order_number(s: &str) -> bool {
     (1..=32).contains(&s.len())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_-|*".contains(&b))
 }
 
@@ -216,7 +221,10 @@ impl OrderView {
     }
 }
 
-fn parse_json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, AppError> {
+fn parse_json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, AppError> {
     let is_json = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -229,12 +237,20 @@ fn parse_json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &B
 }
 
 /// Builds the order from the cart, pricing every line from the catalog.
-fn build_order(st: &AppState, openid: &str, body: CreateOrderBody, number: &str, now: i64) -> Result<CombineOrder, AppError> {
+fn build_order(
+    st: &AppState,
+    openid: &str,
+    body: CreateOrderBody,
+    number: &str,
+    now: i64,
+) -> Result<CombineOrder, AppError> {
     if body.items.is_empty() {
         return Err(AppError::InvalidRequest("items is empty".into()));
     }
     if body.items.len() > MAX_LINES {
-        return Err(AppError::InvalidRequest(format!("at most {MAX_LINES} cart lines")));
+        return Err(AppError::InvalidRequest(format!(
+            "at most {MAX_LINES} cart lines"
+        )));
     }
     // Group by merchant in order of first appearance; merge repeated SKUs.
     // A line is (sku, name, unit price, quantity).
@@ -269,7 +285,12 @@ fn build_order(st: &AppState, openid: &str, body: CreateOrderBody, number: &str,
                     });
                 }
             }
-            None => lines.push((item.sku.clone(), item.name.clone(), item.price_fen, line.qty)),
+            None => lines.push((
+                item.sku.clone(),
+                item.name.clone(),
+                item.price_fen,
+                line.qty,
+            )),
         }
     }
     if groups.len() < 2 {
@@ -291,9 +312,17 @@ fn build_order(st: &AppState, openid: &str, body: CreateOrderBody, number: &str,
                 .and_then(|v| amount.checked_add(v))
                 .filter(|v| *v <= MAX_SUB_ORDER_FEN)
                 .ok_or_else(|| AppError::AmountTooLarge {
-                    merchant: st.catalog.merchant_name(&mchid).unwrap_or(&mchid).to_string(),
+                    merchant: st
+                        .catalog
+                        .merchant_name(&mchid)
+                        .unwrap_or(&mchid)
+                        .to_string(),
                 })?;
-            parts.push(if *qty > 1 { format!("{name} ×{qty}") } else { name.clone() });
+            parts.push(if *qty > 1 {
+                format!("{name} ×{qty}")
+            } else {
+                name.clone()
+            });
         }
         // description is string(127); stay within 127 bytes whatever the
         // service counts, and only with characters it accepts.
@@ -329,8 +358,14 @@ fn build_order(st: &AppState, openid: &str, body: CreateOrderBody, number: &str,
 }
 
 fn sign_pay_params(st: &AppState, prepay_id: &str) -> Result<JsapiPayParams, AppError> {
-    JsapiPayParams::sign(&st.pay_key, &st.settings.appid, prepay_id, st.clock.now(), &generate_nonce())
-        .map_err(|e| AppError::Internal(format!("paySign failed: {e}")))
+    JsapiPayParams::sign(
+        &st.pay_key,
+        &st.settings.appid,
+        prepay_id,
+        st.clock.now(),
+        &generate_nonce(),
+    )
+    .map_err(|e| AppError::Internal(format!("paySign failed: {e}")))
 }
 
 /// Whether a prepay error proves WeChat Pay will never accept this order
@@ -343,20 +378,45 @@ fn has_code(e: &ApiError, codes: &[&str]) -> bool {
     e.code().is_some_and(|c| codes.contains(&c))
 }
 
+/// Whether this prepay is the order's first attempt (from creation) or a
+/// repeat (from `pay-params`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attempt {
+    First,
+    Repeat,
+}
+
 /// Calls prepay for a stored open order and records the prepay_id.
-async fn prepay_stored(st: &AppState, order: &CombineOrder) -> Result<String, AppError> {
+///
+/// A definitive refusal of the first attempt proves WeChat Pay never created
+/// the order, so it is closed here and its number never reused. A refusal of
+/// a repeat proves nothing of the kind (the first attempt may have created
+/// the order, and an earlier prepay_id may still be payable): the order stays
+/// open for the reconciliation worker, which closes it through the close API
+/// once it expires.
+async fn prepay_stored(
+    st: &AppState,
+    order: &CombineOrder,
+    attempt: Attempt,
+) -> Result<String, AppError> {
     let no = &order.combine_out_trade_no;
     let request = prepay_request(order, &st.settings.notify_url);
     match st.api.prepay(&request).await {
         Ok(prepay_id) => {
             let now = st.clock.now();
-            st.store.set_prepay(no, &prepay_id, now + PREPAY_TTL_SECS).await?;
+            st.store
+                .set_prepay(no, &prepay_id, now + PREPAY_TTL_SECS)
+                .await?;
             Ok(prepay_id)
         }
         Err(e) if has_code(&e, PAID_CODES) => {
             tracing::info!(order = %no, "prepay says the order is paid; querying");
             let _ = refresh(st, no).await;
             Err(AppError::OrderPaid)
+        }
+        Err(e) if is_definitive(&e) && attempt == Attempt::Repeat => {
+            tracing::warn!(order = %no, error = %e, "repeated prepay refused; the order stays open until it expires");
+            Err(AppError::Upstream(e))
         }
         Err(e) if is_definitive(&e) => {
             tracing::warn!(order = %no, error = %e, "prepay refused; closing the order locally so the number is not reused");
@@ -371,7 +431,9 @@ async fn prepay_stored(st: &AppState, order: &CombineOrder) -> Result<String, Ap
                 notification: None,
                 detail: format!("prepay refused: {code}"),
             };
-            st.store.apply_transition(no, &transition, st.clock.now()).await?;
+            st.store
+                .apply_transition(no, &transition, st.clock.now())
+                .await?;
             Err(AppError::PrepayRefused {
                 combine_out_trade_no: no.clone(),
                 code,
@@ -395,7 +457,9 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, AppError> {
     let body = body.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(_) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => AppError::BodyTooLarge,
+        BytesRejection::FailedToBufferBody(_) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            AppError::BodyTooLarge
+        }
         other => AppError::InvalidRequest(other.body_text()),
     })?;
     let body: CreateOrderBody = parse_json_body(&headers, &body)?;
@@ -425,10 +489,12 @@ pub async fn create(
         sub_orders = order.sub_orders.len(),
         "combined order created"
     );
-    let prepay_id = prepay_stored(&st, &order).await?;
+    let prepay_id = prepay_stored(&st, &order, Attempt::First).await?;
     let pay_params = sign_pay_params(&st, &prepay_id)?;
-    let mut view = serde_json::to_value(OrderView::of(&order, &st)).map_err(|e| AppError::Internal(e.to_string()))?;
-    view["pay_params"] = serde_json::to_value(&pay_params).map_err(|e| AppError::Internal(e.to_string()))?;
+    let mut view = serde_json::to_value(OrderView::of(&order, &st))
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    view["pay_params"] =
+        serde_json::to_value(&pay_params).map_err(|e| AppError::Internal(e.to_string()))?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -471,7 +537,10 @@ fn query_due(st: &AppState, order: &CombineOrder, now: i64) -> bool {
         return false;
     }
     let delay = st.settings.orders.query_after_secs;
-    let since = order.notified_at.unwrap_or(order.created_at).max(order.created_at);
+    let since = order
+        .notified_at
+        .unwrap_or(order.created_at)
+        .max(order.created_at);
     if now - since < delay {
         return false;
     }
@@ -520,7 +589,7 @@ pub async fn pay_params(
     let margin = st.settings.orders.prepay_reuse_margin_secs;
     let prepay_id = match (&order.prepay_id, order.prepay_expires_at) {
         (Some(id), Some(exp)) if exp - margin > now => id.clone(),
-        _ => prepay_stored(&st, &order).await?,
+        _ => prepay_stored(&st, &order, Attempt::Repeat).await?,
     };
     let pay_params = sign_pay_params(&st, &prepay_id)?;
     Ok(Json(json!({
@@ -556,7 +625,9 @@ pub async fn close(
         Ok(()) => "closed by the payer".to_string(),
         Err(e) if has_code(&e, CLOSED_CODES) => "already closed at WeChat Pay".to_string(),
         // Never created there (prepay never got through): nobody can pay it.
-        Err(e) if has_code(&e, NOT_FOUND_CODES) => "closed locally: WeChat Pay has no such order".to_string(),
+        Err(e) if has_code(&e, NOT_FOUND_CODES) => {
+            "closed locally: WeChat Pay has no such order".to_string()
+        }
         Err(e) if has_code(&e, PAID_CODES) => {
             let _ = refresh(&st, &no).await;
             return Err(AppError::OrderPaid);
@@ -571,7 +642,11 @@ pub async fn close(
         notification: None,
         detail,
     };
-    match st.store.apply_transition(&no, &transition, st.clock.now()).await? {
+    match st
+        .store
+        .apply_transition(&no, &transition, st.clock.now())
+        .await?
+    {
         ApplyOutcome::Applied(o) | ApplyOutcome::AlreadyApplied(o) => {
             tracing::info!(order = %no, "combined order closed");
             Ok(Json(OrderView::of(&o, &st)))

@@ -95,7 +95,8 @@ impl CookieSigner {
     }
 
     fn mac(&self, purpose: Purpose, payload: &[u8]) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(self.secret.as_bytes()).expect("HMAC takes any key length");
+        let mut mac =
+            HmacSha256::new_from_slice(self.secret.as_bytes()).expect("HMAC takes any key length");
         mac.update(purpose.label());
         mac.update(b"\n");
         mac.update(payload);
@@ -106,12 +107,21 @@ impl CookieSigner {
     pub fn seal<T: Serialize>(&self, purpose: Purpose, data: &T) -> String {
         let payload = serde_json::to_vec(data).expect("cookie payloads serialise");
         let tag = self.mac(purpose, &payload).finalize().into_bytes();
-        format!("{}.{}", URL_SAFE_NO_PAD.encode(&payload), URL_SAFE_NO_PAD.encode(tag))
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&payload),
+            URL_SAFE_NO_PAD.encode(tag)
+        )
     }
 
     /// Opens a signed value: checks the MAC (constant time), parses, and
     /// refuses it once expired.
-    pub fn open<T: DeserializeOwned + Expiring>(&self, purpose: Purpose, value: &str, now: i64) -> Option<T> {
+    pub fn open<T: DeserializeOwned + Expiring>(
+        &self,
+        purpose: Purpose,
+        value: &str,
+        now: i64,
+    ) -> Option<T> {
         let (payload_b64, tag_b64) = value.split_once('.')?;
         let payload = URL_SAFE_NO_PAD.decode(payload_b64).ok()?;
         let tag = URL_SAFE_NO_PAD.decode(tag_b64).ok()?;
@@ -182,18 +192,26 @@ mod tests {
         assert!(s
             .open::<SessionData>(Purpose::Session, &format!("{forged_payload}.{tag}"), 0)
             .is_none());
-        assert!(s.open::<SessionData>(Purpose::Session, "garbage", 0).is_none());
+        assert!(s
+            .open::<SessionData>(Purpose::Session, "garbage", 0)
+            .is_none());
     }
 
     #[test]
     fn cookie_attributes_and_lookup() {
         let s = signer();
         let c = s.set_cookie(SESSION_COOKIE, "abc", "/", 60);
-        assert_eq!(c, "wxpay_session=abc; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure");
+        assert_eq!(
+            c,
+            "wxpay_session=abc; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
+        );
         let demo = CookieSigner::new(SessionSecret::new(&[7u8; 32]).unwrap(), false);
         assert!(!demo.set_cookie("a", "b", "/", 1).contains("Secure"));
         let mut h = HeaderMap::new();
-        h.append(http::header::COOKIE, "a=1; wxpay_session=xyz".parse().unwrap());
+        h.append(
+            http::header::COOKIE,
+            "a=1; wxpay_session=xyz".parse().unwrap(),
+        );
         h.append(http::header::COOKIE, "b=2".parse().unwrap());
         assert_eq!(read_cookie(&h, SESSION_COOKIE), Some("xyz"));
         assert_eq!(read_cookie(&h, "b"), Some("2"));

@@ -24,7 +24,7 @@ pub use outcome::{NotifyCounters, NotifyOutcome, NotifyReply};
 use crate::apiv3::{ApiV3Key, Clock, SignatureHeaders, Verifier, VerifyError};
 use crate::combine::wire::{CombineTransaction, NotificationEnvelope};
 use crate::combine::{ApplyOutcome, EventSource, NotificationRef, RejectReason};
-use crate::payment::{self, PaymentError};
+use crate::payment::{self, clip, PaymentError};
 use crate::store::Store;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
@@ -363,8 +363,4 @@ pub fn router(handler: Arc<NotifyHandler>, path: &str) -> Router {
     Router::new()
         .route(path, post(endpoint))
         .with_state(handler)
-}
-
-fn clip(s: &str) -> String {
-    s.chars().take(64).collect()
 }

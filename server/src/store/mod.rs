@@ -56,7 +56,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         combine_out_trade_no: &str,
     ) -> Result<Option<CombineOrder>, StoreError>;
 
-    /// Stores the prepay_id obtained for an open order and its expiry.
+    /// Stores the prepay_id obtained for an open order and its expiry
+    /// (`updated_at`, which tracks state changes, is left alone).
     async fn set_prepay(
         &self,
         combine_out_trade_no: &str,
@@ -67,6 +68,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Applies a state change atomically: locks the order row, checks the
     /// transition is legal and not a repeat, updates order and sub-orders,
     /// appends one event, records the notification id (if any), commits.
+    ///
+    /// - The notification id already recorded with the same body digest, or
+    ///   the order already in the requested state →
+    ///   [`ApplyOutcome::AlreadyApplied`], nothing written (except that a new
+    ///   notification id is recorded, so a later replay of it with another
+    ///   body is caught).
+    /// - The id recorded with another digest, an illegal transition, a
+    ///   payment naming a sub-order the order lacks or replacing a stored
+    ///   transaction id → [`ApplyOutcome::Rejected`], nothing written.
+    /// - Otherwise → [`ApplyOutcome::Applied`] with the order as stored;
+    ///   `notified_at` is set when the source is `notify`, the
+    ///   reconciliation lease is cleared, payment facts are filled in (never
+    ///   erased).
+    ///
+    /// No such order → [`StoreError::NotFound`].
     async fn apply_transition(
         &self,
         combine_out_trade_no: &str,
@@ -74,8 +90,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: i64,
     ) -> Result<ApplyOutcome, StoreError>;
 
-    /// Notes that a notification for the order arrived (even if refused), so
-    /// the query-on-read delay starts from it.
+    /// Sets `notified_at` without a state change. (The notification handler
+    /// does not call it: an applied notification sets `notified_at` itself,
+    /// and a refused one changes nothing.)
     async fn touch_notified(&self, combine_out_trade_no: &str, now: i64) -> Result<(), StoreError>;
 
     /// Claims up to `limit` open orders created before `created_before` whose

@@ -38,7 +38,14 @@ pub(crate) const INSERT_EVENT: &str = "INSERT INTO order_events (combine_out_tra
      from_state, to_state, source, notification_id, detail, at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
+/// Records the notification that caused a transition. No `ON CONFLICT`: if
+/// the id was recorded concurrently (for another order), the whole
+/// transition fails and rolls back, and the retry is judged a replay.
 pub(crate) const INSERT_NOTIFICATION: &str = "INSERT INTO notifications (id, \
+     combine_out_trade_no, body_sha256, outcome, received_at) VALUES ($1, $2, $3, $4, $5)";
+
+/// Records a notification acknowledged as a duplicate (nothing else changes).
+pub(crate) const INSERT_DUPLICATE_NOTIFICATION: &str = "INSERT INTO notifications (id, \
      combine_out_trade_no, body_sha256, outcome, received_at) VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (id) DO NOTHING";
 
@@ -310,6 +317,183 @@ pub(crate) fn changed_subs<'a>(
         .filter(|(n, o)| n != o)
         .map(|(n, _)| n)
 }
+
+/// The statements both backends run inside their transactions, generated
+/// for a concrete connection type (sqlx's generic bounds across databases
+/// would be longer than the code). The caller opens the transaction, takes
+/// the lock its own way, and commits.
+macro_rules! sql_ops {
+    ($conn:ty) => {
+        use $crate::combine::{ApplyOutcome, CombineOrder, Transition};
+        use $crate::store::shared::{self, Decision};
+        use $crate::store::StoreError;
+
+        /// Reads an order with `select_order` (plain or `FOR UPDATE`).
+        pub(super) async fn load(
+            conn: &mut $conn,
+            select_order: &'static str,
+            no: &str,
+        ) -> Result<Option<CombineOrder>, StoreError> {
+            let Some(row) = sqlx::query_as::<_, shared::OrderRow>(select_order)
+                .bind(no)
+                .fetch_optional(&mut *conn)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let subs = sqlx::query_as::<_, shared::SubRow>(shared::SELECT_SUBS)
+                .bind(no)
+                .fetch_all(&mut *conn)
+                .await?;
+            shared::assemble(row, subs).map(Some)
+        }
+
+        /// Inserts a validated order, its sub-orders and the `create` event.
+        pub(super) async fn insert_order(
+            conn: &mut $conn,
+            order: &CombineOrder,
+        ) -> Result<(), StoreError> {
+            let no = &order.combine_out_trade_no;
+            let inserted = sqlx::query(shared::INSERT_ORDER)
+                .bind(no)
+                .bind(&order.combine_mchid)
+                .bind(&order.combine_appid)
+                .bind(&order.payer_openid)
+                .bind(order.state.as_str())
+                .bind(&order.prepay_id)
+                .bind(order.prepay_expires_at)
+                .bind(order.time_expire)
+                .bind(order.created_at)
+                .bind(order.updated_at)
+                .bind(order.notified_at)
+                .execute(&mut *conn)
+                .await;
+            match inserted {
+                Err(e) if shared::is_unique_violation(&e) => {
+                    return Err(StoreError::Duplicate(no.clone()))
+                }
+                r => r?,
+            };
+            for (i, s) in order.sub_orders.iter().enumerate() {
+                let r = sqlx::query(shared::INSERT_SUB)
+                    .bind(&s.mchid)
+                    .bind(&s.out_trade_no)
+                    .bind(no)
+                    .bind(i as i64)
+                    .bind(&s.description)
+                    .bind(&s.attach)
+                    .bind(s.amount)
+                    .bind(&s.transaction_id)
+                    .bind(s.payer_amount)
+                    .bind(&s.bank_type)
+                    .bind(&s.success_time)
+                    .execute(&mut *conn)
+                    .await;
+                match r {
+                    Err(e) if shared::is_unique_violation(&e) => {
+                        return Err(StoreError::Duplicate(format!(
+                            "{}/{}",
+                            s.mchid, s.out_trade_no
+                        )))
+                    }
+                    r => r?,
+                };
+            }
+            sqlx::query(shared::INSERT_EVENT)
+                .bind(no)
+                .bind(None::<String>)
+                .bind(order.state.as_str())
+                .bind("create")
+                .bind(None::<String>)
+                .bind(format!(
+                    "created with {} sub-orders, total {} fen",
+                    order.sub_orders.len(),
+                    order.total_amount()
+                ))
+                .bind(order.created_at)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+
+        /// Decides and writes a transition for `order`, which the caller has
+        /// locked. Writes nothing unless the decision says so.
+        pub(super) async fn apply_locked(
+            conn: &mut $conn,
+            order: CombineOrder,
+            t: &Transition,
+            now: i64,
+        ) -> Result<ApplyOutcome, StoreError> {
+            let no = order.combine_out_trade_no.clone();
+            let prior = match &t.notification {
+                Some(n) => {
+                    sqlx::query_as::<_, shared::PriorNotification>(shared::SELECT_NOTIFICATION)
+                        .bind(&n.id)
+                        .fetch_optional(&mut *conn)
+                        .await?
+                }
+                None => None,
+            };
+            match shared::decide(&order, prior.as_ref(), t, now) {
+                Decision::Repeat => Ok(ApplyOutcome::AlreadyApplied(order)),
+                Decision::Reject(reason) => Ok(ApplyOutcome::Rejected { order, reason }),
+                Decision::RecordDuplicate(n) => {
+                    sqlx::query(shared::INSERT_DUPLICATE_NOTIFICATION)
+                        .bind(&n.id)
+                        .bind(&no)
+                        .bind(&n.body_sha256)
+                        .bind("duplicate")
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(ApplyOutcome::AlreadyApplied(order))
+                }
+                Decision::Apply(new) => {
+                    sqlx::query(shared::UPDATE_ORDER_STATE)
+                        .bind(&no)
+                        .bind(new.state.as_str())
+                        .bind(new.updated_at)
+                        .bind(new.notified_at)
+                        .execute(&mut *conn)
+                        .await?;
+                    for s in shared::changed_subs(&order, &new) {
+                        sqlx::query(shared::UPDATE_SUB_PAYMENT)
+                            .bind(&s.mchid)
+                            .bind(&s.out_trade_no)
+                            .bind(&s.transaction_id)
+                            .bind(s.payer_amount)
+                            .bind(&s.bank_type)
+                            .bind(&s.success_time)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    sqlx::query(shared::INSERT_EVENT)
+                        .bind(&no)
+                        .bind(order.state.as_str())
+                        .bind(new.state.as_str())
+                        .bind(t.source.as_str())
+                        .bind(t.notification.as_ref().map(|n| n.id.clone()))
+                        .bind(&t.detail)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
+                    if let Some(n) = &t.notification {
+                        sqlx::query(shared::INSERT_NOTIFICATION)
+                            .bind(&n.id)
+                            .bind(&no)
+                            .bind(&n.body_sha256)
+                            .bind("applied")
+                            .bind(now)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(ApplyOutcome::Applied(*new))
+                }
+            }
+        }
+    };
+}
+pub(crate) use sql_ops;
 
 /// Whether a database error is a unique-key violation.
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {

@@ -8,17 +8,13 @@
 //! never wait for writers. (A later group-commit writer can batch several
 //! `apply_transition` calls into one transaction behind the same methods.)
 
-use super::shared::{
-    self, assemble, changed_subs, decide, is_unique_violation, validate_new, Decision, EventRow,
-    OrderRow, PriorNotification, SubRow,
-};
+use super::shared::{self, validate_new, EventRow};
 use super::{Store, StoreError};
 use crate::combine::{ApplyOutcome, CombineOrder, OrderEvent, Transition};
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use std::path::Path;
 use std::str::FromStr;
@@ -123,19 +119,8 @@ impl SqliteStore {
     }
 }
 
-async fn load(conn: &mut SqliteConnection, no: &str) -> Result<Option<CombineOrder>, StoreError> {
-    let Some(row) = sqlx::query_as::<_, OrderRow>(shared::SELECT_ORDER)
-        .bind(no)
-        .fetch_optional(&mut *conn)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let subs = sqlx::query_as::<_, SubRow>(shared::SELECT_SUBS)
-        .bind(no)
-        .fetch_all(&mut *conn)
-        .await?;
-    assemble(row, subs).map(Some)
+mod ops {
+    crate::store::shared::sql_ops!(sqlx::sqlite::SqliteConnection);
 }
 
 #[async_trait]
@@ -143,64 +128,7 @@ impl Store for SqliteStore {
     async fn create_order(&self, order: &CombineOrder) -> Result<(), StoreError> {
         validate_new(order)?;
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let no = &order.combine_out_trade_no;
-        let inserted = sqlx::query(shared::INSERT_ORDER)
-            .bind(no)
-            .bind(&order.combine_mchid)
-            .bind(&order.combine_appid)
-            .bind(&order.payer_openid)
-            .bind(order.state.as_str())
-            .bind(&order.prepay_id)
-            .bind(order.prepay_expires_at)
-            .bind(order.time_expire)
-            .bind(order.created_at)
-            .bind(order.updated_at)
-            .bind(order.notified_at)
-            .execute(&mut *tx)
-            .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => return Err(StoreError::Duplicate(no.clone())),
-            r => r?,
-        };
-        for (i, s) in order.sub_orders.iter().enumerate() {
-            let r = sqlx::query(shared::INSERT_SUB)
-                .bind(&s.mchid)
-                .bind(&s.out_trade_no)
-                .bind(no)
-                .bind(i as i64)
-                .bind(&s.description)
-                .bind(&s.attach)
-                .bind(s.amount)
-                .bind(&s.transaction_id)
-                .bind(s.payer_amount)
-                .bind(&s.bank_type)
-                .bind(&s.success_time)
-                .execute(&mut *tx)
-                .await;
-            match r {
-                Err(e) if is_unique_violation(&e) => {
-                    return Err(StoreError::Duplicate(format!(
-                        "{}/{}",
-                        s.mchid, s.out_trade_no
-                    )))
-                }
-                r => r?,
-            };
-        }
-        sqlx::query(shared::INSERT_EVENT)
-            .bind(no)
-            .bind(None::<String>)
-            .bind(order.state.as_str())
-            .bind("create")
-            .bind(None::<String>)
-            .bind(format!(
-                "created with {} sub-orders, total {} fen",
-                order.sub_orders.len(),
-                order.total_amount()
-            ))
-            .bind(order.created_at)
-            .execute(&mut *tx)
-            .await?;
+        ops::insert_order(&mut tx, order).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -212,7 +140,7 @@ impl Store for SqliteStore {
         // One read transaction: the order row and its sub-orders come from
         // the same snapshot.
         let mut tx = self.reader.begin().await?;
-        let order = load(&mut tx, combine_out_trade_no).await?;
+        let order = ops::load(&mut tx, shared::SELECT_ORDER, combine_out_trade_no).await?;
         tx.commit().await?;
         Ok(order)
     }
@@ -242,83 +170,13 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<ApplyOutcome, StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let order = load(&mut tx, combine_out_trade_no)
+        let order = ops::load(&mut tx, shared::SELECT_ORDER, combine_out_trade_no)
             .await?
             .ok_or_else(|| StoreError::NotFound(combine_out_trade_no.to_string()))?;
-        let prior = match &transition.notification {
-            Some(n) => {
-                sqlx::query_as::<_, PriorNotification>(shared::SELECT_NOTIFICATION)
-                    .bind(&n.id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-            }
-            None => None,
-        };
-        match decide(&order, prior.as_ref(), transition, now) {
-            Decision::Repeat => {
-                tx.rollback().await?;
-                Ok(ApplyOutcome::AlreadyApplied(order))
-            }
-            Decision::Reject(reason) => {
-                tx.rollback().await?;
-                Ok(ApplyOutcome::Rejected { order, reason })
-            }
-            Decision::RecordDuplicate(n) => {
-                sqlx::query(shared::INSERT_NOTIFICATION)
-                    .bind(&n.id)
-                    .bind(combine_out_trade_no)
-                    .bind(&n.body_sha256)
-                    .bind("duplicate")
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(ApplyOutcome::AlreadyApplied(order))
-            }
-            Decision::Apply(new) => {
-                sqlx::query(shared::UPDATE_ORDER_STATE)
-                    .bind(combine_out_trade_no)
-                    .bind(new.state.as_str())
-                    .bind(new.updated_at)
-                    .bind(new.notified_at)
-                    .execute(&mut *tx)
-                    .await?;
-                for s in changed_subs(&order, &new) {
-                    sqlx::query(shared::UPDATE_SUB_PAYMENT)
-                        .bind(&s.mchid)
-                        .bind(&s.out_trade_no)
-                        .bind(&s.transaction_id)
-                        .bind(s.payer_amount)
-                        .bind(&s.bank_type)
-                        .bind(&s.success_time)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                let notification_id = transition.notification.as_ref().map(|n| n.id.clone());
-                sqlx::query(shared::INSERT_EVENT)
-                    .bind(combine_out_trade_no)
-                    .bind(order.state.as_str())
-                    .bind(new.state.as_str())
-                    .bind(transition.source.as_str())
-                    .bind(&notification_id)
-                    .bind(&transition.detail)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                if let Some(n) = &transition.notification {
-                    sqlx::query(shared::INSERT_NOTIFICATION)
-                        .bind(&n.id)
-                        .bind(combine_out_trade_no)
-                        .bind(&n.body_sha256)
-                        .bind("applied")
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                Ok(ApplyOutcome::Applied(*new))
-            }
-        }
+        let outcome = ops::apply_locked(&mut tx, order, transition, now).await?;
+        // Nothing written for repeats and refusals: the commit is then free.
+        tx.commit().await?;
+        Ok(outcome)
     }
 
     async fn touch_notified(&self, combine_out_trade_no: &str, now: i64) -> Result<(), StoreError> {
@@ -359,7 +217,7 @@ impl Store for SqliteStore {
         .await?;
         let mut orders = Vec::with_capacity(claimed.len());
         for (no,) in &claimed {
-            if let Some(o) = load(&mut tx, no).await? {
+            if let Some(o) = ops::load(&mut tx, shared::SELECT_ORDER, no).await? {
                 orders.push(o);
             }
         }

@@ -53,7 +53,10 @@ impl Kat {
         self.aead.iter().find(|v| v.name == name).expect(name)
     }
     pub fn certificate(&self, file: &str) -> &CertVector {
-        self.certificates.iter().find(|v| v.file == file).expect(file)
+        self.certificates
+            .iter()
+            .find(|v| v.file == file)
+            .expect(file)
     }
 }
 

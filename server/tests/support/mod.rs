@@ -59,9 +59,7 @@ impl TestDb {
     /// A fresh schema in the PostgreSQL test database, or `None` (printing
     /// the reason) when `WXPAY_TEST_DATABASE_URL` is unset outside CI.
     pub async fn postgres() -> Option<TestDb> {
-        let Some(admin_url) = postgres_url() else {
-            return None;
-        };
+        let admin_url = postgres_url()?;
         let schema = unique("wxtest_");
         let mut admin = connect_admin(&admin_url).await;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))

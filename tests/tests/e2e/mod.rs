@@ -27,7 +27,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::future::Future;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -110,7 +110,7 @@ struct Tools {
 }
 
 fn prerequisites() -> Result<Tools> {
-    let pkg = workspace_root().join("wasm/pkg/wxpay_combine_jsapi.js");
+    let pkg = workspace_root().join("wasm/pkg/index.js");
     if !pkg.is_file() {
         bail!("{} is missing: run `cargo xtask wasm` first", pkg.display());
     }
@@ -185,10 +185,6 @@ fn server_binary() -> Result<PathBuf> {
         .map_err(|e| anyhow!(e))
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 // ---------------------------------------------------------------------------
 // Processes
 
@@ -221,7 +217,8 @@ struct Demo {
     page: String,
     simulator: String,
     log: PathBuf,
-    _dir: tempfile::TempDir,
+    /// Data dir, logs; removed when the test ends.
+    scratch: tempfile::TempDir,
 }
 
 impl Demo {
@@ -231,15 +228,18 @@ impl Demo {
         std::fs::create_dir(&data)?;
         let log = dir.path().join("demo.log");
         let out = std::fs::File::create(&log)?;
-        let port = free_port()?;
+        let root = workspace_root();
+        // Port 0: the demo binds a free port and prints its address.
         let child = Command::new(server)
-            .current_dir(workspace_root())
-            .arg("demo")
-            .arg("--addr")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
+            .current_dir(&root)
+            .args(["demo", "--addr", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
+            .arg("--www")
+            .arg(root.join("www"))
+            .arg("--wasm-pkg")
+            .arg(root.join("wasm/pkg"))
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -273,7 +273,7 @@ impl Demo {
             page,
             simulator,
             log,
-            _dir: dir,
+            scratch: dir,
         })
     }
 
@@ -305,21 +305,38 @@ fn wait_listening(url: &str, deadline: Instant) -> Result<()> {
     Ok(())
 }
 
-fn start_chromedriver(tools: &Tools) -> Result<(Guard, String)> {
+fn start_chromedriver(tools: &Tools, scratch: &Path) -> Result<(Guard, String)> {
     use std::os::unix::process::CommandExt as _;
-    let port = free_port()?;
+    let log = scratch.join("chromedriver.log");
+    let out = std::fs::File::create(&log)?;
+    // Port 0: chromedriver binds a free port and says which.
     let child = Command::new(&tools.chromedriver)
-        .arg(format!("--port={port}"))
+        .arg("--port=0")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
         .process_group(0)
         .spawn()
         .with_context(|| format!("cannot start {}", tools.chromedriver.display()))?;
-    let guard = Guard { child, group: true };
-    let url = format!("http://127.0.0.1:{port}");
-    wait_listening(&url, Instant::now() + STEP)?;
-    Ok((guard, url))
+    let mut guard = Guard { child, group: true };
+    let deadline = Instant::now() + STEP;
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let port = text.lines().find_map(|line| {
+            let rest = line.split("started successfully on port ").nth(1)?;
+            rest.trim_end_matches('.').trim().parse::<u16>().ok()
+        });
+        if let Some(port) = port {
+            return Ok((guard, format!("http://127.0.0.1:{port}")));
+        }
+        if let Some(status) = guard.child.try_wait()? {
+            bail!("chromedriver exited ({status}):\n{text}");
+        }
+        if Instant::now() > deadline {
+            bail!("chromedriver did not say which port it listens on:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn capabilities(tools: &Tools) -> fantoccini::wd::Capabilities {
@@ -365,7 +382,7 @@ where
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
     let demo = Demo::start(&tools.server)?;
-    let (_driver, driver_url) = start_chromedriver(&tools)?;
+    let (_driver, driver_url) = start_chromedriver(&tools, demo.scratch.path())?;
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
     let client = ClientBuilder::new(connector)
         .capabilities(capabilities(&tools))
@@ -714,7 +731,7 @@ impl Ctx {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.with_context(|| format!("{url}"))?;
+        let response = request.send().await.with_context(|| url.clone())?;
         let status = response.status();
         let text = response.text().await?;
         if !status.is_success() {

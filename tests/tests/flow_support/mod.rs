@@ -38,13 +38,18 @@ impl Drop for PgSchema {
     fn drop(&mut self) {
         let (url, schema) = (self.admin_url.clone(), self.schema.clone());
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 use sqlx::Connection;
                 if let Ok(mut c) = sqlx::PgConnection::connect(&url).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
-                        .execute(&mut c)
-                        .await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                    )))
+                    .execute(&mut c)
+                    .await;
                 }
             })
         })
@@ -103,7 +108,11 @@ impl Flow {
         opts.reconcile_after_secs = 3600;
         opts.www_dir = Some(dir.path().join("www"));
         std::fs::create_dir_all(dir.path().join("www")).unwrap();
-        std::fs::write(dir.path().join("www/index.html"), "<!doctype html><title>flow</title>").unwrap();
+        std::fs::write(
+            dir.path().join("www/index.html"),
+            "<!doctype html><title>flow</title>",
+        )
+        .unwrap();
         let pg = match db {
             Db::Sqlite => None,
             Db::Postgres => {
@@ -113,7 +122,9 @@ impl Flow {
                     use sqlx::Connection;
                     let mut c = sqlx::PgConnection::connect(&admin_url)
                         .await
-                        .unwrap_or_else(|e| panic!("cannot connect to WXPAY_TEST_DATABASE_URL: {e}"));
+                        .unwrap_or_else(|e| {
+                            panic!("cannot connect to WXPAY_TEST_DATABASE_URL: {e}")
+                        });
                     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
                         .execute(&mut c)
                         .await
@@ -128,7 +139,9 @@ impl Flow {
         let mut demo = app::prepare_demo(&opts).await.expect("demo prepares");
         adjust(&mut demo.config);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let server = app::build(&demo.config, clock).await.expect("server builds");
+        let server = app::build(&demo.config, clock)
+            .await
+            .expect("server builds");
         let store = server.store.clone();
         let base = demo.config.public_base_url.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -156,7 +169,11 @@ impl Flow {
 
     /// The stored order.
     pub async fn order(&self, no: &str) -> CombineOrder {
-        self.store.get_order(no).await.unwrap().expect("order stored")
+        self.store
+            .get_order(no)
+            .await
+            .unwrap()
+            .expect("order stored")
     }
 
     /// The order's event log.
@@ -172,14 +189,18 @@ impl Flow {
             if o.state == state {
                 return o;
             }
-            assert!(Instant::now() < deadline, "order {no} is {} after {within:?}, expected {state}", o.state);
+            assert!(
+                Instant::now() < deadline,
+                "order {no} is {} after {within:?}, expected {state}",
+                o.state
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// Stops the server gracefully (in-flight requests finish, the worker
-    /// stops) and then the simulator.
-    pub async fn stop(mut self) {
+    /// Stops the merchant server gracefully: no new connections, in-flight
+    /// requests finish, the worker stops.
+    pub async fn stop_server(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -190,14 +211,23 @@ impl Flow {
                 .expect("server task")
                 .expect("server ran cleanly");
         }
-        let Flow { sim, .. } = self;
+    }
+
+    /// Stops the server, then the simulator.
+    pub async fn stop(mut self) {
+        self.stop_server().await;
+        let sim = self.sim;
         sim.shutdown().await;
     }
 }
 
 /// Transitions of an order to `state`, by source.
 pub fn transitions_to(events: &[OrderEvent], state: TradeState) -> Vec<EventSource> {
-    events.iter().filter(|e| e.to_state == state && e.from_state.is_some()).map(|e| e.source).collect()
+    events
+        .iter()
+        .filter(|e| e.to_state == state && e.from_state.is_some())
+        .map(|e| e.source)
+        .collect()
 }
 
 /// A browser: no automatic redirects, the merchant's cookies kept by hand.
@@ -245,7 +275,9 @@ impl Browser {
             req = req.header("Cookie", self.cookie_header());
         }
         if let Some(b) = body {
-            req = req.header("Content-Type", "application/json").body(b.to_string());
+            req = req
+                .header("Content-Type", "application/json")
+                .body(b.to_string());
         }
         let resp = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
         let status = resp.status().as_u16();
@@ -261,25 +293,46 @@ impl Browser {
                 }
             }
         }
-        let location = resp.headers().get("location").map(|v| v.to_str().unwrap().to_string());
+        let location = resp
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string());
         let bytes = resp.bytes().await.unwrap();
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Answer { status, location, body }
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Answer {
+            status,
+            location,
+            body,
+        }
     }
 
     /// `/oauth/start` → simulator authorize (as `user`) → `/oauth/callback` → the page.
     pub async fn login(&self, user: &str) {
-        let a = self.send(reqwest::Method::GET, &format!("{}/oauth/start?return=%2Fpay%2F", self.base), None).await;
+        let a = self
+            .send(
+                reqwest::Method::GET,
+                &format!("{}/oauth/start?return=%2Fpay%2F", self.base),
+                None,
+            )
+            .await;
         assert_eq!(a.status, 302, "{:?}", a.body);
         let authorize = a.location.unwrap();
         assert!(authorize.ends_with("#wechat_redirect"), "{authorize}");
-        assert!(authorize.contains("&response_type=code&scope=snsapi_base&state="), "{authorize}");
+        assert!(
+            authorize.contains("&response_type=code&scope=snsapi_base&state="),
+            "{authorize}"
+        );
         // The fragment stays in the browser; the simulator picks the user by name.
-        let authorize = authorize.trim_end_matches("#wechat_redirect").to_string() + "&user=" + user;
+        let authorize =
+            authorize.trim_end_matches("#wechat_redirect").to_string() + "&user=" + user;
         let a = self.send(reqwest::Method::GET, &authorize, None).await;
         assert_eq!(a.status, 302, "authorize: {:?}", a.body);
         let callback = a.location.unwrap();
-        assert!(callback.starts_with(&format!("{}/oauth/callback?", self.base)), "{callback}");
+        assert!(
+            callback.starts_with(&format!("{}/oauth/callback?", self.base)),
+            "{callback}"
+        );
         let a = self.send(reqwest::Method::GET, &callback, None).await;
         assert_eq!(a.status, 302, "callback: {:?}", a.body);
         assert_eq!(a.location.as_deref(), Some("/pay/"));
@@ -287,11 +340,13 @@ impl Browser {
     }
 
     pub async fn get(&self, path: &str) -> Answer {
-        self.send(reqwest::Method::GET, &format!("{}{path}", self.base), None).await
+        self.send(reqwest::Method::GET, &format!("{}{path}", self.base), None)
+            .await
     }
 
     pub async fn post(&self, path: &str, body: Option<Value>) -> Answer {
-        self.send(reqwest::Method::POST, &format!("{}{path}", self.base), body).await
+        self.send(reqwest::Method::POST, &format!("{}{path}", self.base), body)
+            .await
     }
 
     /// Creates an order with one item of each of the first `merchants` shops.
@@ -306,8 +361,14 @@ impl Browser {
                 items.push(json!({"sku": item["sku"], "qty": 1}));
             }
         }
-        assert_eq!(seen.len(), merchants, "the demo catalog has {merchants} merchants");
-        let a = self.post("/api/combine-orders", Some(json!({ "items": items }))).await;
+        assert_eq!(
+            seen.len(),
+            merchants,
+            "the demo catalog has {merchants} merchants"
+        );
+        let a = self
+            .post("/api/combine-orders", Some(json!({ "items": items })))
+            .await;
         assert_eq!(a.status, 201, "{:?}", a.body);
         a.body
     }

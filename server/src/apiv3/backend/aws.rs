@@ -84,7 +84,11 @@ impl CryptoBackend for AwsLc {
     ) -> Vec<u8> {
         let mut buf = plaintext.to_vec();
         aead_key(key)
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buf)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad),
+                &mut buf,
+            )
             .expect("AES-GCM sealing of an in-memory buffer cannot fail");
         buf
     }
@@ -98,7 +102,11 @@ impl CryptoBackend for AwsLc {
     ) -> Result<Vec<u8>, AeadError> {
         let mut buf = ciphertext_and_tag.to_vec();
         let len = aead_key(key)
-            .open_in_place(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), &mut buf)
+            .open_in_place(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad),
+                &mut buf,
+            )
             .map_err(|_| AeadError::Authentication)?
             .len();
         buf.truncate(len);

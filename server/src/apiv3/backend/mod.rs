@@ -71,10 +71,10 @@ pub fn default_backend() -> &'static dyn CryptoBackend {
 
 /// Every backend compiled into this build (for tests and benchmarks).
 pub fn all_backends() -> Vec<&'static dyn CryptoBackend> {
-    let mut v: Vec<&'static dyn CryptoBackend> = Vec::new();
-    #[cfg(feature = "aws-lc")]
-    v.push(&aws::AwsLc);
-    #[cfg(feature = "pure-rust")]
-    v.push(&pure::PureRust);
-    v
+    vec![
+        #[cfg(feature = "aws-lc")]
+        &aws::AwsLc,
+        #[cfg(feature = "pure-rust")]
+        &pure::PureRust,
+    ]
 }

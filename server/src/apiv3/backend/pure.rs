@@ -55,7 +55,9 @@ impl CryptoBackend for PureRust {
             what: "RSA public key",
             detail: e.to_string(),
         })?;
-        Ok(Box::new(VerifyingKey(Pkcs1VerifyingKey::<Sha256>::new(key))))
+        Ok(Box::new(VerifyingKey(Pkcs1VerifyingKey::<Sha256>::new(
+            key,
+        ))))
     }
 
     fn generate_rsa_2048(&self) -> Result<Zeroizing<Vec<u8>>, KeyError> {
@@ -76,7 +78,13 @@ impl CryptoBackend for PureRust {
     ) -> Vec<u8> {
         let cipher = Aes256Gcm::new(key.into());
         cipher
-            .encrypt(&Nonce::from(*nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                &Nonce::from(*nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .expect("AES-GCM sealing of an in-memory buffer cannot fail")
     }
 

@@ -71,13 +71,14 @@ function herePath() {
   return location.pathname + location.search;
 }
 
+/** Set once this page is on its way to the login. */
+let redirecting = null;
+
 /**
  * Sends the payer through the server's OAuth (in the demo: the simulator's
  * authorize page), back to this page. Returns a Promise that never settles
  * (the page is navigating away), or throws on a redirect loop.
  */
-let redirecting = null;
-
 export function login(loginUrl) {
   // Several requests may learn at once that there is no session.
   if (redirecting) return redirecting;
@@ -131,7 +132,6 @@ export async function api(path, { method = "GET", body } = {}) {
   if (!response.ok || data === null || typeof data !== "object") {
     throw new ApiError(response.status, data && data.code, data && data.message);
   }
-  if (path.startsWith("/api/")) sessionStorage.removeItem(LOGIN_MARK);
   return data;
 }
 
@@ -152,6 +152,8 @@ export async function boot() {
     loadPackage(),
     api("/api/session"),
   ]);
+  // Signed in: a later 401 (session expired) may log in again at once.
+  sessionStorage.removeItem(LOGIN_MARK);
   const demo = config.demo === true;
   const inWeChat = pkg.isWeChat();
   const env = byTestId("environment");

@@ -44,6 +44,8 @@ fn e2e_pay_three_merchants() {
         let cart = ctx.fill_cart().await?;
         // Not WeChat's browser, but the demo says it simulates WeChat Pay.
         ctx.visible("banner-demo").await?;
+        let notice = ctx.text("notice-not-wechat").await?;
+        ensure!(notice.is_empty(), "demo mode shows {notice:?}");
         pay_cart(&ctx, &cart).await?;
         // The cart empties once the server confirmed the payment.
         let total = ctx.text("cart-total").await?;
@@ -130,8 +132,18 @@ fn e2e_tampered_pay_sign_shows_hint() {
 #[test]
 fn e2e_order_page_survives_reload() {
     e2e::run("order_page_survives_reload", |ctx| async move {
-        let cart = pay_in_shop(&ctx).await?;
-        order_page_paid(&ctx, &cart).await?;
+        // Cancelled in the shop, then paid on the order page itself.
+        let cart = ctx.fill_cart().await?;
+        ctx.tap("pay-button").await?;
+        ctx.cashier("wxsim-cancel").await?;
+        ctx.outcome("cancelled").await?;
+        ctx.tap("order-link").await?;
+        ctx.state("order-state", &["NOTPAY"], STEP).await?;
+        ctx.tap("order-pay").await?;
+        ctx.cashier("wxsim-pay").await?;
+        ctx.outcome("success").await?;
+        ctx.state("order-state", &["SUCCESS"], STEP).await?;
+        check_paid(&ctx.sub_orders("order").await?, &cart)?;
         let url = ctx.client.current_url().await?;
         ensure!(
             url.path().ends_with("/pay/order.html"),

@@ -18,6 +18,7 @@ pub fn run_all() -> Result<()> {
     tools::ensure_wasm_target()?;
     tools::ensure_wasm_bindgen_cli()?;
     tools::ensure_node_modules()?;
+    tools::ensure_python_cryptography()?;
     if let Err(e) = tools::ensure_chromium() {
         if ci {
             return Err(e.context("Chromium is required under CI=true"));

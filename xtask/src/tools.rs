@@ -181,3 +181,19 @@ pub fn ensure_chromium() -> Result<ChromiumPaths> {
     apt(&["install", "-y", "chromium", "chromium-driver"])?;
     find().context("apt-get installed chromium and chromium-driver, but /usr/bin/chromium or /usr/bin/chromedriver is still missing")
 }
+
+/// Python's `cryptography` package: the independent implementation the
+/// known-answer fixtures and the simulator's cross-checks are verified with.
+pub fn ensure_python_cryptography() -> Result<()> {
+    if probe("python3", &["-c", "import cryptography"]).is_some() {
+        return Ok(());
+    }
+    run(Command::new("python3").args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "cryptography",
+    ]))
+}

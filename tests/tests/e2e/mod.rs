@@ -83,7 +83,7 @@ where
 {
     // A test that panicked earlier poisons the lock; the next may still run.
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let tools = match prerequisites() {
+    let mut tools = match prerequisites() {
         Ok(tools) => tools,
         Err(reason) if ci() => panic!("{name}: cannot run under CI=true: {reason:#}"),
         Err(reason) => {
@@ -91,6 +91,8 @@ where
             return;
         }
     };
+    // Not a reason to skip: a server that does not build fails the test.
+    tools.server = server_binary().unwrap_or_else(|e| panic!("{name}: {e:#}"));
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -104,6 +106,7 @@ where
 }
 
 struct Tools {
+    /// The `wxpay-combine` binary.
     server: PathBuf,
     chromedriver: PathBuf,
     chrome: Option<PathBuf>,
@@ -136,7 +139,7 @@ fn prerequisites() -> Result<Tools> {
         bail!("Chromium not found (set CHROME_BIN, or run `cargo xtask test`)");
     }
     Ok(Tools {
-        server: server_binary()?,
+        server: PathBuf::new(),
         chromedriver,
         chrome,
     })
@@ -159,14 +162,7 @@ fn server_binary() -> Result<PathBuf> {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let status = Command::new(cargo)
                 .current_dir(workspace_root())
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "wxpay-combine",
-                    "--bin",
-                    "wxpay-combine",
-                ])
+                .args(["build", "-p", "wxpay-combine", "--bin", "wxpay-combine"])
                 .status()
                 .map_err(|e| format!("cannot run cargo: {e}"))?;
             if !status.success() {
@@ -352,6 +348,8 @@ fn capabilities(tools: &Tools) -> fantoccini::wd::Capabilities {
             "--no-first-run",
             "--no-default-browser-check",
             "--hide-scrollbars",
+            // Everything is on loopback; ignore any proxy in the environment.
+            "--no-proxy-server",
             format!("--window-size={PHONE_WIDTH},{PHONE_HEIGHT}"),
         ],
         "mobileEmulation": {
@@ -388,12 +386,18 @@ where
         .capabilities(capabilities(&tools))
         .connect(&driver_url)
         .await
-        .context("cannot start a Chromium session through chromedriver")?;
+        .with_context(|| {
+            let log = std::fs::read_to_string(demo.scratch.path().join("chromedriver.log"));
+            format!(
+                "cannot start a Chromium session through chromedriver; its log:\n{}",
+                log.unwrap_or_default()
+            )
+        })?;
     let ctx = Ctx {
         client: client.clone(),
         page: demo.page.clone(),
         simulator: demo.simulator.clone(),
-        http: reqwest::Client::new(),
+        http: reqwest::Client::builder().no_proxy().build()?,
     };
     // A panic in the body ends its task, not this function: the screenshot
     // and the diagnostics below still happen.

@@ -29,10 +29,9 @@ async function refresh() {
   }
 }
 
-/** `created_at` as Unix seconds, milliseconds or an RFC 3339 string. */
+/** An RFC 3339 time of the server (China time) in the payer's locale. */
 function when(t) {
-  const date =
-    typeof t === "number" ? new Date(t < 1e12 ? t * 1000 : t) : typeof t === "string" ? new Date(t) : null;
+  const date = typeof t === "string" ? new Date(t) : null;
   return date && !Number.isNaN(date.getTime()) ? date.toLocaleString() : "";
 }
 

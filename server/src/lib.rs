@@ -4,19 +4,27 @@
 //! - [`apiv3`]: request signing, response/notification verification,
 //!   AEAD_AES_256_GCM and `paySign` — pure functions over bytes, no HTTP
 //!   framework inside.
+//! - [`combine`]: the order model, the wire format and the outbound client.
+//! - [`store`]: durable order state (SQLite or PostgreSQL).
+//! - [`payment`]: the one path that turns what WeChat Pay reports into a
+//!   state change, shared by [`notify`] and [`reconcile`].
+//! - [`http`]: the H5 page's API, OAuth sessions and the pay directory;
+//!   [`app`] wires everything for `serve` and `demo`.
+//! - [`bill`]: trade-bill files: parse, format, verified download.
+//! - [`sim`]: the WeChat Pay simulator (never started by `serve`).
 
 pub mod apiv3;
 pub mod app;
 pub mod bill;
 pub mod catalog;
 pub mod cli;
-pub mod sim;
 pub mod combine;
-pub mod notify;
-pub mod payment;
-pub mod reconcile;
 pub mod config;
 pub mod http;
+pub mod notify;
 pub mod paydir;
+pub mod payment;
+pub mod reconcile;
 pub mod redact;
+pub mod sim;
 pub mod store;

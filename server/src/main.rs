@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use wxpay_combine::cli;
 
 #[derive(Parser)]
-#[command(name = "wxpay-combine", version, about = "WeChat Pay combined-order (合单支付) JSAPI payments")]
+#[command(
+    name = "wxpay-combine",
+    version,
+    about = "WeChat Pay combined-order (合单支付) JSAPI payments"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

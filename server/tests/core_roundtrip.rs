@@ -15,15 +15,24 @@ fn sign_verify_and_aead_round_trip_on_every_backend() {
         let sig = k.sign_base64(b"hello").unwrap();
         for b2 in all_backends() {
             let p2 = PublicKey::from_pem_with(&public_pem, b2).unwrap();
-            assert!(p2.verify_base64(b"hello", &sig), "{} -> {}", backend.name(), b2.name());
+            assert!(
+                p2.verify_base64(b"hello", &sig),
+                "{} -> {}",
+                backend.name(),
+                b2.name()
+            );
         }
         assert!(!p.verify_base64(b"hellO", &sig));
         assert!(!p.verify_base64(b"hello", "WECHATPAY/SIGNTEST/abc"));
 
         let apikey = ApiV3Key::new(&[7u8; 32]).unwrap();
-        let ct = aead::encrypt_with(backend, &apikey, "0123456789ab", "transaction", b"{}").unwrap();
+        let ct =
+            aead::encrypt_with(backend, &apikey, "0123456789ab", "transaction", b"{}").unwrap();
         for b2 in all_backends() {
-            assert_eq!(aead::decrypt_with(b2, &apikey, "0123456789ab", "transaction", &ct).unwrap(), b"{}");
+            assert_eq!(
+                aead::decrypt_with(b2, &apikey, "0123456789ab", "transaction", &ct).unwrap(),
+                b"{}"
+            );
             assert_eq!(
                 aead::decrypt_with(b2, &apikey, "0123456789ab", "other", &ct),
                 Err(AeadError::Authentication)
@@ -44,5 +53,8 @@ fn sign_verify_and_aead_round_trip_on_every_backend() {
     };
     assert_eq!(v.verify(&h, body), Ok(()));
     clock.advance(300);
-    assert_eq!(v.verify(&h, body), Err(VerifyError::StaleTimestamp { skew_secs: 300 }));
+    assert_eq!(
+        v.verify(&h, body),
+        Err(VerifyError::StaleTimestamp { skew_secs: 300 })
+    );
 }

@@ -3,7 +3,7 @@
 //! header unquoted, amounts with 2 places, fees with 5, counts whole.
 //!
 //! The format has no escaping, so a text field holding `,`, CR or LF cannot
-//! be written faithfully: [`format`] refuses it rather than emit a file that
+//! be written faithfully: [`format()`] refuses it rather than emit a file that
 //! would parse into different records.
 
 use super::amount::{write_scaled, AMOUNT_SCALE, FEE_SCALE};
@@ -31,7 +31,7 @@ impl LineEnding {
     }
 }
 
-/// How [`format`] lays the file out. The default is CRLF without a BOM.
+/// How [`format()`] lays the file out. The default is CRLF without a BOM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FormatOptions {
     /// Line terminator (also after the last line).

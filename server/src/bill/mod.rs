@@ -2,7 +2,7 @@
 //!
 //! - [`parse`] / [`parse_lenient`] read a bill file (ALL, SUCCESS or REFUND
 //!   layout, detected from the header) into a typed [`TradeBill`].
-//! - [`format`] writes one back in WeChat Pay's format (the simulator's
+//! - [`format()`] writes one back in WeChat Pay's format (the simulator's
 //!   bills; `parse(format(b)) == b` is property-tested).
 //! - [`TradeBill::check_totals`] compares the summary row with the rows.
 //! - [`download_to`] streams a 下载账单 body to disk, gunzipping it and
@@ -18,8 +18,8 @@
 //!   write it so, `45.5` is refused.
 //! - Times are `yyyy-MM-dd HH:mm:ss` in Beijing time (+08:00).
 //! - Data fields are read with or without their back-quote; text is kept
-//!   verbatim (a `0` stays `0`). [`format`] always back-quotes.
-//! - The format cannot escape `,`, CR or LF, so [`format`] refuses a text
+//!   verbatim (a `0` stays `0`). [`format()`] always back-quotes.
+//! - The format cannot escape `,`, CR or LF, so [`format()`] refuses a text
 //!   field holding one instead of writing a file that reads back wrong.
 //! - The legacy layout (总金额/企业红包金额) is refused with
 //!   [`BillError::LegacyLayout`]: its amounts mean something else, and no

@@ -78,5 +78,9 @@ pub trait CombineApi: Send + Sync {
     async fn query(&self, combine_out_trade_no: &str) -> Result<CombineTransaction, ApiError>;
 
     /// `POST /v3/combine-transactions/out-trade-no/{no}/close` (204). Re-entrant.
-    async fn close(&self, combine_out_trade_no: &str, request: &CloseRequest) -> Result<(), ApiError>;
+    async fn close(
+        &self,
+        combine_out_trade_no: &str,
+        request: &CloseRequest,
+    ) -> Result<(), ApiError>;
 }

@@ -178,7 +178,13 @@ pub fn ensure_chromium() -> Result<ChromiumPaths> {
         run(&mut cmd)
     };
     apt(&["update"])?;
-    apt(&["install", "-y", "chromium", "chromium-driver", "fonts-noto-cjk"])?;
+    apt(&[
+        "install",
+        "-y",
+        "chromium",
+        "chromium-driver",
+        "fonts-noto-cjk",
+    ])?;
     find().context("apt-get installed chromium and chromium-driver, but /usr/bin/chromium or /usr/bin/chromedriver is still missing")
 }
 

@@ -179,13 +179,28 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Server, Sta
     let client = prepare_client(config, clock.clone()).await?;
     let api: Arc<dyn CombineApi> = client.clone();
 
-    let notify = Arc::new(NotifyHandler::new(
+    let mut notify = NotifyHandler::new(
         store.clone(),
         client.verifier().clone(),
         config.merchant.apiv3_key.clone(),
         NotifyConfig::new(config.merchant.mchid.clone(), config.merchant.appid.clone()),
         clock.clone(),
-    ));
+    );
+    if client.certificate_mode() {
+        // A notification signed with a platform certificate we do not hold
+        // yet: refresh in the background (at most once a minute); WeChat
+        // Pay's retry then verifies.
+        let refresher = client.clone();
+        notify = notify.with_unknown_serial_hook(move || {
+            let client = refresher.clone();
+            tokio::spawn(async move {
+                if let Err(e) = client.refresh_certificates(false).await {
+                    tracing::warn!(error = %e, "certificate refresh after an unknown notification serial failed");
+                }
+            });
+        });
+    }
+    let notify = Arc::new(notify);
 
     let worker = Worker::new(
         store.clone(),

@@ -830,6 +830,56 @@ async fn other_methods_and_paths_are_not_served(db: &TestDb) {
     );
 }
 
+async fn unknown_serial_calls_the_refresh_hook(db: &TestDb) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let clock = Arc::new(ManualClock::new(NOW));
+    let verifier = Arc::new(
+        Verifier::new(clock.clone())
+            .with_public_key(PUB_KEY_ID, platform_key().public_key().clone()),
+    );
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let handler = Arc::new(
+        NotifyHandler::new(
+            db.store.clone(),
+            verifier,
+            apiv3_key(),
+            NotifyConfig::new(MCHID, APPID),
+            clock.clone(),
+        )
+        .with_unknown_serial_hook(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
+    let app = notify::router(handler.clone(), PATH);
+    let o = order("NF-HOOK1", NOW - 60);
+    db.store.create_order(&o).await.unwrap();
+    let body = body_for("EV-HOOK1", &paid_txn(&o));
+
+    let unknown = Sig {
+        serial: "5DEA10EF55877E3CF6C33255C2E7DEFFF7E427EC".into(),
+        ..Sig::good()
+    };
+    let (status, reply) = send(&app, request(body.clone(), &unknown)).await;
+    assert_fail(status, &reply, "unknown serial");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "hook called once");
+
+    let wrong_key = Sig {
+        key: other_key(),
+        ..Sig::good()
+    };
+    let (status, reply) = send(&app, request(body.clone(), &wrong_key)).await;
+    assert_fail(status, &reply, "bad signature");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "a bad signature is no reason to refresh"
+    );
+
+    let (status, _) = send(&app, request(body, &Sig::good())).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
 backend_tests!(
     valid_notification_is_applied_once,
     forged_and_stale_notifications_are_refused,
@@ -838,4 +888,5 @@ backend_tests!(
     replays_and_closed_orders_are_refused,
     slow_processing_answers_fail_in_time,
     other_methods_and_paths_are_not_served,
+    unknown_serial_calls_the_refresh_hook,
 );

@@ -89,6 +89,20 @@ pub struct NotifyHandler {
     config: NotifyConfig,
     clock: Arc<dyn Clock>,
     counters: NotifyCounters,
+    unknown_serial_hook: Option<UnknownSerialHook>,
+}
+
+/// Called when a notification names a `Wechatpay-Serial` the verifier does
+/// not hold (certificate mode: a rotated platform certificate). It must not
+/// block: the reply stays FAIL, and WeChat Pay's retry finds the refreshed
+/// certificates.
+#[derive(Clone)]
+struct UnknownSerialHook(Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for UnknownSerialHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UnknownSerialHook")
+    }
 }
 
 impl NotifyHandler {
@@ -109,7 +123,15 @@ impl NotifyHandler {
             config,
             clock,
             counters: NotifyCounters::default(),
+            unknown_serial_hook: None,
         }
+    }
+
+    /// Calls `hook` whenever a notification names an unknown serial, e.g. to
+    /// start a (rate-limited) platform-certificate refresh in the background.
+    pub fn with_unknown_serial_hook(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.unknown_serial_hook = Some(UnknownSerialHook(Arc::new(hook)));
+        self
     }
 
     /// The configuration.
@@ -180,6 +202,9 @@ impl NotifyHandler {
                 VerifyError::MissingHeader(_) => O::MissingHeaders,
                 _ => O::BadSignature,
             };
+            if let (O::UnknownSerial, Some(hook)) = (outcome, &self.unknown_serial_hook) {
+                (hook.0)();
+            }
             tracing::warn!(error = %e, serial = %clip(&sig.serial), "notification refused: verification failed");
             return NotifyReply::new(outcome, "signature verification failed");
         }

@@ -229,7 +229,8 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Server, Sta
         catalog,
         config.merchant.private_key.clone(),
         clock,
-    );
+    )
+    .with_readiness_verifier(client.verifier().clone());
     let router =
         http::app(state.clone()).merge(notify::router(notify.clone(), &config.notify_path));
     Ok(Server {

@@ -13,7 +13,7 @@ use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tower::ServiceExt;
-use wxpay_combine::apiv3::{Clock, JsapiPayParams, ManualClock, PrivateKey};
+use wxpay_combine::apiv3::{Clock, JsapiPayParams, ManualClock, PrivateKey, Verifier};
 use wxpay_combine::catalog::{Catalog, ItemSpec, Merchant};
 use wxpay_combine::combine::wire::{
     CloseRequest, CombineTransaction, PayerInfo, PrepayRequest, TransactionAmount,
@@ -170,6 +170,7 @@ impl OAuthClient for FakeOAuth {
 
 struct Harness {
     app: Router,
+    state: AppState,
     clock: Arc<ManualClock>,
     api: Arc<FakeApi>,
     store: Arc<dyn Store>,
@@ -256,7 +257,8 @@ async fn harness(demo: bool) -> Harness {
         clock.clone(),
     );
     Harness {
-        app: app(state),
+        app: app(state.clone()),
+        state,
         clock,
         api,
         store,
@@ -1291,5 +1293,30 @@ async fn a_refused_repeat_prepay_leaves_the_order_open() {
     assert_eq!(
         h.store.get_order(&no).await.unwrap().unwrap().state,
         TradeState::NotPay
+    );
+}
+
+#[tokio::test]
+async fn readiness_requires_a_usable_wechatpay_key() {
+    let h = harness(false).await;
+    let ready = |verifier: Verifier| {
+        let app = app(h.state.clone().with_readiness_verifier(Arc::new(verifier)));
+        async move {
+            app.oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let clock: Arc<dyn Clock> = h.clock.clone();
+    assert_eq!(
+        ready(Verifier::new(clock.clone())).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "certificate mode before any certificate was downloaded"
+    );
+    assert_eq!(
+        ready(Verifier::new(clock).with_public_key("PUB_KEY_ID_01", h.key.public_key().clone()))
+            .await,
+        StatusCode::OK
     );
 }

@@ -25,7 +25,7 @@ pub mod session;
 pub use error::AppError;
 pub use oauth::{HttpOAuthClient, OAuthClient, OAuthExchangeError, OAuthIdentity};
 
-use crate::apiv3::{Clock, PrivateKey};
+use crate::apiv3::{Clock, PrivateKey, Verifier};
 use crate::catalog::Catalog;
 use crate::combine::CombineApi;
 use crate::config::{Config, OrderPolicy, SessionSecret};
@@ -130,6 +130,9 @@ pub struct AppState {
     pub cookies: Arc<CookieSigner>,
     /// Last query-on-read per order (throttle).
     pub(crate) query_throttle: Arc<Mutex<HashMap<String, i64>>>,
+    /// The verifier of WeChat Pay's signatures, when readiness should
+    /// include "a usable WeChat Pay key or platform certificate is loaded".
+    pub(crate) verifier: Option<Arc<Verifier>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -166,7 +169,16 @@ impl AppState {
             clock,
             cookies,
             query_throttle: Arc::new(Mutex::new(HashMap::new())),
+            verifier: None,
         }
+    }
+
+    /// Makes `/readyz` also require that `verifier` holds the WeChat Pay
+    /// public key or a platform certificate valid now (certificate mode:
+    /// the download or the refresh has worked).
+    pub fn with_readiness_verifier(mut self, verifier: Arc<Verifier>) -> Self {
+        self.verifier = Some(verifier);
+        self
     }
 }
 
@@ -331,11 +343,23 @@ async fn api_catalog(State(st): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(st): State<AppState>) -> Response {
-    match st.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+    if let Err(e) = st.store.ping().await {
+        tracing::warn!(error = %e, "readiness check failed");
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response();
+    }
+    // `preferred_serial` is the public-key id, or the newest certificate
+    // valid now: without either, no WeChat Pay signature can be verified.
+    if let Some(verifier) = &st.verifier {
+        if verifier.preferred_serial().is_none() {
+            tracing::warn!(
+                "readiness check failed: no WeChat Pay public key or valid platform certificate"
+            );
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no WeChat Pay public key or valid platform certificate",
+            )
+                .into_response();
         }
     }
+    (StatusCode::OK, "ready").into_response()
 }

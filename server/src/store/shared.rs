@@ -348,6 +348,25 @@ macro_rules! sql_ops {
             shared::assemble(row, subs).map(Some)
         }
 
+        /// Reads the orders a claim statement returned, oldest first (the
+        /// order the worker handles them in).
+        pub(super) async fn load_claimed(
+            conn: &mut $conn,
+            claimed: &[(String,)],
+        ) -> Result<Vec<CombineOrder>, StoreError> {
+            let mut orders = Vec::with_capacity(claimed.len());
+            for (no,) in claimed {
+                if let Some(o) = load(conn, shared::SELECT_ORDER, no).await? {
+                    orders.push(o);
+                }
+            }
+            orders.sort_by(|a, b| {
+                (a.created_at, &a.combine_out_trade_no)
+                    .cmp(&(b.created_at, &b.combine_out_trade_no))
+            });
+            Ok(orders)
+        }
+
         /// Inserts a validated order, its sub-orders and the `create` event.
         pub(super) async fn insert_order(
             conn: &mut $conn,

@@ -215,16 +215,8 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
-        let mut orders = Vec::with_capacity(claimed.len());
-        for (no,) in &claimed {
-            if let Some(o) = ops::load(&mut tx, shared::SELECT_ORDER, no).await? {
-                orders.push(o);
-            }
-        }
+        let orders = ops::load_claimed(&mut tx, &claimed).await?;
         tx.commit().await?;
-        orders.sort_by(|a, b| {
-            (a.created_at, &a.combine_out_trade_no).cmp(&(b.created_at, &b.combine_out_trade_no))
-        });
         Ok(orders)
     }
 

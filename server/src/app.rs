@@ -1,18 +1,18 @@
-//! Wiring of the merchant server, shared by `serve` and `demo`:
-//! configuration → store → WeChat Pay client (+ verifier) → notification
-//! handler → reconciliation worker → router, then serving with graceful
-//! shutdown (stop accepting, finish in-flight requests, stop the worker).
+//! The CLI-facing side of the merchant server, shared by `serve` and `demo`:
+//! the wiring itself is [`crate::kit`] (configuration → store → WeChat Pay
+//! client (+ verifier) → notification handler → workers → router); this
+//! module builds a [`Kit`] from a configuration and serves it with graceful
+//! shutdown (stop accepting, finish in-flight requests, stop the workers).
 
 use crate::apiv3::{Clock, RequestSigner, SystemClock, Verifier};
 use crate::catalog::{Catalog, CatalogError};
 use crate::combine::client::{ClientBuildError, ClientOptions, RefreshOutcome, WechatPayClient};
-use crate::combine::{ApiError, CombineApi};
+use crate::combine::ApiError;
 use crate::config::{Config, ConfigErrors, LogFormat};
-use crate::http::{self, AppState, HttpOAuthClient, HttpSettings};
-use crate::notify::{self, NotifyConfig, NotifyHandler};
-use crate::reconcile::{Worker, WorkerConfig};
-use crate::store::{self, Store, StoreError};
-use axum::Router;
+use crate::http;
+use crate::kit::Kit;
+use crate::notify;
+use crate::store::StoreError;
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,9 +20,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// How often platform certificates are refreshed in certificate mode
-/// (new certificates are listed 24 h before use; < 12 h is recommended).
-const CERTIFICATE_REFRESH_EVERY: Duration = Duration::from_secs(6 * 3600);
 /// How long in-flight work may take after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
@@ -136,111 +133,14 @@ pub async fn prepare_client(
     Ok(Arc::new(client))
 }
 
-/// Everything a running server is made of.
-pub struct Server {
-    /// The full router (API, OAuth, pages, notifications).
-    pub router: Router,
-    /// The handler state (for tests and tools).
-    pub state: AppState,
-    /// The order database.
-    pub store: Arc<dyn Store>,
-    /// The WeChat Pay client.
-    pub client: Arc<WechatPayClient>,
-    /// The notification handler.
-    pub notify: Arc<NotifyHandler>,
-    /// The reconciliation worker (not yet running).
-    pub worker: Worker,
-}
+/// Everything a running server is made of: the [`Kit`] (router, background
+/// workers, store, client, notification handler). `serve` and `demo` run
+/// exactly what a merchant embedding the library gets.
+pub type Server = Kit;
 
-impl std::fmt::Debug for Server {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("client", &self.client)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Builds the server from a validated configuration.
+/// Builds the server from a validated configuration ([`Kit::builder`]).
 pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
-    for w in &config.warnings {
-        tracing::warn!("{w}");
-    }
-    let catalog_path = config
-        .catalog_file
-        .as_deref()
-        .ok_or_else(|| StartError::Other("catalog_file is not set".into()))?;
-    let catalog = Arc::new(Catalog::load(catalog_path)?);
-    let store = store::connect(&config.database_url)
-        .await
-        .map_err(|source| StartError::Store {
-            url: redact_database_url(&config.database_url),
-            source,
-        })?;
-    let client = prepare_client(config, clock.clone()).await?;
-    let api: Arc<dyn CombineApi> = client.clone();
-
-    let mut notify = NotifyHandler::new(
-        store.clone(),
-        client.verifier().clone(),
-        config.merchant.apiv3_key.clone(),
-        NotifyConfig::new(config.merchant.mchid.clone(), config.merchant.appid.clone()),
-        clock.clone(),
-    );
-    if client.certificate_mode() {
-        // A notification signed with a platform certificate we do not hold
-        // yet: refresh in the background (at most once a minute); WeChat
-        // Pay's retry then verifies.
-        let refresher = client.clone();
-        notify = notify.with_unknown_serial_hook(move || {
-            let client = refresher.clone();
-            tokio::spawn(async move {
-                if let Err(e) = client.refresh_certificates(false).await {
-                    tracing::warn!(error = %e, "certificate refresh after an unknown notification serial failed");
-                }
-            });
-        });
-    }
-    let notify = Arc::new(notify);
-
-    let worker = Worker::new(
-        store.clone(),
-        api.clone(),
-        WorkerConfig {
-            interval: Duration::from_secs(config.reconcile.interval_secs),
-            query_after: Duration::from_secs(config.reconcile.after_secs.max(0) as u64),
-            min_close_age: Duration::from_secs(config.orders.close_min_age_secs.max(0) as u64),
-            ..WorkerConfig::default()
-        },
-        clock.clone(),
-    );
-
-    let oauth = HttpOAuthClient::new(
-        config.oauth.api_base_url.clone(),
-        config.merchant.appid.clone(),
-        config.merchant.app_secret.clone(),
-        config.api.request_timeout,
-    )
-    .map_err(StartError::Other)?;
-    let state = AppState::new(
-        HttpSettings::from_config(config),
-        store.clone(),
-        api,
-        Arc::new(oauth),
-        catalog,
-        config.merchant.private_key.clone(),
-        clock,
-    )
-    .with_readiness_verifier(client.verifier().clone());
-    let router =
-        http::app(state.clone()).merge(notify::router(notify.clone(), &config.notify_path));
-    Ok(Server {
-        router,
-        state,
-        store,
-        client,
-        notify,
-        worker,
-    })
+    Kit::builder(config.clone()).clock(clock).build().await
 }
 
 /// Binds `addr` (port 0 picks a free port).
@@ -277,49 +177,64 @@ pub async fn shutdown_signal() {
 }
 
 /// Serves `server` on `listener` until `shutdown` completes: runs the
-/// worker (and, in certificate mode, a periodic certificate refresh), stops
-/// accepting on shutdown, waits for in-flight requests, then stops the worker.
+/// kit's background workers ([`crate::kit::Workers`]: reconciliation, in
+/// certificate mode a periodic certificate refresh, …), and `GET /metrics`
+/// on `metrics_listen` when set. On shutdown: stops accepting, tells the
+/// workers to stop (the reconciliation worker stops claiming; a round in
+/// progress finishes), waits for in-flight requests, then for the workers.
 pub async fn serve(
     server: Server,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics = match server.config.metrics_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    serve_with_metrics(server, listener, metrics, shutdown).await
+}
+
+/// [`serve`] with the metrics listener already bound (`None`: none).
+pub async fn serve_with_metrics(
+    server: Server,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-
-    let worker = server.worker.clone();
-    let worker_task = tokio::spawn({
-        let stop = stopped(stop_rx.clone());
-        async move { worker.run(stop).await }
-    });
-    let refresh_task = server.client.certificate_mode().then(|| {
-        let client = server.client.clone();
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(CERTIFICATE_REFRESH_EVERY) => {}
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-                if let Err(e) = client.refresh_certificates(true).await {
-                    tracing::warn!(error = %e, "periodic platform certificate refresh failed");
-                }
-            }
-        })
-    });
-
-    let addr = listener.local_addr().ok();
-    tracing::info!(addr = ?addr, "merchant server listening");
     let (signal_tx, signal_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = signal_tx.send(true);
     });
-    let serving = axum::serve(listener, server.router)
-        .with_graceful_shutdown(stopped(signal_rx.clone()))
-        .into_future();
+
+    // Background tasks are registered in `Kit::build` (kit.rs), not here.
+    // They are told to stop as soon as shutdown is requested (the
+    // reconciliation worker stops claiming).
+    let workers = server.workers.start();
+    // MUTATION workers.stop_when(stopped(signal_rx.clone()));
+    let metrics_task = metrics_listener.map(|l| {
+        tracing::info!(addr = ?l.local_addr().ok(), "metrics listening");
+        let signal = stopped(signal_rx.clone());
+        tokio::spawn(async move {
+            axum::serve(l, http::traced(crate::metrics::router::<()>()))
+                .with_graceful_shutdown(signal)
+                .await
+        })
+    });
+    let addr = listener.local_addr().ok();
+    tracing::info!(addr = ?addr, "merchant server listening");
+    // The peer address feeds the per-IP rate limit (`http::limits`).
+    let serving = axum::serve(
+        listener,
+        server
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(signal_rx.clone()))
+    .into_future();
     // In-flight requests get a grace period; a connection that never
     // finishes does not keep the process alive forever.
     let grace = {
@@ -336,17 +251,16 @@ pub async fn serve(
             Ok(())
         }
     };
-    tracing::info!("no longer accepting; stopping the reconciliation worker");
-    let _ = stop_tx.send(true);
-    if tokio::time::timeout(SHUTDOWN_GRACE, worker_task)
-        .await
-        .is_err()
-    {
-        tracing::warn!("reconciliation worker did not stop in time");
+    tracing::info!("in-flight requests finished; waiting for the background workers");
+    workers.stop(SHUTDOWN_GRACE).await;
+    if let Some(t) = metrics_task {
+        match tokio::time::timeout(SHUTDOWN_GRACE, t).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "metrics listener failed"),
+            _ => tracing::warn!("metrics listener did not stop in time"),
+        }
     }
-    if let Some(t) = refresh_task {
-        t.abort();
-    }
+    tracing::info!("server stopped");
     result
 }
 

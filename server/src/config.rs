@@ -141,6 +141,66 @@ pub struct RawConfig {
     /// `text` or `json` log lines.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
+    /// Bills: fetch and reconcile the previous day's trade bill daily in `serve`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bill_schedule: Option<bool>,
+    /// Bills: when, `HH:MM` Beijing time (default `10:00`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bill_schedule_time: Option<String>,
+    /// Bills: `ALL`, `SUCCESS` or `REFUND` (default `ALL`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bill_schedule_type: Option<String>,
+    /// Bills: where `YYYY-MM-DD.csv` and `YYYY-MM-DD.json` are kept (default `bills`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bill_schedule_dir: Option<PathBuf>,
+    /// Webhooks: where paid/closed/payment-error events are POSTed (off when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// Webhooks: file holding the HMAC-SHA256 signing secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Webhooks: timeout of one delivery attempt, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_timeout_ms: Option<u64>,
+    /// Webhooks: delay after the first failed attempt, seconds (doubles after each).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_initial_backoff_secs: Option<u64>,
+    /// Webhooks: longest delay between attempts, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_max_backoff_secs: Option<u64>,
+    /// Abuse limits: order creations + pay-params calls per minute per client IP (0: off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_ip_per_minute: Option<u64>,
+    /// Abuse limits: the same per payer session (0: off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_session_per_minute: Option<u64>,
+    /// Abuse limits: comma-separated proxy IPs/CIDRs whose X-Forwarded-For is believed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_proxies: Option<String>,
+    /// Abuse limits: comma-separated origins granted CORS (none by default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors_allowed_origins: Option<String>,
+    /// Abuse limits: largest request body on the public routes, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
+    /// Metrics: a separate listen address for `GET /metrics` (off when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+    /// Metrics: also serve `GET /metrics` on the public listener (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_on_public_listener: Option<bool>,
+    /// Internal API: file holding the bearer token of `/internal/…` (off when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_token_file: Option<PathBuf>,
+    /// Internal API: a separate listen address for `/internal/…`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_listen: Option<String>,
+    /// Internal API: also serve `/internal/…` on the public listener (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_on_public_listener: Option<bool>,
+    /// Internal API: lifetime of a one-time pay link, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pay_link_ttl_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +250,26 @@ const FIELDS: &[(&str, Kind)] = &[
     ("reconcile_interval_secs", Kind::Int),
     ("reconcile_after_secs", Kind::Int),
     ("log_format", Kind::Str),
+    ("bill_schedule", Kind::Bool),
+    ("bill_schedule_time", Kind::Str),
+    ("bill_schedule_type", Kind::Str),
+    ("bill_schedule_dir", Kind::Str),
+    ("webhook_url", Kind::Str),
+    ("webhook_secret_file", Kind::Str),
+    ("webhook_timeout_ms", Kind::Int),
+    ("webhook_initial_backoff_secs", Kind::Int),
+    ("webhook_max_backoff_secs", Kind::Int),
+    ("rate_limit_ip_per_minute", Kind::Int),
+    ("rate_limit_session_per_minute", Kind::Int),
+    ("trusted_proxies", Kind::Str),
+    ("cors_allowed_origins", Kind::Str),
+    ("max_body_bytes", Kind::Int),
+    ("metrics_listen", Kind::Str),
+    ("metrics_on_public_listener", Kind::Bool),
+    ("internal_token_file", Kind::Str),
+    ("internal_listen", Kind::Str),
+    ("internal_on_public_listener", Kind::Bool),
+    ("pay_link_ttl_secs", Kind::Int),
 ];
 
 /// `WXPAY_*` variables that belong to other tools (tests, logging) and are
@@ -470,6 +550,18 @@ pub struct Config {
     pub reconcile: ReconcileConfig,
     /// Log format.
     pub log_format: LogFormat,
+    /// Bills: the daily trade-bill run.
+    pub bill_schedule: crate::bill::schedule::BillScheduleConfig,
+    /// Webhooks: delivery settings (None: no webhook_url, nothing is sent).
+    pub webhook: Option<crate::webhook::WebhookSettings>,
+    /// Abuse limits on the public routes.
+    pub limits: crate::http::limits::LimitSettings,
+    /// Metrics: separate listener for `GET /metrics`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Metrics: `GET /metrics` on the public listener too.
+    pub metrics_on_public_listener: bool,
+    /// Internal (server-to-server) API (None: no `internal_token_file`, off).
+    pub internal: Option<InternalApiConfig>,
     /// Non-fatal findings to log at start.
     pub warnings: Vec<String>,
 }
@@ -975,11 +1067,42 @@ impl RawConfig {
             86400,
         );
 
+        let bill_schedule = match crate::bill::schedule::BillScheduleConfig::from_raw(
+            self.bill_schedule,
+            self.bill_schedule_time.as_deref(),
+            self.bill_schedule_type.as_deref(),
+            self.bill_schedule_dir.as_deref(),
+            base_dir,
+        ) {
+            Ok(b) => Some(b),
+            Err(errors) => {
+                v.errors.extend(errors);
+                None
+            }
+        };
+
         let log_format = match self.log_format.as_deref().unwrap_or("text") {
             "text" => Some(LogFormat::Text),
             "json" => Some(LogFormat::Json),
             other => v.invalid("log_format", format!("{other:?}: use \"text\" or \"json\"")),
         };
+        let metrics_listen = match self.metrics_listen.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(a) => match a.parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => v.invalid(
+                    "metrics_listen",
+                    format!("{a:?} is not a socket address (e.g. 127.0.0.1:9464)"),
+                ),
+            },
+        };
+
+        // Webhooks:
+        let webhook = self.validate_webhook(&mut v, demo);
+        // Abuse limits:
+        let limits = self.validate_limits(&mut v, demo);
+        // Intake:
+        let internal = self.validate_internal(&mut v);
 
         if !v.errors.is_empty() {
             return Err(ConfigErrors(v.errors));
@@ -1036,8 +1159,248 @@ impl RawConfig {
                 after_secs: reconcile_after_secs as i64,
             },
             log_format: log_format.ok_or_else(missing)?,
+            bill_schedule: bill_schedule.ok_or_else(missing)?,
+            webhook,
+            limits,
+            metrics_listen,
+            metrics_on_public_listener: self.metrics_on_public_listener.unwrap_or(false),
+            internal,
             warnings: v.warnings,
         })
+    }
+}
+
+/// The server-to-server order API (`/internal/…`), see `docs/internal-api.md`.
+#[derive(Debug, Clone)]
+pub struct InternalApiConfig {
+    /// The bearer token callers present.
+    pub token: Secret,
+    /// A separate listener for the internal API.
+    pub listen: Option<SocketAddr>,
+    /// Also mount the internal API on the public listener (explicit opt-in).
+    pub on_public_listener: bool,
+    /// Lifetime of a one-time pay link, seconds.
+    pub pay_link_ttl_secs: i64,
+}
+
+/// Shortest accepted internal API token.
+pub const MIN_INTERNAL_TOKEN_LEN: usize = 32;
+
+// Intake:
+impl RawConfig {
+    fn validate_internal(&self, v: &mut Validator<'_>) -> Option<InternalApiConfig> {
+        let listen = match self.internal_listen.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(a) => match a.parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => v.invalid(
+                    "internal_listen",
+                    format!("{a:?} is not a socket address (e.g. 127.0.0.1:8081)"),
+                ),
+            },
+        };
+        let on_public = self.internal_on_public_listener.unwrap_or(false);
+        let ttl = v.range(
+            "pay_link_ttl_secs",
+            self.pay_link_ttl_secs.unwrap_or(3600),
+            60,
+            7 * 86400,
+        );
+        let Some(file) = self
+            .internal_token_file
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty())
+        else {
+            if listen.is_some() || on_public {
+                v.invalid::<()>(
+                    "internal_token_file",
+                    "required with internal_listen / internal_on_public_listener (a file holding \
+                     a random token of ≥ 32 characters, e.g. `head -c 32 /dev/urandom | base64 > internal.token`)"
+                        .into(),
+                );
+            }
+            return None;
+        };
+        let p = v.path(file);
+        let token = match std::fs::read_to_string(&p) {
+            Ok(s) => {
+                let s = Zeroizing::new(s);
+                let t = s.trim();
+                if t.len() < MIN_INTERNAL_TOKEN_LEN || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                    v.invalid(
+                        "internal_token_file",
+                        format!(
+                            "{}: the token must be at least {MIN_INTERNAL_TOKEN_LEN} printable ASCII characters",
+                            p.display()
+                        ),
+                    )
+                } else {
+                    Some(Secret::new(t))
+                }
+            }
+            Err(e) => v.invalid(
+                "internal_token_file",
+                format!("cannot read {}: {e}", p.display()),
+            ),
+        }?;
+        if listen.is_none() && !on_public {
+            v.warnings.push(
+                "internal_token_file is set but neither internal_listen nor internal_on_public_listener: \
+                 `serve` does not expose the internal API (an embedding app can mount Kit::internal_router)"
+                    .into(),
+            );
+        }
+        Some(InternalApiConfig {
+            token,
+            listen,
+            on_public_listener: on_public,
+            pay_link_ttl_secs: ttl as i64,
+        })
+    }
+}
+
+// Webhooks + abuse limits:
+impl RawConfig {
+    fn validate_webhook(
+        &self,
+        v: &mut Validator<'_>,
+        demo: bool,
+    ) -> Option<crate::webhook::WebhookSettings> {
+        let Some(u) = self.webhook_url.as_deref().filter(|s| !s.is_empty()) else {
+            if self
+                .webhook_secret_file
+                .as_deref()
+                .is_some_and(|p| !p.as_os_str().is_empty())
+            {
+                v.warnings.push(
+                    "webhook_secret_file is set but webhook_url is not: no webhooks are sent"
+                        .into(),
+                );
+            }
+            return None;
+        };
+        let url = match Url::parse(u) {
+            Ok(url) if matches!(url.scheme(), "https" | "http") && url.host().is_some() => {
+                if url.scheme() == "http" && !demo && !is_loopback(&url) {
+                    v.warnings.push(format!(
+                        "webhook_url {}://{}… is plain http: events are signed but readable on the way",
+                        url.scheme(),
+                        url.host_str().unwrap_or_default()
+                    ));
+                }
+                Some(url)
+            }
+            Ok(_) => v.invalid("webhook_url", "must be an http(s) URL".into()),
+            Err(e) => v.invalid("webhook_url", format!("not a URL: {e}")),
+        };
+        let secret = v
+            .required_path(
+                &self.webhook_secret_file,
+                "webhook_secret_file",
+                "a file holding the webhook signing secret (≥ 16 characters), e.g. `head -c 32 /dev/urandom | base64 > webhook.key`",
+            )
+            .and_then(|p| match std::fs::read_to_string(&p) {
+                Ok(s) => {
+                    let s = Zeroizing::new(s);
+                    let t = s.trim();
+                    if t.len() < 16 {
+                        v.invalid(
+                            "webhook_secret_file",
+                            format!("{}: the secret must be at least 16 characters", p.display()),
+                        )
+                    } else {
+                        Some(Secret::new(t))
+                    }
+                }
+                Err(e) => v.invalid(
+                    "webhook_secret_file",
+                    format!("cannot read {}: {e}", p.display()),
+                ),
+            });
+        let timeout_ms = v.range(
+            "webhook_timeout_ms",
+            self.webhook_timeout_ms.unwrap_or(10_000),
+            100,
+            120_000,
+        );
+        let initial = v.range(
+            "webhook_initial_backoff_secs",
+            self.webhook_initial_backoff_secs.unwrap_or(5),
+            1,
+            3600,
+        );
+        let max = v.range(
+            "webhook_max_backoff_secs",
+            self.webhook_max_backoff_secs.unwrap_or(3600),
+            1,
+            7 * 86400,
+        );
+        let mut w = crate::webhook::WebhookSettings::new(url?, secret?);
+        w.timeout = Duration::from_millis(timeout_ms);
+        w.initial_backoff_secs = initial;
+        w.max_backoff_secs = max.max(initial);
+        Some(w)
+    }
+
+    fn validate_limits(
+        &self,
+        v: &mut Validator<'_>,
+        demo: bool,
+    ) -> crate::http::limits::LimitSettings {
+        use crate::http::limits::{IpNet, LimitSettings};
+        let list = |s: &Option<String>| -> Vec<String> {
+            s.as_deref()
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        // The demo is one tester on one machine: no rate limits unless asked.
+        let ip = v.range(
+            "rate_limit_ip_per_minute",
+            self.rate_limit_ip_per_minute
+                .unwrap_or(if demo { 0 } else { 120 }),
+            0,
+            1_000_000,
+        );
+        let session = v.range(
+            "rate_limit_session_per_minute",
+            self.rate_limit_session_per_minute
+                .unwrap_or(if demo { 0 } else { 30 }),
+            0,
+            1_000_000,
+        );
+        let mut trusted_proxies = Vec::new();
+        for p in list(&self.trusted_proxies) {
+            match p.parse::<IpNet>() {
+                Ok(n) => trusted_proxies.push(n),
+                Err(e) => {
+                    v.invalid::<()>("trusted_proxies", e);
+                }
+            }
+        }
+        let mut cors_allowed_origins = Vec::new();
+        for o in list(&self.cors_allowed_origins) {
+            if let Some(o) = v.origin("cors_allowed_origins", &o, demo) {
+                cors_allowed_origins.push(o);
+            }
+        }
+        let max_body_bytes = v.range(
+            "max_body_bytes",
+            self.max_body_bytes
+                .unwrap_or(crate::http::limits::DEFAULT_MAX_BODY_BYTES as u64),
+            1024,
+            1 << 20,
+        );
+        LimitSettings {
+            ip_per_minute: ip as u32,
+            session_per_minute: session as u32,
+            trusted_proxies,
+            cors_allowed_origins,
+            max_body_bytes: max_body_bytes as usize,
+        }
     }
 }
 

@@ -33,6 +33,10 @@ enum Command {
     Demo(cli::demo::DemoArgs),
     /// Check a page URL against a registered 支付授权目录 (pay directory).
     CheckPayDir(cli::paydir::CheckPayDirArgs),
+    /// Webhook outbox: list pending events or re-send one.
+    Events(cli::events::EventsArgs),
+    /// Download a day's trade bill (SHA-1 verified) and reconcile it with the orders.
+    Bill(cli::bill::BillArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,5 +48,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => cli::serve::run(a),
         Command::Demo(a) => cli::demo::run(a),
         Command::CheckPayDir(a) => cli::paydir::run(a),
+        Command::Events(a) => cli::events::run(a),
+        Command::Bill(a) => cli::bill::run(a),
     }
 }

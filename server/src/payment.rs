@@ -330,6 +330,10 @@ pub async fn apply_transaction(
         }
     };
     let outcome = store.apply_transition(no, &transition, now).await?;
+    if let ApplyOutcome::Applied(o) = &outcome {
+        // Committed: tell in-process listeners (at most once).
+        crate::events::announce(store, order.state, o, source);
+    }
     match &outcome {
         ApplyOutcome::Applied(o) => tracing::info!(
             order = %o.combine_out_trade_no,
@@ -352,6 +356,11 @@ pub async fn apply_transaction(
             %reason,
             "ALERT: WeChat Pay reports a state this order cannot take; nothing changed"
         ),
+    }
+    if let ApplyOutcome::Applied(o) = &outcome {
+        if o.state == TradeState::Success && order.state != TradeState::Success {
+            crate::metrics::metrics().payment_confirmed(source.as_str());
+        }
     }
     Ok(outcome)
 }

@@ -1,26 +1,51 @@
-//! `cargo xtask fuzz [--minutes N | --seconds N] [TARGET]` (default: every
-//! target for a minute) and `cargo xtask fuzz --quick`: bounded,
-//! coverage-guided fuzzing of the targets in `fuzz/fuzz_targets/` with
-//! cargo-fuzz (libFuzzer + AddressSanitizer).
+//! `cargo xtask fuzz [--minutes N | --seconds N] [--target NAME] [--asan]`
+//! (default: every target for a minute) and `cargo xtask fuzz --quick`:
+//! bounded, coverage-guided fuzzing of the targets in `fuzz/fuzz_targets/`
+//! with cargo-fuzz (libFuzzer).
 //!
 //! The machine has only a stable toolchain; cargo-fuzz's `-Z` flags work on
 //! it with `RUSTC_BOOTSTRAP=1`, which this sets for the fuzz build only.
+//!
+//! One build serves every target and both modes: release with debug
+//! assertions (overflow checks), no sanitizer (the fuzzed code is safe Rust
+//! on the pure-Rust crypto backend; `--asan` adds AddressSanitizer for a
+//! separate build), 16 codegen units (cargo-fuzz defaults to 1, which
+//! serialises the biggest crates on a 2-core machine). Artifacts live in
+//! `fuzz/target/` (shared by all targets and runs).
+//!
 //! The committed seed corpus `fuzz/corpus/<target>/` is read, never written:
 //! new inputs go to `fuzz/target/work-corpus/<target>/` (kept between runs,
 //! ignored by git) and crashes to `fuzz/artifacts/<target>/`. A dictionary
-//! `fuzz/dict/<target>.dict` is used when present.
+//! `fuzz/dict/<target>.dict` is used when present. After the runs a table
+//! gives executions, new inputs and coverage per target; a crash fails the
+//! command, naming the reproducer file.
 
 use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 /// Seconds per target for [`quick`] (the `cargo xtask test` smoke run).
-const QUICK_SECONDS: u64 = 10;
+const QUICK_SECONDS: u64 = 8;
+
+/// What one bounded run of one target did.
+#[derive(Debug, Default)]
+struct Report {
+    target: String,
+    seconds: u64,
+    executions: u64,
+    new_units: u64,
+    coverage: u64,
+    corpus: u64,
+    crash: Option<String>,
+}
 
 /// Entry point of `cargo xtask fuzz`.
 pub fn cli(args: &[String]) -> Result<()> {
     let mut seconds = 60;
     let mut target = None;
+    let mut asan = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -32,9 +57,15 @@ pub fn cli(args: &[String]) -> Result<()> {
                     .with_context(|| format!("{arg} needs a whole number"))?;
                 seconds = if arg == "--minutes" { n * 60 } else { n };
             }
+            "--target" => {
+                target = Some(it.next().context("--target needs a name")?.to_string());
+            }
+            "--asan" => asan = true,
             "--quick" => return quick(),
             "-h" | "--help" => {
-                println!("usage: cargo xtask fuzz [--quick | --minutes N | --seconds N] [TARGET]");
+                println!(
+                    "usage: cargo xtask fuzz [--quick | --minutes N | --seconds N] [--target NAME] [--asan]"
+                );
                 println!("targets: {}", targets()?.join(", "));
                 return Ok(());
             }
@@ -42,38 +73,97 @@ pub fn cli(args: &[String]) -> Result<()> {
             other => target = Some(other.to_string()),
         }
     }
-    match target {
-        Some(t) => run(&t, seconds),
-        None => {
-            for t in targets()? {
-                run(&t, seconds)?;
-            }
-            Ok(())
-        }
-    }
+    let names = match target {
+        Some(t) => vec![t],
+        None => targets()?,
+    };
+    run_targets(&names, seconds, asan)
 }
 
 /// Every target for a few seconds: proves the harnesses build and run, and
-/// replays the seed corpus through them.
+/// replays the seed corpus through them. Part of `cargo xtask test`.
 pub fn quick() -> Result<()> {
-    for t in targets()? {
-        run(&t, QUICK_SECONDS)?;
+    let started = Instant::now();
+    run_targets(&targets()?, QUICK_SECONDS, false)?;
+    println!(
+        "xtask fuzz: quick run done in {:.0} s (build included)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Builds once, fuzzes each of `names` for `seconds`, prints the table, and
+/// fails if any target crashed.
+fn run_targets(names: &[String], seconds: u64, asan: bool) -> Result<()> {
+    let known = targets()?;
+    for t in names {
+        if !known.contains(t) {
+            bail!("no fuzz target {t:?} (have: {})", known.join(", "));
+        }
+    }
+    ensure_cargo_fuzz()?;
+    let build_started = Instant::now();
+    let mut build = cargo_fuzz("build", asan);
+    if let [one] = names {
+        build.arg(one);
+    }
+    let status = build.status().context("running cargo fuzz build")?;
+    if !status.success() {
+        bail!("cargo fuzz build failed ({status})");
+    }
+    println!(
+        "xtask fuzz: build took {:.0} s",
+        build_started.elapsed().as_secs_f64()
+    );
+
+    let mut reports = Vec::new();
+    for t in names {
+        reports.push(run(t, seconds, asan)?);
+    }
+    println!();
+    println!(
+        "{:<22} {:>6} {:>12} {:>9} {:>6} {:>7} {:>6} {:>7}",
+        "target", "secs", "executions", "exec/s", "new", "corpus", "cov", "crashes"
+    );
+    for r in &reports {
+        println!(
+            "{:<22} {:>6} {:>12} {:>9} {:>6} {:>7} {:>6} {:>7}",
+            r.target,
+            r.seconds,
+            r.executions,
+            r.executions / r.seconds.max(1),
+            r.new_units,
+            r.corpus,
+            r.coverage,
+            u8::from(r.crash.is_some()),
+        );
+    }
+    let crashes: Vec<String> = reports
+        .iter()
+        .filter_map(|r| r.crash.as_ref().map(|c| format!("{}: {c}", r.target)))
+        .collect();
+    if !crashes.is_empty() {
+        bail!("fuzzing found crashes:\n{}", crashes.join("\n"));
     }
     Ok(())
 }
 
-/// Fuzzes `target` for `seconds`, failing if libFuzzer finds a crash.
-pub fn run(target: &str, seconds: u64) -> Result<()> {
+/// `cargo fuzz <sub>` with this project's build settings.
+fn cargo_fuzz(sub: &str, asan: bool) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(repo_root())
+        .env("RUSTC_BOOTSTRAP", "1")
+        .args(["fuzz", sub, "--release", "--debug-assertions"])
+        .args(["--codegen-units", "16"])
+        .args(["--sanitizer", if asan { "address" } else { "none" }]);
+    cmd
+}
+
+/// Fuzzes `target` for `seconds`: libFuzzer's progress is passed through,
+/// its final statistics and any crash reproducer are collected.
+fn run(target: &str, seconds: u64, asan: bool) -> Result<Report> {
     let root = repo_root();
     let fuzz_dir = root.join("fuzz");
-    if !targets()?.iter().any(|t| t == target) {
-        bail!(
-            "no fuzz target {target:?} (have: {})",
-            targets()?.join(", ")
-        );
-    }
-    ensure_cargo_fuzz()?;
-
     let seeds = fuzz_dir.join("corpus").join(target);
     let work = fuzz_dir.join("target").join("work-corpus").join(target);
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
@@ -81,29 +171,72 @@ pub fn run(target: &str, seconds: u64) -> Result<()> {
     std::fs::create_dir_all(&artifacts)?;
 
     println!("xtask fuzz: {target} for {seconds} s");
-    let mut cmd = Command::new("cargo");
-    cmd.current_dir(&root)
-        .env("RUSTC_BOOTSTRAP", "1")
-        .args(["fuzz", "run", target])
+    let mut cmd = cargo_fuzz("run", asan);
+    cmd.arg(target)
         .arg(&work)
         .arg(&seeds)
         .arg("--")
         .arg(format!("-max_total_time={seconds}"))
         .arg("-timeout=10")
-        .arg("-print_final_stats=1");
+        .arg("-rss_limit_mb=2048")
+        .arg("-print_final_stats=1")
+        .stderr(Stdio::piped());
     // Header cells and typical values help the mutator past the header check.
     let dict = fuzz_dir.join("dict").join(format!("{target}.dict"));
     if dict.exists() {
         cmd.arg(format!("-dict={}", dict.display()));
     }
-    let status = cmd.status().context("running cargo fuzz")?;
-    if !status.success() {
-        bail!(
-            "fuzz target {target} failed ({status}); reproducer in {}",
-            artifacts.display()
-        );
+    let mut child = cmd.spawn().context("running cargo fuzz run")?;
+    let stderr = child.stderr.take().context("libFuzzer output")?;
+    let mut report = Report {
+        target: target.to_string(),
+        seconds,
+        ..Report::default()
+    };
+    for line in BufReader::new(stderr).lines() {
+        let line = line.context("reading libFuzzer output")?;
+        eprintln!("{line}");
+        parse_line(&line, &mut report);
     }
-    Ok(())
+    let status = child.wait().context("waiting for cargo fuzz run")?;
+    if !status.success() && report.crash.is_none() {
+        report.crash = Some(format!(
+            "exited with {status}; reproducer (if any) in {}",
+            artifacts.display()
+        ));
+    }
+    Ok(report)
+}
+
+/// Picks libFuzzer's statistics and the crash artifact out of one line.
+fn parse_line(line: &str, r: &mut Report) {
+    let number = |key: &str| -> Option<u64> {
+        let rest = &line[line.find(key)? + key.len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    };
+    if let Some(n) = line
+        .strip_prefix("stat::number_of_executed_units:")
+        .and_then(|v| v.trim().parse().ok())
+    {
+        r.executions = n;
+    } else if let Some(n) = line
+        .strip_prefix("stat::new_units_added:")
+        .and_then(|v| v.trim().parse().ok())
+    {
+        r.new_units = n;
+    } else if line.starts_with('#') {
+        if let Some(c) = number("cov: ") {
+            r.coverage = c;
+        }
+        if let Some(c) = line
+            .find("corp: ")
+            .and_then(|i| line[i + 6..].split('/').next()?.parse().ok())
+        {
+            r.corpus = c;
+        }
+    } else if let Some(i) = line.find("Test unit written to ") {
+        r.crash = Some(line[i + "Test unit written to ".len()..].trim().to_string());
+    }
 }
 
 /// Target names: the files in `fuzz/fuzz_targets/`.
@@ -147,4 +280,32 @@ fn repo_root() -> PathBuf {
         .parent()
         .expect("xtask lives in the repository root")
         .to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_libfuzzer_statistics_and_crashes() {
+        let mut r = Report::default();
+        for line in [
+            "#4096\tpulse  cov: 812 ft: 1900 corp: 120/9Kb lim: 43 exec/s: 2048 rss: 80Mb",
+            "#52011\tDONE   cov: 1234 ft: 4321 corp: 345/60Kb lim: 4096 exec/s: 5201 rss: 90Mb",
+            "stat::number_of_executed_units: 52011",
+            "stat::new_units_added: 77",
+        ] {
+            parse_line(line, &mut r);
+        }
+        assert_eq!(
+            (r.executions, r.new_units, r.coverage, r.corpus),
+            (52011, 77, 1234, 345)
+        );
+        assert!(r.crash.is_none());
+        parse_line(
+            "artifact_prefix='fuzz/artifacts/x/'; Test unit written to fuzz/artifacts/x/crash-ab12",
+            &mut r,
+        );
+        assert_eq!(r.crash.as_deref(), Some("fuzz/artifacts/x/crash-ab12"));
+    }
 }

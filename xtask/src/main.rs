@@ -4,6 +4,7 @@
 //! needs (idempotently) before doing its job.
 
 mod bench;
+mod bench_load;
 mod demo;
 mod fuzz;
 mod test;
@@ -21,9 +22,10 @@ fn main() -> ExitCode {
         Some("wasm-size") => wasm::size(),
         Some("wasm-test") => wasm::test(),
         Some("bench-crypto") => bench::crypto(&args[1..]),
+        Some("bench-load") => bench_load::run(&args[1..]),
         Some("fuzz") => fuzz::cli(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|wasm|wasm-size|wasm-test|bench-crypto|fuzz>");
+            eprintln!("usage: cargo xtask <demo|test|wasm|wasm-size|wasm-test|bench-crypto|bench-load|fuzz>");
             return ExitCode::from(2);
         }
     };

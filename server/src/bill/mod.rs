@@ -33,7 +33,9 @@ mod error;
 mod format;
 mod layout;
 mod parse;
+pub mod reconcile;
 mod record;
+pub mod schedule;
 mod timefmt;
 
 #[cfg(test)]
@@ -48,6 +50,7 @@ pub use error::{AmountError, BillError, FormatError, MalformedReason};
 pub use format::{format, FormatOptions, LineEnding};
 pub use layout::{BillKind, UnknownBillKind};
 pub use parse::{parse, parse_file, parse_lenient, LenientBill, RowError};
+pub use reconcile::{reconcile, LocalSubOrder, Report};
 pub use record::{
     BillRecord, BillSummary, Openid, RefundColumns, TotalField, TotalMismatch, TradeBill,
 };

@@ -1,7 +1,7 @@
 //! `wxpay-combine serve --config wxpay.toml`: the production merchant server.
 
 use crate::app;
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +15,9 @@ pub struct ServeArgs {
     /// Validate the configuration (keys, files, URLs) and exit.
     #[arg(long)]
     pub check: bool,
+    /// Log line format, overriding `log_format` of the configuration.
+    #[arg(long, value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
 }
 
 /// Runs `serve`.
@@ -26,7 +29,11 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    app::init_tracing(config.log_format);
+    app::init_tracing(match args.log_format.as_deref() {
+        Some("json") => LogFormat::Json,
+        Some(_) => LogFormat::Text,
+        None => config.log_format,
+    });
     for var in Config::unknown_env_vars(std::env::vars().map(|(k, _)| k)) {
         tracing::warn!(variable = %var, "unknown WXPAY_ environment variable ignored (typo?)");
     }

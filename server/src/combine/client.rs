@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 use url::Url;
 
 /// `User-Agent` of every request (WeChat Pay refuses requests without one).
@@ -259,10 +260,16 @@ impl WechatPayClient {
         path_and_query: &str,
         repeat: Repeat,
     ) -> Result<SignedResponse, ApiError> {
-        let raw = self
+        let started = Instant::now();
+        let result = match self
             .exchange(endpoint, Method::GET, path_and_query, None, repeat)
-            .await?;
-        self.verified(endpoint, raw).await
+            .await
+        {
+            Ok(raw) => self.verified(endpoint, raw).await,
+            Err(e) => Err(e),
+        };
+        record_api_call(endpoint, &result, started);
+        result
     }
 
     /// Signed `POST` of a JSON body (sent byte-for-byte as signed), verified.
@@ -273,7 +280,8 @@ impl WechatPayClient {
         body: Vec<u8>,
         repeat: Repeat,
     ) -> Result<SignedResponse, ApiError> {
-        let raw = self
+        let started = Instant::now();
+        let result = match self
             .exchange(
                 endpoint,
                 Method::POST,
@@ -281,8 +289,13 @@ impl WechatPayClient {
                 Some(Bytes::from(body)),
                 repeat,
             )
-            .await?;
-        self.verified(endpoint, raw).await
+            .await
+        {
+            Ok(raw) => self.verified(endpoint, raw).await,
+            Err(e) => Err(e),
+        };
+        record_api_call(endpoint, &result, started);
+        result
     }
 
     /// Signed `GET` of an absolute `download_url` (bill files). The answer is
@@ -290,6 +303,17 @@ impl WechatPayClient {
     /// the signed bill API returned. The URL must point at a configured API
     /// host, so the Authorization header never goes elsewhere.
     pub async fn download(&self, download_url: &str, max_bytes: usize) -> Result<Bytes, ApiError> {
+        let started = Instant::now();
+        let result = self.download_inner(download_url, max_bytes).await;
+        record_api_call("download", &result, started);
+        result
+    }
+
+    async fn download_inner(
+        &self,
+        download_url: &str,
+        max_bytes: usize,
+    ) -> Result<Bytes, ApiError> {
         const ENDPOINT: &str = "download";
         let url = Url::parse(download_url).map_err(|e| ApiError::Decode {
             endpoint: ENDPOINT,
@@ -598,6 +622,22 @@ impl WechatPayClient {
     }
 }
 
+/// Counts one completed API call (after retries) in the metrics:
+/// endpoint names are fixed strings (`combine prepay` → `combine_prepay`).
+fn record_api_call<T>(endpoint: &'static str, result: &Result<T, ApiError>, started: Instant) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(ApiError::Service { status: 429, .. }) => "rate_limited",
+        Err(ApiError::Service { status, .. }) if *status >= 500 => "server_error",
+        Err(ApiError::Service { .. }) => "business_error",
+        Err(ApiError::Verify(_)) => "bad_signature",
+        Err(ApiError::Sign(_)) => "sign_error",
+        Err(ApiError::Transport { .. }) => "transport_error",
+        Err(ApiError::Decode { .. }) => "decode_error",
+    };
+    crate::metrics::metrics().api_call(&endpoint.replace(' ', "_"), outcome, started.elapsed());
+}
+
 fn trim_base(u: &Url) -> Url {
     let mut u = u.clone();
     let path = u.path().trim_end_matches('/').to_string();
@@ -677,6 +717,7 @@ impl CombineApi for WechatPayClient {
             detail: e.to_string(),
         })?;
         // Idempotent on combine_out_trade_no with an identical body.
+        let span = tracing::info_span!("wechatpay", endpoint = ENDPOINT, combine_out_trade_no = %request.combine_out_trade_no);
         let resp = self
             .post_json(
                 ENDPOINT,
@@ -684,6 +725,7 @@ impl CombineApi for WechatPayClient {
                 body,
                 Repeat::Safe,
             )
+            .instrument(span)
             .await?;
         let parsed: PrepayResponse = resp.json(ENDPOINT)?;
         if parsed.prepay_id.is_empty() || parsed.prepay_id.len() > 64 {
@@ -701,7 +743,11 @@ impl CombineApi for WechatPayClient {
             "/v3/combine-transactions/out-trade-no/{}",
             encode_path_segment(combine_out_trade_no)
         );
-        let resp = self.get(ENDPOINT, &path, Repeat::Safe).await?;
+        let span = tracing::info_span!("wechatpay", endpoint = ENDPOINT, combine_out_trade_no = %combine_out_trade_no);
+        let resp = self
+            .get(ENDPOINT, &path, Repeat::Safe)
+            .instrument(span)
+            .await?;
         let tx: CombineTransaction = resp.json(ENDPOINT)?;
         if tx.combine_out_trade_no != combine_out_trade_no {
             return Err(ApiError::Decode {
@@ -730,7 +776,11 @@ impl CombineApi for WechatPayClient {
             detail: e.to_string(),
         })?;
         // Re-entrant: closing twice is harmless.
-        let resp = self.post_json(ENDPOINT, &path, body, Repeat::Safe).await?;
+        let span = tracing::info_span!("wechatpay", endpoint = ENDPOINT, combine_out_trade_no = %combine_out_trade_no);
+        let resp = self
+            .post_json(ENDPOINT, &path, body, Repeat::Safe)
+            .instrument(span)
+            .await?;
         match resp.status {
             200 | 204 => Ok(()),
             // 202 USERPAYING: the payer is entering the password; not closed.

@@ -18,6 +18,8 @@
 //! | `GET /healthz`, `GET /readyz` | liveness, database readiness |
 
 pub mod error;
+pub mod internal;
+pub mod limits;
 pub mod oauth;
 pub mod orders;
 pub mod session;
@@ -43,6 +45,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tower::ServiceExt;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
@@ -133,6 +138,8 @@ pub struct AppState {
     /// The verifier of WeChat Pay's signatures, when readiness should
     /// include "a usable WeChat Pay key or platform certificate is loaded".
     pub(crate) verifier: Option<Arc<Verifier>>,
+    /// Abuse limits ([`limits`]): rate limits, body size, CORS.
+    pub(crate) limits: Arc<limits::LimitSettings>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -170,7 +177,14 @@ impl AppState {
             cookies,
             query_throttle: Arc::new(Mutex::new(HashMap::new())),
             verifier: None,
+            limits: Arc::new(limits::LimitSettings::default()),
         }
+    }
+
+    /// Sets the abuse limits (the default has no rate limits).
+    pub fn with_limits(mut self, settings: limits::LimitSettings) -> Self {
+        self.limits = Arc::new(settings);
+        self
     }
 
     /// Makes `/readyz` also require that `verifier` holds the WeChat Pay
@@ -209,24 +223,46 @@ impl FromRequestParts<AppState> for Session {
 /// The router: API, OAuth, pages, health.
 pub fn app(state: AppState) -> Router {
     let dir = state.settings.pay_directory.clone();
+    let own_origin = Url::parse(&state.settings.oauth_redirect_uri)
+        .ok()
+        .map(|u| u.origin().ascii_serialization());
+    let limits = limits::Limits::new(
+        (*state.limits).clone(),
+        state.cookies.clone(),
+        state.clock.clone(),
+        own_origin,
+    );
+    let max_body = limits.settings().max_body_bytes;
+    let rate_limited = || axum::middleware::from_fn_with_state(limits.clone(), limits::rate_limit);
     let api = Router::new()
         .route("/api/config", get(api_config))
         .route("/api/session", get(api_session))
         .route("/api/catalog", get(api_catalog))
-        .route("/api/combine-orders", post(orders::create))
+        .route(
+            "/api/combine-orders",
+            post(orders::create).layer(rate_limited()),
+        )
         .route("/api/combine-orders/{no}", get(orders::get))
         .route(
             "/api/combine-orders/{no}/pay-params",
-            post(orders::pay_params),
+            post(orders::pay_params).layer(rate_limited()),
         )
         .route("/api/combine-orders/{no}/close", post(orders::close))
+        .route(
+            "/api/pay-links/claim",
+            post(internal::claim).layer(rate_limited()),
+        )
         .route("/api/{*rest}", axum::routing::any(api_not_found))
-        .layer(DefaultBodyLimit::max(MAX_API_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(max_body.min(MAX_API_BODY_BYTES)))
+        .layer(axum::middleware::from_fn_with_state(
+            limits.clone(),
+            limits::same_origin_writes,
+        ))
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         ));
-    Router::new()
+    let router = Router::new()
         .merge(api)
         .route("/oauth/start", get(oauth::start))
         .route("/oauth/callback", get(oauth::callback))
@@ -241,13 +277,83 @@ pub fn app(state: AppState) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
-        .layer(
-            // Log method and path only: query strings carry OAuth codes.
-            TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
-            }),
-        )
-        .with_state(state)
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            limits.clone(),
+            limits::body_limit,
+        ))
+        .layer(limits.cors_layer())
+        .with_state(state);
+    traced(router)
+}
+
+/// The request header carrying a request id (honoured when well-formed,
+/// else replaced by a generated one; echoed in the response).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Wraps `router` in the request tracing layers: an `http` span per request
+/// with `method`, `path` (never the query: it carries OAuth codes),
+/// `request_id` and, once a handler knows it, `combine_out_trade_no`
+/// ([`record_order`]); an incoming `X-Request-Id` is kept only when it is
+/// 1–64 characters of `[A-Za-z0-9._:-]`, else a UUID is generated; the id
+/// is echoed in the response.
+pub fn traced<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    let header = axum::http::HeaderName::from_static(REQUEST_ID_HEADER);
+    router
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req
+                .headers()
+                .get(REQUEST_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!(
+                "http",
+                method = %req.method(),
+                path = %req.uri().path(),
+                request_id = %id,
+                combine_out_trade_no = tracing::field::Empty,
+            )
+        }))
+        .layer(PropagateRequestIdLayer::new(header.clone()))
+        .layer(SetRequestIdLayer::new(header, MakeUuidRequestId))
+        .layer(axum::middleware::map_request(drop_malformed_request_id))
+}
+
+/// Puts a combined order's number on the current request span, so every
+/// line logged while handling the request carries it.
+pub fn record_order(combine_out_trade_no: &str) {
+    let no: String = combine_out_trade_no.chars().take(64).collect();
+    tracing::Span::current().record("combine_out_trade_no", no.as_str());
+}
+
+/// Whether an incoming request id is acceptable as is.
+fn well_formed_request_id(v: &[u8]) -> bool {
+    (1..=64).contains(&v.len())
+        && v.iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+async fn drop_malformed_request_id(mut req: Request) -> Request {
+    if req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .is_some_and(|v| !well_formed_request_id(v.as_bytes()))
+    {
+        req.headers_mut().remove(REQUEST_ID_HEADER);
+    }
+    req
+}
+
+/// Generates request ids: random UUIDs (32 hex digits).
+#[derive(Debug, Clone, Copy)]
+struct MakeUuidRequestId;
+
+impl MakeRequestId for MakeUuidRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string())
+            .ok()
+            .map(RequestId::new)
+    }
 }
 
 async fn api_not_found() -> Response {

@@ -357,7 +357,7 @@ fn build_order(
     })
 }
 
-fn sign_pay_params(st: &AppState, prepay_id: &str) -> Result<JsapiPayParams, AppError> {
+pub(crate) fn sign_pay_params(st: &AppState, prepay_id: &str) -> Result<JsapiPayParams, AppError> {
     JsapiPayParams::sign(
         &st.pay_key,
         &st.settings.appid,
@@ -381,7 +381,7 @@ fn has_code(e: &ApiError, codes: &[&str]) -> bool {
 /// Whether this prepay is the order's first attempt (from creation) or a
 /// repeat (from `pay-params`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Attempt {
+pub(crate) enum Attempt {
     First,
     Repeat,
 }
@@ -394,7 +394,7 @@ enum Attempt {
 /// the order, and an earlier prepay_id may still be payable): the order stays
 /// open for the reconciliation worker, which closes it through the close API
 /// once it expires.
-async fn prepay_stored(
+pub(crate) async fn prepay_stored(
     st: &AppState,
     order: &CombineOrder,
     attempt: Attempt,
@@ -431,9 +431,13 @@ async fn prepay_stored(
                 notification: None,
                 detail: format!("prepay refused: {code}"),
             };
-            st.store
+            let outcome = st
+                .store
                 .apply_transition(no, &transition, st.clock.now())
                 .await?;
+            if let ApplyOutcome::Applied(o) = &outcome {
+                crate::events::announce(&*st.store, order.state, o, EventSource::Close);
+            }
             Err(AppError::PrepayRefused {
                 combine_out_trade_no: no.clone(),
                 code,
@@ -482,6 +486,8 @@ pub async fn create(
             Err(e) => return Err(e.into()),
         }
     }
+    super::record_order(&order.combine_out_trade_no);
+    crate::metrics::metrics().order_created();
     tracing::info!(
         order = %order.combine_out_trade_no,
         payer = %mask_openid(&order.payer_openid),
@@ -504,6 +510,7 @@ async fn owned_order(st: &AppState, session: &Session, no: &str) -> Result<Combi
     if !is_order_number(no) {
         return Err(AppError::OrderNotFound);
     }
+    super::record_order(no);
     match st.store.get_order(no).await? {
         Some(o) if o.payer_openid == session.openid => Ok(o),
         Some(_) => {
@@ -515,7 +522,7 @@ async fn owned_order(st: &AppState, session: &Session, no: &str) -> Result<Combi
 }
 
 /// Query-on-read; failures are logged and the stored order is kept.
-async fn refresh(st: &AppState, no: &str) -> Option<CombineOrder> {
+pub(crate) async fn refresh(st: &AppState, no: &str) -> Option<CombineOrder> {
     match refresh_from_query(st.store.as_ref(), st.api.as_ref(), no, st.clock.now()).await {
         Ok(o) => Some(o),
         Err(RefreshError::Api(e)) if has_code(&e, NOT_FOUND_CODES) => {
@@ -532,7 +539,7 @@ async fn refresh(st: &AppState, no: &str) -> Option<CombineOrder> {
 /// Whether a read should ask WeChat Pay first: the order is open and no
 /// notification came within `query_after_secs` (of creation or of the last
 /// notification seen), and this order was not queried that recently.
-fn query_due(st: &AppState, order: &CombineOrder, now: i64) -> bool {
+pub(crate) fn query_due(st: &AppState, order: &CombineOrder, now: i64) -> bool {
     if !order.state.is_open() {
         return false;
     }
@@ -605,10 +612,23 @@ pub async fn close(
     Path(no): Path<String>,
 ) -> Result<Json<OrderView>, AppError> {
     let order = owned_order(&st, &session, &no).await?;
+    let order = close_order(&st, order, "closed by the payer").await?;
+    Ok(Json(OrderView::of(&order, &st)))
+}
+
+/// Closes an open order at WeChat Pay and records CLOSED (re-entrant for a
+/// closed order; the minimum-age rule applies). Shared by the payer's close
+/// and the server-to-server API; returns the order as stored.
+pub(crate) async fn close_order(
+    st: &AppState,
+    order: CombineOrder,
+    reason: &str,
+) -> Result<CombineOrder, AppError> {
+    let no = order.combine_out_trade_no.clone();
     match order.state {
         TradeState::Success | TradeState::Refund => return Err(AppError::OrderPaid),
         // Closing is re-entrant: an already closed order answers as is.
-        TradeState::Closed => return Ok(Json(OrderView::of(&order, &st))),
+        TradeState::Closed => return Ok(order),
         TradeState::PayError => return Err(AppError::OrderFinal(order.state)),
         TradeState::NotPay | TradeState::UserPaying => {}
     }
@@ -622,14 +642,14 @@ pub async fn close(
         });
     }
     let detail = match st.api.close(&no, &close_request(&order)).await {
-        Ok(()) => "closed by the payer".to_string(),
+        Ok(()) => reason.to_string(),
         Err(e) if has_code(&e, CLOSED_CODES) => "already closed at WeChat Pay".to_string(),
         // Never created there (prepay never got through): nobody can pay it.
         Err(e) if has_code(&e, NOT_FOUND_CODES) => {
             "closed locally: WeChat Pay has no such order".to_string()
         }
         Err(e) if has_code(&e, PAID_CODES) => {
-            let _ = refresh(&st, &no).await;
+            let _ = refresh(st, &no).await;
             return Err(AppError::OrderPaid);
         }
         Err(e) if has_code(&e, PAYING_CODES) => return Err(AppError::PayerPaying),
@@ -642,14 +662,17 @@ pub async fn close(
         notification: None,
         detail,
     };
-    match st
+    let outcome = st
         .store
         .apply_transition(&no, &transition, st.clock.now())
-        .await?
-    {
+        .await?;
+    if let ApplyOutcome::Applied(o) = &outcome {
+        crate::events::announce(&*st.store, order.state, o, EventSource::Close);
+    }
+    match outcome {
         ApplyOutcome::Applied(o) | ApplyOutcome::AlreadyApplied(o) => {
             tracing::info!(order = %no, "combined order closed");
-            Ok(Json(OrderView::of(&o, &st)))
+            Ok(o)
         }
         // Paid in the meantime (a notification won the race).
         ApplyOutcome::Rejected { order, reason } => {

@@ -18,11 +18,12 @@
 //! that reaches us from WeChat Pay's side.
 
 mod outcome;
+mod verify;
 
 pub use outcome::{NotifyCounters, NotifyOutcome, NotifyReply};
+pub use verify::{verify_notification, Refusal, VerifiedNotification, MAX_ID_LEN};
 
-use crate::apiv3::{ApiV3Key, Clock, SignatureHeaders, Verifier, VerifyError};
-use crate::combine::wire::{CombineTransaction, NotificationEnvelope};
+use crate::apiv3::{ApiV3Key, Clock, Verifier};
 use crate::combine::{ApplyOutcome, EventSource, NotificationRef, RejectReason};
 use crate::payment::{self, clip, PaymentError};
 use crate::store::Store;
@@ -36,6 +37,7 @@ use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Where the notification endpoint is mounted unless configured otherwise.
 pub const DEFAULT_PATH: &str = "/wxpay/notify";
@@ -50,9 +52,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// The prefix of `Wechatpay-Signature` on WeChat Pay's signature probes.
 pub const SIGNTEST_PREFIX: &str = "WECHATPAY/SIGNTEST/";
-
-/// Longest envelope `id` accepted (real ones are 36 characters).
-const MAX_ID_LEN: usize = 128;
 
 /// Which merchant this endpoint serves, and its limits.
 #[derive(Debug, Clone)]
@@ -159,7 +158,9 @@ impl NotifyHandler {
         started: Instant,
     ) -> NotifyReply {
         let this = Arc::clone(self);
-        let task = tokio::spawn(async move { this.process(&headers, &body).await });
+        let task = tokio::spawn(
+            async move { this.process(&headers, &body).await }.instrument(tracing::Span::current()),
+        );
         let deadline = started + self.config.timeout;
         let reply = match tokio::time::timeout_at(deadline, task).await {
             Ok(Ok(reply)) => reply,
@@ -182,84 +183,44 @@ impl NotifyHandler {
     /// The checks and the state change (no time budget, no counting).
     async fn process(&self, headers: &HeaderMap, body: &[u8]) -> NotifyReply {
         use NotifyOutcome as O;
-        let sig = match SignatureHeaders::from_lookup(|name| {
-            headers.get(name).and_then(|v| v.to_str().ok())
-        }) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "notification refused: signature headers missing");
-                return NotifyReply::new(O::MissingHeaders, "missing Wechatpay signature headers");
+        let verified = match verify_notification(
+            &self.verifier,
+            &self.key,
+            &self.config.combine_mchid,
+            &self.config.combine_appid,
+            |name| headers.get(name).and_then(|v| v.to_str().ok()),
+            body,
+        ) {
+            Ok(v) => v,
+            Err(refusal) => {
+                if let (O::UnknownSerial, Some(hook)) = (refusal.outcome, &self.unknown_serial_hook)
+                {
+                    (hook.0)();
+                }
+                return NotifyReply::new(refusal.outcome, refusal.message);
             }
         };
-        if sig.signature.starts_with(SIGNTEST_PREFIX) {
-            tracing::info!("signature probe (WECHATPAY/SIGNTEST) answered FAIL as required");
-            return NotifyReply::new(O::SignatureProbe, "signature verification failed");
-        }
-        if let Err(e) = self.verifier.verify(&sig, body) {
-            let outcome = match e {
-                VerifyError::StaleTimestamp { .. } => O::Stale,
-                VerifyError::UnknownSerial(_) => O::UnknownSerial,
-                VerifyError::MissingHeader(_) => O::MissingHeaders,
-                _ => O::BadSignature,
-            };
-            if let (O::UnknownSerial, Some(hook)) = (outcome, &self.unknown_serial_hook) {
-                (hook.0)();
-            }
-            tracing::warn!(error = %e, serial = %clip(&sig.serial), "notification refused: verification failed");
-            return NotifyReply::new(outcome, "signature verification failed");
-        }
-
-        let envelope: NotificationEnvelope = match serde_json::from_slice(body) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(error = %e, "signed notification refused: envelope is not the expected JSON");
-                return NotifyReply::new(O::Malformed, "malformed notification body");
-            }
-        };
-        let id = envelope.id.trim();
-        if id.is_empty() || id.len() > MAX_ID_LEN {
-            tracing::warn!("signed notification refused: bad id");
-            return NotifyReply::new(O::Malformed, "malformed notification id");
-        }
-        let plaintext = match envelope.resource.open(&self.key) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(notification_id = %id, error = %e, "signed notification refused: resource does not decrypt");
-                return NotifyReply::new(O::Undecryptable, "resource decryption failed");
-            }
-        };
-        let txn: CombineTransaction = match serde_json::from_slice(&plaintext) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(notification_id = %id, error = %e, "signed notification refused: decrypted resource is not a combined transaction");
-                return NotifyReply::new(O::Malformed, "malformed resource");
-            }
-        };
+        let (id, txn) = (verified.id.as_str(), &verified.transaction);
         let order = clip(&txn.combine_out_trade_no);
-        if let Err(m) =
-            payment::check_merchant(&txn, &self.config.combine_mchid, &self.config.combine_appid)
-        {
-            tracing::error!(
-                order = %order, notification_id = %id, mismatch = %m,
-                "ALERT: signed notification for another merchant; nothing changed"
-            );
-            return NotifyReply::new(O::Mismatch, "notification does not match the order");
-        }
 
         let notification = NotificationRef {
             id: id.to_string(),
             body_sha256: payment::body_sha256(body),
         };
         let now = self.clock.now();
-        match payment::apply_transaction(
+        // Every line about this order (here and in payment) carries its number.
+        let span = tracing::info_span!("notification", combine_out_trade_no = %order);
+        let applied = payment::apply_transaction(
             &*self.store,
-            &txn,
+            txn,
             EventSource::Notify,
             Some(notification),
             now,
         )
-        .await
-        {
+        .instrument(span.clone())
+        .await;
+        let _entered = span.enter(); // no await below
+        match applied {
             Ok(ApplyOutcome::Applied(o)) => {
                 tracing::info!(order = %o.combine_out_trade_no, notification_id = %id, state = %o.state, "notification applied");
                 NotifyReply::new(O::Applied, "")

@@ -174,6 +174,7 @@ pub struct NotifyCounters([AtomicU64; NotifyOutcome::ALL.len()]);
 impl NotifyCounters {
     pub(crate) fn record(&self, outcome: NotifyOutcome) {
         self.0[outcome.index()].fetch_add(1, Ordering::Relaxed);
+        crate::metrics::metrics().notification(outcome.as_str());
     }
 
     /// How many notifications ended with `outcome`.

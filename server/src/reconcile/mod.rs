@@ -25,6 +25,7 @@ use futures_util::StreamExt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Error codes meaning "no such order" (new and old spellings).
 const NOT_FOUND_CODES: &[&str] = &["ORDER_NOT_EXIST", "ORDERNOTEXIST"];
@@ -177,7 +178,7 @@ impl Worker {
     /// One round: claim a batch of due orders and handle each.
     pub async fn run_once(&self) -> Result<RunSummary, StoreError> {
         let now = self.clock.now();
-        let orders = self
+        let orders = match self
             .store
             .claim_open_orders(
                 now - secs(self.config.query_after),
@@ -185,13 +186,25 @@ impl Worker {
                 now + secs(self.config.lease),
                 self.config.batch.max(1),
             )
-            .await?;
+            .await
+        {
+            Ok(orders) => orders,
+            Err(e) => {
+                crate::metrics::metrics().reconcile_run("error");
+                return Err(e);
+            }
+        };
         let mut summary = RunSummary {
             claimed: orders.len(),
             ..RunSummary::default()
         };
         let steps: Vec<Step> = futures_util::stream::iter(orders)
-            .map(|o| self.handle(o))
+            .map(|o| {
+                // Every line about this order carries its number.
+                let span =
+                    tracing::info_span!("reconcile", combine_out_trade_no = %o.combine_out_trade_no);
+                self.handle(o).instrument(span)
+            })
             .buffer_unordered(self.config.concurrency.max(1))
             .collect()
             .await;
@@ -204,6 +217,11 @@ impl Worker {
                 Step::Error => summary.errors += 1,
             }
         }
+        crate::metrics::metrics().reconcile_run(if summary.errors > 0 || summary.alerts > 0 {
+            "partial"
+        } else {
+            "ok"
+        });
         Ok(summary)
     }
 
@@ -341,7 +359,8 @@ impl Worker {
             detail: detail.to_string(),
         };
         match self.store.apply_transition(no, &t, now).await {
-            Ok(ApplyOutcome::Applied(_)) => {
+            Ok(ApplyOutcome::Applied(o)) => {
+                crate::events::announce(&*self.store, order.state, &o, EventSource::Expiry);
                 tracing::info!(order = %no, "expired order closed");
                 Step::Closed
             }

@@ -15,6 +15,17 @@ use std::sync::Arc;
 /// boundary itself is accepted (clients disagree on it; see reference §1.5).
 pub const MAX_REQUEST_SKEW_SECS: i64 = 300;
 
+/// Parses an `Authorization` timestamp (Unix seconds in canonical decimal)
+/// and returns it with its distance from `now` (`now - ts`, saturated: any
+/// text, e.g. `-9223372036854775808`, is safe).
+pub fn timestamp_skew(now: i64, timestamp: &str) -> Option<(i64, i64)> {
+    let ts: i64 = timestamp
+        .parse()
+        .ok()
+        .filter(|t: &i64| t.to_string() == timestamp)?;
+    Some((ts, now.saturating_sub(ts)))
+}
+
 /// An authenticated merchant request.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -108,16 +119,10 @@ pub fn authenticate(
             no_info(),
         ));
     }
-    let ts: i64 = auth
-        .timestamp
-        .parse()
-        .ok()
-        .filter(|t: &i64| t.to_string() == auth.timestamp)
-        .ok_or_else(|| {
-            ApiError::sign_error("timestamp", "timestamp must be Unix seconds", no_info())
-        })?;
-    let skew = st.clock.now() - ts;
-    if skew.abs() > MAX_REQUEST_SKEW_SECS {
+    let (ts, skew) = timestamp_skew(st.clock.now(), &auth.timestamp).ok_or_else(|| {
+        ApiError::sign_error("timestamp", "timestamp must be Unix seconds", no_info())
+    })?;
+    if skew.saturating_abs() > MAX_REQUEST_SKEW_SECS {
         return Err(ApiError::sign_error(
             "timestamp",
             &format!("timestamp is {skew} s away from the server clock (more than 5 minutes)"),

@@ -13,43 +13,21 @@ use super::error::ApiError;
 use super::state::{BillRefundRow, BillTokenRow, BillTradeRow};
 use super::SimState;
 use crate::apiv3::{generate_nonce, Clock};
+use crate::bill::{
+    format, BillKind, BillRecord, FormatError, FormatOptions, LineEnding, Openid, RefundColumns,
+    TradeBill, BEIJING,
+};
 use axum::http::StatusCode;
 use serde_json::json;
-use sha1::{Digest, Sha1};
 use std::io::Write;
+use time::OffsetDateTime;
 
 /// A download token's lifetime.
 pub const TOKEN_TTL_SECS: i64 = 30;
 /// The fee rate in basis points (0.60 %).
 const FEE_RATE_BP: i64 = 60;
 
-/// Which bill.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BillType {
-    All,
-    Success,
-    Refund,
-}
-
-const ALL_HEADER: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注";
-const REFUND_HEADER: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,退款申请时间,退款成功时间,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注";
-const SUCCESS_HEADER: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,商品名称,商户数据包,手续费,费率,订单金额,费率备注";
-const ALL_SUMMARY_HEADER: &str =
-    "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额";
-const SUCCESS_SUMMARY_HEADER: &str = "总交易单数,应结订单总金额,手续费总金额,订单总金额";
-
-/// Fen as yuan with two decimals, exactly.
-pub fn yuan(fen: i64) -> String {
-    let sign = if fen < 0 { "-" } else { "" };
-    format!("{sign}{}.{:02}", fen.abs() / 100, fen.abs() % 100)
-}
-
-/// A fee in fen, shown with five decimals as the bill does.
-fn fee5(fen: i64) -> String {
-    format!("{}000", yuan(fen))
-}
-
-/// The fee of a trade, rounded half up to the fen.
+/// The fee of a trade in fen, rounded half up.
 fn fee(total_fen: i64) -> i64 {
     (total_fen * FEE_RATE_BP + 5_000) / 10_000
 }
@@ -58,187 +36,118 @@ fn rate() -> String {
     format!("{}.{:02}%", FEE_RATE_BP / 100, FEE_RATE_BP % 100)
 }
 
-fn row(fields: &[String]) -> String {
-    fields
-        .iter()
-        .map(|f| format!("`{f}"))
-        .collect::<Vec<_>>()
-        .join(",")
+/// A Unix time as the bill's +08:00 time.
+fn bill_time(unix: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        .to_offset(BEIJING)
 }
 
-#[derive(Default)]
-struct Totals {
-    count: i64,
-    settle: i64,
-    refund: i64,
-    fee: i64,
-    order: i64,
-    apply_refund: i64,
-}
-
-fn trade_fields(t: &BillTradeRow, kind: BillType, totals: &mut Totals) -> Vec<String> {
+fn trade_record(t: &BillTradeRow, kind: BillKind) -> BillRecord {
     let total = t.total_amount;
-    let f = fee(total);
-    totals.count += 1;
-    totals.settle += total;
-    totals.fee += f;
-    totals.order += total;
-    let mut v = vec![
-        clock::bill_time(t.success_time.unwrap_or(0)),
-        t.combine_appid.clone(),
-        t.mchid.clone(),
-        "0".into(),
-        t.device_id.clone().unwrap_or_default(),
-        t.transaction_id.clone().unwrap_or_default(),
-        t.out_trade_no.clone(),
-        t.openid.clone(),
-        "JSAPI".into(),
-        "SUCCESS".into(),
-        t.bank_type.clone().unwrap_or_else(|| "OTHERS".into()),
-        "CNY".into(),
-        yuan(total),
-        yuan(0),
-    ];
-    if kind == BillType::All {
-        v.extend([
-            "0".into(),
-            "0".into(),
-            yuan(0),
-            yuan(0),
-            String::new(),
-            String::new(),
-        ]);
+    BillRecord {
+        trade_time: bill_time(t.success_time.unwrap_or(0)),
+        appid: t.combine_appid.clone(),
+        mchid: t.mchid.clone(),
+        sub_mchid: "0".into(),
+        device_info: t.device_id.clone().unwrap_or_default(),
+        transaction_id: t.transaction_id.clone().unwrap_or_default(),
+        out_trade_no: t.out_trade_no.clone(),
+        openid: Openid::new(t.openid.clone()),
+        trade_type: "JSAPI".into(),
+        trade_state: "SUCCESS".into(),
+        bank_type: t.bank_type.clone().unwrap_or_else(|| "OTHERS".into()),
+        currency: "CNY".into(),
+        settlement_amount_fen: total,
+        coupon_amount_fen: 0,
+        // A payment row of an ALL bill has the refund columns, zeroed.
+        refund: kind.has_refund_columns().then(|| RefundColumns {
+            refund_apply_time: None,
+            refund_success_time: None,
+            refund_id: "0".into(),
+            out_refund_no: "0".into(),
+            refund_amount_fen: 0,
+            recharge_coupon_refund_amount_fen: 0,
+            refund_type: String::new(),
+            refund_status: String::new(),
+            requested_refund_amount_fen: 0,
+        }),
+        goods_name: t.description.clone(),
+        attach: t.attach.clone(),
+        fee_milli_fen: fee(total) * 1000,
+        rate: rate(),
+        order_amount_fen: total,
+        rate_remark: String::new(),
     }
-    v.extend([
-        t.description.clone(),
-        t.attach.clone(),
-        fee5(f),
-        rate(),
-        yuan(total),
-    ]);
-    if kind == BillType::All {
-        v.push(yuan(0));
-    }
-    v.push(String::new());
-    v
 }
 
-fn refund_fields(r: &BillRefundRow, kind: BillType, totals: &mut Totals) -> Vec<String> {
-    totals.count += 1;
-    totals.refund += r.amount;
-    totals.apply_refund += r.amount;
-    let at = clock::bill_time(r.created_at);
-    let mut v = vec![
-        at.clone(),
-        r.combine_appid.clone(),
-        r.mchid.clone(),
-        "0".into(),
-        r.device_id.clone().unwrap_or_default(),
-        r.transaction_id.clone().unwrap_or_default(),
-        r.out_trade_no.clone(),
-        r.openid.clone(),
-        "JSAPI".into(),
-        "REFUND".into(),
-        r.bank_type.clone().unwrap_or_else(|| "OTHERS".into()),
-        "CNY".into(),
-        yuan(0),
-        yuan(0),
-    ];
-    if kind == BillType::Refund {
-        v.extend([at.clone(), at]);
+fn refund_record(r: &BillRefundRow, kind: BillKind) -> BillRecord {
+    let at = bill_time(r.created_at);
+    let times = (kind == BillKind::Refund).then_some(at);
+    BillRecord {
+        trade_time: at,
+        appid: r.combine_appid.clone(),
+        mchid: r.mchid.clone(),
+        sub_mchid: "0".into(),
+        device_info: r.device_id.clone().unwrap_or_default(),
+        transaction_id: r.transaction_id.clone().unwrap_or_default(),
+        out_trade_no: r.out_trade_no.clone(),
+        openid: Openid::new(r.openid.clone()),
+        trade_type: "JSAPI".into(),
+        trade_state: "REFUND".into(),
+        bank_type: r.bank_type.clone().unwrap_or_else(|| "OTHERS".into()),
+        currency: "CNY".into(),
+        settlement_amount_fen: 0,
+        coupon_amount_fen: 0,
+        refund: Some(RefundColumns {
+            refund_apply_time: times,
+            refund_success_time: times,
+            refund_id: r.refund_id.clone(),
+            out_refund_no: r.out_refund_no.clone(),
+            refund_amount_fen: r.amount,
+            recharge_coupon_refund_amount_fen: 0,
+            refund_type: "ORIGINAL".into(),
+            refund_status: "SUCCESS".into(),
+            requested_refund_amount_fen: r.amount,
+        }),
+        goods_name: r.description.clone(),
+        attach: r.attach.clone(),
+        fee_milli_fen: 0,
+        rate: rate(),
+        order_amount_fen: 0,
+        rate_remark: String::new(),
     }
-    v.extend([
-        r.refund_id.clone(),
-        r.out_refund_no.clone(),
-        yuan(r.amount),
-        yuan(0),
-        "ORIGINAL".into(),
-        "SUCCESS".into(),
-        r.description.clone(),
-        r.attach.clone(),
-        fee5(0),
-        rate(),
-        yuan(0),
-        yuan(r.amount),
-        String::new(),
-    ]);
-    v
 }
 
-/// Renders a bill; `None` when it would have no rows.
+/// Renders a bill (UTF-8 BOM, CRLF, as the SDK fixture) with the bill
+/// module's formatter; `None` when it would have no rows.
 pub fn render(
-    kind: BillType,
+    kind: BillKind,
     trades: &[BillTradeRow],
     refunds: &[BillRefundRow],
-) -> Option<Vec<u8>> {
-    let mut totals = Totals::default();
-    let mut lines = Vec::new();
-    match kind {
-        BillType::All => {
-            lines.push(ALL_HEADER.to_string());
-            // Trades and refunds interleaved by time, as one day's activity.
-            let mut rows: Vec<(String, String)> = Vec::new();
-            for t in trades {
-                rows.push((
-                    clock::bill_time(t.success_time.unwrap_or(0)),
-                    row(&trade_fields(t, kind, &mut totals)),
-                ));
-            }
-            for r in refunds {
-                rows.push((
-                    clock::bill_time(r.created_at),
-                    row(&refund_fields(r, kind, &mut totals)),
-                ));
-            }
-            rows.sort_by(|a, b| a.0.cmp(&b.0));
-            lines.extend(rows.into_iter().map(|(_, r)| r));
-        }
-        BillType::Success => {
-            lines.push(SUCCESS_HEADER.to_string());
-            lines.extend(
-                trades
-                    .iter()
-                    .map(|t| row(&trade_fields(t, kind, &mut totals))),
-            );
-        }
-        BillType::Refund => {
-            lines.push(REFUND_HEADER.to_string());
-            lines.extend(
-                refunds
-                    .iter()
-                    .map(|r| row(&refund_fields(r, kind, &mut totals))),
-            );
-        }
+) -> Result<Option<Vec<u8>>, FormatError> {
+    let mut rows: Vec<BillRecord> = Vec::new();
+    if kind != BillKind::Refund {
+        rows.extend(trades.iter().map(|t| trade_record(t, kind)));
     }
-    if totals.count == 0 {
-        return None;
+    if kind != BillKind::Success {
+        rows.extend(refunds.iter().map(|r| refund_record(r, kind)));
     }
-    if kind == BillType::Success {
-        lines.push(SUCCESS_SUMMARY_HEADER.to_string());
-        lines.push(row(&[
-            totals.count.to_string(),
-            yuan(totals.settle),
-            fee5(totals.fee),
-            yuan(totals.order),
-        ]));
-    } else {
-        lines.push(ALL_SUMMARY_HEADER.to_string());
-        lines.push(row(&[
-            totals.count.to_string(),
-            yuan(totals.settle),
-            yuan(totals.refund),
-            yuan(0),
-            fee5(totals.fee),
-            yuan(totals.order),
-            yuan(totals.apply_refund),
-        ]));
+    if rows.is_empty() {
+        return Ok(None);
     }
-    let mut out = "\u{feff}".as_bytes().to_vec();
-    for l in lines {
-        out.extend_from_slice(l.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    Some(out)
+    // One day's activity in time order (stable: a payment before a refund
+    // of the same second).
+    rows.sort_by_key(|r| r.trade_time);
+    let bill = TradeBill::from_details(kind, rows)?;
+    let text = format(
+        &bill,
+        FormatOptions {
+            line_ending: LineEnding::CrLf,
+            bom: true,
+        },
+    )?;
+    Ok(Some(text.into_bytes()))
 }
 
 fn query_param_error(name: &str, issue: &str) -> ApiError {
@@ -253,7 +162,7 @@ fn query_param_error(name: &str, issue: &str) -> ApiError {
 /// `GET /v3/bill/tradebill`.
 pub async fn trade_bill(st: &SimState, caller: &Caller, query: &str) -> Result<Reply, ApiError> {
     let mut date = None;
-    let mut kind = BillType::All;
+    let mut kind = BillKind::All;
     let mut gzip = false;
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         match k.as_ref() {
@@ -265,9 +174,9 @@ pub async fn trade_bill(st: &SimState, caller: &Caller, query: &str) -> Result<R
             }
             "bill_type" => {
                 kind = match v.as_ref() {
-                    "ALL" => BillType::All,
-                    "SUCCESS" => BillType::Success,
-                    "REFUND" => BillType::Refund,
+                    "ALL" => BillKind::All,
+                    "SUCCESS" => BillKind::Success,
+                    "REFUND" => BillKind::Refund,
                     _ => {
                         return Err(query_param_error(
                             "bill_type",
@@ -296,24 +205,26 @@ pub async fn trade_bill(st: &SimState, caller: &Caller, query: &str) -> Result<R
     }
     let (from, to) = cst_day_bounds(date);
     let mchid = &caller.merchant.creds.mchid;
-    let trades = if kind == BillType::Refund {
+    let trades = if kind == BillKind::Refund {
         Vec::new()
     } else {
         st.db.bill_trades(mchid, from, to).await?
     };
-    let refunds = if kind == BillType::Success {
+    let refunds = if kind == BillKind::Success {
         Vec::new()
     } else {
         st.db.bill_refunds(mchid, from, to).await?
     };
-    let file = render(kind, &trades, &refunds).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "NO_STATEMENT_EXIST",
-            "请求的账单文件不存在",
-        )
-    })?;
-    let mut hash = hex::encode(Sha1::digest(&file));
+    let file = render(kind, &trades, &refunds)
+        .map_err(|e| ApiError::system(e.to_string()))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "NO_STATEMENT_EXIST",
+                "请求的账单文件不存在",
+            )
+        })?;
+    let mut hash = crate::bill::sha1_hex(&file);
     if st.faults.effective(Some(mchid), None).corrupt_bill_hash == Some(true) {
         // Flip the first hex digit: a hash of the right shape that does not match.
         let first = if hash.starts_with('0') { "1" } else { "0" };
@@ -380,12 +291,11 @@ pub async fn download(st: &SimState, caller: &Caller, query: &str) -> Result<Rep
 mod tests {
     use super::*;
 
+    const SUCCESS_HEADER: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,商品名称,商户数据包,手续费,费率,订单金额,费率备注";
+    const SUCCESS_SUMMARY_HEADER: &str = "总交易单数,应结订单总金额,手续费总金额,订单总金额";
+
     #[test]
-    fn money_is_exact() {
-        assert_eq!(yuan(1), "0.01");
-        assert_eq!(yuan(100), "1.00");
-        assert_eq!(yuan(123_456_789), "1234567.89");
-        assert_eq!(fee5(3), "0.03000");
+    fn fees_round_half_up() {
         assert_eq!(fee(100), 1); // 0.6 fen rounds to 1
         assert_eq!(fee(83), 0); // 0.498 fen rounds to 0
         assert_eq!(rate(), "0.60%");
@@ -406,13 +316,18 @@ mod tests {
             success_time: Some(1_704_067_200),
             bank_type: Some("OTHERS".into()),
         };
-        let text = String::from_utf8(render(BillType::Success, &[t], &[]).unwrap()).unwrap();
+        let bytes = render(BillKind::Success, &[t], &[]).unwrap().unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
         let lines: Vec<&str> = text.trim_start_matches('\u{feff}').split("\r\n").collect();
         assert_eq!(lines[0], SUCCESS_HEADER);
         assert_eq!(lines[1].split(',').count(), 20);
         assert!(lines[1].starts_with("`2024-01-01 08:00:00,`wx1,`19,`0,`,`4200,`S000001"));
         assert_eq!(lines[2], SUCCESS_SUMMARY_HEADER);
         assert_eq!(lines[3], "`1,`12.34,`0.07000,`12.34");
-        assert!(render(BillType::Refund, &[], &[]).is_none());
+        // The bill module reads it back, totals consistent.
+        let bill = crate::bill::parse(&bytes).unwrap();
+        assert_eq!(bill.details[0].order_amount_fen, 1234);
+        assert!(bill.check_totals().is_empty());
+        assert!(render(BillKind::Refund, &[], &[]).unwrap().is_none());
     }
 }

@@ -73,6 +73,7 @@ impl SimArgs {
                 api_timeout_ms: self.api_timeout_ms,
                 corrupt_bill_hash: flag(self.corrupt_bill_hash),
                 tamper_pay_sign: flag(self.tamper_pay_sign),
+                notify_targets: None,
             },
             oauth_domains: (!self.oauth_domains.is_empty()).then(|| self.oauth_domains.clone()),
         }

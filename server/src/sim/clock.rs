@@ -75,12 +75,6 @@ pub fn rfc3339(unix: i64) -> String {
     cst(unix).format(&fmt).unwrap_or_default()
 }
 
-/// `2024-05-20 13:29:35` (bill rows).
-pub fn bill_time(unix: i64) -> String {
-    let fmt = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    cst(unix).format(&fmt).unwrap_or_default()
-}
-
 /// `yyyyMMddHHmmss` (embedded in prepay ids).
 pub fn compact(unix: i64) -> String {
     let fmt = format_description!("[year][month][day][hour][minute][second]");
@@ -122,7 +116,6 @@ mod tests {
     fn formats_in_china_standard_time() {
         // 2024-01-01T00:00:00Z is 08:00 in Beijing.
         assert_eq!(rfc3339(1_704_067_200), "2024-01-01T08:00:00+08:00");
-        assert_eq!(bill_time(1_704_067_200), "2024-01-01 08:00:00");
         assert_eq!(compact(1_704_067_200), "20240101080000");
         assert_eq!(
             parse_rfc3339("2024-01-01T08:00:00+08:00"),

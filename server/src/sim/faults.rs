@@ -43,6 +43,12 @@ pub struct Faults {
     /// Make the cashier alter `paySign` before confirming (answers `:fail`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tamper_pay_sign: Option<bool>,
+    /// Deliver notifications to these URLs instead of the order's
+    /// `notify_url`: the copies of an attempt (1 + `duplicate_notifications`)
+    /// go round-robin over the list, starting one further on each retry
+    /// (several merchant instances behind no load balancer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_targets: Option<Vec<String>>,
 }
 
 /// The field names, for checking control requests.
@@ -56,6 +62,7 @@ pub const FAULT_FIELDS: &[&str] = &[
     "api_timeout_ms",
     "corrupt_bill_hash",
     "tamper_pay_sign",
+    "notify_targets",
 ];
 
 impl Faults {
@@ -73,6 +80,10 @@ impl Faults {
             api_timeout_ms: over.api_timeout_ms.or(self.api_timeout_ms),
             corrupt_bill_hash: over.corrupt_bill_hash.or(self.corrupt_bill_hash),
             tamper_pay_sign: over.tamper_pay_sign.or(self.tamper_pay_sign),
+            notify_targets: over
+                .notify_targets
+                .clone()
+                .or_else(|| self.notify_targets.clone()),
         }
     }
 
@@ -98,6 +109,17 @@ impl Faults {
         {
             if !(0.0..=1.0).contains(&share) {
                 return Err(format!("a share must be between 0 and 1, got {share}"));
+            }
+        }
+        if let Some(targets) = &out.notify_targets {
+            if targets.is_empty() {
+                return Err("notify_targets must list at least one URL (null clears it)".into());
+            }
+            for t in targets {
+                match url::Url::parse(t) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                    _ => return Err(format!("notify_targets: {t:?} is not an http(s) URL")),
+                }
             }
         }
         Ok(out)
@@ -295,5 +317,39 @@ mod tests {
         assert!(f
             .patch(json!({"api_error_share": 2.0}).as_object().unwrap())
             .is_err());
+    }
+
+    #[test]
+    fn notify_targets_are_checked_and_layer() {
+        let f = Faults::default();
+        let set = f
+            .patch(
+                json!({"notify_targets": ["http://127.0.0.1:1/wxpay/notify", "https://b.test/n"]})
+                    .as_object()
+                    .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(set.notify_targets.as_ref().map(Vec::len), Some(2));
+        for bad in [
+            json!([]),
+            json!(["ftp://x/y"]),
+            json!(["not a url"]),
+            json!("http://a/"),
+        ] {
+            assert!(
+                f.patch(json!({ "notify_targets": bad }).as_object().unwrap())
+                    .is_err(),
+                "{bad} accepted"
+            );
+        }
+        let cleared = set
+            .patch(json!({"notify_targets": null}).as_object().unwrap())
+            .unwrap();
+        assert!(cleared.is_empty());
+        let layered = set.overlay(&Faults {
+            drop_notifications: Some(true),
+            ..Default::default()
+        });
+        assert_eq!(layered.notify_targets, set.notify_targets);
     }
 }

@@ -36,6 +36,7 @@ mod platform;
 mod state;
 mod validate;
 
+pub use auth::{timestamp_skew, MAX_REQUEST_SKEW_SECS};
 pub use cashier::{CashierAction, CashierOutcome};
 pub use cli::{run, SimArgs};
 pub use config::{KeyMode, MerchantConfig, SimConfig};

@@ -117,10 +117,12 @@ struct Sent {
     record: NotificationAttempt,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn send(
     st: &SimState,
     merchant: &Merchant,
     n: &NotificationRow,
+    url: &str,
     attempt: i64,
     kind: &str,
     probe: bool,
@@ -145,7 +147,7 @@ async fn send(
     let probe_sig = probe.then(|| format!("WECHATPAY/SIGNTEST/{}", generate_nonce()));
     let mut req = st
         .http
-        .post(&n.notify_url)
+        .post(url)
         .timeout(ANSWER_TIMEOUT)
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::USER_AGENT, USER_AGENT)
@@ -263,14 +265,23 @@ async fn deliver(st: Arc<SimState>, n: NotificationRow) {
             .await;
         return;
     }
+    // Where copy `i` goes: the order's notify_url, or round-robin over the
+    // `notify_targets` fault, one further on each retry.
+    let targets = faults.notify_targets.as_deref().filter(|t| !t.is_empty());
+    let target = |i: usize| -> &str {
+        match targets {
+            Some(t) => &t[(i + attempt as usize - 1) % t.len()],
+            None => &n.notify_url,
+        }
+    };
     if n.attempts == 0 && faults.signtest_probe == Some(true) {
-        let probe = send(&st, &merchant, &n, 0, "probe", true).await;
+        let probe = send(&st, &merchant, &n, target(0), 0, "probe", true).await;
         let _ = st.db.record_attempt(&probe.record).await;
     }
     let copies = 1 + faults.duplicate_notifications.unwrap_or(0).min(20) as usize;
     let sends = (0..copies).map(|i| {
         let kind = if i == 0 { "delivery" } else { "duplicate" };
-        send(&st, &merchant, &n, attempt, kind, false)
+        send(&st, &merchant, &n, target(i), attempt, kind, false)
     });
     let results = futures_util::future::join_all(sends).await;
     let accepted = results.iter().any(|r| r.accepted);

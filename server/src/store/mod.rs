@@ -9,10 +9,12 @@ use crate::combine::{ApplyOutcome, CombineOrder, OrderEvent, Transition};
 use async_trait::async_trait;
 use std::sync::Arc;
 
+pub mod intake;
 pub mod postgres;
 mod shared;
 pub mod sqlite;
 
+pub use intake::{ClaimOutcome, IdempotencyRecord, PayLink, PayLinkStatus};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -120,6 +122,194 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Whether the database answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    // Intake:
+    /// Where this store's committed state changes are announced in-process
+    /// ([`crate::events`]). `None` (the default) announces nothing.
+    fn event_hub(&self) -> Option<&crate::events::EventHub> {
+        None
+    }
+
+    /// Records idempotency key `record.key` unless it is recorded already,
+    /// and returns the record as stored: `record` itself the first time, the
+    /// earlier one (with its request digest and order number) afterwards.
+    /// The default (wrapper stores in tests) refuses.
+    async fn record_idempotency_key(
+        &self,
+        record: &IdempotencyRecord,
+    ) -> Result<IdempotencyRecord, StoreError> {
+        let _ = record;
+        Err(StoreError::Invalid(
+            "this store does not keep idempotency keys".into(),
+        ))
+    }
+
+    /// Stores a new pay link (status open).
+    /// The order number already has a link → [`StoreError::Duplicate`].
+    async fn create_pay_link(&self, link: &PayLink) -> Result<(), StoreError> {
+        let _ = link;
+        Err(StoreError::Invalid(
+            "this store does not keep pay links".into(),
+        ))
+    }
+
+    /// The pay link of an order, if it was created with one.
+    async fn pay_link_for_order(
+        &self,
+        combine_out_trade_no: &str,
+    ) -> Result<Option<PayLink>, StoreError> {
+        let _ = combine_out_trade_no;
+        Ok(None)
+    }
+
+    /// Claims the open, unexpired link whose token hashes to `token_sha256`
+    /// for `openid` (one atomic update: of two concurrent claims one wins).
+    async fn claim_pay_link(
+        &self,
+        token_sha256: &str,
+        openid: &str,
+        now: i64,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let _ = (token_sha256, openid, now);
+        Ok(ClaimOutcome::Unknown)
+    }
+
+    /// Closes the order's link if nobody claimed it yet; `true` when it did.
+    async fn close_pay_link(&self, combine_out_trade_no: &str) -> Result<bool, StoreError> {
+        let _ = combine_out_trade_no;
+        Ok(false)
+    }
+
+    // Outbox:
+    // Webhook events ([`crate::webhook`]). The rows are written by
+    // `apply_transition` itself (same transaction as the state change); these
+    // methods deliver them. The defaults (for wrapper stores in tests) keep
+    // no outbox.
+
+    /// Claims up to `limit` events due at `now` for delivery: only the oldest
+    /// undelivered event of each order (so one order's events go out in
+    /// sequence), not under another claim; the claim lasts until
+    /// `lease_until` (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so two instances
+    /// never claim the same event).
+    async fn claim_outbox_events(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        let _ = (now, lease_until, limit);
+        Ok(Vec::new())
+    }
+
+    /// Records a 2xx answer: the event is delivered (attempts + 1, claim
+    /// and error cleared).
+    async fn mark_outbox_delivered(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        let _ = now;
+        Err(StoreError::NotFound(id.to_string()))
+    }
+
+    /// Records a failed attempt: attempts + 1, `error` kept, next attempt at
+    /// `next_attempt_at`, claim released.
+    async fn mark_outbox_failed(
+        &self,
+        id: &str,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let _ = (next_attempt_at, error);
+        Err(StoreError::NotFound(id.to_string()))
+    }
+
+    /// Undelivered events, oldest first (at most `limit`).
+    async fn pending_outbox_events(&self, limit: i64) -> Result<Vec<OutboxEvent>, StoreError> {
+        let _ = limit;
+        Ok(Vec::new())
+    }
+
+    /// One event by id, delivered or not.
+    async fn get_outbox_event(&self, id: &str) -> Result<Option<OutboxEvent>, StoreError> {
+        let _ = id;
+        Ok(None)
+    }
+
+    /// Makes an event due at `at` (claim released). A delivered event
+    /// becomes undelivered again, so the worker sends it once more.
+    /// No such event → [`StoreError::NotFound`].
+    async fn reschedule_outbox_event(&self, id: &str, at: i64) -> Result<(), StoreError> {
+        let _ = at;
+        Err(StoreError::NotFound(id.to_string()))
+    }
+
+    /// How many events wait for delivery, and the creation time of the
+    /// oldest (for metrics).
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        Ok(OutboxStats::default())
+    }
+
+    // Bills:
+    // Reconciliation of trade bills ([`crate::bill::reconcile`]). The
+    // defaults (for wrapper stores in tests) refuse.
+
+    /// Every sub-order whose payment `success_time` lies in `[from, to)`
+    /// (Unix seconds), whatever its order's state now, with its order's
+    /// facts; ordered by success time.
+    async fn paid_sub_orders_between(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<crate::bill::LocalSubOrder>, StoreError> {
+        let _ = (from, to);
+        Err(StoreError::Invalid(
+            "this store cannot list paid sub-orders".into(),
+        ))
+    }
+
+    /// The sub-order `mchid` + `out_trade_no` (paid or not), with its
+    /// order's facts.
+    async fn bill_sub_order(
+        &self,
+        mchid: &str,
+        out_trade_no: &str,
+    ) -> Result<Option<crate::bill::LocalSubOrder>, StoreError> {
+        let _ = (mchid, out_trade_no);
+        Err(StoreError::Invalid(
+            "this store cannot look up sub-orders".into(),
+        ))
+    }
+}
+
+/// One webhook event in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OutboxEvent {
+    /// Stable id (`evt_…`), the receiver's dedupe key.
+    pub id: String,
+    /// The order.
+    pub combine_out_trade_no: String,
+    /// 1, 2, … within the order.
+    pub seq: i64,
+    /// `paid`, `closed` or `payment_error`.
+    pub kind: String,
+    /// The JSON body sent.
+    pub payload: String,
+    /// When the state changed (Unix seconds).
+    pub created_at: i64,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// When the next attempt is due.
+    pub next_attempt_at: i64,
+    /// When a 2xx answer was received.
+    pub delivered_at: Option<i64>,
+    /// The last failure.
+    pub last_error: Option<String>,
+}
+
+/// Outbox backlog figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    /// Undelivered events.
+    pub pending: i64,
+    /// Creation time of the oldest undelivered event.
+    pub oldest_created_at: Option<i64>,
 }
 
 /// Opens the order database named by `url`, creating it (SQLite) and

@@ -9,7 +9,7 @@
 //! `?options[search_path]=NAME` in the URL.
 
 use super::shared::{self, validate_new, EventRow};
-use super::{Store, StoreError};
+use super::{OutboxEvent, OutboxStats, Store, StoreError};
 use crate::combine::{ApplyOutcome, CombineOrder, OrderEvent, Transition};
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
@@ -26,6 +26,7 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    events: crate::events::EventHub,
 }
 
 impl PgStore {
@@ -49,7 +50,10 @@ impl PgStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            events: crate::events::EventHub::new(),
+        })
     }
 
     /// Closes the pool.
@@ -199,4 +203,228 @@ impl Store for PgStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    // Intake:
+    fn event_hub(&self) -> Option<&crate::events::EventHub> {
+        Some(&self.events)
+    }
+
+    async fn record_idempotency_key(
+        &self,
+        record: &super::IdempotencyRecord,
+    ) -> Result<super::IdempotencyRecord, StoreError> {
+        sqlx::query(super::intake::INSERT_KEY)
+            .bind(&record.key)
+            .bind(&record.request_sha256)
+            .bind(&record.combine_out_trade_no)
+            .bind(record.created_at)
+            .execute(&self.pool)
+            .await?;
+        let row: super::intake::KeyRow = sqlx::query_as(super::intake::SELECT_KEY)
+            .bind(&record.key)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(super::intake::key(row))
+    }
+
+    async fn create_pay_link(&self, link: &super::PayLink) -> Result<(), StoreError> {
+        sqlx::query(super::intake::INSERT_LINK)
+            .bind(&link.token_sha256)
+            .bind(&link.combine_out_trade_no)
+            .bind(&link.draft)
+            .bind(link.status.as_str())
+            .bind(&link.payer_openid)
+            .bind(link.created_at)
+            .bind(link.expires_at)
+            .bind(link.claimed_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                if shared::is_unique_violation(&e) {
+                    StoreError::Duplicate(link.combine_out_trade_no.clone())
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn pay_link_for_order(
+        &self,
+        combine_out_trade_no: &str,
+    ) -> Result<Option<super::PayLink>, StoreError> {
+        let row: Option<super::intake::LinkRow> =
+            sqlx::query_as(super::intake::SELECT_LINK_BY_ORDER)
+                .bind(combine_out_trade_no)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(super::intake::link).transpose()
+    }
+
+    async fn claim_pay_link(
+        &self,
+        token_sha256: &str,
+        openid: &str,
+        now: i64,
+    ) -> Result<super::ClaimOutcome, StoreError> {
+        let updated = sqlx::query(super::intake::CLAIM_LINK)
+            .bind(token_sha256)
+            .bind(openid)
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let row: Option<super::intake::LinkRow> =
+            sqlx::query_as(super::intake::SELECT_LINK_BY_TOKEN)
+                .bind(token_sha256)
+                .fetch_optional(&self.pool)
+                .await?;
+        let link = row.map(super::intake::link).transpose()?;
+        Ok(match link {
+            Some(l) if updated == 1 => super::ClaimOutcome::Claimed(l),
+            other => super::intake::refused(other, openid, now),
+        })
+    }
+
+    async fn close_pay_link(&self, combine_out_trade_no: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query(super::intake::CLOSE_LINK)
+            .bind(combine_out_trade_no)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    // Outbox:
+    async fn claim_outbox_events(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        // Events another instance is claiming right now are skipped, not
+        // waited for; the lease is re-checked on the locked row version.
+        let mut events: Vec<OutboxEvent> = sqlx::query_as(
+            "WITH due AS ( \
+               SELECT e.id FROM outbox_events e \
+               WHERE e.delivered_at IS NULL AND e.next_attempt_at <= $1 \
+                 AND (e.lease_until IS NULL OR e.lease_until <= $1) \
+                 AND NOT EXISTS (SELECT 1 FROM outbox_events p \
+                   WHERE p.combine_out_trade_no = e.combine_out_trade_no \
+                     AND p.delivered_at IS NULL AND p.seq < e.seq) \
+               ORDER BY e.next_attempt_at, e.created_at, e.id LIMIT $3 \
+               FOR UPDATE OF e SKIP LOCKED) \
+             UPDATE outbox_events o SET lease_until = $2 FROM due WHERE o.id = due.id \
+             RETURNING o.id, o.combine_out_trade_no, o.seq, o.kind, o.payload, o.created_at, \
+               o.attempts, o.next_attempt_at, o.delivered_at, o.last_error",
+        )
+        .bind(now)
+        .bind(lease_until)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        events.sort_by(|a, b| {
+            (a.next_attempt_at, a.created_at, &a.id).cmp(&(b.next_attempt_at, b.created_at, &b.id))
+        });
+        Ok(events)
+    }
+
+    async fn mark_outbox_delivered(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        outbox_update(
+            sqlx::query(shared::MARK_OUTBOX_DELIVERED)
+                .bind(id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?,
+            id,
+        )
+    }
+
+    async fn mark_outbox_failed(
+        &self,
+        id: &str,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        outbox_update(
+            sqlx::query(shared::MARK_OUTBOX_FAILED)
+                .bind(id)
+                .bind(next_attempt_at)
+                .bind(error)
+                .execute(&self.pool)
+                .await?,
+            id,
+        )
+    }
+
+    async fn pending_outbox_events(&self, limit: i64) -> Result<Vec<OutboxEvent>, StoreError> {
+        Ok(sqlx::query_as(shared::PENDING_OUTBOX)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn get_outbox_event(&self, id: &str) -> Result<Option<OutboxEvent>, StoreError> {
+        Ok(sqlx::query_as(shared::GET_OUTBOX)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn reschedule_outbox_event(&self, id: &str, at: i64) -> Result<(), StoreError> {
+        outbox_update(
+            sqlx::query(shared::RESCHEDULE_OUTBOX)
+                .bind(id)
+                .bind(at)
+                .execute(&self.pool)
+                .await?,
+            id,
+        )
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let (pending, oldest_created_at): (i64, Option<i64>) = sqlx::query_as(shared::OUTBOX_STATS)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(OutboxStats {
+            pending,
+            oldest_created_at,
+        })
+    }
+
+    // Bills:
+    async fn paid_sub_orders_between(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<crate::bill::LocalSubOrder>, StoreError> {
+        let (lo, hi) = shared::bill_window_dates(from, to);
+        let rows = sqlx::query_as::<_, shared::BillSubRow>(shared::BILL_SUBS_BY_DAY)
+            .bind(lo)
+            .bind(hi)
+            .fetch_all(&self.pool)
+            .await?;
+        shared::bill_subs_in_window(rows, from, to)
+    }
+
+    async fn bill_sub_order(
+        &self,
+        mchid: &str,
+        out_trade_no: &str,
+    ) -> Result<Option<crate::bill::LocalSubOrder>, StoreError> {
+        sqlx::query_as::<_, shared::BillSubRow>(shared::BILL_SUB_BY_KEY)
+            .bind(mchid)
+            .bind(out_trade_no)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(shared::bill_sub)
+            .transpose()
+    }
+}
+
+// Outbox:
+fn outbox_update(r: sqlx::postgres::PgQueryResult, id: &str) -> Result<(), StoreError> {
+    if r.rows_affected() == 0 {
+        return Err(StoreError::NotFound(id.to_string()));
+    }
+    Ok(())
 }

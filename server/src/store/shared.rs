@@ -69,6 +69,124 @@ pub(crate) const UPDATE_LEASE: &str =
 pub(crate) const SELECT_EVENTS: &str = "SELECT id, combine_out_trade_no, from_state, to_state, \
      source, detail, at FROM order_events WHERE combine_out_trade_no = $1 ORDER BY id";
 
+// Outbox:
+
+/// The next per-order sequence number (under the order's lock).
+pub(crate) const NEXT_OUTBOX_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox_events \
+     WHERE combine_out_trade_no = $1";
+
+pub(crate) const INSERT_OUTBOX: &str = "INSERT INTO outbox_events (id, combine_out_trade_no, \
+     seq, kind, payload, created_at, attempts, next_attempt_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, 0, $6)";
+
+pub(crate) const MARK_OUTBOX_DELIVERED: &str = "UPDATE outbox_events SET delivered_at = $2, \
+     attempts = attempts + 1, last_error = NULL, lease_until = NULL WHERE id = $1";
+
+pub(crate) const MARK_OUTBOX_FAILED: &str = "UPDATE outbox_events SET attempts = attempts + 1, \
+     next_attempt_at = $2, last_error = $3, lease_until = NULL WHERE id = $1";
+
+pub(crate) const RESCHEDULE_OUTBOX: &str = "UPDATE outbox_events SET delivered_at = NULL, \
+     next_attempt_at = $2, lease_until = NULL WHERE id = $1";
+
+pub(crate) const PENDING_OUTBOX: &str = "SELECT id, combine_out_trade_no, seq, kind, payload, \
+     created_at, attempts, next_attempt_at, delivered_at, last_error FROM outbox_events \
+     WHERE delivered_at IS NULL ORDER BY created_at, combine_out_trade_no, seq LIMIT $1";
+
+pub(crate) const GET_OUTBOX: &str = "SELECT id, combine_out_trade_no, seq, kind, payload, \
+     created_at, attempts, next_attempt_at, delivered_at, last_error FROM outbox_events \
+     WHERE id = $1";
+
+pub(crate) const OUTBOX_STATS: &str = "SELECT COUNT(*), MIN(created_at) FROM outbox_events \
+     WHERE delivered_at IS NULL";
+
+// Bills:
+
+/// Sub-orders with their order's facts whose `success_time` date part
+/// (`YYYY-MM-DD`, in whatever offset it was written) is in `[$1, $2]`; the
+/// caller narrows to the exact instant range (see `bill_window_dates`).
+/// The expression matches the `sub_orders_success_day` index (0004).
+pub(crate) const BILL_SUBS_BY_DAY: &str = "SELECT s.combine_out_trade_no, o.combine_mchid, \
+     o.state, s.mchid, s.out_trade_no, s.amount, s.payer_amount, s.transaction_id, \
+     s.success_time FROM sub_orders s \
+     JOIN combine_orders o ON o.combine_out_trade_no = s.combine_out_trade_no \
+     WHERE s.success_time IS NOT NULL AND substr(s.success_time, 1, 10) >= $1 \
+       AND substr(s.success_time, 1, 10) <= $2 \
+     ORDER BY s.success_time, s.mchid, s.out_trade_no";
+
+/// One sub-order (paid or not) by its key, with its order's facts.
+pub(crate) const BILL_SUB_BY_KEY: &str = "SELECT s.combine_out_trade_no, o.combine_mchid, \
+     o.state, s.mchid, s.out_trade_no, s.amount, s.payer_amount, s.transaction_id, \
+     s.success_time FROM sub_orders s \
+     JOIN combine_orders o ON o.combine_out_trade_no = s.combine_out_trade_no \
+     WHERE s.mchid = $1 AND s.out_trade_no = $2";
+
+/// A row of [`BILL_SUBS_BY_DAY`] / [`BILL_SUB_BY_KEY`].
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct BillSubRow {
+    combine_out_trade_no: String,
+    combine_mchid: String,
+    state: String,
+    mchid: String,
+    out_trade_no: String,
+    amount: i64,
+    payer_amount: Option<i64>,
+    transaction_id: Option<String>,
+    success_time: Option<String>,
+}
+
+/// Converts a [`BillSubRow`].
+pub(crate) fn bill_sub(row: BillSubRow) -> Result<crate::bill::LocalSubOrder, StoreError> {
+    Ok(crate::bill::LocalSubOrder {
+        order_state: parse_state(&row.state)?,
+        combine_out_trade_no: row.combine_out_trade_no,
+        combine_mchid: row.combine_mchid,
+        mchid: row.mchid,
+        out_trade_no: row.out_trade_no,
+        amount_fen: row.amount,
+        payer_amount_fen: row.payer_amount,
+        transaction_id: row.transaction_id,
+        success_time: row.success_time,
+    })
+}
+
+/// The date strings bounding `[from, to)` for [`BILL_SUBS_BY_DAY`]: an
+/// RFC 3339 time's written date is within a day of its UTC date (offsets
+/// span −12 h … +14 h), so one day is added on each side.
+pub(crate) fn bill_window_dates(from: i64, to: i64) -> (String, String) {
+    let date = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t.clamp(-377_705_116_800, 253_402_300_799))
+            .map(|d| d.date())
+            .unwrap_or(time::Date::MIN)
+    };
+    let lo = date(from).previous_day().unwrap_or(time::Date::MIN);
+    let hi = date(to).next_day().unwrap_or(time::Date::MAX);
+    let fmt = |d: time::Date| {
+        format!(
+            "{:04}-{:02}-{:02}",
+            d.year().max(0),
+            u8::from(d.month()),
+            d.day()
+        )
+    };
+    (fmt(lo), fmt(hi))
+}
+
+/// Keeps the rows whose `success_time` instant is in `[from, to)`.
+pub(crate) fn bill_subs_in_window(
+    rows: Vec<BillSubRow>,
+    from: i64,
+    to: i64,
+) -> Result<Vec<crate::bill::LocalSubOrder>, StoreError> {
+    let mut out = Vec::new();
+    for row in rows {
+        let sub = bill_sub(row)?;
+        if sub.success_unix().is_some_and(|t| t >= from && t < to) {
+            out.push(sub);
+        }
+    }
+    Ok(out)
+}
+
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct OrderRow {
     combine_out_trade_no: String,
@@ -496,6 +614,24 @@ macro_rules! sql_ops {
                         .bind(now)
                         .execute(&mut *conn)
                         .await?;
+                    // Outbox: the webhook event commits with the change.
+                    if let Some(kind) = $crate::webhook::EventKind::for_state(new.state) {
+                        let seq: i64 = sqlx::query_scalar(shared::NEXT_OUTBOX_SEQ)
+                            .bind(&no)
+                            .fetch_one(&mut *conn)
+                            .await?;
+                        let id = $crate::webhook::new_event_id();
+                        let payload = $crate::webhook::payload(&id, kind, seq, &new, now);
+                        sqlx::query(shared::INSERT_OUTBOX)
+                            .bind(&id)
+                            .bind(&no)
+                            .bind(seq)
+                            .bind(kind.as_str())
+                            .bind(payload)
+                            .bind(now)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
                     if let Some(n) = &t.notification {
                         sqlx::query(shared::INSERT_NOTIFICATION)
                             .bind(&n.id)

@@ -1,0 +1,268 @@
+//! In-process order events: how code embedding the kit learns that an order
+//! was paid, closed or failed.
+//!
+//! Every committed state change of an order (from a notification, a query,
+//! the close API or the expiry sweep) is announced on the store's
+//! [`EventHub`] right after the commit. Two ways to listen:
+//!
+//! - an [`OrderEventHandler`], registered with
+//!   [`KitBuilder::on_event`](crate::kit::KitBuilder::on_event) (or
+//!   [`EventHub::add_handler`]): called once per event, in commit order, on a
+//!   background task of its own, so a slow handler never delays the answer to
+//!   WeChat Pay;
+//! - a [`tokio::sync::broadcast`] receiver from [`EventHub::subscribe`].
+//!
+//! **Delivery is at most once.** The announcement happens after the commit
+//! and lives only in memory: a crash between the commit and the handler,
+//! a panicking handler, or a receiver lagging behind the broadcast buffer
+//! loses the event. Use the in-process events to update caches or wake up
+//! work quickly; for anything that must not be missed (shipping goods), use
+//! the webhook outbox (written in the same transaction as the state change,
+//! delivered at least once; see `docs/webhooks.md`) or read the order's state
+//! from the store.
+//!
+//! ```no_run
+//! use wxpay_combine::events::{OrderEventHandler, OrderEventKind, OrderEventNotice};
+//!
+//! struct Fulfil;
+//!
+//! #[async_trait::async_trait]
+//! impl OrderEventHandler for Fulfil {
+//!     async fn on_event(&self, e: &OrderEventNotice) {
+//!         if e.kind == OrderEventKind::Paid {
+//!             println!("order {} paid: {} fen", e.combine_out_trade_no, e.order.total_amount());
+//!         }
+//!     }
+//! }
+//! ```
+
+use crate::combine::{CombineOrder, EventSource, TradeState};
+use crate::store::Store;
+use async_trait::async_trait;
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::{broadcast, mpsc};
+
+/// How many announced events may wait for the handlers before new ones are
+/// dropped (with a warning), and the broadcast buffer per receiver.
+pub const EVENT_BUFFER: usize = 1024;
+
+/// What happened to an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderEventKind {
+    /// The order is paid (`SUCCESS`).
+    Paid,
+    /// The order was closed (close API, prepay refused, or expiry).
+    Closed,
+    /// WeChat Pay reports the payment failed (`PAYERROR`).
+    PaymentError,
+    /// The payer is paying (`USERPAYING`).
+    Paying,
+    /// The paid order moved to refund (`REFUND`).
+    Refunded,
+}
+
+impl OrderEventKind {
+    /// The kind of a change into `state` (`None` for `NOTPAY`, which is
+    /// never reached by a change).
+    pub fn of(state: TradeState) -> Option<Self> {
+        match state {
+            TradeState::Success => Some(Self::Paid),
+            TradeState::Closed => Some(Self::Closed),
+            TradeState::PayError => Some(Self::PaymentError),
+            TradeState::UserPaying => Some(Self::Paying),
+            TradeState::Refund => Some(Self::Refunded),
+            TradeState::NotPay => None,
+        }
+    }
+
+    /// `order.paid`, `order.closed`, `order.payment_error`, `order.paying`,
+    /// `order.refunded`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Paid => "order.paid",
+            Self::Closed => "order.closed",
+            Self::PaymentError => "order.payment_error",
+            Self::Paying => "order.paying",
+            Self::Refunded => "order.refunded",
+        }
+    }
+}
+
+/// One committed state change.
+#[derive(Debug, Clone)]
+pub struct OrderEventNotice {
+    /// What happened.
+    pub kind: OrderEventKind,
+    /// The order number.
+    pub combine_out_trade_no: String,
+    /// The state before the change.
+    pub previous: TradeState,
+    /// What caused it (notification, query, close, expiry).
+    pub source: EventSource,
+    /// The order as committed (sub-orders with transaction ids when paid).
+    pub order: CombineOrder,
+}
+
+/// Receives in-process order events (at most once; see the
+/// [module documentation](self)).
+#[async_trait]
+pub trait OrderEventHandler: Send + Sync + 'static {
+    /// Called once per committed state change, in commit order. A panic is
+    /// caught and logged; the event is then lost for this handler.
+    async fn on_event(&self, e: &OrderEventNotice);
+}
+
+#[async_trait]
+impl<F> OrderEventHandler for F
+where
+    F: Fn(&OrderEventNotice) + Send + Sync + 'static,
+{
+    async fn on_event(&self, e: &OrderEventNotice) {
+        self(e)
+    }
+}
+
+/// Where committed state changes are announced. Cheap to clone (clones
+/// share the handlers and receivers); each store backend holds one.
+#[derive(Clone)]
+pub struct EventHub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    handlers: RwLock<Vec<Arc<dyn OrderEventHandler>>>,
+    queue: Mutex<Option<mpsc::Sender<OrderEventNotice>>>,
+    broadcast: broadcast::Sender<OrderEventNotice>,
+}
+
+impl std::fmt::Debug for EventHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventHub")
+            .field("handlers", &self.handler_count())
+            .field("receivers", &self.inner.broadcast.receiver_count())
+            .finish()
+    }
+}
+
+impl Default for EventHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventHub {
+    /// A hub with no listeners.
+    pub fn new() -> Self {
+        let (broadcast, _) = broadcast::channel(EVENT_BUFFER);
+        Self {
+            inner: Arc::new(HubInner {
+                handlers: RwLock::new(Vec::new()),
+                queue: Mutex::new(None),
+                broadcast,
+            }),
+        }
+    }
+
+    /// Registers a handler. The first one starts the dispatch task, so this
+    /// must be called inside a Tokio runtime.
+    pub fn add_handler(&self, handler: Arc<dyn OrderEventHandler>) {
+        self.inner
+            .handlers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handler);
+        let mut queue = self.inner.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.is_none() {
+            let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+            *queue = Some(tx);
+            tokio::spawn(dispatch(Arc::downgrade(&self.inner), rx));
+        }
+    }
+
+    /// How many handlers are registered.
+    pub fn handler_count(&self) -> usize {
+        self.inner
+            .handlers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// A receiver of every event announced from now on. A receiver more
+    /// than [`EVENT_BUFFER`] events behind loses the oldest
+    /// ([`broadcast::error::RecvError::Lagged`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<OrderEventNotice> {
+        self.inner.broadcast.subscribe()
+    }
+
+    /// Announces a committed change (never blocks, never fails: without
+    /// listeners nothing happens; a full queue drops the event with a
+    /// warning).
+    pub fn publish(&self, notice: OrderEventNotice) {
+        if self.inner.broadcast.receiver_count() > 0 {
+            let _ = self.inner.broadcast.send(notice.clone());
+        }
+        let queue = self.inner.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = queue.as_ref() {
+            if let Err(e) = tx.try_send(notice) {
+                let order = match &e {
+                    mpsc::error::TrySendError::Full(n) | mpsc::error::TrySendError::Closed(n) => {
+                        n.combine_out_trade_no.clone()
+                    }
+                };
+                tracing::warn!(%order, "in-process order event dropped: handlers are too slow");
+            }
+        }
+    }
+
+    /// Announces that `order` (as committed) changed from `previous` because
+    /// of `source`; does nothing when the new state has no event kind.
+    pub fn announce(&self, previous: TradeState, order: &CombineOrder, source: EventSource) {
+        if let Some(kind) = OrderEventKind::of(order.state) {
+            self.publish(OrderEventNotice {
+                kind,
+                combine_out_trade_no: order.combine_out_trade_no.clone(),
+                previous,
+                source,
+                order: order.clone(),
+            });
+        }
+    }
+}
+
+/// Announces a committed change on `store`'s hub, if it has one. Called by
+/// every path that applies a state change, after the commit.
+pub fn announce(
+    store: &dyn Store,
+    previous: TradeState,
+    order: &CombineOrder,
+    source: EventSource,
+) {
+    if let Some(hub) = store.event_hub() {
+        hub.announce(previous, order, source);
+    }
+}
+
+async fn dispatch(hub: std::sync::Weak<HubInner>, mut rx: mpsc::Receiver<OrderEventNotice>) {
+    while let Some(notice) = rx.recv().await {
+        let Some(inner) = hub.upgrade() else { return };
+        let handlers = inner
+            .handlers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        drop(inner);
+        for h in handlers {
+            if AssertUnwindSafe(h.on_event(&notice))
+                .catch_unwind()
+                .await
+                .is_err()
+            {
+                tracing::error!(order = %notice.combine_out_trade_no, kind = notice.kind.as_str(), "order event handler panicked; event lost for it");
+            }
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! Harness of the reliability tests (`tests/reliability_*.rs`): real
+//! `wxpay-combine serve` processes sharing one database, driven against the
+//! embedded simulator of this test process.
+//!
+//! A [`Cluster`] prepares a demo data directory (simulator, keys, catalog,
+//! `wxpay.toml`) exactly as `wxpay-combine demo` does, then runs one or more
+//! `serve` processes from that configuration, each on its own loopback port.
+//! Every process is killed when the cluster (or the process handle) is
+//! dropped, also when a test panics; a PostgreSQL schema is dropped last.
+//!
+//! Sizes: `WXPAY_RELIABILITY_SCALE` (default 1) multiplies every count; the
+//! tests name their own variables for exact counts.
+
+#![allow(dead_code)]
+
+#[path = "../flow_support/mod.rs"]
+mod flow_support;
+
+#[allow(unused_imports)]
+pub use flow_support::{postgres_url, transitions_to, Browser, Db, Flow};
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use wxpay_combine::apiv3::JsapiPayParams;
+use wxpay_combine::app::{self, DemoOptions};
+use wxpay_combine::combine::{CombineOrder, OrderEvent};
+use wxpay_combine::sim::SimHandle;
+use wxpay_combine::store::Store;
+
+/// `WXPAY_RELIABILITY_SCALE` (default 1.0): multiplies the default counts.
+pub fn scale() -> f64 {
+    match std::env::var("WXPAY_RELIABILITY_SCALE") {
+        Ok(v) => {
+            let s: f64 = v
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("WXPAY_RELIABILITY_SCALE={v:?} is not a number"));
+            assert!(
+                s.is_finite() && s > 0.0,
+                "WXPAY_RELIABILITY_SCALE must be > 0"
+            );
+            s
+        }
+        Err(_) => 1.0,
+    }
+}
+
+/// A count: `var` when set (exact), else `default` × [`scale`], at least 1.
+pub fn count(var: &str, default: usize) -> usize {
+    if let Ok(v) = std::env::var(var) {
+        return v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{var}={v:?} is not a count"));
+    }
+    ((default as f64) * scale()).round().max(1.0) as usize
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives in the workspace")
+        .to_path_buf()
+}
+
+/// The `wxpay-combine` binary: `WXPAY_E2E_BIN`, else built once per test
+/// run (`cargo build -p wxpay-combine --bin wxpay-combine`, a no-op when
+/// `cargo test --workspace` has built it already).
+pub fn server_binary() -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            if let Some(bin) = std::env::var_os("WXPAY_E2E_BIN") {
+                return Ok(PathBuf::from(bin));
+            }
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .current_dir(workspace_root())
+                .args(["build", "-p", "wxpay-combine", "--bin", "wxpay-combine"])
+                .status()
+                .map_err(|e| format!("cannot run cargo: {e}"))?;
+            if !status.success() {
+                return Err(format!("`cargo build -p wxpay-combine` failed: {status}"));
+            }
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .map(|p| {
+                    if p.is_absolute() {
+                        p
+                    } else {
+                        workspace_root().join(p)
+                    }
+                })
+                .unwrap_or_else(|| workspace_root().join("target"));
+            let bin = target
+                .join("debug")
+                .join(format!("wxpay-combine{}", std::env::consts::EXE_SUFFIX));
+            if bin.is_file() {
+                Ok(bin)
+            } else {
+                Err(format!("{} is missing after the build", bin.display()))
+            }
+        })
+        .clone()
+        .unwrap_or_else(|e| panic!("the wxpay-combine binary: {e}"))
+}
+
+/// A fresh PostgreSQL schema, dropped on drop.
+struct PgSchema {
+    admin_url: String,
+    schema: String,
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (url, schema) = (self.admin_url.clone(), self.schema.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::PgConnection::connect(&url).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                    )))
+                    .execute(&mut c)
+                    .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// A free loopback port (bound, then released for a child to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// One `wxpay-combine serve` process; killed (SIGKILL) and reaped on drop.
+pub struct ServerProcess {
+    /// Which instance (0, 1, …), for messages.
+    pub index: usize,
+    /// Its port (kept across restarts).
+    pub port: u16,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    child: Mutex<Option<Child>>,
+    log: PathBuf,
+    starts: AtomicUsize,
+}
+
+impl ServerProcess {
+    /// `BASE/wxpay/notify`.
+    pub fn notify_url(&self) -> String {
+        format!("{}/wxpay/notify", self.base)
+    }
+
+    /// The output of every run so far.
+    pub fn log(&self) -> String {
+        let mut out = String::new();
+        for run in 0..self.starts.load(Ordering::SeqCst) {
+            let p = self.log_path(run);
+            out.push_str(&std::fs::read_to_string(&p).unwrap_or_default());
+        }
+        out
+    }
+
+    /// The last `lines` lines of the output, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// How many lines of the output contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    fn log_path(&self, run: usize) -> PathBuf {
+        self.log.with_extension(format!("{run}.log"))
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// `kill -9`: no graceful shutdown, in-flight requests cut off.
+    pub fn kill9(&self) {
+        let child = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut c) = child {
+            let _ = c.kill(); // SIGKILL on Unix
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Merchant-server processes sharing one database, with the simulator.
+pub struct Cluster {
+    /// The processes (declared first: killed before anything else goes).
+    pub servers: Vec<ServerProcess>,
+    /// The embedded simulator (this process).
+    pub sim: SimHandle,
+    /// The shared database, opened by the test for its checks.
+    pub store: Arc<dyn Store>,
+    /// The database URL the servers use.
+    pub database_url: String,
+    /// The demo's `wxpay.toml`.
+    pub config_path: PathBuf,
+    /// Which backend.
+    pub db: Db,
+    launcher: Launcher,
+    _pg: Option<PgSchema>,
+    _dir: tempfile::TempDir,
+}
+
+/// How server processes are started.
+struct Launcher {
+    bin: PathBuf,
+    config_path: PathBuf,
+    dir: PathBuf,
+}
+
+impl Launcher {
+    fn spawn(&self, p: &ServerProcess) {
+        let run = p.starts.load(Ordering::SeqCst);
+        let log = std::fs::File::create(p.log_path(run)).expect("server log file");
+        let child = Command::new(&self.bin)
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .current_dir(&self.dir)
+            .env("WXPAY_LISTEN", format!("127.0.0.1:{}", p.port))
+            .env("WXPAY_PUBLIC_BASE_URL", &p.base)
+            .env("WXPAY_LOG", "info,sqlx=warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
+        *p.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        p.starts.store(run + 1, Ordering::SeqCst);
+    }
+}
+
+/// Waits until `p` answers `/readyz` with 200.
+async fn wait_ready(p: &ServerProcess) {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let url = format!("{}/readyz", p.base);
+    loop {
+        if let Ok(r) = http.get(&url).send().await {
+            if r.status().as_u16() == 200 {
+                return;
+            }
+        }
+        assert!(
+            p.is_running(),
+            "server {} exited during start:\n{}",
+            p.index,
+            p.log_tail(40)
+        );
+        assert!(
+            Instant::now() < deadline,
+            "server {} not ready within 60 s:\n{}",
+            p.index,
+            p.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Cluster {
+    /// Prepares the demo configuration on `db` and starts `instances`
+    /// server processes, one after the other, each ready before the call
+    /// returns. `None` when PostgreSQL is not available (outside CI).
+    /// Defaults: simulator time scale 0.01, no reconciliation and no
+    /// query-on-read within a test unless `tweak` asks.
+    pub async fn start(
+        db: Db,
+        instances: usize,
+        tweak: impl FnOnce(&mut DemoOptions),
+    ) -> Option<Cluster> {
+        let bin = server_binary();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut opts = DemoOptions::new(dir.path().join("data"));
+        opts.addr = "127.0.0.1:0".parse().unwrap();
+        opts.time_scale = 0.01;
+        opts.query_after_secs = 3600;
+        opts.reconcile_interval_secs = 3600;
+        opts.reconcile_after_secs = 3600;
+        opts.www_dir = Some(dir.path().join("www"));
+        std::fs::create_dir_all(dir.path().join("www")).unwrap();
+        std::fs::write(
+            dir.path().join("www/index.html"),
+            "<!doctype html><title>reliability</title>",
+        )
+        .unwrap();
+        let pg = match db {
+            Db::Sqlite => None,
+            Db::Postgres => {
+                let admin_url = postgres_url()?;
+                let schema = format!("wxrel_{}", uuid::Uuid::new_v4().simple());
+                {
+                    use sqlx::Connection;
+                    let mut c = sqlx::PgConnection::connect(&admin_url)
+                        .await
+                        .unwrap_or_else(|e| {
+                            panic!("cannot connect to WXPAY_TEST_DATABASE_URL: {e}")
+                        });
+                    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                        .execute(&mut c)
+                        .await
+                        .expect("create schema");
+                }
+                let sep = if admin_url.contains('?') { '&' } else { '?' };
+                opts.database_url = Some(format!("{admin_url}{sep}options[search_path]={schema}"));
+                Some(PgSchema { admin_url, schema })
+            }
+        };
+        tweak(&mut opts);
+        let demo = app::prepare_demo(&opts).await.expect("demo prepares");
+        // Instance 0 takes the port the configuration was written for.
+        let first_port = demo.listener.local_addr().unwrap().port();
+        drop(demo.listener);
+        let database_url = demo.config.database_url.clone();
+        let launcher = Launcher {
+            bin,
+            config_path: demo.config_path.clone(),
+            dir: dir.path().to_path_buf(),
+        };
+        let mut servers: Vec<ServerProcess> = Vec::new();
+        let mut store = None;
+        for i in 0..instances {
+            let port = if i == 0 { first_port } else { free_port() };
+            let p = ServerProcess {
+                index: i,
+                port,
+                base: format!("http://127.0.0.1:{port}"),
+                child: Mutex::new(None),
+                log: dir.path().join(format!("server{i}")),
+                starts: AtomicUsize::new(0),
+            };
+            launcher.spawn(&p);
+            wait_ready(&p).await;
+            servers.push(p);
+            if i == 0 {
+                // After the first server ran the migrations.
+                store = Some(
+                    wxpay_combine::store::connect(&database_url)
+                        .await
+                        .expect("the test opens the shared database"),
+                );
+            }
+        }
+        Some(Cluster {
+            servers,
+            sim: demo.sim,
+            store: store.expect("at least one instance"),
+            database_url,
+            config_path: demo.config_path,
+            db,
+            launcher,
+            _pg: pg,
+            _dir: dir,
+        })
+    }
+
+    /// `kill -9` instance `i`.
+    pub fn kill9(&self, i: usize) {
+        self.servers[i].kill9();
+    }
+
+    /// Starts instance `i` again on its port and waits until it is ready.
+    pub async fn restart(&self, i: usize) {
+        let p = &self.servers[i];
+        assert!(!p.is_running(), "server {i} is still running");
+        self.launcher.spawn(p);
+        wait_ready(p).await;
+    }
+
+    /// A payer signed in (OAuth through the simulator) on instance `i`.
+    pub async fn login(&self, i: usize, user: &str) -> Browser {
+        let b = Browser::new(&self.servers[i].base);
+        b.login(user).await;
+        b
+    }
+
+    /// The stored order.
+    pub async fn order(&self, no: &str) -> CombineOrder {
+        self.store
+            .get_order(no)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("order {no} is not stored"))
+    }
+
+    /// The order's event log.
+    pub async fn events(&self, no: &str) -> Vec<OrderEvent> {
+        self.store.events(no).await.unwrap()
+    }
+
+    /// Every server's last log lines, for failure messages.
+    pub fn logs(&self, lines: usize) -> String {
+        self.servers
+            .iter()
+            .map(|s| format!("--- server {} ---\n{}", s.index, s.log_tail(lines)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Kills the servers, then stops the simulator.
+    pub async fn stop(self) {
+        for s in &self.servers {
+            s.kill9();
+        }
+        let Cluster { sim, .. } = self;
+        sim.shutdown().await;
+    }
+}
+
+/// The sim's delivery records: per notification id, the HTTP statuses of
+/// every copy of every attempt (`None`: no answer).
+pub fn answers_by_notification(
+    log: &wxpay_combine::sim::NotificationLog,
+) -> BTreeMap<String, Vec<Option<i64>>> {
+    let mut m: BTreeMap<String, Vec<Option<i64>>> = BTreeMap::new();
+    for a in &log.attempts {
+        if a.kind == "delivery" || a.kind == "duplicate" {
+            m.entry(a.notification_id.clone())
+                .or_default()
+                .push(a.http_status);
+        }
+    }
+    m
+}
+
+/// Whether an HTTP status is an acknowledgement (WeChat Pay counts 200/204).
+pub fn acked(status: Option<i64>) -> bool {
+    matches!(status, Some(200) | Some(204))
+}
+
+/// The demo catalog's items, one of each of the three shops.
+pub fn three_shop_items() -> Value {
+    json!([
+        {"sku": "book-3body", "qty": 1},
+        {"sku": "coldbrew", "qty": 2},
+        {"sku": "succulent", "qty": 1}
+    ])
+}
+
+/// Creates an order through the public API; `(status, body)`.
+pub async fn create_order(b: &Browser, items: &Value) -> (u16, Value) {
+    let a = b
+        .post("/api/combine-orders", Some(json!({ "items": items })))
+        .await;
+    (a.status, a.body)
+}
+
+/// The pay params of a create or pay-params answer.
+pub fn pay_params(v: &Value) -> JsapiPayParams {
+    serde_json::from_value(v["pay_params"].clone())
+        .unwrap_or_else(|e| panic!("no pay_params in {v}: {e}"))
+}
+
+/// The `prepay_id` inside pay params.
+pub fn prepay_id(p: &JsapiPayParams) -> String {
+    p.package
+        .strip_prefix("prepay_id=")
+        .unwrap_or_else(|| panic!("package {:?}", p.package))
+        .to_string()
+}
+
+/// The order number of an answer.
+pub fn order_no(v: &Value) -> String {
+    v["combine_out_trade_no"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no combine_out_trade_no in {v}"))
+        .to_string()
+}
+
+/// Polls `check` every `every` until it returns `Some`, or panics with
+/// `what()` after `within`.
+pub async fn wait_for<T, F, Fut>(within: Duration, every: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
+}

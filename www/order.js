@@ -2,14 +2,39 @@
 // shows comes from the server, so it survives reloads and is the place to
 // come back to when a payment was not confirmed in time.
 
-import { api, boot, byTestId, el, fatal, pay, STATE_TEXT, subOrderList, yuan } from "./common.js";
+import {
+  api,
+  boot,
+  byTestId,
+  el,
+  fatal,
+  orderHref,
+  pay,
+  STATE_TEXT,
+  subOrderList,
+  yuan,
+} from "./common.js";
 
-const no = new URLSearchParams(location.search).get("no");
+const params = new URLSearchParams(location.search);
+let no = params.get("no");
 let env = null;
 
 main().catch(fatal);
 
 async function main() {
+  // A pay link from the merchant (order.html?claim=TOKEN): sign in first
+  // (boot() runs OAuth), then claim it, which creates the order for this
+  // payer; the token leaves the address bar at once.
+  const claim = params.get("claim");
+  if (claim && !no) {
+    env = await boot();
+    const claimed = await api("/api/pay-links/claim", { method: "POST", body: { token: claim } });
+    no = claimed.combine_out_trade_no;
+    history.replaceState(null, "", orderHref(no));
+    document.title = `Order ${no} · wxpay-combine demo`;
+    render(claimed.order);
+    return;
+  }
   if (!no) throw new Error("No order number in the address: open order.html?no=<order number>.");
   document.title = `Order ${no} · wxpay-combine demo`;
   const [booted, order] = await Promise.all([boot(), load()]);

@@ -4,21 +4,25 @@
 //! `payment::transition_for` against a stored order, exactly as
 //! `NotifyHandler` calls them.
 //!
-//! The first input byte picks a mode; the rest is the payload:
-//! - 0 `body`: the payload is the raw body, signed here with the fixture
-//!   WeChat Pay key (so mutations get past verification into the envelope,
-//!   base64 and AEAD code);
+//! The first input byte picks a mode (`% 4`); the rest is the payload:
+//! - 0 `body`: the payload is a body whose signature has been checked:
+//!   `notify::open_notification` (envelope, base64, AEAD, transaction);
 //! - 1 `plaintext`: the payload is the decrypted resource, sealed here with
-//!   the APIv3 key into a well-formed envelope and signed (mutations reach
-//!   the transaction parser, the merchant check and the order matching);
+//!   the APIv3 key into a well-formed envelope (mutations reach the
+//!   transaction parser, the merchant check and the order matching);
 //! - 2 `raw`: the payload is `Name: value` header lines, a blank line and
-//!   the body, all as received — nothing is signed here (forged headers,
-//!   timestamps, serials, signatures).
+//!   the body, all as received, through the whole `verify_notification` —
+//!   nothing is signed here (forged headers, timestamps, serials,
+//!   signatures);
+//! - 3 `signed`: the payload is a body, signed here with the fixture WeChat
+//!   Pay key, through the whole `verify_notification` (an RSA signature per
+//!   input: slow, so the cheaper modes carry the volume).
 //!
 //! Contracts checked beyond "never panics": a refusal is never an
 //! acknowledgement; an accepted notification has a trimmed 1..=128-byte id
 //! and names our merchant and app; in `plaintext` mode the result agrees
-//! with an independent parse of the plaintext; an accepted match against the
+//! with an independent parse of the plaintext; in `signed` mode the whole
+//! path gives exactly what its post-signature half gives; an accepted match against the
 //! order agrees with the stored sub-orders and amounts; `raw` mode accepts
 //! nothing but the genuine signed seeds (their signatures cover the body).
 
@@ -29,7 +33,7 @@ use std::sync::{Arc, OnceLock};
 use wxpay_combine::apiv3::{aead, response_message, ApiV3Key, ManualClock, PrivateKey, Verifier};
 use wxpay_combine::combine::wire::CombineTransaction;
 use wxpay_combine::combine::{CombineOrder, EventSource, NotificationRef};
-use wxpay_combine::notify::{verify_notification, NotifyOutcome, MAX_ID_LEN};
+use wxpay_combine::notify::{open_notification, verify_notification, NotifyOutcome, MAX_ID_LEN};
 use wxpay_combine::payment;
 use wxpay_combine_fuzz as fx;
 
@@ -95,28 +99,46 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let f = fixture();
-    let (headers, body): (fx::HeaderBlock, Vec<u8>) = match mode % 3 {
-        0 => (signed_headers(f, payload), payload.to_vec()),
+    let open = |body: &[u8]| open_notification(&f.apiv3, fx::MCHID, fx::APPID, body);
+    let (result, body) = match mode % 4 {
+        0 => (open(payload), payload.to_vec()),
         1 => {
             let body = envelope(f, payload);
-            (signed_headers(f, &body), body)
+            (open(&body), body)
+        }
+        2 => {
+            let (head, body) = fx::split_head(payload);
+            let headers = fx::HeaderBlock::parse(head);
+            let r = verify_notification(
+                &f.verifier,
+                &f.apiv3,
+                fx::MCHID,
+                fx::APPID,
+                |name| headers.get(name),
+                body,
+            );
+            (r, body.to_vec())
         }
         _ => {
-            let (head, body) = fx::split_head(payload);
-            (fx::HeaderBlock::parse(head), body.to_vec())
+            let headers = signed_headers(f, payload);
+            let r = verify_notification(
+                &f.verifier,
+                &f.apiv3,
+                fx::MCHID,
+                fx::APPID,
+                |name| headers.get(name),
+                payload,
+            );
+            assert_eq!(
+                r,
+                open(payload),
+                "the signed path differs from its second half"
+            );
+            (r, payload.to_vec())
         }
     };
 
-    let result = verify_notification(
-        &f.verifier,
-        &f.apiv3,
-        fx::MCHID,
-        fx::APPID,
-        |name| headers.get(name),
-        &body,
-    );
-
-    if mode % 3 == 1 {
+    if mode % 4 == 1 {
         // The envelope and signature are genuine: only the plaintext decides.
         match serde_json::from_slice::<CombineTransaction>(payload) {
             Ok(t) if t.combine_mchid == fx::MCHID && t.combine_appid == fx::APPID => {

@@ -123,12 +123,15 @@ notify = [
     b"\x01" + dumps(transaction(combine_mchid="1900000999")),
     b"\x01" + dumps(transaction(sub_orders=transaction()["sub_orders"][:1])),
     b"\x01" + b"not json at all",
-    # mode 0: raw bodies (signed by the target)
+    # mode 0: bodies after the signature check
     b"\x00" + envelope(good),
     b"\x00" + envelope(good, ad="certificate"),
     b"\x00" + envelope(good, tamper_tag=True),
     b"\x00" + envelope(b"[1,2,3]"),
     b"\x00" + b'{"id":"x"}',
+    # mode 3: raw bodies (signed by the target, whole path)
+    b"\x03" + envelope(good),
+    b"\x03" + envelope(good, tamper_tag=True),
     # mode 2: headers and body as received
     b"\x02" + raw(envelope(good)),
     b"\x02" + raw(envelope(good), ts=NOW - 301),

@@ -214,7 +214,7 @@ pub async fn serve_with_metrics(
     // They are told to stop as soon as shutdown is requested (the
     // reconciliation worker stops claiming).
     let workers = server.workers.start();
-    // MUTATION workers.stop_when(stopped(signal_rx.clone()));
+    workers.stop_when(stopped(signal_rx.clone()));
     let metrics_task = metrics_listener.map(|l| {
         tracing::info!(addr = ?l.local_addr().ok(), "metrics listening");
         let signal = stopped(signal_rx.clone());

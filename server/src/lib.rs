@@ -8,10 +8,16 @@
 //! - [`store`]: durable order state (SQLite or PostgreSQL).
 //! - [`payment`]: the one path that turns what WeChat Pay reports into a
 //!   state change, shared by [`notify`] and [`reconcile`].
-//! - [`http`]: the H5 page's API, OAuth sessions and the pay directory;
-//!   [`app`] wires everything for `serve` and `demo`.
+//! - [`http`]: the H5 page's API, OAuth sessions and the pay directory,
+//!   and the server-to-server API ([`http::internal`]).
+//! - [`kit`]: the library entry point — [`kit::Kit::builder`] wires
+//!   everything into a router and background workers, for a merchant's own
+//!   axum service and for `serve`/`demo` ([`app`]) alike; [`events`] tells
+//!   the embedding code in-process that an order was paid or closed.
 //! - [`bill`]: trade-bill files: parse, format, verified download.
 //! - [`sim`]: the WeChat Pay simulator (never started by `serve`).
+
+#![warn(missing_docs)]
 
 pub mod apiv3;
 pub mod app;

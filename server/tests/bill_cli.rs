@@ -187,7 +187,7 @@ impl Env {
                 .enumerate()
                 .map(|(i, a)| PrepaySubOrder {
                     mchid: m.sub_mchids[i % m.sub_mchids.len()].clone(),
-                    attach: String::new(),
+                    attach: "bill".into(),
                     amount: RequestAmount {
                         total_amount: *a,
                         currency: "CNY".into(),
@@ -223,7 +223,7 @@ impl Env {
                     mchid: s.mchid.clone(),
                     out_trade_no: s.out_trade_no.clone(),
                     description: "bill test".into(),
-                    attach: String::new(),
+                    attach: "bill".into(),
                     amount: s.amount.total_amount,
                     transaction_id: s.transaction_id.clone(),
                     payer_amount: s.amount.payer_amount,
@@ -344,7 +344,7 @@ async fn bill_command_downloads_verifies_and_reconciles() {
         true,
     );
     assert_eq!(code(&o), 1, "{}", text(&o));
-    assert!(text(&o).contains("DISCREPANCIES: 3"), "{}", text(&o));
+    assert!(text(&o).contains("DISCREPANCIES: 4"), "{}", text(&o));
     let plain = std::fs::read(&out).unwrap();
     let bill = wxpay_combine::bill::parse(&plain).unwrap();
     assert_eq!(bill.kind, BillKind::All);

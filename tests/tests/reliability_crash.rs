@@ -77,19 +77,18 @@ async fn kill9_in_a_notification_storm_loses_and_repeats_nothing(db: Db) {
         .unwrap();
     let alice = c.login(0, "alice").await;
     let items = three_shop_items();
-    let created: Vec<(String, wxpay_combine::apiv3::JsapiPayParams)> =
-        stream::iter(0..orders)
-            .map(|k| {
-                let (alice, items) = (&alice, &items);
-                async move {
-                    let (status, body) = create_order(alice, items).await;
-                    assert_eq!(status, 201, "order {k}: {body}");
-                    (order_no(&body), pay_params(&body))
-                }
-            })
-            .buffer_unordered(16)
-            .collect()
-            .await;
+    let created: Vec<(String, wxpay_combine::apiv3::JsapiPayParams)> = stream::iter(0..orders)
+        .map(|k| {
+            let (alice, items) = (&alice, &items);
+            async move {
+                let (status, body) = create_order(alice, items).await;
+                assert_eq!(status, 201, "order {k}: {body}");
+                (order_no(&body), pay_params(&body))
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
     let created_s = started.elapsed().as_secs_f64();
 
     // Pay everything while a watcher kills the server once a quarter of the
@@ -110,11 +109,15 @@ async fn kill9_in_a_notification_storm_loses_and_repeats_nothing(db: Db) {
     };
     let crash = async {
         let threshold = (orders / 4).max(1);
-        let seen = wait_for(Duration::from_secs(120), Duration::from_millis(25), || async {
-            let stats = c.sim.stats().await.unwrap();
-            let delivered = stats.notifications.get("delivered").copied().unwrap_or(0) as usize;
-            (delivered >= threshold).then_some(delivered)
-        })
+        let seen = wait_for(
+            Duration::from_secs(120),
+            Duration::from_millis(25),
+            || async {
+                let stats = c.sim.stats().await.unwrap();
+                let delivered = stats.notifications.get("delivered").copied().unwrap_or(0) as usize;
+                (delivered >= threshold).then_some(delivered)
+            },
+        )
         .await
         .unwrap_or_else(|| panic!("{threshold} notifications not delivered within 120 s"));
         c.kill9(0);
@@ -168,11 +171,7 @@ async fn kill9_in_a_notification_storm_loses_and_repeats_nothing(db: Db) {
     let log = c.sim.notifications(None).await.unwrap();
     let answers = answers_by_notification(&log);
     let retried = log.notifications.iter().filter(|n| n.attempts > 1).count();
-    let failed_answers = answers
-        .values()
-        .flatten()
-        .filter(|s| !acked(**s))
-        .count();
+    let failed_answers = answers.values().flatten().filter(|s| !acked(**s)).count();
     let mut bad = Vec::new();
     for n in &log.notifications {
         let no = &n.combine_out_trade_no;

@@ -46,19 +46,18 @@ async fn two_instances_one_postgres_database_concurrent_duplicate_notifications(
     // Orders through the public API of both instances (one payer each).
     let payers = [c.login(0, "alice").await, c.login(1, "bob").await];
     let items = three_shop_items();
-    let created: Vec<(String, wxpay_combine::apiv3::JsapiPayParams)> =
-        stream::iter(0..orders)
-            .map(|k| {
-                let (payers, items) = (&payers, &items);
-                async move {
-                    let (status, body) = create_order(&payers[k % 2], items).await;
-                    assert_eq!(status, 201, "order {k} on instance {}: {body}", k % 2);
-                    (order_no(&body), pay_params(&body))
-                }
-            })
-            .buffer_unordered(16)
-            .collect()
-            .await;
+    let created: Vec<(String, wxpay_combine::apiv3::JsapiPayParams)> = stream::iter(0..orders)
+        .map(|k| {
+            let (payers, items) = (&payers, &items);
+            async move {
+                let (status, body) = create_order(&payers[k % 2], items).await;
+                assert_eq!(status, 201, "order {k} on instance {}: {body}", k % 2);
+                (order_no(&body), pay_params(&body))
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
     let created_s = started.elapsed().as_secs_f64();
 
     // Pay them all in the simulator; the notification storm follows.
@@ -92,7 +91,11 @@ async fn two_instances_one_postgres_database_concurrent_duplicate_notifications(
 
     // The simulator's side: one attempt per notification, every copy 2xx.
     let log = c.sim.notifications(None).await.unwrap();
-    assert_eq!(log.notifications.len(), orders, "one notification per order");
+    assert_eq!(
+        log.notifications.len(),
+        orders,
+        "one notification per order"
+    );
     let mut problems = Vec::new();
     for n in &log.notifications {
         if n.status != "delivered" || n.attempts != 1 {

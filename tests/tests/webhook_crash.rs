@@ -159,12 +159,16 @@ async fn outbox_survives_kill9_between_commit_and_delivery(db: Db) {
     let no = order_no(&body);
     let outcome = c.sim.pay(&pay_params(&body)).await;
     assert_eq!(outcome.err_msg, "get_brand_wcpay_request:ok", "{outcome:?}");
-    let event = wait_for(Duration::from_secs(60), Duration::from_millis(100), || async {
-        let pending = c.store.pending_outbox_events(10).await.unwrap();
-        pending
-            .into_iter()
-            .find(|e| e.combine_out_trade_no == no && e.attempts >= 1)
-    })
+    let event = wait_for(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let pending = c.store.pending_outbox_events(10).await.unwrap();
+            pending
+                .into_iter()
+                .find(|e| e.combine_out_trade_no == no && e.attempts >= 1)
+        },
+    )
     .await
     .unwrap_or_else(|| panic!("no failed delivery attempt recorded\n{}", c.logs(30)));
     assert_eq!(c.order(&no).await.state, TradeState::Success);
@@ -183,12 +187,21 @@ async fn outbox_survives_kill9_between_commit_and_delivery(db: Db) {
 
     let hits = start_receiver(port).await;
     c.restart(0).await;
-    let got = wait_for(Duration::from_secs(60), Duration::from_millis(100), || async {
-        let h = hits.lock().unwrap().clone();
-        (!h.is_empty()).then_some(h)
-    })
+    let got = wait_for(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let h = hits.lock().unwrap().clone();
+            (!h.is_empty()).then_some(h)
+        },
+    )
     .await
-    .unwrap_or_else(|| panic!("the event was not delivered after the restart\n{}", c.logs(30)));
+    .unwrap_or_else(|| {
+        panic!(
+            "the event was not delivered after the restart\n{}",
+            c.logs(30)
+        )
+    });
     let (id, ts, sig, body) = &got[0];
     assert_eq!(id, &event.id);
     assert_eq!(body, event.payload.as_bytes());
@@ -198,10 +211,14 @@ async fn outbox_survives_kill9_between_commit_and_delivery(db: Db) {
     assert_eq!(v["order"]["combine_out_trade_no"], no.as_str());
     assert_eq!(v["order"]["state"], "SUCCESS");
     // Delivered: recorded, not sent again.
-    let delivered = wait_for(Duration::from_secs(10), Duration::from_millis(100), || async {
-        let e = c.store.get_outbox_event(&event.id).await.unwrap().unwrap();
-        e.delivered_at.map(|_| e)
-    })
+    let delivered = wait_for(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            let e = c.store.get_outbox_event(&event.id).await.unwrap().unwrap();
+            e.delivered_at.map(|_| e)
+        },
+    )
     .await
     .expect("delivery recorded");
     assert!(delivered.attempts >= 2);
@@ -216,7 +233,10 @@ async fn outbox_survives_kill9_between_commit_and_delivery(db: Db) {
     assert!(out.contains("delivered (HTTP 204)"), "{out}");
     let h = hits.lock().unwrap().clone();
     assert_eq!(h.len(), 2);
-    assert_eq!((&h[1].0, &h[1].3), (&event.id, &event.payload.as_bytes().to_vec()));
+    assert_eq!(
+        (&h[1].0, &h[1].3),
+        (&event.id, &event.payload.as_bytes().to_vec())
+    );
     let (ok, out) = events_cli(&c.config_path, &["--redeliver", "evt_missing"]);
     assert!(!ok && out.contains("no event"), "{out}");
     c.stop().await;

@@ -47,7 +47,9 @@ pub fn run(args: &[String]) -> Result<()> {
         match flag.as_str() {
             "--db" | "--notifications" | "--orders" | "--in-flight" | "--clients"
             | "--floor-seconds" | "--database-url" => {
-                let value = it.next().with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+                let value = it
+                    .next()
+                    .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
                 if flag == "--db" {
                     db = value.clone();
                 }

@@ -308,8 +308,10 @@ pub struct NewSubOrder {
     pub description: String,
     /// Amount in fen.
     pub amount: i64,
-    /// Merchant data returned by notifications, queries and bills.
-    pub attach: String,
+    /// Merchant data returned by notifications, queries and bills (1–128
+    /// bytes; `None`: the combined order number, which links the sub-order
+    /// to its order in bills).
+    pub attach: Option<String>,
 }
 
 impl NewOrder {
@@ -338,7 +340,7 @@ impl NewOrder {
                         .clone()
                         .unwrap_or_else(|| format!("{no}-{}", i + 1)),
                     description: s.description.clone(),
-                    attach: s.attach.clone(),
+                    attach: s.attach.clone().unwrap_or_else(|| no.to_string()),
                     amount: s.amount,
                     transaction_id: None,
                     payer_amount: None,
@@ -369,7 +371,7 @@ fn same_order(o: &CombineOrder, req: &NewOrder, no: &str) -> bool {
                 s.mchid == r.mchid
                     && s.description == r.description
                     && s.amount == r.amount
-                    && s.attach == r.attach
+                    && s.attach == r.attach.as_deref().unwrap_or(no)
                     && match &r.out_trade_no {
                         Some(n) => *n == s.out_trade_no,
                         None => s.out_trade_no == format!("{no}-{}", i + 1),
@@ -491,12 +493,14 @@ pub fn parse_new_order(body: &[u8]) -> Result<NewOrder, InternalError> {
             {
                 d.clone()
             }
-            _ => return Err(invalid(
-                at("description"),
-                format!(
+            _ => {
+                return Err(invalid(
+                    at("description"),
+                    format!(
                     "1–{MAX_DESCRIPTION_BYTES} bytes of text without emoji or control characters"
                 ),
-            )),
+                ))
+            }
         };
         let amount = match s.get("amount").and_then(Value::as_i64) {
             Some(a) if (1..=MAX_SUB_ORDER_FEN).contains(&a) => a,
@@ -508,16 +512,20 @@ pub fn parse_new_order(body: &[u8]) -> Result<NewOrder, InternalError> {
             }
         };
         let attach = match s.get("attach") {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(a)) if a.len() <= MAX_ATTACH_BYTES && is_service_text(a) => {
-                a.clone()
+            None | Some(Value::Null) => None,
+            Some(Value::String(a))
+                if !a.is_empty() && a.len() <= MAX_ATTACH_BYTES && is_service_text(a) =>
+            {
+                Some(a.clone())
             }
-            Some(_) => return Err(invalid(
-                at("attach"),
-                format!(
-                    "at most {MAX_ATTACH_BYTES} bytes of text without emoji or control characters"
+            Some(_) => {
+                return Err(invalid(
+                    at("attach"),
+                    format!(
+                    "1–{MAX_ATTACH_BYTES} bytes of text without emoji or control characters, or omit it"
                 ),
-            )),
+                ))
+            }
         };
         if let Some(n) = &out_trade_no {
             if sub_orders

@@ -18,6 +18,10 @@
 //! The client IP is the socket's peer address; `X-Forwarded-For` is read
 //! only when that peer is one of `trusted_proxies` (then the right-most
 //! address that is not itself a trusted proxy is the client).
+//! The peer address comes from axum's `ConnectInfo<SocketAddr>`
+//! (`serve` uses `into_make_service_with_connect_info`); an embedding
+//! application that serves the router without it gets no per-IP limit
+//! (the per-session limit still applies).
 
 use super::session::{self, CookieSigner, Purpose, SessionData, SESSION_COOKIE};
 use crate::apiv3::Clock;
@@ -253,20 +257,25 @@ impl Limits {
     }
 
     /// The CORS layer: only the listed origins, credentialed GET/POST with
-    /// `Content-Type`. With none listed, nothing is granted.
-    pub fn cors_layer(&self) -> CorsLayer {
+    /// `Content-Type`. With none listed, no layer at all: no response ever
+    /// carries an `Access-Control-Allow-*` header.
+    pub fn cors_layer(&self) -> Option<CorsLayer> {
         let origins: Vec<HeaderValue> = self
             .settings
             .cors_allowed_origins
             .iter()
             .filter_map(|o| HeaderValue::from_str(o).ok())
             .collect();
-        CorsLayer::new()
+        if origins.is_empty() {
+            return None;
+        }
+        let layer = CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
             .allow_methods([Method::GET, Method::POST])
             .allow_headers([header::CONTENT_TYPE])
             .allow_credentials(true)
-            .max_age(Duration::from_secs(600))
+            .max_age(Duration::from_secs(600));
+        Some(layer)
     }
 
     fn origin_allowed(&self, origin: &str) -> bool {
@@ -319,7 +328,6 @@ pub async fn rate_limit(State(limits): State<Limits>, req: Request, next: Next) 
         Some(w) => {
             let secs = w.as_secs() + u64::from(w.subsec_nanos() > 0);
             tracing::warn!(path = %req.uri().path(), retry_after_secs = secs, "rate limited");
-            crate::metrics::metrics().api_call("public_api", "rate_limited", Duration::ZERO);
             let mut resp = refuse(
                 StatusCode::TOO_MANY_REQUESTS,
                 "RATE_LIMITED",

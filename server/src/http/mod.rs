@@ -282,7 +282,7 @@ pub fn app(state: AppState) -> Router {
             limits.clone(),
             limits::body_limit,
         ))
-        .layer(limits.cors_layer())
+        .layer(tower::util::option_layer(limits.cors_layer()))
         .with_state(state);
     traced(router)
 }

@@ -21,7 +21,9 @@ mod outcome;
 mod verify;
 
 pub use outcome::{NotifyCounters, NotifyOutcome, NotifyReply};
-pub use verify::{verify_notification, Refusal, VerifiedNotification, MAX_ID_LEN};
+pub use verify::{
+    open_notification, verify_notification, Refusal, VerifiedNotification, MAX_ID_LEN,
+};
 
 use crate::apiv3::{ApiV3Key, Clock, Verifier};
 use crate::combine::{ApplyOutcome, EventSource, NotificationRef, RejectReason};

@@ -74,7 +74,22 @@ pub fn verify_notification<'a>(
         tracing::warn!(error = %e, serial = %clip(&sig.serial), "notification refused: verification failed");
         return Err(refuse(outcome, "signature verification failed"));
     }
+    open_notification(key, combine_mchid, combine_appid, body)
+}
 
+/// The checks after the signature (the second half of
+/// [`verify_notification`], which calls it only for a verified `body`):
+/// envelope JSON and id → AEAD decryption with `key` → plaintext JSON →
+/// `combine_mchid` and `combine_appid`. Public so the fuzz target can drive
+/// it without an RSA signature per input; never call it on an unverified
+/// body.
+pub fn open_notification(
+    key: &ApiV3Key,
+    combine_mchid: &str,
+    combine_appid: &str,
+    body: &[u8],
+) -> Result<VerifiedNotification, Refusal> {
+    use NotifyOutcome as O;
     let envelope: NotificationEnvelope = match serde_json::from_slice(body) {
         Ok(e) => e,
         Err(e) => {

@@ -17,7 +17,7 @@
 //! "done" before the `COMMIT` covering their change returned. When the
 //! `COMMIT` fails, every request of the batch gets the error.
 
-use super::shared::{self, validate_new, EventRow};
+use super::shared::{self, validate_new, Decision, EventRow};
 use super::{OutboxEvent, OutboxStats, Store, StoreError};
 use crate::combine::{ApplyOutcome, CombineOrder, OrderEvent, Transition};
 use async_trait::async_trait;
@@ -25,7 +25,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Acquire, SqliteConnection};
+use sqlx::{Acquire, Column as _, FromRow as _, Row as _, SqliteConnection};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -88,7 +88,8 @@ struct Job {
     reply: oneshot::Sender<Result<WriteDone, StoreError>>,
 }
 
-/// The group-commit writer: runs until every store handle is dropped.
+/// The group-commit writer: runs on its own thread until every store
+/// handle is dropped.
 async fn group_commit_task(pool: SqlitePool, mut queue: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
@@ -144,6 +145,15 @@ async fn run_batch(
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
+        if let WriteOp::Apply {
+            no,
+            transition,
+            now,
+        } = &job.op
+        {
+            results.push(apply_job(&mut tx, no, transition, *now).await?);
+            continue;
+        }
         let mut savepoint = tx.begin().await?;
         let result = run_op(&mut savepoint, &job.op).await;
         if result.is_ok() {
@@ -155,6 +165,193 @@ async fn run_batch(
     }
     tx.commit().await?;
     Ok(results)
+}
+
+/// `sql` with every `$N` placeholder renumbered to `$(N + offset)`, so that
+/// several statements can share one argument list.
+fn shift_placeholders(sql: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..=i]);
+        rest = &rest[i + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if let Ok(n) = rest[..digits].parse::<usize>() {
+            out.push_str(&(n + offset).to_string());
+        } else {
+            out.push_str(&rest[..digits]);
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The reads of [`apply_job`] as one script (`$1` the order number, `$2`
+/// the notification id or NULL).
+fn read_script() -> &'static str {
+    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| {
+        format!(
+            "{};\n{};\n{};\n{}",
+            shared::SELECT_ORDER,
+            shared::SELECT_SUBS,
+            shift_placeholders(shared::SELECT_NOTIFICATION, 1),
+            shared::NEXT_OUTBOX_SEQ
+        )
+    })
+}
+
+/// The savepoint around one transition's writes.
+const APPLY_SAVEPOINT: &str = "group_commit_apply";
+
+/// `apply_transition` inside the group transaction, in few round trips to
+/// SQLite's worker thread (each costs two thread switches, and the writer
+/// is the one serial step under load): the order and the notification id
+/// are read, [`shared::decide`] judges, and the writes of an applied
+/// transition — the same rows `apply_locked` writes for PostgreSQL: order,
+/// changed sub-orders, event, outbox event, notification id — go as one
+/// multi-statement script wrapped in its own savepoint, so a failure takes
+/// back exactly this transition. The outer error means the transaction
+/// itself is in an unknown state (the whole batch then fails).
+async fn apply_job(
+    conn: &mut SqliteConnection,
+    no: &str,
+    t: &Transition,
+    now: i64,
+) -> Result<Result<WriteDone, StoreError>, sqlx::Error> {
+    // One read script, one round trip: the order row (11 columns), its
+    // sub-orders (9 columns each), the notification id's record (2
+    // columns) and the next outbox sequence number (1 column).
+    let decided = async {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(read_script()))
+            .bind(no)
+            .bind(t.notification.as_ref().map(|n| n.id.as_str()))
+            .fetch_all(&mut *conn)
+            .await?;
+        let (mut order_row, mut subs, mut prior, mut seq) = (None, Vec::new(), None, 1);
+        for row in &rows {
+            match row.columns().len() {
+                11 => order_row = Some(shared::OrderRow::from_row(row)?),
+                9 => subs.push(shared::SubRow::from_row(row)?),
+                2 => prior = Some(shared::PriorNotification::from_row(row)?),
+                1 => seq = row.try_get::<i64, _>(0)?,
+                n => return Err(StoreError::Corrupt(format!("unexpected row of {n} columns"))),
+            }
+        }
+        let row = order_row.ok_or_else(|| StoreError::NotFound(no.to_string()))?;
+        let order = shared::assemble(row, subs)?;
+        let decision = shared::decide(&order, prior.as_ref(), t, now);
+        Ok::<_, StoreError>((order, decision, seq))
+    }
+    .await;
+    let (order, decision, next_seq) = match decided {
+        Ok(d) => d,
+        // Nothing was written: a read failure is this request's alone.
+        Err(e) => return Ok(Err(e)),
+    };
+    let new = match decision {
+        Decision::Repeat => return Ok(Ok(WriteDone::Outcome(ApplyOutcome::AlreadyApplied(order)))),
+        Decision::Reject(reason) => {
+            return Ok(Ok(WriteDone::Outcome(ApplyOutcome::Rejected {
+                order,
+                reason,
+            })))
+        }
+        Decision::RecordDuplicate(n) => {
+            // One statement: atomic on its own.
+            let r = sqlx::query(shared::INSERT_DUPLICATE_NOTIFICATION)
+                .bind(&n.id)
+                .bind(no)
+                .bind(&n.body_sha256)
+                .bind("duplicate")
+                .bind(now)
+                .execute(&mut *conn)
+                .await;
+            return Ok(match r {
+                Ok(_) => Ok(WriteDone::Outcome(ApplyOutcome::AlreadyApplied(order))),
+                Err(e) => Err(e.into()),
+            });
+        }
+        Decision::Apply(new) => new,
+    };
+    let outbox = crate::webhook::EventKind::for_state(new.state).map(|kind| (kind, next_seq));
+
+    let mut sql = format!("SAVEPOINT {APPLY_SAVEPOINT};\n");
+    let mut args = 0;
+    let mut add = |sql: &mut String, statement: &str, params: usize| {
+        sql.push_str(&shift_placeholders(statement, args));
+        sql.push_str(";\n");
+        args += params;
+    };
+    add(&mut sql, shared::UPDATE_ORDER_STATE, 4);
+    let changed: Vec<&crate::combine::SubOrder> = shared::changed_subs(&order, &new).collect();
+    for _ in &changed {
+        add(&mut sql, shared::UPDATE_SUB_PAYMENT, 6);
+    }
+    add(&mut sql, shared::INSERT_EVENT, 7);
+    if outbox.is_some() {
+        add(&mut sql, shared::INSERT_OUTBOX, 6);
+    }
+    if t.notification.is_some() {
+        add(&mut sql, shared::INSERT_NOTIFICATION, 5);
+    }
+    sql.push_str(&format!("RELEASE {APPLY_SAVEPOINT}"));
+
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(no)
+        .bind(new.state.as_str())
+        .bind(new.updated_at)
+        .bind(new.notified_at);
+    for s in &changed {
+        q = q
+            .bind(&s.mchid)
+            .bind(&s.out_trade_no)
+            .bind(&s.transaction_id)
+            .bind(s.payer_amount)
+            .bind(&s.bank_type)
+            .bind(&s.success_time);
+    }
+    q = q
+        .bind(no)
+        .bind(order.state.as_str())
+        .bind(new.state.as_str())
+        .bind(t.source.as_str())
+        .bind(t.notification.as_ref().map(|n| n.id.clone()))
+        .bind(&t.detail)
+        .bind(now);
+    if let Some((kind, seq)) = outbox {
+        let id = crate::webhook::new_event_id();
+        let payload = crate::webhook::payload(&id, kind, seq, &new, now);
+        q = q
+            .bind(id)
+            .bind(no)
+            .bind(seq)
+            .bind(kind.as_str())
+            .bind(payload)
+            .bind(now);
+    }
+    if let Some(n) = &t.notification {
+        q = q
+            .bind(&n.id)
+            .bind(no)
+            .bind(&n.body_sha256)
+            .bind("applied")
+            .bind(now);
+    }
+    match q.execute(&mut *conn).await {
+        Ok(_) => Ok(Ok(WriteDone::Outcome(ApplyOutcome::Applied(*new)))),
+        Err(e) => {
+            // The script stopped inside its savepoint: take this
+            // transition back (an error here leaves the batch unknown).
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "ROLLBACK TO {APPLY_SAVEPOINT}; RELEASE {APPLY_SAVEPOINT}"
+            )))
+            .execute(&mut *conn)
+            .await?;
+            Ok(Err(e.into()))
+        }
+    }
 }
 
 /// One write on the writer connection (inside the caller's savepoint).
@@ -185,6 +382,8 @@ async fn run_op(conn: &mut SqliteConnection, op: &WriteOp) -> Result<WriteDone, 
             transition,
             now,
         } => {
+            // `run_batch` sends transitions to `apply_job`; this plain
+            // path (the shared `apply_locked`) stays for completeness.
             let order = ops::load(conn, shared::SELECT_ORDER, no)
                 .await?
                 .ok_or_else(|| StoreError::NotFound(no.clone()))?;
@@ -268,7 +467,26 @@ impl SqliteStore {
                 .await?
         };
         let (group, queue) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(group_commit_task(writer.clone(), queue));
+        // The writer runs on a thread of its own: each of its statements is
+        // a round trip to SQLite's worker thread, and on the shared runtime
+        // every wake-up would queue behind the request tasks (a busy server
+        // would then starve its own commits).
+        let pool = writer.clone();
+        std::thread::Builder::new()
+            .name("sqlite-group-commit".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(group_commit_task(pool, queue)),
+                    // Dropping the queue makes `write` run requests inline.
+                    Err(e) => {
+                        tracing::error!(error = %e, "SQLite group-commit runtime failed to start")
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
         Ok(Self {
             writer,
             reader,
@@ -278,8 +496,7 @@ impl SqliteStore {
     }
 
     /// Hands `op` to the group-commit writer and waits for its commit. If
-    /// the writer task is gone (its runtime shut down), the write runs in a
-    /// transaction of its own instead.
+    /// the writer is gone, the write runs in a transaction of its own.
     async fn write(&self, op: WriteOp) -> Result<WriteDone, StoreError> {
         let (reply, answer) = oneshot::channel();
         match self.group.send(Job { op, reply }).await {

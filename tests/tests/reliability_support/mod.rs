@@ -304,6 +304,10 @@ impl Cluster {
         instances: usize,
         tweak: impl FnOnce(&mut DemoOptions),
     ) -> Option<Cluster> {
+        let admin_url = match db {
+            Db::Sqlite => None,
+            Db::Postgres => Some(postgres_url()?),
+        };
         let bin = server_binary();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut opts = DemoOptions::new(dir.path().join("data"));
@@ -319,10 +323,9 @@ impl Cluster {
             "<!doctype html><title>reliability</title>",
         )
         .unwrap();
-        let pg = match db {
-            Db::Sqlite => None,
-            Db::Postgres => {
-                let admin_url = postgres_url()?;
+        let pg = match admin_url {
+            None => None,
+            Some(admin_url) => {
                 let schema = format!("wxrel_{}", uuid::Uuid::new_v4().simple());
                 {
                     use sqlx::Connection;

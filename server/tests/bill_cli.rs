@@ -538,6 +538,10 @@ async fn bill_command_downloads_verifies_and_reconciles() {
         plain
     );
     assert_eq!(scheduler.step().await, StepOutcome::Idle, "the day is done");
+    // Counted in the process-global metrics.
+    let m = wxpay_combine::metrics::metrics();
+    assert!(m.bill_results("not_ready") >= 1);
+    assert!(m.bill_results("discrepancies") >= 1);
     let _ = std::fs::remove_dir_all(&env.dir);
 }
 

@@ -6,7 +6,9 @@
 //!
 //! Sizes: `WXPAY_RELIABILITY_INSTANCE_ORDERS` (default 500 ×
 //! `WXPAY_RELIABILITY_SCALE`) orders, `WXPAY_RELIABILITY_COPIES` (default 5)
-//! concurrent deliveries of each notification.
+//! concurrent deliveries of each notification, `WXPAY_RELIABILITY_INFLIGHT`
+//! (default 32) notifications in delivery at once (the simulator's
+//! `notify_max_inflight`; 0 for no limit).
 
 mod reliability_support;
 
@@ -30,6 +32,10 @@ async fn two_instances_one_postgres_database_concurrent_duplicate_notifications(
         .map(|v| v.trim().parse().expect("WXPAY_RELIABILITY_COPIES"))
         .unwrap_or(5);
     assert!((1..=21).contains(&copies), "1 to 21 copies");
+    let inflight: u32 = std::env::var("WXPAY_RELIABILITY_INFLIGHT")
+        .ok()
+        .map(|v| v.trim().parse().expect("WXPAY_RELIABILITY_INFLIGHT"))
+        .unwrap_or(32);
     let started = Instant::now();
     let Some(c) = Cluster::start(Db::Postgres, 2, |_| {}).await else {
         return;
@@ -39,6 +45,7 @@ async fn two_instances_one_postgres_database_concurrent_duplicate_notifications(
         .control(json!({
             "duplicate_notifications": copies - 1,
             "notify_targets": targets,
+            "notify_max_inflight": (inflight > 0).then_some(inflight),
         }))
         .await
         .unwrap();
@@ -178,7 +185,8 @@ async fn two_instances_one_postgres_database_concurrent_duplicate_notifications(
         "exactly one application per order across both instances: {handled:?}"
     );
     eprintln!(
-        "reliability_instances: {orders} orders × {copies} deliveries over 2 instances: \
+        "reliability_instances: {orders} orders × {copies} deliveries over 2 instances \
+         ({inflight} notifications in flight): \
          created in {created_s:.1} s, all delivered by {stormed_s:.1} s, checked by {:.1} s; \
          per instance (applied, duplicate): {handled:?}",
         started.elapsed().as_secs_f64()

@@ -74,6 +74,7 @@ impl SimArgs {
                 corrupt_bill_hash: flag(self.corrupt_bill_hash),
                 tamper_pay_sign: flag(self.tamper_pay_sign),
                 notify_targets: None,
+                notify_max_inflight: None,
             },
             oauth_domains: (!self.oauth_domains.is_empty()).then(|| self.oauth_domains.clone()),
         }

@@ -49,6 +49,11 @@ pub struct Faults {
     /// (several merchant instances behind no load balancer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_targets: Option<Vec<String>>,
+    /// At most this many notifications in delivery at once (each with its
+    /// copies); the others wait their turn, their retry schedule unchanged.
+    /// Read from the global scope only. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_max_inflight: Option<u32>,
 }
 
 /// The field names, for checking control requests.
@@ -63,6 +68,7 @@ pub const FAULT_FIELDS: &[&str] = &[
     "corrupt_bill_hash",
     "tamper_pay_sign",
     "notify_targets",
+    "notify_max_inflight",
 ];
 
 impl Faults {
@@ -84,6 +90,7 @@ impl Faults {
                 .notify_targets
                 .clone()
                 .or_else(|| self.notify_targets.clone()),
+            notify_max_inflight: over.notify_max_inflight.or(self.notify_max_inflight),
         }
     }
 
@@ -110,6 +117,9 @@ impl Faults {
             if !(0.0..=1.0).contains(&share) {
                 return Err(format!("a share must be between 0 and 1, got {share}"));
             }
+        }
+        if out.notify_max_inflight == Some(0) {
+            return Err("notify_max_inflight must be at least 1 (null clears it)".into());
         }
         if let Some(targets) = &out.notify_targets {
             if targets.is_empty() {

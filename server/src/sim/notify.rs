@@ -5,6 +5,7 @@
 use super::auth::signature_headers;
 use super::clock::{self, wall_ms};
 use super::credentials::Merchant;
+use super::faults::FaultScope;
 use super::state::{NotificationAttempt, NotificationRow};
 use super::SimState;
 use crate::apiv3::{generate_nonce, Clock, EncryptedResource};
@@ -80,8 +81,22 @@ pub async fn run(st: Arc<SimState>, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             break;
         }
+        while inflight.try_join_next().is_some() {}
+        // The optional global cap on notifications in delivery; a finished
+        // delivery wakes this loop.
+        let cap = st
+            .faults
+            .get(&FaultScope::Global)
+            .notify_max_inflight
+            .map(|c| c.max(1) as usize);
+        let room = cap.map_or(32, |c| c.saturating_sub(inflight.len()).min(32));
         let now = wall_ms();
-        match st.db.due_notifications(now, 32).await {
+        let due = if room > 0 {
+            st.db.due_notifications(now, room as i64).await
+        } else {
+            Ok(Vec::new())
+        };
+        match due {
             Ok(due) => {
                 for n in due {
                     if let Err(e) = st
@@ -98,10 +113,14 @@ pub async fn run(st: Arc<SimState>, mut stop: watch::Receiver<bool>) {
             Err(e) => tracing::warn!(error = %e, "could not read due notifications"),
         }
         while inflight.try_join_next().is_some() {}
+        let full = cap.is_some_and(|c| inflight.len() >= c);
         let next = st.db.next_due_ms().await.ok().flatten();
-        let wait = next
-            .map(|t| (t - wall_ms()).clamp(0, 1_000))
-            .unwrap_or(1_000);
+        let wait = match next {
+            // At the cap: nothing to start until a delivery ends (and wakes us).
+            _ if full => 1_000,
+            Some(t) => (t - wall_ms()).clamp(0, 1_000),
+            None => 1_000,
+        };
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
             _ = st.wake.notified() => {}

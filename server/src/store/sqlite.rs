@@ -25,7 +25,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Acquire, Column as _, FromRow as _, Row as _, SqliteConnection};
+use sqlx::{Acquire, FromRow as _, Row as _, SqliteConnection};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;

@@ -128,11 +128,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let workers = tokio::spawn(kit.workers.run_until(stopped()));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("shop: http://{}/shop", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    // The peer address feeds the kit's per-IP rate limit.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     let _ = stop_tx.send(true);
     workers.await?;
     Ok(())

@@ -28,7 +28,10 @@
 //!     let mut rx = stop_rx;
 //!     let _ = rx.wait_for(|s| *s).await;
 //! }));
-//! axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+//! // The peer address feeds the per-IP rate limit.
+//! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+//!     .with_graceful_shutdown(shutdown)
+//!     .await?;
 //! let _ = stop_tx.send(true);
 //! workers.await?;
 //! # Ok(())

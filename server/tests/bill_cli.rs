@@ -542,6 +542,19 @@ async fn bill_command_downloads_verifies_and_reconciles() {
     let m = wxpay_combine::metrics::metrics();
     assert!(m.bill_results("not_ready") >= 1);
     assert!(m.bill_results("discrepancies") >= 1);
+
+    // `serve` registers the daily run as one of its workers when enabled.
+    for enabled in [false, true] {
+        let mut c = config.clone();
+        c.bill_schedule.enabled = enabled;
+        let kit = wxpay_combine::kit::Kit::builder(c).build().await.unwrap();
+        assert_eq!(
+            kit.workers.names().contains(&"bill-schedule"),
+            enabled,
+            "{:?}",
+            kit.workers
+        );
+    }
     let _ = std::fs::remove_dir_all(&env.dir);
 }
 

@@ -529,3 +529,62 @@ backend_tests!(
     pay_link_is_claimed_once,
     listeners,
 );
+
+#[tokio::test]
+async fn configuration_is_checked() {
+    let dir = std::env::temp_dir().join(format!(
+        "wxpay-internal-cfg-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let mut opts = DemoOptions::new(&dir);
+    opts.addr = "127.0.0.1:0".parse().unwrap();
+    let demo = app::prepare_demo(&opts).await.expect("demo prepares");
+    let token_file = dir.join("internal.token");
+    let load = |vars: &[(&str, String)]| {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        wxpay_combine::config::Config::load_with_env(&demo.config_path, &move |k| {
+            vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+    };
+    // Off by default.
+    assert!(load(&[]).unwrap().internal.is_none());
+    // A listener without a token is refused, naming the key.
+    let e = load(&[("WXPAY_INTERNAL_LISTEN", "127.0.0.1:0".into())]).unwrap_err();
+    assert!(
+        e.0.iter().any(|e| e.key() == Some("internal_token_file")),
+        "{e}"
+    );
+    // A short token is refused.
+    std::fs::write(&token_file, "short").unwrap();
+    let file = token_file.display().to_string();
+    let e = load(&[("WXPAY_INTERNAL_TOKEN_FILE", file.clone())]).unwrap_err();
+    assert!(
+        e.0.iter().any(|e| e.key() == Some("internal_token_file")),
+        "{e}"
+    );
+    // A good one, trimmed; not on the public listener unless asked.
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let c = load(&[
+        ("WXPAY_INTERNAL_TOKEN_FILE", file.clone()),
+        ("WXPAY_INTERNAL_LISTEN", "127.0.0.1:0".into()),
+    ])
+    .unwrap();
+    let i = c.internal.expect("internal API on");
+    assert_eq!(i.token.expose(), TOKEN);
+    assert!(!i.on_public_listener);
+    assert_eq!(i.pay_link_ttl_secs, 3600);
+    let e = load(&[
+        ("WXPAY_INTERNAL_TOKEN_FILE", file),
+        ("WXPAY_PAY_LINK_TTL_SECS", "5".into()),
+    ])
+    .unwrap_err();
+    assert!(
+        e.0.iter().any(|e| e.key() == Some("pay_link_ttl_secs")),
+        "{e}"
+    );
+    demo.sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,7 +1,7 @@
 //! `wxpay-combine bill`: apply for a day's trade bill, download it with a
 //! verified SHA-1, parse it and reconcile it against the order database.
 //! The scheduled run inside `serve` ([`crate::bill::schedule`]) calls the
-//! same [`fetch_and_reconcile`].
+//! same [`BillFetcher::fetch_and_reconcile`].
 //!
 //! Exit codes (also in `--help` and docs/bills.md):
 //! 0 reconciled, no discrepancy; 1 discrepancies found (report written);

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 /// `wxpay-combine check-pay-dir …`
 #[derive(Debug, Args)]
 pub struct CheckPayDirArgs {
-    /// The 支付授权目录 registered in the merchant platform, e.g. https://shop.example.com/pay/
+    /// The 支付授权目录 registered in the merchant platform, e.g. `https://shop.example.com/pay/`
     #[arg(long)]
     pub registered: String,
     /// The URL of the page that invokes the payment (for a single-page app on

@@ -19,8 +19,12 @@ use std::time::Duration;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
-/// Default pool size.
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+/// Default pool size. Each transaction commits on its own connection and
+/// PostgreSQL flushes the WAL of concurrent commits together, so the pool
+/// must hold enough connections for a notification storm (64–256 in flight)
+/// to keep several commits in flight; 32 per instance stays well inside the
+/// server's default `max_connections` (100) with two instances.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 32;
 
 /// The PostgreSQL order store.
 #[derive(Debug, Clone)]

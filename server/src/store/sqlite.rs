@@ -78,7 +78,7 @@ enum WriteOp {
 #[derive(Debug)]
 enum WriteDone {
     Unit,
-    Outcome(ApplyOutcome),
+    Outcome(Box<ApplyOutcome>),
 }
 
 /// A queued write and where its answer goes.
@@ -220,9 +220,8 @@ async fn apply_job(
     t: &Transition,
     now: i64,
 ) -> Result<Result<WriteDone, StoreError>, sqlx::Error> {
-    // One read script, one round trip: the order row (11 columns), its
-    // sub-orders (9 columns each), the notification id's record (2
-    // columns) and the next outbox sequence number (1 column).
+    // One read script, one round trip: the order row, its sub-orders, the
+    // notification id's record and the next outbox sequence number.
     let decided = async {
         let rows = sqlx::query(sqlx::AssertSqlSafe(read_script()))
             .bind(no)
@@ -230,13 +229,21 @@ async fn apply_job(
             .fetch_all(&mut *conn)
             .await?;
         let (mut order_row, mut subs, mut prior, mut seq) = (None, Vec::new(), None, 1);
+        // Rows of the four statements told apart by a column only theirs has.
+        let has = |row: &sqlx::sqlite::SqliteRow, column: &str| row.try_column(column).is_ok();
         for row in &rows {
-            match row.columns().len() {
-                11 => order_row = Some(shared::OrderRow::from_row(row)?),
-                9 => subs.push(shared::SubRow::from_row(row)?),
-                2 => prior = Some(shared::PriorNotification::from_row(row)?),
-                1 => seq = row.try_get::<i64, _>(0)?,
-                n => return Err(StoreError::Corrupt(format!("unexpected row of {n} columns"))),
+            if has(row, "combine_appid") {
+                order_row = Some(shared::OrderRow::from_row(row)?);
+            } else if has(row, "description") {
+                subs.push(shared::SubRow::from_row(row)?);
+            } else if has(row, "body_sha256") {
+                prior = Some(shared::PriorNotification::from_row(row)?);
+            } else if row.columns().len() == 1 {
+                seq = row.try_get::<i64, _>(0)?;
+            } else {
+                return Err(StoreError::Corrupt(
+                    "unexpected row in the read script".into(),
+                ));
             }
         }
         let row = order_row.ok_or_else(|| StoreError::NotFound(no.to_string()))?;
@@ -251,12 +258,16 @@ async fn apply_job(
         Err(e) => return Ok(Err(e)),
     };
     let new = match decision {
-        Decision::Repeat => return Ok(Ok(WriteDone::Outcome(ApplyOutcome::AlreadyApplied(order)))),
+        Decision::Repeat => {
+            return Ok(Ok(WriteDone::Outcome(Box::new(
+                ApplyOutcome::AlreadyApplied(order),
+            ))))
+        }
         Decision::Reject(reason) => {
-            return Ok(Ok(WriteDone::Outcome(ApplyOutcome::Rejected {
+            return Ok(Ok(WriteDone::Outcome(Box::new(ApplyOutcome::Rejected {
                 order,
                 reason,
-            })))
+            }))))
         }
         Decision::RecordDuplicate(n) => {
             // One statement: atomic on its own.
@@ -269,7 +280,9 @@ async fn apply_job(
                 .execute(&mut *conn)
                 .await;
             return Ok(match r {
-                Ok(_) => Ok(WriteDone::Outcome(ApplyOutcome::AlreadyApplied(order))),
+                Ok(_) => Ok(WriteDone::Outcome(Box::new(ApplyOutcome::AlreadyApplied(
+                    order,
+                )))),
                 Err(e) => Err(e.into()),
             });
         }
@@ -340,7 +353,9 @@ async fn apply_job(
             .bind(now);
     }
     match q.execute(&mut *conn).await {
-        Ok(_) => Ok(Ok(WriteDone::Outcome(ApplyOutcome::Applied(*new)))),
+        Ok(_) => Ok(Ok(WriteDone::Outcome(Box::new(ApplyOutcome::Applied(
+            *new,
+        ))))),
         Err(e) => {
             // The script stopped inside its savepoint: take this
             // transition back (an error here leaves the batch unknown).
@@ -388,7 +403,7 @@ async fn run_op(conn: &mut SqliteConnection, op: &WriteOp) -> Result<WriteDone, 
                 .await?
                 .ok_or_else(|| StoreError::NotFound(no.clone()))?;
             let outcome = ops::apply_locked(conn, order, transition, *now).await?;
-            Ok(WriteDone::Outcome(outcome))
+            Ok(WriteDone::Outcome(Box::new(outcome)))
         }
     }
 }
@@ -573,7 +588,7 @@ impl Store for SqliteStore {
             })
             .await?;
         match done {
-            WriteDone::Outcome(outcome) => Ok(outcome),
+            WriteDone::Outcome(outcome) => Ok(*outcome),
             WriteDone::Unit => Err(StoreError::Corrupt(
                 "group commit answered a transition without an outcome".into(),
             )),

@@ -227,6 +227,11 @@ pub async fn serve_with_metrics(
     let addr = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "merchant server listening");
     // The peer address feeds the per-IP rate limit (`http::limits`).
+    // TCP_NODELAY: answers are small; Nagle's algorithm meeting the
+    // client's delayed ACK would add ~40 ms to requests.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let serving = axum::serve(
         listener,
         server

@@ -232,6 +232,11 @@ impl Simulator {
             let shutdown = async move {
                 let _ = server_stop.wait_for(|s| *s).await;
             };
+            // TCP_NODELAY, as a real front end would: no Nagle delay on
+            // small answers.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await

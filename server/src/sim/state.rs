@@ -301,8 +301,11 @@ impl Db {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
+        // One connection: writers queue in process instead of meeting
+        // SQLITE_BUSY and sleeping in SQLite's busy handler (which made
+        // concurrent prepays wait tens of milliseconds each).
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(1)
             .connect_with(opts)
             .await?;
         for stmt in SCHEMA {

@@ -239,14 +239,21 @@ async fn the_binary_runs_standalone() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let base = tokio::task::spawn_blocking(move || {
+    // The reader keeps draining stdout after the base URL line: closing the
+    // pipe early would make the simulator's next print fail (EPIPE).
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
+            let Ok(line) = line else { break };
             if let Some(url) = line.trim().strip_prefix("base URL :") {
-                return url.trim().to_string();
+                let _ = url_tx.send(url.trim().to_string());
             }
         }
-        panic!("no base URL printed");
+    });
+    let base = tokio::task::spawn_blocking(move || {
+        url_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("no base URL printed")
     })
     .await
     .unwrap();

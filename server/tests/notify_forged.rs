@@ -14,15 +14,13 @@ use axum::Router;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
-use support::{backend_tests, order, Kind, TestDb, APPID, MCHID, OPENID};
+use support::{backend_tests, envelope, order, paid_txn, Kind, TestDb, APPID, MCHID};
 use tower::ServiceExt;
 use wxpay_combine::apiv3::{
     aead, response_message, ApiV3Key, EncryptedResource, ManualClock, PrivateKey, Verifier,
 };
-use wxpay_combine::combine::wire::{
-    CombineTransaction, PayerInfo, TransactionAmount, TransactionSubOrder,
-};
-use wxpay_combine::combine::{ApplyOutcome, CombineOrder, EventSource, TradeState, Transition};
+use wxpay_combine::combine::wire::CombineTransaction;
+use wxpay_combine::combine::{ApplyOutcome, EventSource, TradeState, Transition};
 use wxpay_combine::notify::{self, NotifyConfig, NotifyHandler, NotifyOutcome};
 
 const NOW: i64 = 1_714_000_000;
@@ -85,55 +83,6 @@ fn log_lines_containing(needle: &str) -> Vec<String> {
         .filter(|l| l.contains(needle))
         .map(str::to_string)
         .collect()
-}
-
-/// WeChat Pay's decrypted view of `order`, paid.
-fn paid_txn(order: &CombineOrder) -> CombineTransaction {
-    CombineTransaction {
-        combine_appid: order.combine_appid.clone(),
-        combine_mchid: order.combine_mchid.clone(),
-        combine_out_trade_no: order.combine_out_trade_no.clone(),
-        scene_info: None,
-        sub_orders: order
-            .sub_orders
-            .iter()
-            .enumerate()
-            .map(|(i, s)| TransactionSubOrder {
-                mchid: s.mchid.clone(),
-                trade_type: Some("JSAPI".into()),
-                trade_state: "SUCCESS".into(),
-                bank_type: Some("OTHERS".into()),
-                attach: Some(s.attach.clone()),
-                success_time: Some("2024-04-25T07:06:40+08:00".into()),
-                transaction_id: Some(format!("42000020{i}2024042512345678")),
-                out_trade_no: s.out_trade_no.clone(),
-                sub_mchid: None,
-                amount: TransactionAmount {
-                    total_amount: s.amount,
-                    payer_amount: Some(s.amount),
-                    currency: Some("CNY".into()),
-                    payer_currency: Some("CNY".into()),
-                    settlement_rate: None,
-                },
-                promotion_detail: None,
-            })
-            .collect(),
-        combine_payer_info: Some(PayerInfo {
-            openid: OPENID.into(),
-        }),
-    }
-}
-
-fn envelope(id: &str, resource: &EncryptedResource) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "id": id,
-        "create_time": "2024-04-25T07:06:41+08:00",
-        "resource_type": "encrypt-resource",
-        "event_type": "TRANSACTION.SUCCESS",
-        "summary": "支付成功",
-        "resource": resource,
-    }))
-    .unwrap()
 }
 
 fn sealed(plaintext: &[u8]) -> EncryptedResource {

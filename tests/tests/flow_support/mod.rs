@@ -29,9 +29,28 @@ pub enum Db {
 }
 
 /// A fresh PostgreSQL schema, dropped on drop.
-struct PgSchema {
+pub struct PgSchema {
     admin_url: String,
     schema: String,
+}
+
+impl PgSchema {
+    /// Creates a schema named `PREFIX<uuid>` in the database at `admin_url`;
+    /// returns the database URL that selects it, and the guard that drops it.
+    pub async fn create(admin_url: String, prefix: &str) -> (String, PgSchema) {
+        use sqlx::Connection;
+        let schema = format!("{prefix}{}", uuid::Uuid::new_v4().simple());
+        let mut c = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to WXPAY_TEST_DATABASE_URL: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut c)
+            .await
+            .expect("create schema");
+        let sep = if admin_url.contains('?') { '&' } else { '?' };
+        let url = format!("{admin_url}{sep}options[search_path]={schema}");
+        (url, PgSchema { admin_url, schema })
+    }
 }
 
 impl Drop for PgSchema {
@@ -116,23 +135,9 @@ impl Flow {
         let pg = match db {
             Db::Sqlite => None,
             Db::Postgres => {
-                let admin_url = postgres_url()?;
-                let schema = format!("wxflow_{}", uuid::Uuid::new_v4().simple());
-                {
-                    use sqlx::Connection;
-                    let mut c = sqlx::PgConnection::connect(&admin_url)
-                        .await
-                        .unwrap_or_else(|e| {
-                            panic!("cannot connect to WXPAY_TEST_DATABASE_URL: {e}")
-                        });
-                    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                        .execute(&mut c)
-                        .await
-                        .expect("create schema");
-                }
-                let sep = if admin_url.contains('?') { '&' } else { '?' };
-                opts.database_url = Some(format!("{admin_url}{sep}options[search_path]={schema}"));
-                Some(PgSchema { admin_url, schema })
+                let (url, schema) = PgSchema::create(postgres_url()?, "wxflow_").await;
+                opts.database_url = Some(url);
+                Some(schema)
             }
         };
         tweak(&mut opts);
@@ -376,10 +381,14 @@ impl Browser {
 
 /// The pay params of a create or pay-params answer.
 pub fn pay_params(v: &Value) -> JsapiPayParams {
-    serde_json::from_value(v["pay_params"].clone()).expect("pay_params")
+    serde_json::from_value(v["pay_params"].clone())
+        .unwrap_or_else(|e| panic!("no pay_params in {v}: {e}"))
 }
 
 /// The order number of an answer.
 pub fn order_no(v: &Value) -> String {
-    v["combine_out_trade_no"].as_str().unwrap().to_string()
+    v["combine_out_trade_no"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no combine_out_trade_no in {v}"))
+        .to_string()
 }

@@ -17,7 +17,9 @@
 mod flow_support;
 
 #[allow(unused_imports)]
-pub use flow_support::{postgres_url, transitions_to, Browser, Db, Flow};
+pub use flow_support::{
+    order_no, pay_params, postgres_url, transitions_to, Browser, Db, Flow, PgSchema,
+};
 
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -108,35 +110,6 @@ pub fn server_binary() -> PathBuf {
         })
         .clone()
         .unwrap_or_else(|e| panic!("the wxpay-combine binary: {e}"))
-}
-
-/// A fresh PostgreSQL schema, dropped on drop.
-struct PgSchema {
-    admin_url: String,
-    schema: String,
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let (url, schema) = (self.admin_url.clone(), self.schema.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                use sqlx::Connection;
-                if let Ok(mut c) = sqlx::PgConnection::connect(&url).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP SCHEMA IF EXISTS {schema} CASCADE"
-                    )))
-                    .execute(&mut c)
-                    .await;
-                }
-            })
-        })
-        .join();
-    }
 }
 
 /// A free loopback port (bound, then released for a child to take).
@@ -326,22 +299,9 @@ impl Cluster {
         let pg = match admin_url {
             None => None,
             Some(admin_url) => {
-                let schema = format!("wxrel_{}", uuid::Uuid::new_v4().simple());
-                {
-                    use sqlx::Connection;
-                    let mut c = sqlx::PgConnection::connect(&admin_url)
-                        .await
-                        .unwrap_or_else(|e| {
-                            panic!("cannot connect to WXPAY_TEST_DATABASE_URL: {e}")
-                        });
-                    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                        .execute(&mut c)
-                        .await
-                        .expect("create schema");
-                }
-                let sep = if admin_url.contains('?') { '&' } else { '?' };
-                opts.database_url = Some(format!("{admin_url}{sep}options[search_path]={schema}"));
-                Some(PgSchema { admin_url, schema })
+                let (url, schema) = PgSchema::create(admin_url, "wxrel_").await;
+                opts.database_url = Some(url);
+                Some(schema)
             }
         };
         tweak(&mut opts);
@@ -483,25 +443,11 @@ pub async fn create_order(b: &Browser, items: &Value) -> (u16, Value) {
     (a.status, a.body)
 }
 
-/// The pay params of a create or pay-params answer.
-pub fn pay_params(v: &Value) -> JsapiPayParams {
-    serde_json::from_value(v["pay_params"].clone())
-        .unwrap_or_else(|e| panic!("no pay_params in {v}: {e}"))
-}
-
 /// The `prepay_id` inside pay params.
 pub fn prepay_id(p: &JsapiPayParams) -> String {
     p.package
         .strip_prefix("prepay_id=")
         .unwrap_or_else(|| panic!("package {:?}", p.package))
-        .to_string()
-}
-
-/// The order number of an answer.
-pub fn order_no(v: &Value) -> String {
-    v["combine_out_trade_no"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no combine_out_trade_no in {v}"))
         .to_string()
 }
 

@@ -125,16 +125,17 @@ fn series_key<V>(map: &BTreeMap<Vec<String>, V>, values: &[&str]) -> Vec<String>
     }
 }
 
-/// A counter family with fixed label names.
+/// A family of series with fixed label names: the per-label-set state `T`
+/// is a `u64` for counters and a [`HistogramSeries`] for histograms.
 #[derive(Debug)]
-struct CounterVec {
+struct Family<T> {
     name: &'static str,
     help: &'static str,
     labels: &'static [&'static str],
-    series: Mutex<BTreeMap<Vec<String>, u64>>,
+    series: Mutex<BTreeMap<Vec<String>, T>>,
 }
 
-impl CounterVec {
+impl<T: Default + Clone> Family<T> {
     fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
         Self {
             name,
@@ -144,30 +145,54 @@ impl CounterVec {
         }
     }
 
-    fn add(&self, values: &[&str], n: u64) {
+    /// Updates the series of `values` (created on first use, bounded by
+    /// [`series_key`]).
+    fn update(&self, values: &[&str], f: impl FnOnce(&mut T)) {
         debug_assert_eq!(values.len(), self.labels.len());
         let mut map = self.series.lock().unwrap_or_else(|e| e.into_inner());
         let key = series_key(&map, values);
-        *map.entry(key).or_insert(0) += n;
+        f(map.entry(key).or_default());
+    }
+
+    /// A copy of the series of `values`, if it exists.
+    fn snapshot(&self, values: &[&str]) -> Option<T> {
+        let key: Vec<String> = values.iter().map(|v| bounded(v).to_string()).collect();
+        let map = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&key).cloned()
+    }
+
+    /// Writes the family header, then `line` for each series in label order.
+    fn render_with(
+        &self,
+        out: &mut String,
+        kind: &str,
+        mut line: impl FnMut(&mut String, &[String], &T),
+    ) {
+        header(out, self.name, self.help, kind);
+        let map = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        for (values, s) in map.iter() {
+            line(out, values, s);
+        }
+    }
+}
+
+/// A counter family.
+type CounterVec = Family<u64>;
+
+impl CounterVec {
+    fn add(&self, values: &[&str], n: u64) {
+        self.update(values, |c| *c += n);
     }
 
     fn get(&self, values: &[&str]) -> u64 {
-        let key: Vec<String> = values.iter().map(|v| bounded(v).to_string()).collect();
-        let map = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&key).copied().unwrap_or(0)
+        self.snapshot(values).unwrap_or(0)
     }
 
     fn render(&self, out: &mut String) {
-        header(out, self.name, self.help, "counter");
-        let map = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        for (values, n) in map.iter() {
-            let _ = writeln!(
-                out,
-                "{}{} {n}",
-                self.name,
-                label_set(self.labels, values, None)
-            );
-        }
+        let (name, labels) = (self.name, self.labels);
+        self.render_with(out, "counter", |out, values, n| {
+            let _ = writeln!(out, "{name}{} {n}", label_set(labels, values, None));
+        });
     }
 }
 
@@ -179,69 +204,47 @@ struct HistogramSeries {
     count: u64,
 }
 
-/// A histogram family with fixed label names and [`LATENCY_BUCKETS`].
-#[derive(Debug)]
-struct HistogramVec {
-    name: &'static str,
-    help: &'static str,
-    labels: &'static [&'static str],
-    series: Mutex<BTreeMap<Vec<String>, HistogramSeries>>,
-}
+/// A histogram family with [`LATENCY_BUCKETS`].
+type HistogramVec = Family<HistogramSeries>;
 
 impl HistogramVec {
-    fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
-        Self {
-            name,
-            help,
-            labels,
-            series: Mutex::new(BTreeMap::new()),
-        }
-    }
-
     fn observe(&self, values: &[&str], v: f64) {
-        debug_assert_eq!(values.len(), self.labels.len());
-        let mut map = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let key = series_key(&map, values);
-        let s = map.entry(key).or_default();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| v <= *b) {
-            s.buckets[i] += 1;
-        }
-        s.sum += v;
-        s.count += 1;
+        self.update(values, |s| {
+            if let Some(i) = LATENCY_BUCKETS.iter().position(|b| v <= *b) {
+                s.buckets[i] += 1;
+            }
+            s.sum += v;
+            s.count += 1;
+        });
     }
 
     fn count(&self, values: &[&str]) -> u64 {
-        let key: Vec<String> = values.iter().map(|v| bounded(v).to_string()).collect();
-        let map = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&key).map(|s| s.count).unwrap_or(0)
+        self.snapshot(values).map(|s| s.count).unwrap_or(0)
     }
 
     fn render(&self, out: &mut String) {
-        header(out, self.name, self.help, "histogram");
-        let map = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        for (values, s) in map.iter() {
+        let (name, labels) = (self.name, self.labels);
+        self.render_with(out, "histogram", |out, values, s| {
             let mut cumulative = 0;
             for (bound, n) in LATENCY_BUCKETS.iter().zip(s.buckets.iter()) {
                 cumulative += n;
                 let le = format_float(*bound);
                 let _ = writeln!(
                     out,
-                    "{}_bucket{} {cumulative}",
-                    self.name,
-                    label_set(self.labels, values, Some(("le", &le)))
+                    "{name}_bucket{} {cumulative}",
+                    label_set(labels, values, Some(("le", &le)))
                 );
             }
             let _ = writeln!(
                 out,
-                "{}_bucket{} {}",
-                self.name,
-                label_set(self.labels, values, Some(("le", "+Inf"))),
+                "{name}_bucket{} {}",
+                label_set(labels, values, Some(("le", "+Inf"))),
                 s.count
             );
-            let labels = label_set(self.labels, values, None);
-            let _ = writeln!(out, "{}_sum{labels} {}", self.name, format_float(s.sum));
-            let _ = writeln!(out, "{}_count{labels} {}", self.name, s.count);
-        }
+            let set = label_set(labels, values, None);
+            let _ = writeln!(out, "{name}_sum{set} {}", format_float(s.sum));
+            let _ = writeln!(out, "{name}_count{set} {}", s.count);
+        });
     }
 }
 

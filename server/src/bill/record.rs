@@ -123,6 +123,24 @@ pub struct RefundColumns {
     pub requested_refund_amount_fen: i64,
 }
 
+impl RefundColumns {
+    /// The refund columns of a payment row in an ALL bill: ids `0`,
+    /// amounts zero, type and status empty.
+    pub fn of_payment_row() -> Self {
+        Self {
+            refund_apply_time: None,
+            refund_success_time: None,
+            refund_id: "0".into(),
+            out_refund_no: "0".into(),
+            refund_amount_fen: 0,
+            recharge_coupon_refund_amount_fen: 0,
+            refund_type: String::new(),
+            refund_status: String::new(),
+            requested_refund_amount_fen: 0,
+        }
+    }
+}
+
 impl BillRecord {
     /// 微信退款单号 when this row is a refund (not empty and not `0`).
     pub fn refund_id(&self) -> Option<&str> {

@@ -61,17 +61,9 @@ fn trade_record(t: &BillTradeRow, kind: BillKind) -> BillRecord {
         settlement_amount_fen: total,
         coupon_amount_fen: 0,
         // A payment row of an ALL bill has the refund columns, zeroed.
-        refund: kind.has_refund_columns().then(|| RefundColumns {
-            refund_apply_time: None,
-            refund_success_time: None,
-            refund_id: "0".into(),
-            out_refund_no: "0".into(),
-            refund_amount_fen: 0,
-            recharge_coupon_refund_amount_fen: 0,
-            refund_type: String::new(),
-            refund_status: String::new(),
-            requested_refund_amount_fen: 0,
-        }),
+        refund: kind
+            .has_refund_columns()
+            .then(RefundColumns::of_payment_row),
         goods_name: t.description.clone(),
         attach: t.attach.clone(),
         fee_milli_fen: fee(total) * 1000,

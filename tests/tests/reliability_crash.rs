@@ -10,6 +10,7 @@
 //! `WXPAY_RELIABILITY_SCALE`) orders, each notification delivered twice at
 //! once.
 
+#[macro_use]
 mod reliability_support;
 
 use futures_util::stream::{self, StreamExt};
@@ -23,27 +24,6 @@ use std::time::{Duration, Instant};
 use wxpay_combine::combine::{EventSource, TradeState};
 
 const OK: &str = "get_brand_wcpay_request:ok";
-
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Db::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Db::Postgres).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_databases!(kill9_in_a_notification_storm_loses_and_repeats_nothing);
 

@@ -18,6 +18,7 @@
 //! On SQLite and on PostgreSQL. Size: `WXPAY_RELIABILITY_FAULT_ORDERS`
 //! (default 30 × `WXPAY_RELIABILITY_SCALE`).
 
+#[macro_use]
 mod reliability_support;
 
 use futures_util::stream::{self, StreamExt};
@@ -34,27 +35,6 @@ use wxpay_combine::combine::{EventSource, TradeState};
 use wxpay_combine::reconcile::{Worker, WorkerConfig};
 
 const OK: &str = "get_brand_wcpay_request:ok";
-
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Db::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Db::Postgres).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_databases!(thirty_percent_api_faults_and_dropped_notifications);
 

@@ -6,6 +6,7 @@
 //! once per id; `events --redeliver ID` sends it again with the same id.
 //! On SQLite and on PostgreSQL, with the real binary and the simulator.
 
+#[macro_use]
 mod reliability_support;
 
 use axum::body::Bytes;
@@ -19,27 +20,6 @@ use std::time::Duration;
 use wxpay_combine::combine::TradeState;
 
 const SECRET: &str = "whsec_crash_test_0123456789";
-
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Db::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Db::Postgres).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_databases!(outbox_survives_kill9_between_commit_and_delivery);
 

@@ -188,9 +188,7 @@ pub async fn v3_entry(
         status: i64::from(status.as_u16()),
         code,
     };
-    if let Err(e) = st.db.log_call(&record).await {
-        tracing::warn!(error = %e, "could not log an API call");
-    }
+    st.db.log_call(record);
     if let Some(ms) = hold {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }

@@ -168,9 +168,52 @@ pub async fn prepay(st: &SimState, caller: &Caller, body: &[u8]) -> Result<Reply
     let r = validate::prepay(&value, st.clock.now())?;
     business_checks(st, caller, &r).await?;
 
-    let _guard = st.write_lock.lock().await;
     let mchid = &r.combine_mchid;
     let no = &r.combine_out_trade_no;
+    let now = st.clock.now();
+    let order = OrderRow {
+        combine_mchid: mchid.clone(),
+        combine_out_trade_no: no.clone(),
+        combine_appid: r.combine_appid.clone(),
+        request_json: serde_json::to_string(&value).unwrap_or_default(),
+        openid: r.openid.clone(),
+        notify_url: r.notify_url.clone(),
+        device_id: r.device_id.clone(),
+        state: order_state::NOTPAY.into(),
+        closed_reason: None,
+        time_expire: r.time_expire,
+        created_at: now,
+        paid_at: None,
+    };
+    let subs: Vec<SubOrderRow> = r
+        .sub_orders
+        .iter()
+        .enumerate()
+        .map(|(i, s)| SubOrderRow {
+            idx: i as i64,
+            mchid: s.mchid.clone(),
+            out_trade_no: s.out_trade_no.clone(),
+            attach: s.attach.clone(),
+            description: s.description.clone(),
+            total_amount: s.total_amount,
+            currency: s.currency.clone(),
+            trade_state: order_state::NOTPAY.into(),
+            transaction_id: None,
+            success_time: None,
+            payer_amount: None,
+            bank_type: None,
+        })
+        .collect();
+    // The usual case, a new number: one insert, no lock (the database's
+    // keys decide a race between two requests for the same number).
+    let p = new_prepay(&st.clock, mchid, no);
+    if st.db.insert_new_order(&order, &subs, &p).await? {
+        return Ok(prepay_reply(&p.prepay_id));
+    }
+
+    // The number or a sub-order number is taken: re-entry or refusal,
+    // decided under the write lock.
+    let _guard = st.write_lock.lock().await;
     if let Some(existing) = load_fresh(st, mchid, no).await? {
         match existing.state.as_str() {
             order_state::SUCCESS | order_state::REFUND => return Err(ApiError::order_paid()),
@@ -210,41 +253,8 @@ pub async fn prepay(st: &SimState, caller: &Caller, body: &[u8]) -> Result<Reply
             ));
         }
     }
-    let now = st.clock.now();
-    let order = OrderRow {
-        combine_mchid: mchid.clone(),
-        combine_out_trade_no: no.clone(),
-        combine_appid: r.combine_appid.clone(),
-        request_json: serde_json::to_string(&value).unwrap_or_default(),
-        openid: r.openid.clone(),
-        notify_url: r.notify_url.clone(),
-        device_id: r.device_id.clone(),
-        state: order_state::NOTPAY.into(),
-        closed_reason: None,
-        time_expire: r.time_expire,
-        created_at: now,
-        paid_at: None,
-    };
-    let subs: Vec<SubOrderRow> = r
-        .sub_orders
-        .iter()
-        .enumerate()
-        .map(|(i, s)| SubOrderRow {
-            idx: i as i64,
-            mchid: s.mchid.clone(),
-            out_trade_no: s.out_trade_no.clone(),
-            attach: s.attach.clone(),
-            description: s.description.clone(),
-            total_amount: s.total_amount,
-            currency: s.currency.clone(),
-            trade_state: order_state::NOTPAY.into(),
-            transaction_id: None,
-            success_time: None,
-            payer_amount: None,
-            bank_type: None,
-        })
-        .collect();
-    let p = new_prepay(&st.clock, mchid, no);
+    // Unreachable while rows are never deleted (validation refuses a
+    // request naming one sub-order twice); the plain insert reports it.
     st.db.insert_order(&order, &subs, &p).await?;
     Ok(prepay_reply(&p.prepay_id))
 }

@@ -4,14 +4,23 @@
 //! a restart), OAuth codes, bill download tokens, faults and the request log.
 //! Callers that read-modify-write hold `SimState::write_lock`, so plain
 //! statements are enough; a payment is one transaction.
+//!
+//! Each statement is a round trip to sqlx's SQLite worker thread, and the
+//! one connection is the simulator's serial step under load, so the hot
+//! paths keep those trips few: a new order is one script
+//! ([`Db::insert_new_order`]), known users are remembered in memory, and
+//! the request log is written behind the answers in batches ([`CallLog`]).
 
 use super::error::SimError;
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use std::collections::HashSet;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS orders (
@@ -290,6 +299,93 @@ pub struct ApiCallRecord {
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: SqlitePool,
+    calls: CallLog,
+    /// Users known to exist (rows are never deleted, so a hit stays true).
+    known_users: Arc<Mutex<HashSet<(String, String)>>>,
+}
+
+/// The request log's writer: records queue in memory and a task inserts
+/// whatever has queued in one transaction, so logging costs the answer no
+/// database round trip. Readers call [`CallLog::flush`] first, which
+/// returns once every earlier record is stored.
+#[derive(Debug, Clone)]
+struct CallLog {
+    queue: mpsc::UnboundedSender<CallLogMessage>,
+}
+
+#[derive(Debug)]
+enum CallLogMessage {
+    Record(ApiCallRecord),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The most records one log insert takes (8 parameters each, far below
+/// SQLite's parameter limit).
+const CALL_LOG_BATCH: usize = 512;
+
+impl CallLog {
+    fn start(pool: SqlitePool) -> Self {
+        let (queue, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = Vec::with_capacity(CALL_LOG_BATCH);
+            while rx.recv_many(&mut messages, CALL_LOG_BATCH).await > 0 {
+                let mut records = Vec::new();
+                let mut flushed = Vec::new();
+                for m in messages.drain(..) {
+                    match m {
+                        CallLogMessage::Record(r) => records.push(r),
+                        CallLogMessage::Flush(done) => flushed.push(done),
+                    }
+                }
+                if let Err(e) = insert_calls(&pool, &records).await {
+                    tracing::warn!(error = %e, records = records.len(), "could not log API calls");
+                }
+                for done in flushed {
+                    let _ = done.send(());
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    fn record(&self, c: ApiCallRecord) {
+        // The task lives as long as any handle: a send fails only while
+        // the runtime shuts down.
+        let _ = self.queue.send(CallLogMessage::Record(c));
+    }
+
+    async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.queue.send(CallLogMessage::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+/// Inserts `records` with one statement.
+async fn insert_calls(pool: &SqlitePool, records: &[ApiCallRecord]) -> Result<(), sqlx::Error> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut sql = String::from(
+        "INSERT INTO api_calls (at_ms, method, path, endpoint, mchid, combine_out_trade_no, status, code) VALUES ",
+    );
+    for i in 0..records.len() {
+        sql.push_str(if i == 0 { "(?, ?, ?, ?, ?, ?, ?, ?)" } else { ", (?, ?, ?, ?, ?, ?, ?, ?)" });
+    }
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for c in records {
+        q = q
+            .bind(c.at_ms)
+            .bind(c.method.clone())
+            .bind(c.path.clone())
+            .bind(c.endpoint.clone())
+            .bind(c.mchid.clone())
+            .bind(c.combine_out_trade_no.clone())
+            .bind(c.status)
+            .bind(c.code.clone());
+    }
+    q.execute(pool).await.map(|_| ())
 }
 
 impl Db {
@@ -311,11 +407,16 @@ impl Db {
         for stmt in SCHEMA {
             sqlx::query(*stmt).execute(&pool).await?;
         }
-        Ok(Self { pool })
+        Ok(Self {
+            calls: CallLog::start(pool.clone()),
+            pool,
+            known_users: Arc::default(),
+        })
     }
 
-    /// Closes the pool.
+    /// Stores the queued request log, then closes the pool.
     pub async fn close(&self) {
+        self.calls.flush().await;
         self.pool.close().await;
     }
 
@@ -400,6 +501,83 @@ impl Db {
         }
         insert_prepay(&mut tx, prepay).await?;
         tx.commit().await
+    }
+
+    /// Inserts a new order with its sub-orders and first prepay id as one
+    /// script (one round trip), without a prior lookup. `Ok(false)`: the
+    /// order number or a sub-order number is taken (nothing was written);
+    /// the caller then takes the careful path under the write lock.
+    pub async fn insert_new_order(
+        &self,
+        o: &OrderRow,
+        subs: &[SubOrderRow],
+        prepay: &PrepayRow,
+    ) -> Result<bool, sqlx::Error> {
+        let mut sql = String::from(
+            "BEGIN IMMEDIATE;
+             INSERT INTO orders (combine_mchid, combine_out_trade_no, combine_appid, request_json, openid, notify_url,
+                 device_id, state, closed_reason, time_expire, created_at, paid_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, NULL);\n",
+        );
+        for _ in subs {
+            sql.push_str(
+                "INSERT INTO sub_orders (combine_mchid, combine_out_trade_no, idx, mchid, out_trade_no, attach, description,
+                     total_amount, currency, trade_state)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?);\n",
+            );
+        }
+        sql.push_str(
+            "INSERT INTO prepays (prepay_id, combine_mchid, combine_out_trade_no, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?);
+             COMMIT",
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(o.combine_mchid.clone())
+            .bind(o.combine_out_trade_no.clone())
+            .bind(o.combine_appid.clone())
+            .bind(o.request_json.clone())
+            .bind(o.openid.clone())
+            .bind(o.notify_url.clone())
+            .bind(o.device_id.clone())
+            .bind(o.state.clone())
+            .bind(o.time_expire)
+            .bind(o.created_at);
+        for s in subs {
+            q = q
+                .bind(o.combine_mchid.clone())
+                .bind(o.combine_out_trade_no.clone())
+                .bind(s.idx)
+                .bind(s.mchid.clone())
+                .bind(s.out_trade_no.clone())
+                .bind(s.attach.clone())
+                .bind(s.description.clone())
+                .bind(s.total_amount)
+                .bind(s.currency.clone())
+                .bind(s.trade_state.clone());
+        }
+        q = q
+            .bind(prepay.prepay_id.clone())
+            .bind(prepay.combine_mchid.clone())
+            .bind(prepay.combine_out_trade_no.clone())
+            .bind(prepay.created_at)
+            .bind(prepay.expires_at);
+        // The connection, not the pool: a script that stops inside its
+        // transaction is rolled back here before anyone else uses it.
+        let mut conn = self.pool.acquire().await?;
+        match q.execute(&mut *conn).await {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                if let Err(rollback) = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await {
+                    // A connection in an unknown state must not go back.
+                    conn.detach();
+                    tracing::warn!(error = %rollback, "rollback after a failed order insert");
+                }
+                match e.as_database_error() {
+                    Some(d) if d.is_unique_violation() => Ok(false),
+                    _ => Err(e),
+                }
+            }
+        }
     }
 
     pub async fn insert_prepay(&self, p: &PrepayRow) -> Result<(), sqlx::Error> {
@@ -751,17 +929,31 @@ impl Db {
             .bind(name.to_string())
             .execute(&self.pool)
             .await?;
+        self.remember_known_user(appid, openid);
         Ok(())
     }
 
     pub async fn user_exists(&self, appid: &str, openid: &str) -> Result<bool, sqlx::Error> {
+        let key = (appid.to_string(), openid.to_string());
+        if self.known_users.lock().is_ok_and(|u| u.contains(&key)) {
+            return Ok(true);
+        }
         let row: Option<(String,)> =
             sqlx::query_as("SELECT name FROM users WHERE appid = ? AND openid = ?")
                 .bind(appid.to_string())
                 .bind(openid.to_string())
                 .fetch_optional(&self.pool)
                 .await?;
+        if row.is_some() {
+            self.remember_known_user(appid, openid);
+        }
         Ok(row.is_some())
+    }
+
+    fn remember_known_user(&self, appid: &str, openid: &str) {
+        if let Ok(mut users) = self.known_users.lock() {
+            users.insert((appid.to_string(), openid.to_string()));
+        }
     }
 
     // ---- faults, meta, request log ------------------------------------
@@ -805,25 +997,13 @@ impl Db {
         Ok(())
     }
 
-    pub async fn log_call(&self, c: &ApiCallRecord) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO api_calls (at_ms, method, path, endpoint, mchid, combine_out_trade_no, status, code)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(c.at_ms)
-        .bind(c.method.clone())
-        .bind(c.path.clone())
-        .bind(c.endpoint.clone())
-        .bind(c.mchid.clone())
-        .bind(c.combine_out_trade_no.clone())
-        .bind(c.status)
-        .bind(c.code.clone())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    /// Queues a request-log record (stored shortly after; see [`CallLog`]).
+    pub fn log_call(&self, c: ApiCallRecord) {
+        self.calls.record(c);
     }
 
     pub async fn calls(&self) -> Result<Vec<ApiCallRecord>, sqlx::Error> {
+        self.calls.flush().await;
         sqlx::query_as(
             "SELECT at_ms, method, path, endpoint, mchid, combine_out_trade_no, status, code FROM api_calls ORDER BY seq",
         )
@@ -832,6 +1012,7 @@ impl Db {
     }
 
     pub async fn count_calls(&self, endpoint: &str, no: &str) -> Result<i64, sqlx::Error> {
+        self.calls.flush().await;
         let (n,): (i64,) = sqlx::query_as(
             "SELECT COUNT(*) FROM api_calls WHERE endpoint = ? AND combine_out_trade_no = ?",
         )

@@ -68,6 +68,167 @@ impl PgStore {
 
 mod ops {
     crate::store::shared::sql_ops!(sqlx::postgres::PgConnection);
+
+    use crate::combine::{ApplyOutcome, Transition};
+    use crate::store::shared::Decision;
+
+    /// Inserts a validated order, its sub-orders and the `create` event.
+    pub(super) async fn insert_order(
+        conn: &mut sqlx::postgres::PgConnection,
+        order: &CombineOrder,
+    ) -> Result<(), StoreError> {
+        let no = &order.combine_out_trade_no;
+        let inserted = sqlx::query(shared::INSERT_ORDER)
+            .bind(no)
+            .bind(&order.combine_mchid)
+            .bind(&order.combine_appid)
+            .bind(&order.payer_openid)
+            .bind(order.state.as_str())
+            .bind(&order.prepay_id)
+            .bind(order.prepay_expires_at)
+            .bind(order.time_expire)
+            .bind(order.created_at)
+            .bind(order.updated_at)
+            .bind(order.notified_at)
+            .execute(&mut *conn)
+            .await;
+        match inserted {
+            Err(e) if shared::is_unique_violation(&e) => {
+                return Err(StoreError::Duplicate(no.clone()))
+            }
+            r => r?,
+        };
+        for (i, s) in order.sub_orders.iter().enumerate() {
+            let r = sqlx::query(shared::INSERT_SUB)
+                .bind(&s.mchid)
+                .bind(&s.out_trade_no)
+                .bind(no)
+                .bind(i as i64)
+                .bind(&s.description)
+                .bind(&s.attach)
+                .bind(s.amount)
+                .bind(&s.transaction_id)
+                .bind(s.payer_amount)
+                .bind(&s.bank_type)
+                .bind(&s.success_time)
+                .execute(&mut *conn)
+                .await;
+            match r {
+                Err(e) if shared::is_unique_violation(&e) => {
+                    return Err(StoreError::Duplicate(format!(
+                        "{}/{}",
+                        s.mchid, s.out_trade_no
+                    )))
+                }
+                r => r?,
+            };
+        }
+        sqlx::query(shared::INSERT_EVENT)
+            .bind(no)
+            .bind(None::<String>)
+            .bind(order.state.as_str())
+            .bind("create")
+            .bind(None::<String>)
+            .bind(shared::create_detail(order))
+            .bind(order.created_at)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Decides and writes a transition for `order`, which the caller has
+    /// locked. Writes nothing unless the decision says so.
+    pub(super) async fn apply_locked(
+        conn: &mut sqlx::postgres::PgConnection,
+        order: CombineOrder,
+        t: &Transition,
+        now: i64,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let no = order.combine_out_trade_no.clone();
+        let prior = match &t.notification {
+            Some(n) => {
+                sqlx::query_as::<_, shared::PriorNotification>(shared::SELECT_NOTIFICATION)
+                    .bind(&n.id)
+                    .fetch_optional(&mut *conn)
+                    .await?
+            }
+            None => None,
+        };
+        match shared::decide(&order, prior.as_ref(), t, now) {
+            Decision::Repeat => Ok(ApplyOutcome::AlreadyApplied(order)),
+            Decision::Reject(reason) => Ok(ApplyOutcome::Rejected { order, reason }),
+            Decision::RecordDuplicate(n) => {
+                sqlx::query(shared::INSERT_DUPLICATE_NOTIFICATION)
+                    .bind(&n.id)
+                    .bind(&no)
+                    .bind(&n.body_sha256)
+                    .bind("duplicate")
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(ApplyOutcome::AlreadyApplied(order))
+            }
+            Decision::Apply(new) => {
+                sqlx::query(shared::UPDATE_ORDER_STATE)
+                    .bind(&no)
+                    .bind(new.state.as_str())
+                    .bind(new.updated_at)
+                    .bind(new.notified_at)
+                    .execute(&mut *conn)
+                    .await?;
+                for s in shared::changed_subs(&order, &new) {
+                    sqlx::query(shared::UPDATE_SUB_PAYMENT)
+                        .bind(&s.mchid)
+                        .bind(&s.out_trade_no)
+                        .bind(&s.transaction_id)
+                        .bind(s.payer_amount)
+                        .bind(&s.bank_type)
+                        .bind(&s.success_time)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                sqlx::query(shared::INSERT_EVENT)
+                    .bind(&no)
+                    .bind(order.state.as_str())
+                    .bind(new.state.as_str())
+                    .bind(t.source.as_str())
+                    .bind(t.notification.as_ref().map(|n| n.id.clone()))
+                    .bind(&t.detail)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                // Outbox: the webhook event commits with the change.
+                if let Some(kind) = crate::webhook::EventKind::for_state(new.state) {
+                    let seq: i64 = sqlx::query_scalar(shared::NEXT_OUTBOX_SEQ)
+                        .bind(&no)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    let id = crate::webhook::new_event_id();
+                    let payload = crate::webhook::payload(&id, kind, seq, &new, now);
+                    sqlx::query(shared::INSERT_OUTBOX)
+                        .bind(&id)
+                        .bind(&no)
+                        .bind(seq)
+                        .bind(kind.as_str())
+                        .bind(payload)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                if let Some(n) = &t.notification {
+                    sqlx::query(shared::INSERT_NOTIFICATION)
+                        .bind(&n.id)
+                        .bind(&no)
+                        .bind(&n.body_sha256)
+                        .bind("applied")
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(ApplyOutcome::Applied(*new))
+            }
+        }
+    }
 }
 
 #[async_trait]

@@ -25,7 +25,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Acquire, FromRow as _, Row as _, SqliteConnection};
+use sqlx::{FromRow as _, Row as _, SqliteConnection};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -145,26 +145,132 @@ async fn run_batch(
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
-        if let WriteOp::Apply {
-            no,
-            transition,
-            now,
-        } = &job.op
-        {
-            results.push(apply_job(&mut tx, no, transition, *now).await?);
-            continue;
-        }
-        let mut savepoint = tx.begin().await?;
-        let result = run_op(&mut savepoint, &job.op).await;
-        if result.is_ok() {
-            savepoint.commit().await?;
-        } else {
-            savepoint.rollback().await?;
-        }
-        results.push(result);
+        results.push(match &job.op {
+            WriteOp::Create(order) => create_job(&mut tx, order).await?,
+            WriteOp::SetPrepay {
+                no,
+                prepay_id,
+                expires_at,
+            } => set_prepay_job(&mut tx, no, prepay_id, *expires_at).await,
+            WriteOp::Apply {
+                no,
+                transition,
+                now,
+            } => apply_job(&mut tx, no, transition, *now).await?,
+        });
     }
     tx.commit().await?;
     Ok(results)
+}
+
+/// The savepoint around one job's multi-statement script.
+const JOB_SAVEPOINT: &str = "group_commit_job";
+
+/// Runs `sql` (statements between `SAVEPOINT` and `RELEASE` of
+/// [`JOB_SAVEPOINT`]) in one round trip. When it stops on an error, the
+/// job's changes are taken back and the error is the job's alone; the outer
+/// error means the transaction itself is in an unknown state (the whole
+/// batch then fails).
+async fn run_script<'q>(
+    conn: &mut SqliteConnection,
+    script: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+) -> Result<Result<(), sqlx::Error>, sqlx::Error> {
+    match script.execute(&mut *conn).await {
+        Ok(_) => Ok(Ok(())),
+        Err(e) => {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "ROLLBACK TO {JOB_SAVEPOINT}; RELEASE {JOB_SAVEPOINT}"
+            )))
+            .execute(&mut *conn)
+            .await?;
+            Ok(Err(e))
+        }
+    }
+}
+
+/// `create_order` inside the group transaction: the order, its sub-orders
+/// and the `create` event as one script in its own savepoint.
+async fn create_job(
+    conn: &mut SqliteConnection,
+    order: &CombineOrder,
+) -> Result<Result<WriteDone, StoreError>, sqlx::Error> {
+    let mut sql = format!("SAVEPOINT {JOB_SAVEPOINT};\n{}", shared::INSERT_ORDER);
+    let mut args = 11;
+    for _ in &order.sub_orders {
+        sql.push_str(";\n");
+        sql.push_str(&shift_placeholders(shared::INSERT_SUB, args));
+        args += 11;
+    }
+    sql.push_str(";\n");
+    sql.push_str(&shift_placeholders(shared::INSERT_EVENT, args));
+    sql.push_str(&format!(";\nRELEASE {JOB_SAVEPOINT}"));
+    let no = &order.combine_out_trade_no;
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(no)
+        .bind(&order.combine_mchid)
+        .bind(&order.combine_appid)
+        .bind(&order.payer_openid)
+        .bind(order.state.as_str())
+        .bind(&order.prepay_id)
+        .bind(order.prepay_expires_at)
+        .bind(order.time_expire)
+        .bind(order.created_at)
+        .bind(order.updated_at)
+        .bind(order.notified_at);
+    for (i, s) in order.sub_orders.iter().enumerate() {
+        q = q
+            .bind(&s.mchid)
+            .bind(&s.out_trade_no)
+            .bind(no)
+            .bind(i as i64)
+            .bind(&s.description)
+            .bind(&s.attach)
+            .bind(s.amount)
+            .bind(&s.transaction_id)
+            .bind(s.payer_amount)
+            .bind(&s.bank_type)
+            .bind(&s.success_time);
+    }
+    q = q
+        .bind(no)
+        .bind(None::<String>)
+        .bind(order.state.as_str())
+        .bind("create")
+        .bind(None::<String>)
+        .bind(shared::create_detail(order))
+        .bind(order.created_at);
+    Ok(match run_script(conn, q).await? {
+        Ok(()) => Ok(WriteDone::Unit),
+        // The order number, or a sub-order's (mchid, out_trade_no), is taken.
+        Err(e) if shared::is_unique_violation(&e) => Err(StoreError::Duplicate(
+            if e.to_string().contains("sub_orders") {
+                "a sub-order number".to_string()
+            } else {
+                no.clone()
+            },
+        )),
+        Err(e) => Err(e.into()),
+    })
+}
+
+/// `set_prepay` inside the group transaction: one statement, atomic on its
+/// own, so it needs no savepoint.
+async fn set_prepay_job(
+    conn: &mut SqliteConnection,
+    no: &str,
+    prepay_id: &str,
+    expires_at: i64,
+) -> Result<WriteDone, StoreError> {
+    let r = sqlx::query(shared::UPDATE_PREPAY)
+        .bind(no)
+        .bind(prepay_id)
+        .bind(expires_at)
+        .execute(&mut *conn)
+        .await?;
+    if r.rows_affected() == 0 {
+        return Err(StoreError::NotFound(no.to_string()));
+    }
+    Ok(WriteDone::Unit)
 }
 
 /// `sql` with every `$N` placeholder renumbered to `$(N + offset)`, so that
@@ -201,9 +307,6 @@ fn read_script() -> &'static str {
         )
     })
 }
-
-/// The savepoint around one transition's writes.
-const APPLY_SAVEPOINT: &str = "group_commit_apply";
 
 /// `apply_transition` inside the group transaction, in few round trips to
 /// SQLite's worker thread (each costs two thread switches, and the writer
@@ -290,7 +393,7 @@ async fn apply_job(
     };
     let outbox = crate::webhook::EventKind::for_state(new.state).map(|kind| (kind, next_seq));
 
-    let mut sql = format!("SAVEPOINT {APPLY_SAVEPOINT};\n");
+    let mut sql = format!("SAVEPOINT {JOB_SAVEPOINT};\n");
     let mut args = 0;
     let mut add = |sql: &mut String, statement: &str, params: usize| {
         sql.push_str(&shift_placeholders(statement, args));
@@ -309,7 +412,7 @@ async fn apply_job(
     if t.notification.is_some() {
         add(&mut sql, shared::INSERT_NOTIFICATION, 5);
     }
-    sql.push_str(&format!("RELEASE {APPLY_SAVEPOINT}"));
+    sql.push_str(&format!("RELEASE {JOB_SAVEPOINT}"));
 
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(no)
@@ -352,60 +455,10 @@ async fn apply_job(
             .bind("applied")
             .bind(now);
     }
-    match q.execute(&mut *conn).await {
-        Ok(_) => Ok(Ok(WriteDone::Outcome(Box::new(ApplyOutcome::Applied(
-            *new,
-        ))))),
-        Err(e) => {
-            // The script stopped inside its savepoint: take this
-            // transition back (an error here leaves the batch unknown).
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "ROLLBACK TO {APPLY_SAVEPOINT}; RELEASE {APPLY_SAVEPOINT}"
-            )))
-            .execute(&mut *conn)
-            .await?;
-            Ok(Err(e.into()))
-        }
-    }
-}
-
-/// One write on the writer connection (inside the caller's savepoint).
-async fn run_op(conn: &mut SqliteConnection, op: &WriteOp) -> Result<WriteDone, StoreError> {
-    match op {
-        WriteOp::Create(order) => {
-            ops::insert_order(conn, order).await?;
-            Ok(WriteDone::Unit)
-        }
-        WriteOp::SetPrepay {
-            no,
-            prepay_id,
-            expires_at,
-        } => {
-            let r = sqlx::query(shared::UPDATE_PREPAY)
-                .bind(no)
-                .bind(prepay_id)
-                .bind(expires_at)
-                .execute(&mut *conn)
-                .await?;
-            if r.rows_affected() == 0 {
-                return Err(StoreError::NotFound(no.clone()));
-            }
-            Ok(WriteDone::Unit)
-        }
-        WriteOp::Apply {
-            no,
-            transition,
-            now,
-        } => {
-            // `run_batch` sends transitions to `apply_job`; this plain
-            // path (the shared `apply_locked`) stays for completeness.
-            let order = ops::load(conn, shared::SELECT_ORDER, no)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(no.clone()))?;
-            let outcome = ops::apply_locked(conn, order, transition, *now).await?;
-            Ok(WriteDone::Outcome(Box::new(outcome)))
-        }
-    }
+    Ok(match run_script(conn, q).await? {
+        Ok(()) => Ok(WriteDone::Outcome(Box::new(ApplyOutcome::Applied(*new)))),
+        Err(e) => Err(e.into()),
+    })
 }
 
 impl SqliteStore {

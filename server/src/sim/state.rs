@@ -371,7 +371,11 @@ async fn insert_calls(pool: &SqlitePool, records: &[ApiCallRecord]) -> Result<()
         "INSERT INTO api_calls (at_ms, method, path, endpoint, mchid, combine_out_trade_no, status, code) VALUES ",
     );
     for i in 0..records.len() {
-        sql.push_str(if i == 0 { "(?, ?, ?, ?, ?, ?, ?, ?)" } else { ", (?, ?, ?, ?, ?, ?, ?, ?)" });
+        sql.push_str(if i == 0 {
+            "(?, ?, ?, ?, ?, ?, ?, ?)"
+        } else {
+            ", (?, ?, ?, ?, ?, ?, ?, ?)"
+        });
     }
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for c in records {

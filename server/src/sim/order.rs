@@ -253,10 +253,9 @@ pub async fn prepay(st: &SimState, caller: &Caller, body: &[u8]) -> Result<Reply
             ));
         }
     }
-    // Unreachable while rows are never deleted (validation refuses a
-    // request naming one sub-order twice); the plain insert reports it.
-    st.db.insert_order(&order, &subs, &p).await?;
-    Ok(prepay_reply(&p.prepay_id))
+    // The conflicting row is gone again: cannot happen while rows are never
+    // deleted, and a retry would succeed.
+    Err(ApiError::system("系统繁忙，请稍后重试"))
 }
 
 /// `GET /v3/combine-transactions/out-trade-no/{no}`.

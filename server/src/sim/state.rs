@@ -459,58 +459,10 @@ impl Db {
             .await
     }
 
-    /// Inserts a new order with its sub-orders and first prepay id.
-    pub async fn insert_order(
-        &self,
-        o: &OrderRow,
-        subs: &[SubOrderRow],
-        prepay: &PrepayRow,
-    ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO orders (combine_mchid, combine_out_trade_no, combine_appid, request_json, openid, notify_url,
-                 device_id, state, closed_reason, time_expire, created_at, paid_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, NULL)",
-        )
-        .bind(o.combine_mchid.clone())
-        .bind(o.combine_out_trade_no.clone())
-        .bind(o.combine_appid.clone())
-        .bind(o.request_json.clone())
-        .bind(o.openid.clone())
-        .bind(o.notify_url.clone())
-        .bind(o.device_id.clone())
-        .bind(o.state.clone())
-        .bind(o.time_expire)
-        .bind(o.created_at)
-        .execute(&mut *tx)
-        .await?;
-        for s in subs {
-            sqlx::query(
-                "INSERT INTO sub_orders (combine_mchid, combine_out_trade_no, idx, mchid, out_trade_no, attach, description,
-                     total_amount, currency, trade_state)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(o.combine_mchid.clone())
-            .bind(o.combine_out_trade_no.clone())
-            .bind(s.idx)
-            .bind(s.mchid.clone())
-            .bind(s.out_trade_no.clone())
-            .bind(s.attach.clone())
-            .bind(s.description.clone())
-            .bind(s.total_amount)
-            .bind(s.currency.clone())
-            .bind(s.trade_state.clone())
-            .execute(&mut *tx)
-            .await?;
-        }
-        insert_prepay(&mut tx, prepay).await?;
-        tx.commit().await
-    }
-
     /// Inserts a new order with its sub-orders and first prepay id as one
     /// script (one round trip), without a prior lookup. `Ok(false)`: the
     /// order number or a sub-order number is taken (nothing was written);
-    /// the caller then takes the careful path under the write lock.
+    /// the caller then works out which, under the write lock.
     pub async fn insert_new_order(
         &self,
         o: &OrderRow,

@@ -498,6 +498,58 @@ macro_rules! sql_ops {
 }
 pub(crate) use sql_ops;
 
+/// Binds the parameters of [`INSERT_ORDER`] for `$order` to the query `$q`
+/// (a macro: both backends' query types, without sqlx's generic bounds).
+macro_rules! bind_order {
+    ($q:expr, $order:expr) => {
+        $q.bind(&$order.combine_out_trade_no)
+            .bind(&$order.combine_mchid)
+            .bind(&$order.combine_appid)
+            .bind(&$order.payer_openid)
+            .bind($order.state.as_str())
+            .bind(&$order.prepay_id)
+            .bind($order.prepay_expires_at)
+            .bind($order.time_expire)
+            .bind($order.created_at)
+            .bind($order.updated_at)
+            .bind($order.notified_at)
+    };
+}
+pub(crate) use bind_order;
+
+/// Binds the parameters of [`INSERT_SUB`] for sub-order `$s` at position
+/// `$i` of `$order`.
+macro_rules! bind_sub {
+    ($q:expr, $order:expr, $i:expr, $s:expr) => {
+        $q.bind(&$s.mchid)
+            .bind(&$s.out_trade_no)
+            .bind(&$order.combine_out_trade_no)
+            .bind($i as i64)
+            .bind(&$s.description)
+            .bind(&$s.attach)
+            .bind($s.amount)
+            .bind(&$s.transaction_id)
+            .bind($s.payer_amount)
+            .bind(&$s.bank_type)
+            .bind(&$s.success_time)
+    };
+}
+pub(crate) use bind_sub;
+
+/// Binds the parameters of [`INSERT_EVENT`] for `$order`'s `create` event.
+macro_rules! bind_create_event {
+    ($q:expr, $order:expr) => {
+        $q.bind(&$order.combine_out_trade_no)
+            .bind(None::<String>)
+            .bind($order.state.as_str())
+            .bind("create")
+            .bind(None::<String>)
+            .bind($crate::store::shared::create_detail($order))
+            .bind($order.created_at)
+    };
+}
+pub(crate) use bind_create_event;
+
 /// Whether a database error is a unique-key violation.
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())

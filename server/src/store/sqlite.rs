@@ -205,52 +205,35 @@ async fn create_job(
     sql.push_str(&shift_placeholders(shared::INSERT_EVENT, args));
     sql.push_str(&format!(";\nRELEASE {JOB_SAVEPOINT}"));
     let no = &order.combine_out_trade_no;
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(no)
-        .bind(&order.combine_mchid)
-        .bind(&order.combine_appid)
-        .bind(&order.payer_openid)
-        .bind(order.state.as_str())
-        .bind(&order.prepay_id)
-        .bind(order.prepay_expires_at)
-        .bind(order.time_expire)
-        .bind(order.created_at)
-        .bind(order.updated_at)
-        .bind(order.notified_at);
+    let mut q = shared::bind_order!(sqlx::query(sqlx::AssertSqlSafe(sql)), order);
     for (i, s) in order.sub_orders.iter().enumerate() {
-        q = q
-            .bind(&s.mchid)
-            .bind(&s.out_trade_no)
-            .bind(no)
-            .bind(i as i64)
-            .bind(&s.description)
-            .bind(&s.attach)
-            .bind(s.amount)
-            .bind(&s.transaction_id)
-            .bind(s.payer_amount)
-            .bind(&s.bank_type)
-            .bind(&s.success_time);
+        q = shared::bind_sub!(q, order, i, s);
     }
-    q = q
-        .bind(no)
-        .bind(None::<String>)
-        .bind(order.state.as_str())
-        .bind("create")
-        .bind(None::<String>)
-        .bind(shared::create_detail(order))
-        .bind(order.created_at);
-    Ok(match run_script(conn, q).await? {
-        Ok(()) => Ok(WriteDone::Unit),
-        // The order number, or a sub-order's (mchid, out_trade_no), is taken.
-        Err(e) if shared::is_unique_violation(&e) => Err(StoreError::Duplicate(
-            if e.to_string().contains("sub_orders") {
-                "a sub-order number".to_string()
-            } else {
-                no.clone()
-            },
-        )),
-        Err(e) => Err(e.into()),
-    })
+    q = shared::bind_create_event!(q, order);
+    let err = match run_script(conn, q).await? {
+        Ok(()) => return Ok(Ok(WriteDone::Unit)),
+        Err(e) if shared::is_unique_violation(&e) => e,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    // Taken: the order number, or a sub-order's (mchid, out_trade_no).
+    if !err.to_string().contains("sub_orders") {
+        return Ok(Err(StoreError::Duplicate(no.clone())));
+    }
+    for s in &order.sub_orders {
+        let taken: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM sub_orders WHERE mchid = $1 AND out_trade_no = $2")
+                .bind(&s.mchid)
+                .bind(&s.out_trade_no)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if taken.is_some() {
+            return Ok(Err(StoreError::Duplicate(format!(
+                "{}/{}",
+                s.mchid, s.out_trade_no
+            ))));
+        }
+    }
+    Ok(Err(err.into()))
 }
 
 /// `set_prepay` inside the group transaction: one statement, atomic on its

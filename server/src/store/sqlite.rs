@@ -276,6 +276,53 @@ fn shift_placeholders(sql: &str, offset: usize) -> String {
     out
 }
 
+/// The rows of a read script, told apart by a column only their statement
+/// has: an order row, its sub-orders, a notification id's record, and a
+/// one-column number (the next outbox sequence).
+#[derive(Default)]
+struct ScriptRows {
+    order: Option<shared::OrderRow>,
+    subs: Vec<shared::SubRow>,
+    prior: Option<shared::PriorNotification>,
+    next_seq: Option<i64>,
+}
+
+impl ScriptRows {
+    fn split(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Self, StoreError> {
+        let has = |row: &sqlx::sqlite::SqliteRow, column: &str| row.try_column(column).is_ok();
+        let mut read = Self::default();
+        for row in rows {
+            if has(row, "combine_appid") {
+                read.order = Some(shared::OrderRow::from_row(row)?);
+            } else if has(row, "description") {
+                read.subs.push(shared::SubRow::from_row(row)?);
+            } else if has(row, "body_sha256") {
+                read.prior = Some(shared::PriorNotification::from_row(row)?);
+            } else if row.columns().len() == 1 {
+                read.next_seq = Some(row.try_get::<i64, _>(0)?);
+            } else {
+                return Err(StoreError::Corrupt(
+                    "unexpected row in a read script".into(),
+                ));
+            }
+        }
+        Ok(read)
+    }
+}
+
+/// [`Store::get_order`] as one script: the order row and its sub-orders
+/// from one snapshot, in one round trip to a reader's worker thread.
+fn get_order_script() -> &'static str {
+    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| {
+        format!(
+            "BEGIN;\n{};\n{};\nCOMMIT",
+            shared::SELECT_ORDER,
+            shared::SELECT_SUBS
+        )
+    })
+}
+
 /// The reads of [`apply_job`] as one script (`$1` the order number, `$2`
 /// the notification id or NULL).
 fn read_script() -> &'static str {
@@ -314,24 +361,9 @@ async fn apply_job(
             .bind(t.notification.as_ref().map(|n| n.id.as_str()))
             .fetch_all(&mut *conn)
             .await?;
-        let (mut order_row, mut subs, mut prior, mut seq) = (None, Vec::new(), None, 1);
-        // Rows of the four statements told apart by a column only theirs has.
-        let has = |row: &sqlx::sqlite::SqliteRow, column: &str| row.try_column(column).is_ok();
-        for row in &rows {
-            if has(row, "combine_appid") {
-                order_row = Some(shared::OrderRow::from_row(row)?);
-            } else if has(row, "description") {
-                subs.push(shared::SubRow::from_row(row)?);
-            } else if has(row, "body_sha256") {
-                prior = Some(shared::PriorNotification::from_row(row)?);
-            } else if row.columns().len() == 1 {
-                seq = row.try_get::<i64, _>(0)?;
-            } else {
-                return Err(StoreError::Corrupt(
-                    "unexpected row in the read script".into(),
-                ));
-            }
-        }
+        let read = ScriptRows::split(&rows)?;
+        let (order_row, subs, prior, seq) =
+            (read.order, read.subs, read.prior, read.next_seq.unwrap_or(1));
         let row = order_row.ok_or_else(|| StoreError::NotFound(no.to_string()))?;
         let order = shared::assemble(row, subs)?;
         let decision = shared::decide(&order, prior.as_ref(), t, now);
@@ -587,12 +619,25 @@ impl Store for SqliteStore {
         &self,
         combine_out_trade_no: &str,
     ) -> Result<Option<CombineOrder>, StoreError> {
-        // One read transaction: the order row and its sub-orders come from
-        // the same snapshot.
-        let mut tx = self.reader.begin().await?;
-        let order = ops::load(&mut tx, shared::SELECT_ORDER, combine_out_trade_no).await?;
-        tx.commit().await?;
-        Ok(order)
+        let mut conn = self.reader.acquire().await?;
+        let rows = match sqlx::query(sqlx::AssertSqlSafe(get_order_script()))
+            .bind(combine_out_trade_no)
+            .fetch_all(&mut *conn)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                // The script may have stopped inside its transaction.
+                if sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.is_err() {
+                    let _ = conn.detach();
+                }
+                return Err(e.into());
+            }
+        };
+        let read = ScriptRows::split(&rows)?;
+        read.order
+            .map(|row| shared::assemble(row, read.subs))
+            .transpose()
     }
 
     async fn set_prepay(

@@ -460,6 +460,28 @@ async fn prepay_reentry_mismatch_paid_and_closed() {
     t.sim.shutdown().await;
 }
 
+/// A new number is inserted without the simulator's write lock: concurrent
+/// identical prepays must still end as one order with one prepay_id.
+#[tokio::test]
+async fn concurrent_prepays_for_one_new_number() {
+    let t = TestSim::start().await;
+    let c = t.client();
+    let no = unique("K");
+    let body = prepay_body(t.creds(), &no, NOTIFY);
+    let replies = futures_util::future::join_all((0..8).map(|_| c.prepay(&body))).await;
+    let ids: std::collections::BTreeSet<String> = replies
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()["prepay_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one prepay_id for one order: {ids:?}");
+    assert_eq!(t.sim.stats().await.unwrap().orders, 1);
+    assert_eq!(t.sim.prepay_calls(&no).await.unwrap(), 8);
+    t.sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn prepay_id_lives_two_hours_and_time_expire_closes() {
     let t = TestSim::start().await;

@@ -362,12 +362,12 @@ async fn apply_job(
             .fetch_all(&mut *conn)
             .await?;
         let read = ScriptRows::split(&rows)?;
-        let (order_row, subs, prior, seq) =
-            (read.order, read.subs, read.prior, read.next_seq.unwrap_or(1));
-        let row = order_row.ok_or_else(|| StoreError::NotFound(no.to_string()))?;
-        let order = shared::assemble(row, subs)?;
-        let decision = shared::decide(&order, prior.as_ref(), t, now);
-        Ok::<_, StoreError>((order, decision, seq))
+        let row = read
+            .order
+            .ok_or_else(|| StoreError::NotFound(no.to_string()))?;
+        let order = shared::assemble(row, read.subs)?;
+        let decision = shared::decide(&order, read.prior.as_ref(), t, now);
+        Ok::<_, StoreError>((order, decision, read.next_seq.unwrap_or(1)))
     }
     .await;
     let (order, decision, next_seq) = match decided {

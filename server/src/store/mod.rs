@@ -41,6 +41,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The SQLite group-commit writer's connection failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// Applying migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -314,8 +317,10 @@ pub struct OutboxStats {
 
 /// Opens the order database named by `url`, creating it (SQLite) and
 /// applying migrations:
-/// - `sqlite:PATH`, `sqlite://PATH`, `sqlite::memory:` or a bare file path →
-///   [`SqliteStore`] (file and parent directories created if missing);
+/// - `sqlite:PATH`, `sqlite://PATH` or a bare file path → [`SqliteStore`]
+///   (file and parent directories created if missing); `sqlite::memory:`
+///   → a throwaway SQLite database (a temporary file removed with the last
+///   handle);
 /// - `postgres://…` / `postgresql://…` → [`PgStore`] (a schema can be chosen
 ///   with `?options[search_path]=NAME`);
 /// - anything else → [`StoreError::UnsupportedUrl`].

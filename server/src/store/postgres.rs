@@ -78,7 +78,18 @@ mod ops {
         order: &CombineOrder,
     ) -> Result<(), StoreError> {
         let no = &order.combine_out_trade_no;
-        let inserted = shared::bind_order!(sqlx::query(shared::INSERT_ORDER), order)
+        let inserted = sqlx::query(shared::INSERT_ORDER)
+            .bind(no)
+            .bind(&order.combine_mchid)
+            .bind(&order.combine_appid)
+            .bind(&order.payer_openid)
+            .bind(order.state.as_str())
+            .bind(&order.prepay_id)
+            .bind(order.prepay_expires_at)
+            .bind(order.time_expire)
+            .bind(order.created_at)
+            .bind(order.updated_at)
+            .bind(order.notified_at)
             .execute(&mut *conn)
             .await;
         match inserted {
@@ -88,7 +99,18 @@ mod ops {
             r => r?,
         };
         for (i, s) in order.sub_orders.iter().enumerate() {
-            let r = shared::bind_sub!(sqlx::query(shared::INSERT_SUB), order, i, s)
+            let r = sqlx::query(shared::INSERT_SUB)
+                .bind(&s.mchid)
+                .bind(&s.out_trade_no)
+                .bind(no)
+                .bind(i as i64)
+                .bind(&s.description)
+                .bind(&s.attach)
+                .bind(s.amount)
+                .bind(&s.transaction_id)
+                .bind(s.payer_amount)
+                .bind(&s.bank_type)
+                .bind(&s.success_time)
                 .execute(&mut *conn)
                 .await;
             match r {
@@ -101,7 +123,14 @@ mod ops {
                 r => r?,
             };
         }
-        shared::bind_create_event!(sqlx::query(shared::INSERT_EVENT), order)
+        sqlx::query(shared::INSERT_EVENT)
+            .bind(no)
+            .bind(None::<String>)
+            .bind(order.state.as_str())
+            .bind("create")
+            .bind(None::<String>)
+            .bind(shared::create_detail(order))
+            .bind(order.created_at)
             .execute(&mut *conn)
             .await?;
         Ok(())

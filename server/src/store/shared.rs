@@ -189,30 +189,30 @@ pub(crate) fn bill_subs_in_window(
 
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct OrderRow {
-    combine_out_trade_no: String,
-    combine_mchid: String,
-    combine_appid: String,
-    payer_openid: String,
-    state: String,
-    prepay_id: Option<String>,
-    prepay_expires_at: Option<i64>,
-    time_expire: Option<i64>,
-    created_at: i64,
-    updated_at: i64,
-    notified_at: Option<i64>,
+    pub combine_out_trade_no: String,
+    pub combine_mchid: String,
+    pub combine_appid: String,
+    pub payer_openid: String,
+    pub state: String,
+    pub prepay_id: Option<String>,
+    pub prepay_expires_at: Option<i64>,
+    pub time_expire: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub notified_at: Option<i64>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct SubRow {
-    mchid: String,
-    out_trade_no: String,
-    description: String,
-    attach: String,
-    amount: i64,
-    transaction_id: Option<String>,
-    payer_amount: Option<i64>,
-    bank_type: Option<String>,
-    success_time: Option<String>,
+    pub mchid: String,
+    pub out_trade_no: String,
+    pub description: String,
+    pub attach: String,
+    pub amount: i64,
+    pub transaction_id: Option<String>,
+    pub payer_amount: Option<i64>,
+    pub bank_type: Option<String>,
+    pub success_time: Option<String>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -497,58 +497,6 @@ macro_rules! sql_ops {
     };
 }
 pub(crate) use sql_ops;
-
-/// Binds the parameters of [`INSERT_ORDER`] for `$order` to the query `$q`
-/// (a macro: both backends' query types, without sqlx's generic bounds).
-macro_rules! bind_order {
-    ($q:expr, $order:expr) => {
-        $q.bind(&$order.combine_out_trade_no)
-            .bind(&$order.combine_mchid)
-            .bind(&$order.combine_appid)
-            .bind(&$order.payer_openid)
-            .bind($order.state.as_str())
-            .bind(&$order.prepay_id)
-            .bind($order.prepay_expires_at)
-            .bind($order.time_expire)
-            .bind($order.created_at)
-            .bind($order.updated_at)
-            .bind($order.notified_at)
-    };
-}
-pub(crate) use bind_order;
-
-/// Binds the parameters of [`INSERT_SUB`] for sub-order `$s` at position
-/// `$i` of `$order`.
-macro_rules! bind_sub {
-    ($q:expr, $order:expr, $i:expr, $s:expr) => {
-        $q.bind(&$s.mchid)
-            .bind(&$s.out_trade_no)
-            .bind(&$order.combine_out_trade_no)
-            .bind($i as i64)
-            .bind(&$s.description)
-            .bind(&$s.attach)
-            .bind($s.amount)
-            .bind(&$s.transaction_id)
-            .bind($s.payer_amount)
-            .bind(&$s.bank_type)
-            .bind(&$s.success_time)
-    };
-}
-pub(crate) use bind_sub;
-
-/// Binds the parameters of [`INSERT_EVENT`] for `$order`'s `create` event.
-macro_rules! bind_create_event {
-    ($q:expr, $order:expr) => {
-        $q.bind(&$order.combine_out_trade_no)
-            .bind(None::<String>)
-            .bind($order.state.as_str())
-            .bind("create")
-            .bind(None::<String>)
-            .bind($crate::store::shared::create_detail($order))
-            .bind($order.created_at)
-    };
-}
-pub(crate) use bind_create_event;
 
 /// Whether a database error is a unique-key violation.
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {

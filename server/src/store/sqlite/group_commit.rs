@@ -147,12 +147,22 @@ fn batch(conn: &mut Connection, jobs: &[Job]) -> rusqlite::Result<Vec<Answer>> {
 
 /// Runs `sql` (shared with PostgreSQL, so its placeholders are `$1…$n`,
 /// which SQLite treats as names) with `$i` bound to `args[i - 1]`.
+/// A statement and argument list that do not match is a bug, refused
+/// rather than run with NULLs.
 fn exec(conn: &Connection, sql: &str, args: &[&dyn ToSql]) -> rusqlite::Result<usize> {
     let mut stmt = conn.prepare_cached(sql)?;
+    if stmt.parameter_count() != args.len() {
+        return Err(rusqlite::Error::InvalidParameterCount(
+            args.len(),
+            stmt.parameter_count(),
+        ));
+    }
     for (i, a) in args.iter().enumerate() {
-        if let Some(idx) = stmt.parameter_index(&format!("${}", i + 1))? {
-            stmt.raw_bind_parameter(idx, a)?;
-        }
+        let name = format!("${}", i + 1);
+        let idx = stmt
+            .parameter_index(&name)?
+            .ok_or(rusqlite::Error::InvalidParameterName(name))?;
+        stmt.raw_bind_parameter(idx, a)?;
     }
     stmt.raw_execute()
 }
@@ -183,9 +193,12 @@ fn op(conn: &Connection, op: &WriteOp) -> rusqlite::Result<Answer> {
     }
 }
 
-/// Whether `e` is a unique-key violation.
+/// Whether `e` is a primary-key or unique-key violation (not another
+/// constraint).
 fn unique(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
 }
 
 /// The order, its sub-orders and the `create` event.

@@ -4,13 +4,13 @@
 //! **Group commit.** One commit costs one fsync (~0.2 ms), which would cap
 //! the store near 5,000 writes per second. `create_order`, `set_prepay` and
 //! `apply_transition` therefore go to a writer thread that commits every
-//! request queued meanwhile at once ([`group_commit`]). The store's other
-//! writes use a single-connection sqlx pool, take the write lock up front
-//! (`BEGIN IMMEDIATE`) and take turns with that thread through an
-//! in-process lock, so writers in this process queue instead of failing
-//! with `SQLITE_BUSY`; the busy timeout covers other processes on the same
-//! file. Reads use a separate pool and, thanks to WAL, never wait for
-//! writers.
+//! request queued meanwhile at once (`sqlite/group_commit.rs`). The
+//! store's other writes use a single-connection sqlx pool, take the write
+//! lock up front (`BEGIN IMMEDIATE`) and take turns with that thread
+//! through an in-process lock, so writers in this process queue instead of
+//! failing with `SQLITE_BUSY`; the busy timeout covers other processes on
+//! the same file. Reads use a separate pool and, thanks to WAL, never wait
+//! for writers.
 
 use super::shared::{self, validate_new, EventRow};
 use super::{OutboxEvent, OutboxStats, Store, StoreError};

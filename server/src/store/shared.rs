@@ -504,11 +504,12 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::combine::SubOrderPayment;
 
-    fn order(state: TradeState) -> CombineOrder {
+    /// An order with one sub-order (also the SQLite store's tests' fixture).
+    pub(crate) fn order(state: TradeState) -> CombineOrder {
         CombineOrder {
             combine_out_trade_no: "C1".into(),
             combine_mchid: "1".into(),

@@ -611,33 +611,13 @@ fn outbox_update(r: sqlx::sqlite::SqliteQueryResult, id: &str) -> Result<(), Sto
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::combine::{SubOrder, TradeState};
+    use crate::combine::TradeState;
 
     fn order(no: &str) -> CombineOrder {
-        CombineOrder {
-            combine_out_trade_no: no.into(),
-            combine_mchid: "1900000100".into(),
-            combine_appid: "wx0000000000000001".into(),
-            payer_openid: "o-test".into(),
-            state: TradeState::NotPay,
-            sub_orders: vec![SubOrder {
-                mchid: "1900000109".into(),
-                out_trade_no: format!("{no}-1"),
-                description: "item".into(),
-                attach: String::new(),
-                amount: 100,
-                transaction_id: None,
-                payer_amount: None,
-                bank_type: None,
-                success_time: None,
-            }],
-            prepay_id: None,
-            prepay_expires_at: None,
-            time_expire: None,
-            created_at: 1_700_000_000,
-            updated_at: 1_700_000_000,
-            notified_at: None,
-        }
+        let mut o = shared::tests::order(TradeState::NotPay);
+        o.combine_out_trade_no = no.into();
+        o.sub_orders[0].out_trade_no = format!("{no}-1");
+        o
     }
 
     #[tokio::test]

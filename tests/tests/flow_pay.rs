@@ -3,6 +3,7 @@
 //! path as its page), the notification, cancel, close, lost notifications
 //! and lost responses — on SQLite and on PostgreSQL.
 
+#[macro_use]
 mod flow_support;
 
 use flow_support::{order_no, pay_params, transitions_to, Db, Flow};
@@ -12,27 +13,6 @@ use wxpay_combine::combine::{EventSource, TradeState};
 use wxpay_combine::sim::CashierAction;
 
 const OK: &str = "get_brand_wcpay_request:ok";
-
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Db::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Db::Postgres).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_databases!(
     pay_three_merchants,

@@ -482,11 +482,8 @@ impl Db {
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?);\n",
             );
         }
-        sql.push_str(
-            "INSERT INTO prepays (prepay_id, combine_mchid, combine_out_trade_no, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?);
-             COMMIT",
-        );
+        sql.push_str(INSERT_PREPAY);
+        sql.push_str(";\nCOMMIT");
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(o.combine_mchid.clone())
             .bind(o.combine_out_trade_no.clone())
@@ -986,8 +983,11 @@ impl Db {
     }
 }
 
+const INSERT_PREPAY: &str = "INSERT INTO prepays (prepay_id, combine_mchid, combine_out_trade_no, \
+     created_at, expires_at) VALUES (?, ?, ?, ?, ?)";
+
 async fn insert_prepay(tx: &mut sqlx::SqliteConnection, p: &PrepayRow) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO prepays (prepay_id, combine_mchid, combine_out_trade_no, created_at, expires_at) VALUES (?, ?, ?, ?, ?)")
+    sqlx::query(INSERT_PREPAY)
         .bind(p.prepay_id.clone())
         .bind(p.combine_mchid.clone())
         .bind(p.combine_out_trade_no.clone())

@@ -13,30 +13,7 @@
 
 #![allow(dead_code)]
 
-/// Instantiates `async fn name(db: Db)` as `sqlite::name` and
-/// `postgres::name` tests (multi-threaded runtime).
-#[allow(unused_macros)] // reliability_instances runs on PostgreSQL only
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Db::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::Db::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
+#[macro_use] // on_both_databases!, for the test files
 #[path = "../flow_support/mod.rs"]
 mod flow_support;
 

@@ -10,7 +10,8 @@
 //! through an in-process lock, so writers in this process queue instead of
 //! failing with `SQLITE_BUSY`; the busy timeout covers other processes on
 //! the same file. Reads use a separate pool and, thanks to WAL, never wait
-//! for writers.
+//! for writers; `get_order`, the hottest one, runs in place on plain
+//! connections (`sqlite/order_reads.rs`).
 
 use super::shared::{self, validate_new, EventRow};
 use super::{OutboxEvent, OutboxStats, Store, StoreError};
@@ -20,15 +21,17 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{FromRow as _, Row as _, SqliteConnection};
+use sqlx::SqliteConnection;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 mod group_commit;
+mod order_reads;
 
 use group_commit::{Job, WriteDone, WriteOp};
+use order_reads::OrderReaders;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -59,37 +62,8 @@ pub struct SqliteStore {
     /// The temporary file of `sqlite::memory:`.
     scratch: Option<std::sync::Arc<Scratch>>,
     group: mpsc::Sender<Job>,
+    orders: std::sync::Arc<OrderReaders>,
     events: crate::events::EventHub,
-}
-
-/// The rows of [`get_order_script`]: the order row (told apart by a column
-/// only it has) and its sub-orders.
-fn split_order_rows(
-    rows: &[sqlx::sqlite::SqliteRow],
-) -> Result<(Option<shared::OrderRow>, Vec<shared::SubRow>), StoreError> {
-    let mut order = None;
-    let mut subs = Vec::new();
-    for row in rows {
-        if row.try_column("combine_appid").is_ok() {
-            order = Some(shared::OrderRow::from_row(row)?);
-        } else {
-            subs.push(shared::SubRow::from_row(row)?);
-        }
-    }
-    Ok((order, subs))
-}
-
-/// [`Store::get_order`] as one script: the order row and its sub-orders
-/// from one snapshot, in one round trip to a reader's worker thread.
-fn get_order_script() -> &'static str {
-    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| {
-        format!(
-            "BEGIN;\n{};\n{};\nCOMMIT",
-            shared::SELECT_ORDER,
-            shared::SELECT_SUBS
-        )
-    })
 }
 
 impl SqliteStore {
@@ -163,6 +137,7 @@ impl SqliteStore {
             reader,
             write_lock,
             group,
+            orders: std::sync::Arc::new(OrderReaders::new(&path, BUSY_TIMEOUT)),
             events: crate::events::EventHub::new(),
             scratch: None,
         })
@@ -257,23 +232,7 @@ impl Store for SqliteStore {
         &self,
         combine_out_trade_no: &str,
     ) -> Result<Option<CombineOrder>, StoreError> {
-        let mut conn = self.reader.acquire().await?;
-        let rows = match sqlx::query(sqlx::AssertSqlSafe(get_order_script()))
-            .bind(combine_out_trade_no)
-            .fetch_all(&mut *conn)
-            .await
-        {
-            Ok(rows) => rows,
-            Err(e) => {
-                // The script may have stopped inside its transaction.
-                if sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.is_err() {
-                    let _ = conn.detach();
-                }
-                return Err(e.into());
-            }
-        };
-        let (order, subs) = split_order_rows(&rows)?;
-        order.map(|row| shared::assemble(row, subs)).transpose()
+        self.orders.get_order(combine_out_trade_no)
     }
 
     async fn set_prepay(

@@ -1,8 +1,9 @@
 //! Concurrent writes: the SQLite backend commits them in groups (one
-//! transaction, a savepoint per request); PostgreSQL commits each on its own
-//! connection. Either way every request is applied exactly once, a failing
-//! request changes nothing while its neighbours are applied, and an answer
-//! means the change survives reopening the database.
+//! transaction; a savepoint per request once one of them fails);
+//! PostgreSQL commits each on its own connection. Either way every request
+//! is applied exactly once, a failing request changes nothing while its
+//! neighbours are applied, and an answer means the change survives
+//! reopening the database.
 //!
 //! `WXPAY_GROUP_COMMIT_ORDERS` makes the concurrent runs larger (default 200).
 
@@ -180,8 +181,8 @@ async fn a_failing_request_leaves_its_batch_applied(db: &TestDb) {
                 .apply_transition(&no, &paid(&no, &format!("P{i}")), T0 + 10)
                 .await;
             // A new order whose first statement succeeds and whose second
-            // (a sub-order number already taken) fails: its savepoint must
-            // take the order row back out.
+            // (a sub-order number already taken) fails: the order row must
+            // not outlive it.
             let mut clash = order(&format!("BAD{i:04}"), T0);
             clash.sub_orders[1].out_trade_no = format!("OK{i:04}-S2");
             let created = s.create_order(&clash).await;

@@ -41,7 +41,8 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// The SQLite group-commit writer's connection failed.
+    /// A plain SQLite connection failed (the group-commit writer's or an
+    /// order reader's).
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// Applying migrations failed.

@@ -1,8 +1,8 @@
 //! The SQLite group commit. `create_order`, `set_prepay` and
 //! `apply_transition` queue here; one thread takes every request queued
 //! meanwhile (at most [`MAX_BATCH`]), runs them in one `BEGIN IMMEDIATE`
-//! transaction — each in its own savepoint, so a request that fails is
-//! rolled back alone — commits once, and only then answers each caller.
+//! transaction — a request that fails is rolled back alone (see [`batch`])
+//! — commits once, and only then answers each caller.
 //! One fsync covers the batch; nobody hears "done" before the `COMMIT`
 //! covering their change returned, and when the `COMMIT` fails every caller
 //! of the batch gets the error.
@@ -203,8 +203,8 @@ fn exec(conn: &Connection, sql: &str, args: &[&dyn ToSql]) -> rusqlite::Result<u
 }
 
 /// One job's statements. The outer error is the database's; the inner one
-/// a refusal (unknown order, number taken). Either way the caller rolls
-/// the job's savepoint back.
+/// a refusal (unknown order, number taken). Either way [`batch`] undoes
+/// what the job wrote.
 fn op(conn: &Connection, op: &WriteOp) -> rusqlite::Result<Answer> {
     match op {
         WriteOp::Create(order) => create(conn, order),
@@ -413,58 +413,6 @@ fn apply(conn: &Connection, no: &str, t: &Transition, now: i64) -> rusqlite::Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::combine::TradeState;
-    use crate::store::sqlite::SqliteStore;
-    use crate::store::Store;
-
-    fn order(no: &str, sub_no: &str) -> CombineOrder {
-        let mut o = shared::tests::order(TradeState::NotPay);
-        o.combine_out_trade_no = no.into();
-        o.sub_orders[0].out_trade_no = sub_no.into();
-        o
-    }
-
-    fn create_job(o: CombineOrder) -> Job {
-        let (reply, _) = oneshot::channel();
-        Job {
-            op: WriteOp::Create(Box::new(o)),
-            reply,
-        }
-    }
-
-    /// A job that fails after it has written (an order whose sub-order
-    /// number is taken fails on the sub-order, after its order row) is
-    /// undone alone: the rest of its batch commits.
-    #[tokio::test]
-    async fn a_job_failing_mid_batch_is_undone_alone() {
-        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
-        store.create_order(&order("G1", "G1-1")).await.unwrap();
-        let path = store.scratch.as_ref().unwrap().path.clone();
-        let mut conn = open(&path, Duration::from_secs(5)).unwrap();
-        let jobs = vec![
-            create_job(order("G2", "G2-1")),
-            create_job(order("G3", "G1-1")),
-            create_job(order("G4", "G4-1")),
-        ];
-        let answers = batch(&mut conn, &jobs).unwrap();
-        assert!(matches!(answers[0], Ok(WriteDone::Unit)));
-        assert!(
-            matches!(&answers[1], Err(StoreError::Duplicate(k)) if k == "m/G1-1"),
-            "{:?}",
-            answers[1]
-        );
-        assert!(matches!(answers[2], Ok(WriteDone::Unit)));
-        assert!(conn.is_autocommit(), "the transaction is over");
-        drop(conn);
-        for no in ["G1", "G2", "G4"] {
-            assert!(store.get_order(no).await.unwrap().is_some(), "{no} missing");
-        }
-        assert!(
-            store.get_order("G3").await.unwrap().is_none(),
-            "G3's order row outlived its failed sub-order"
-        );
-        store.close().await;
-    }
 
     /// `$k` binds `args[k - 1]` wherever `$k` first appears; a statement
     /// whose placeholders do not match the arguments is refused.

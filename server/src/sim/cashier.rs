@@ -168,7 +168,7 @@ async fn confirm_inner(
     params: &JsapiPayParams,
     action: CashierAction,
     bank_type: Option<&str>,
-) -> Result<CashierOutcome, sqlx::Error> {
+) -> Result<CashierOutcome, rusqlite::Error> {
     let Some(prepay_id) = params.prepay_id() else {
         return Ok(CashierOutcome::fail("package 应为 prepay_id=…"));
     };
@@ -210,7 +210,7 @@ async fn pay(
     merchant: &Merchant,
     no: &str,
     bank_type: Option<&str>,
-) -> Result<CashierOutcome, sqlx::Error> {
+) -> Result<CashierOutcome, rusqlite::Error> {
     let mchid = &merchant.creds.mchid;
     let _guard = st.write_lock.lock().await;
     let order = match order::load_fresh(st, mchid, no).await {

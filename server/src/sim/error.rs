@@ -30,7 +30,7 @@ pub enum SimError {
     Certificate(String),
     /// The state database failed.
     #[error("state database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] rusqlite::Error),
     /// The listening address could not be bound.
     #[error("cannot listen on {addr}: {detail}")]
     Bind {
@@ -155,8 +155,8 @@ impl ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
+impl From<rusqlite::Error> for ApiError {
+    fn from(e: rusqlite::Error) -> Self {
         tracing::error!(error = %e, "simulator state database failed");
         Self::system("系统错误")
     }

@@ -5,20 +5,20 @@
 //! Callers that read-modify-write hold `SimState::write_lock`, so plain
 //! statements are enough; a payment is one transaction.
 //!
-//! Each statement is a round trip to sqlx's SQLite worker thread, and the
-//! one connection is the simulator's serial step under load, so the hot
-//! paths keep those trips few: a new order is one script
-//! ([`Db::insert_new_order`]), known users are remembered in memory, and
-//! the request log is written behind the answers in batches ([`CallLog`]).
+//! One rusqlite connection behind a mutex, used in place on the calling
+//! task's thread: every statement here is a few microseconds of SQLite, far
+//! less than handing it to a database thread and waking the task again
+//! (which, through sqlx, cost the simulator a sixth of its CPU under load
+//! — see BENCHMARKS.md "Load"). The guard is never held across an `.await`.
+//! Known users are remembered in memory, and the request log is written
+//! behind the answers in batches ([`CallLog`]).
 
 use super::error::SimError;
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -139,7 +139,7 @@ pub mod order_state {
 }
 
 /// A combined order.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct OrderRow {
     pub combine_mchid: String,
     pub combine_out_trade_no: String,
@@ -156,7 +156,7 @@ pub struct OrderRow {
 }
 
 /// One sub-order.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct SubOrderRow {
     pub idx: i64,
     pub mchid: String,
@@ -173,7 +173,7 @@ pub struct SubOrderRow {
 }
 
 /// A prepay id.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct PrepayRow {
     pub prepay_id: String,
     pub combine_mchid: String,
@@ -183,7 +183,7 @@ pub struct PrepayRow {
 }
 
 /// A sub-order joined with its order, for bills.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct BillTradeRow {
     pub combine_appid: String,
     pub openid: String,
@@ -199,7 +199,7 @@ pub struct BillTradeRow {
 }
 
 /// A refund joined with its sub-order, for bills.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct BillRefundRow {
     pub refund_id: String,
     pub out_refund_no: String,
@@ -217,7 +217,7 @@ pub struct BillRefundRow {
 }
 
 /// A notification to deliver.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct NotificationRow {
     pub id: String,
     pub combine_mchid: String,
@@ -231,7 +231,7 @@ pub struct NotificationRow {
 }
 
 /// One delivery attempt, as `GET /sim/notifications` lists it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotificationAttempt {
     /// Notification id (the envelope's `id`).
     pub notification_id: String,
@@ -254,7 +254,7 @@ pub struct NotificationAttempt {
 }
 
 /// A bill download token.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct BillTokenRow {
     pub token: String,
     pub mchid: String,
@@ -265,7 +265,7 @@ pub struct BillTokenRow {
 }
 
 /// An OAuth code.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct OAuthCodeRow {
     pub appid: String,
     pub openid: String,
@@ -274,7 +274,7 @@ pub struct OAuthCodeRow {
 }
 
 /// One logged APIv3 request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiCallRecord {
     /// Unix milliseconds.
     pub at_ms: i64,
@@ -295,19 +295,191 @@ pub struct ApiCallRecord {
     pub code: Option<String>,
 }
 
+// ---- row mapping ------------------------------------------------------
+
+const ORDER_COLUMNS: &str = "combine_mchid, combine_out_trade_no, combine_appid, request_json, \
+     openid, notify_url, device_id, state, closed_reason, time_expire, created_at, paid_at";
+
+impl OrderRow {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            combine_mchid: r.get("combine_mchid")?,
+            combine_out_trade_no: r.get("combine_out_trade_no")?,
+            combine_appid: r.get("combine_appid")?,
+            request_json: r.get("request_json")?,
+            openid: r.get("openid")?,
+            notify_url: r.get("notify_url")?,
+            device_id: r.get("device_id")?,
+            state: r.get("state")?,
+            closed_reason: r.get("closed_reason")?,
+            time_expire: r.get("time_expire")?,
+            created_at: r.get("created_at")?,
+            paid_at: r.get("paid_at")?,
+        })
+    }
+}
+
+impl SubOrderRow {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            idx: r.get("idx")?,
+            mchid: r.get("mchid")?,
+            out_trade_no: r.get("out_trade_no")?,
+            attach: r.get("attach")?,
+            description: r.get("description")?,
+            total_amount: r.get("total_amount")?,
+            currency: r.get("currency")?,
+            trade_state: r.get("trade_state")?,
+            transaction_id: r.get("transaction_id")?,
+            success_time: r.get("success_time")?,
+            payer_amount: r.get("payer_amount")?,
+            bank_type: r.get("bank_type")?,
+        })
+    }
+}
+
+const PREPAY_COLUMNS: &str =
+    "prepay_id, combine_mchid, combine_out_trade_no, created_at, expires_at";
+
+impl PrepayRow {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            prepay_id: r.get("prepay_id")?,
+            combine_mchid: r.get("combine_mchid")?,
+            combine_out_trade_no: r.get("combine_out_trade_no")?,
+            created_at: r.get("created_at")?,
+            expires_at: r.get("expires_at")?,
+        })
+    }
+}
+
+impl BillTradeRow {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            combine_appid: r.get("combine_appid")?,
+            openid: r.get("openid")?,
+            device_id: r.get("device_id")?,
+            mchid: r.get("mchid")?,
+            out_trade_no: r.get("out_trade_no")?,
+            attach: r.get("attach")?,
+            description: r.get("description")?,
+            total_amount: r.get("total_amount")?,
+            transaction_id: r.get("transaction_id")?,
+            success_time: r.get("success_time")?,
+            bank_type: r.get("bank_type")?,
+        })
+    }
+}
+
+impl BillRefundRow {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            refund_id: r.get("refund_id")?,
+            out_refund_no: r.get("out_refund_no")?,
+            amount: r.get("amount")?,
+            created_at: r.get("created_at")?,
+            combine_appid: r.get("combine_appid")?,
+            openid: r.get("openid")?,
+            device_id: r.get("device_id")?,
+            mchid: r.get("mchid")?,
+            out_trade_no: r.get("out_trade_no")?,
+            attach: r.get("attach")?,
+            description: r.get("description")?,
+            transaction_id: r.get("transaction_id")?,
+            bank_type: r.get("bank_type")?,
+        })
+    }
+}
+
+const NOTIFICATION_COLUMNS: &str = "id, combine_mchid, combine_out_trade_no, notify_url, body, \
+     status, attempts, next_attempt_ms, created_ms";
+
+impl NotificationRow {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get("id")?,
+            combine_mchid: r.get("combine_mchid")?,
+            combine_out_trade_no: r.get("combine_out_trade_no")?,
+            notify_url: r.get("notify_url")?,
+            body: r.get("body")?,
+            status: r.get("status")?,
+            attempts: r.get("attempts")?,
+            next_attempt_ms: r.get("next_attempt_ms")?,
+            created_ms: r.get("created_ms")?,
+        })
+    }
+}
+
+impl NotificationAttempt {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            notification_id: r.get("notification_id")?,
+            attempt: r.get("attempt")?,
+            kind: r.get("kind")?,
+            at_ms: r.get("at_ms")?,
+            http_status: r.get("http_status")?,
+            error: r.get("error")?,
+            response_body: r.get("response_body")?,
+            duration_ms: r.get("duration_ms")?,
+            serial: r.get("serial")?,
+        })
+    }
+}
+
+impl BillTokenRow {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            token: r.get("token")?,
+            mchid: r.get("mchid")?,
+            created_at: r.get("created_at")?,
+            used: r.get("used")?,
+            gzip: r.get("gzip")?,
+            content: r.get("content")?,
+        })
+    }
+}
+
+impl OAuthCodeRow {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            appid: r.get("appid")?,
+            openid: r.get("openid")?,
+            created_at: r.get("created_at")?,
+            used: r.get("used")?,
+        })
+    }
+}
+
+impl ApiCallRecord {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            at_ms: r.get("at_ms")?,
+            method: r.get("method")?,
+            path: r.get("path")?,
+            endpoint: r.get("endpoint")?,
+            mchid: r.get("mchid")?,
+            combine_out_trade_no: r.get("combine_out_trade_no")?,
+            status: r.get("status")?,
+            code: r.get("code")?,
+        })
+    }
+}
+
+// ---- the database -----------------------------------------------------
+
 /// The database.
 #[derive(Debug, Clone)]
 pub struct Db {
-    pool: SqlitePool,
+    conn: Arc<Mutex<Connection>>,
     calls: CallLog,
     /// Users known to exist (rows are never deleted, so a hit stays true).
     known_users: Arc<Mutex<HashSet<(String, String)>>>,
 }
 
 /// The request log's writer: records queue in memory and a task inserts
-/// whatever has queued in one transaction, so logging costs the answer no
-/// database round trip. Readers call [`CallLog::flush`] first, which
-/// returns once every earlier record is stored.
+/// whatever has queued in one transaction, so logging costs the answer
+/// nothing but a channel send. Readers call [`CallLog::flush`] first,
+/// which returns once every earlier record is stored.
 #[derive(Debug, Clone)]
 struct CallLog {
     queue: mpsc::UnboundedSender<CallLogMessage>,
@@ -319,12 +491,11 @@ enum CallLogMessage {
     Flush(oneshot::Sender<()>),
 }
 
-/// The most records one log insert takes (8 parameters each, far below
-/// SQLite's parameter limit).
+/// The most records one log transaction takes.
 const CALL_LOG_BATCH: usize = 512;
 
 impl CallLog {
-    fn start(pool: SqlitePool) -> Self {
+    fn start(conn: Arc<Mutex<Connection>>) -> Self {
         let (queue, mut rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut messages = Vec::with_capacity(CALL_LOG_BATCH);
@@ -337,7 +508,7 @@ impl CallLog {
                         CallLogMessage::Flush(done) => flushed.push(done),
                     }
                 }
-                if let Err(e) = insert_calls(&pool, &records).await {
+                if let Err(e) = insert_calls(&mut lock(&conn), &records) {
                     tracing::warn!(error = %e, records = records.len(), "could not log API calls");
                 }
                 for done in flushed {
@@ -362,88 +533,96 @@ impl CallLog {
     }
 }
 
-/// Inserts `records` with one statement.
-async fn insert_calls(pool: &SqlitePool, records: &[ApiCallRecord]) -> Result<(), sqlx::Error> {
+/// Inserts `records` in one transaction.
+fn insert_calls(conn: &mut Connection, records: &[ApiCallRecord]) -> rusqlite::Result<()> {
     if records.is_empty() {
         return Ok(());
     }
-    let mut sql = String::from(
-        "INSERT INTO api_calls (at_ms, method, path, endpoint, mchid, combine_out_trade_no, status, code) VALUES ",
-    );
-    for i in 0..records.len() {
-        sql.push_str(if i == 0 {
-            "(?, ?, ?, ?, ?, ?, ?, ?)"
-        } else {
-            ", (?, ?, ?, ?, ?, ?, ?, ?)"
-        });
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO api_calls (at_ms, method, path, endpoint, mchid, combine_out_trade_no, status, code)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )?;
+        for c in records {
+            insert.execute(params![
+                c.at_ms,
+                c.method,
+                c.path,
+                c.endpoint,
+                c.mchid,
+                c.combine_out_trade_no,
+                c.status,
+                c.code
+            ])?;
+        }
     }
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for c in records {
-        q = q
-            .bind(c.at_ms)
-            .bind(c.method.clone())
-            .bind(c.path.clone())
-            .bind(c.endpoint.clone())
-            .bind(c.mchid.clone())
-            .bind(c.combine_out_trade_no.clone())
-            .bind(c.status)
-            .bind(c.code.clone());
-    }
-    q.execute(pool).await.map(|_| ())
+    tx.commit()
+}
+
+/// The connection, even if a thread panicked while holding it: a panic
+/// inside a transaction dropped (rolled back) that transaction on the way
+/// out, so the connection itself is sound.
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether `e` is a primary-key or unique-key violation.
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
 }
 
 impl Db {
     /// Opens (creating) `path` in WAL mode and creates the schema.
     pub async fn open(path: &Path) -> Result<Self, SimError> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10));
-        // One connection: writers queue in process instead of meeting
-        // SQLITE_BUSY and sleeping in SQLite's busy handler (which made
-        // concurrent prepays wait tens of milliseconds each).
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts)
-            .await?;
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        // NORMAL: the simulator's own state may lose its last transactions
+        // on a power cut (never on a process crash); it is a test double.
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
         for stmt in SCHEMA {
-            sqlx::query(*stmt).execute(&pool).await?;
+            conn.execute(stmt, [])?;
         }
+        conn.set_prepared_statement_cache_capacity(32);
+        let conn = Arc::new(Mutex::new(conn));
         Ok(Self {
-            calls: CallLog::start(pool.clone()),
-            pool,
+            calls: CallLog::start(conn.clone()),
+            conn,
             known_users: Arc::default(),
         })
     }
 
-    /// Stores the queued request log, then closes the pool.
+    /// Stores the queued request log.
     pub async fn close(&self) {
         self.calls.flush().await;
-        self.pool.close().await;
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        lock(&self.conn)
     }
 
     // ---- orders -------------------------------------------------------
 
-    pub async fn order(&self, mchid: &str, no: &str) -> Result<Option<OrderRow>, sqlx::Error> {
-        sqlx::query_as("SELECT * FROM orders WHERE combine_mchid = ? AND combine_out_trade_no = ?")
-            .bind(mchid.to_string())
-            .bind(no.to_string())
-            .fetch_optional(&self.pool)
-            .await
+    pub async fn order(&self, mchid: &str, no: &str) -> rusqlite::Result<Option<OrderRow>> {
+        self.conn()
+            .prepare_cached(&format!(
+                "SELECT {ORDER_COLUMNS} FROM orders WHERE combine_mchid = ? AND combine_out_trade_no = ?"
+            ))?
+            .query_row(params![mchid, no], OrderRow::from_row)
+            .optional()
     }
 
-    pub async fn sub_orders(&self, mchid: &str, no: &str) -> Result<Vec<SubOrderRow>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT idx, mchid, out_trade_no, attach, description, total_amount, currency, trade_state,
-                    transaction_id, success_time, payer_amount, bank_type
-             FROM sub_orders WHERE combine_mchid = ? AND combine_out_trade_no = ? ORDER BY idx",
-        )
-        .bind(mchid.to_string())
-        .bind(no.to_string())
-        .fetch_all(&self.pool)
-        .await
+    pub async fn sub_orders(&self, mchid: &str, no: &str) -> rusqlite::Result<Vec<SubOrderRow>> {
+        self.conn()
+            .prepare_cached(
+                "SELECT idx, mchid, out_trade_no, attach, description, total_amount, currency, trade_state,
+                        transaction_id, success_time, payer_amount, bank_type
+                 FROM sub_orders WHERE combine_mchid = ? AND combine_out_trade_no = ? ORDER BY idx",
+            )?
+            .query_map(params![mchid, no], SubOrderRow::from_row)?
+            .collect()
     }
 
     /// The combined order a sub-order number already belongs to, if any.
@@ -451,113 +630,97 @@ impl Db {
         &self,
         mchid: &str,
         out_trade_no: &str,
-    ) -> Result<Option<(String, String)>, sqlx::Error> {
-        sqlx::query_as("SELECT combine_mchid, combine_out_trade_no FROM sub_orders WHERE mchid = ? AND out_trade_no = ?")
-            .bind(mchid.to_string())
-            .bind(out_trade_no.to_string())
-            .fetch_optional(&self.pool)
-            .await
+    ) -> rusqlite::Result<Option<(String, String)>> {
+        self.conn()
+            .prepare_cached("SELECT combine_mchid, combine_out_trade_no FROM sub_orders WHERE mchid = ? AND out_trade_no = ?")?
+            .query_row(params![mchid, out_trade_no], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
     }
 
-    /// Inserts a new order with its sub-orders and first prepay id as one
-    /// script (one round trip), without a prior lookup. `Ok(false)`: the
-    /// order number or a sub-order number is taken (nothing was written);
-    /// the caller then works out which, under the write lock.
+    /// Inserts a new order with its sub-orders and first prepay id in one
+    /// transaction, without a prior lookup. `Ok(false)`: the order number
+    /// or a sub-order number is taken (nothing was written); the caller
+    /// then works out which, under the write lock.
     pub async fn insert_new_order(
         &self,
         o: &OrderRow,
         subs: &[SubOrderRow],
         prepay: &PrepayRow,
-    ) -> Result<bool, sqlx::Error> {
-        let mut sql = String::from(
-            "BEGIN IMMEDIATE;
-             INSERT INTO orders (combine_mchid, combine_out_trade_no, combine_appid, request_json, openid, notify_url,
-                 device_id, state, closed_reason, time_expire, created_at, paid_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, NULL);\n",
-        );
-        for _ in subs {
-            sql.push_str(
-                "INSERT INTO sub_orders (combine_mchid, combine_out_trade_no, idx, mchid, out_trade_no, attach, description,
-                     total_amount, currency, trade_state)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?);\n",
-            );
-        }
-        sql.push_str(INSERT_PREPAY);
-        sql.push_str(";\nCOMMIT");
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(o.combine_mchid.clone())
-            .bind(o.combine_out_trade_no.clone())
-            .bind(o.combine_appid.clone())
-            .bind(o.request_json.clone())
-            .bind(o.openid.clone())
-            .bind(o.notify_url.clone())
-            .bind(o.device_id.clone())
-            .bind(o.state.clone())
-            .bind(o.time_expire)
-            .bind(o.created_at);
-        for s in subs {
-            q = q
-                .bind(o.combine_mchid.clone())
-                .bind(o.combine_out_trade_no.clone())
-                .bind(s.idx)
-                .bind(s.mchid.clone())
-                .bind(s.out_trade_no.clone())
-                .bind(s.attach.clone())
-                .bind(s.description.clone())
-                .bind(s.total_amount)
-                .bind(s.currency.clone())
-                .bind(s.trade_state.clone());
-        }
-        q = q
-            .bind(prepay.prepay_id.clone())
-            .bind(prepay.combine_mchid.clone())
-            .bind(prepay.combine_out_trade_no.clone())
-            .bind(prepay.created_at)
-            .bind(prepay.expires_at);
-        // The connection, not the pool: a script that stops inside its
-        // transaction is rolled back here before anyone else uses it.
-        let mut conn = self.pool.acquire().await?;
-        match q.execute(&mut *conn).await {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                if let Err(rollback) = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await {
-                    // A connection in an unknown state must not go back.
-                    conn.detach();
-                    tracing::warn!(error = %rollback, "rollback after a failed order insert");
-                }
-                match e.as_database_error() {
-                    Some(d) if d.is_unique_violation() => Ok(false),
-                    _ => Err(e),
-                }
+    ) -> rusqlite::Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let written = (|| {
+            tx.prepare_cached(
+                "INSERT INTO orders (combine_mchid, combine_out_trade_no, combine_appid, request_json, openid,
+                     notify_url, device_id, state, closed_reason, time_expire, created_at, paid_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, NULL)",
+            )?
+            .execute(params![
+                o.combine_mchid,
+                o.combine_out_trade_no,
+                o.combine_appid,
+                o.request_json,
+                o.openid,
+                o.notify_url,
+                o.device_id,
+                o.state,
+                o.time_expire,
+                o.created_at
+            ])?;
+            let mut insert_sub = tx.prepare_cached(
+                "INSERT INTO sub_orders (combine_mchid, combine_out_trade_no, idx, mchid, out_trade_no, attach,
+                     description, total_amount, currency, trade_state)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )?;
+            for s in subs {
+                insert_sub.execute(params![
+                    o.combine_mchid,
+                    o.combine_out_trade_no,
+                    s.idx,
+                    s.mchid,
+                    s.out_trade_no,
+                    s.attach,
+                    s.description,
+                    s.total_amount,
+                    s.currency,
+                    s.trade_state
+                ])?;
             }
+            insert_prepay(&tx, prepay)
+        })();
+        match written {
+            Ok(()) => tx.commit().map(|()| true),
+            // Dropping `tx` rolls the partial insert back.
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
-    pub async fn insert_prepay(&self, p: &PrepayRow) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        insert_prepay(&mut tx, p).await?;
-        tx.commit().await
+    pub async fn insert_prepay(&self, p: &PrepayRow) -> rusqlite::Result<()> {
+        insert_prepay(&self.conn(), p)
     }
 
-    pub async fn prepay(&self, prepay_id: &str) -> Result<Option<PrepayRow>, sqlx::Error> {
-        sqlx::query_as("SELECT * FROM prepays WHERE prepay_id = ?")
-            .bind(prepay_id.to_string())
-            .fetch_optional(&self.pool)
-            .await
+    pub async fn prepay(&self, prepay_id: &str) -> rusqlite::Result<Option<PrepayRow>> {
+        self.conn()
+            .prepare_cached(&format!(
+                "SELECT {PREPAY_COLUMNS} FROM prepays WHERE prepay_id = ?"
+            ))?
+            .query_row([prepay_id], PrepayRow::from_row)
+            .optional()
     }
 
     pub async fn latest_prepay(
         &self,
         mchid: &str,
         no: &str,
-    ) -> Result<Option<PrepayRow>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT * FROM prepays WHERE combine_mchid = ? AND combine_out_trade_no = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
-        )
-        .bind(mchid.to_string())
-        .bind(no.to_string())
-        .fetch_optional(&self.pool)
-        .await
+    ) -> rusqlite::Result<Option<PrepayRow>> {
+        self.conn()
+            .prepare_cached(&format!(
+                "SELECT {PREPAY_COLUMNS} FROM prepays WHERE combine_mchid = ? AND combine_out_trade_no = ?
+                 ORDER BY created_at DESC, rowid DESC LIMIT 1"
+            ))?
+            .query_row(params![mchid, no], PrepayRow::from_row)
+            .optional()
     }
 
     /// Moves an order and all its sub-orders to `state`.
@@ -567,22 +730,18 @@ impl Db {
         no: &str,
         state: &str,
         closed_reason: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE orders SET state = ?, closed_reason = ? WHERE combine_mchid = ? AND combine_out_trade_no = ?")
-            .bind(state.to_string())
-            .bind(closed_reason.map(str::to_string))
-            .bind(mchid.to_string())
-            .bind(no.to_string())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE sub_orders SET trade_state = ? WHERE combine_mchid = ? AND combine_out_trade_no = ?")
-            .bind(state.to_string())
-            .bind(mchid.to_string())
-            .bind(no.to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
+    ) -> rusqlite::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE orders SET state = ?, closed_reason = ? WHERE combine_mchid = ? AND combine_out_trade_no = ?",
+            params![state, closed_reason, mchid, no],
+        )?;
+        tx.execute(
+            "UPDATE sub_orders SET trade_state = ? WHERE combine_mchid = ? AND combine_out_trade_no = ?",
+            params![state, mchid, no],
+        )?;
+        tx.commit()
     }
 
     /// Marks every sub-order paid and queues the notification, atomically.
@@ -593,31 +752,33 @@ impl Db {
         paid_at: i64,
         subs: &[SubOrderRow],
         notification: &NotificationRow,
-    ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE orders SET state = 'SUCCESS', paid_at = ? WHERE combine_mchid = ? AND combine_out_trade_no = ?")
-            .bind(paid_at)
-            .bind(mchid.to_string())
-            .bind(no.to_string())
-            .execute(&mut *tx)
-            .await?;
-        for s in subs {
-            sqlx::query(
-                "UPDATE sub_orders SET trade_state = 'SUCCESS', transaction_id = ?, success_time = ?, payer_amount = ?, bank_type = ?
+    ) -> rusqlite::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE orders SET state = 'SUCCESS', paid_at = ? WHERE combine_mchid = ? AND combine_out_trade_no = ?",
+            params![paid_at, mchid, no],
+        )?;
+        {
+            let mut update_sub = tx.prepare_cached(
+                "UPDATE sub_orders SET trade_state = 'SUCCESS', transaction_id = ?, success_time = ?, payer_amount = ?,
+                     bank_type = ?
                  WHERE combine_mchid = ? AND combine_out_trade_no = ? AND idx = ?",
-            )
-            .bind(s.transaction_id.clone())
-            .bind(s.success_time)
-            .bind(s.payer_amount)
-            .bind(s.bank_type.clone())
-            .bind(mchid.to_string())
-            .bind(no.to_string())
-            .bind(s.idx)
-            .execute(&mut *tx)
-            .await?;
+            )?;
+            for s in subs {
+                update_sub.execute(params![
+                    s.transaction_id,
+                    s.success_time,
+                    s.payer_amount,
+                    s.bank_type,
+                    mchid,
+                    no,
+                    s.idx
+                ])?;
+            }
         }
-        insert_notification(&mut tx, notification).await?;
-        tx.commit().await
+        insert_notification(&tx, notification)?;
+        tx.commit()
     }
 
     /// Records a refund of one sub-order (made "in the merchant platform").
@@ -631,37 +792,25 @@ impl Db {
         out_refund_no: &str,
         amount: i64,
         at: i64,
-    ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let (mchid, out_trade_no): (String, String) = sqlx::query_as(
+    ) -> rusqlite::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (mchid, out_trade_no): (String, String) = tx.query_row(
             "SELECT mchid, out_trade_no FROM sub_orders WHERE combine_mchid = ? AND combine_out_trade_no = ? AND idx = ?",
-        )
-        .bind(combine_mchid.to_string())
-        .bind(no.to_string())
-        .bind(idx)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO refunds (refund_id, out_refund_no, combine_mchid, combine_out_trade_no, mchid, out_trade_no, amount, created_at)
+            params![combine_mchid, no, idx],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        tx.execute(
+            "INSERT INTO refunds (refund_id, out_refund_no, combine_mchid, combine_out_trade_no, mchid, out_trade_no,
+                 amount, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(refund_id.to_string())
-        .bind(out_refund_no.to_string())
-        .bind(combine_mchid.to_string())
-        .bind(no.to_string())
-        .bind(mchid)
-        .bind(out_trade_no)
-        .bind(amount)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE sub_orders SET trade_state = 'REFUND' WHERE combine_mchid = ? AND combine_out_trade_no = ? AND idx = ?")
-            .bind(combine_mchid.to_string())
-            .bind(no.to_string())
-            .bind(idx)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
+            params![refund_id, out_refund_no, combine_mchid, no, mchid, out_trade_no, amount, at],
+        )?;
+        tx.execute(
+            "UPDATE sub_orders SET trade_state = 'REFUND' WHERE combine_mchid = ? AND combine_out_trade_no = ? AND idx = ?",
+            params![combine_mchid, no, idx],
+        )?;
+        tx.commit()
     }
 
     pub async fn refunded_amount(
@@ -669,17 +818,14 @@ impl Db {
         combine_mchid: &str,
         no: &str,
         idx: i64,
-    ) -> Result<i64, sqlx::Error> {
-        let (sum,): (Option<i64>,) = sqlx::query_as(
+    ) -> rusqlite::Result<i64> {
+        let sum: Option<i64> = self.conn().query_row(
             "SELECT SUM(r.amount) FROM refunds r JOIN sub_orders s
                ON s.mchid = r.mchid AND s.out_trade_no = r.out_trade_no
              WHERE s.combine_mchid = ? AND s.combine_out_trade_no = ? AND s.idx = ?",
-        )
-        .bind(combine_mchid.to_string())
-        .bind(no.to_string())
-        .bind(idx)
-        .fetch_one(&self.pool)
-        .await?;
+            params![combine_mchid, no, idx],
+            |r| r.get(0),
+        )?;
         Ok(sum.unwrap_or(0))
     }
 
@@ -691,21 +837,18 @@ impl Db {
         mchid: &str,
         from: i64,
         to: i64,
-    ) -> Result<Vec<BillTradeRow>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT o.combine_appid, o.openid, o.device_id, s.mchid, s.out_trade_no, s.attach, s.description,
-                    s.total_amount, s.transaction_id, s.success_time, s.bank_type
-             FROM sub_orders s JOIN orders o
-               ON o.combine_mchid = s.combine_mchid AND o.combine_out_trade_no = s.combine_out_trade_no
-             WHERE (s.combine_mchid = ? OR s.mchid = ?) AND s.success_time >= ? AND s.success_time < ?
-             ORDER BY s.success_time, s.combine_out_trade_no, s.idx",
-        )
-        .bind(mchid.to_string())
-        .bind(mchid.to_string())
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await
+    ) -> rusqlite::Result<Vec<BillTradeRow>> {
+        self.conn()
+            .prepare_cached(
+                "SELECT o.combine_appid, o.openid, o.device_id, s.mchid, s.out_trade_no, s.attach, s.description,
+                        s.total_amount, s.transaction_id, s.success_time, s.bank_type
+                 FROM sub_orders s JOIN orders o
+                   ON o.combine_mchid = s.combine_mchid AND o.combine_out_trade_no = s.combine_out_trade_no
+                 WHERE (s.combine_mchid = ?1 OR s.mchid = ?1) AND s.success_time >= ?2 AND s.success_time < ?3
+                 ORDER BY s.success_time, s.combine_out_trade_no, s.idx",
+            )?
+            .query_map(params![mchid, from, to], BillTradeRow::from_row)?
+            .collect()
     }
 
     /// Refunds made in `[from, to)` that belong in `mchid`'s bill.
@@ -714,48 +857,42 @@ impl Db {
         mchid: &str,
         from: i64,
         to: i64,
-    ) -> Result<Vec<BillRefundRow>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT r.refund_id, r.out_refund_no, r.amount, r.created_at, o.combine_appid, o.openid, o.device_id,
-                    s.mchid, s.out_trade_no, s.attach, s.description, s.transaction_id, s.bank_type
-             FROM refunds r
-             JOIN sub_orders s ON s.mchid = r.mchid AND s.out_trade_no = r.out_trade_no
-             JOIN orders o ON o.combine_mchid = s.combine_mchid AND o.combine_out_trade_no = s.combine_out_trade_no
-             WHERE (r.combine_mchid = ? OR r.mchid = ?) AND r.created_at >= ? AND r.created_at < ?
-             ORDER BY r.created_at, r.refund_id",
-        )
-        .bind(mchid.to_string())
-        .bind(mchid.to_string())
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await
+    ) -> rusqlite::Result<Vec<BillRefundRow>> {
+        self.conn()
+            .prepare_cached(
+                "SELECT r.refund_id, r.out_refund_no, r.amount, r.created_at, o.combine_appid, o.openid, o.device_id,
+                        s.mchid, s.out_trade_no, s.attach, s.description, s.transaction_id, s.bank_type
+                 FROM refunds r
+                 JOIN sub_orders s ON s.mchid = r.mchid AND s.out_trade_no = r.out_trade_no
+                 JOIN orders o ON o.combine_mchid = s.combine_mchid AND o.combine_out_trade_no = s.combine_out_trade_no
+                 WHERE (r.combine_mchid = ?1 OR r.mchid = ?1) AND r.created_at >= ?2 AND r.created_at < ?3
+                 ORDER BY r.created_at, r.refund_id",
+            )?
+            .query_map(params![mchid, from, to], BillRefundRow::from_row)?
+            .collect()
     }
 
-    pub async fn insert_bill_token(&self, t: &BillTokenRow) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT INTO bill_tokens (token, mchid, created_at, used, gzip, content) VALUES (?, ?, ?, 0, ?, ?)")
-            .bind(t.token.clone())
-            .bind(t.mchid.clone())
-            .bind(t.created_at)
-            .bind(t.gzip)
-            .bind(t.content.clone())
-            .execute(&self.pool)
-            .await?;
+    pub async fn insert_bill_token(&self, t: &BillTokenRow) -> rusqlite::Result<()> {
+        self.conn().execute(
+            "INSERT INTO bill_tokens (token, mchid, created_at, used, gzip, content) VALUES (?, ?, ?, 0, ?, ?)",
+            params![t.token, t.mchid, t.created_at, t.gzip, t.content],
+        )?;
         Ok(())
     }
 
-    pub async fn bill_token(&self, token: &str) -> Result<Option<BillTokenRow>, sqlx::Error> {
-        sqlx::query_as("SELECT * FROM bill_tokens WHERE token = ?")
-            .bind(token.to_string())
-            .fetch_optional(&self.pool)
-            .await
+    pub async fn bill_token(&self, token: &str) -> rusqlite::Result<Option<BillTokenRow>> {
+        self.conn()
+            .query_row(
+                "SELECT token, mchid, created_at, used, gzip, content FROM bill_tokens WHERE token = ?",
+                [token],
+                BillTokenRow::from_row,
+            )
+            .optional()
     }
 
-    pub async fn use_bill_token(&self, token: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE bill_tokens SET used = 1 WHERE token = ?")
-            .bind(token.to_string())
-            .execute(&self.pool)
-            .await?;
+    pub async fn use_bill_token(&self, token: &str) -> rusqlite::Result<()> {
+        self.conn()
+            .execute("UPDATE bill_tokens SET used = 1 WHERE token = ?", [token])?;
         Ok(())
     }
 
@@ -765,21 +902,22 @@ impl Db {
         &self,
         now_ms: i64,
         limit: i64,
-    ) -> Result<Vec<NotificationRow>, sqlx::Error> {
-        sqlx::query_as("SELECT * FROM notifications WHERE status = 'pending' AND next_attempt_ms <= ? ORDER BY next_attempt_ms LIMIT ?")
-            .bind(now_ms)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
+    ) -> rusqlite::Result<Vec<NotificationRow>> {
+        self.conn()
+            .prepare_cached(&format!(
+                "SELECT {NOTIFICATION_COLUMNS} FROM notifications
+                 WHERE status = 'pending' AND next_attempt_ms <= ? ORDER BY next_attempt_ms LIMIT ?"
+            ))?
+            .query_map(params![now_ms, limit], NotificationRow::from_row)?
+            .collect()
     }
 
-    pub async fn next_due_ms(&self) -> Result<Option<i64>, sqlx::Error> {
-        let (v,): (Option<i64>,) = sqlx::query_as(
+    pub async fn next_due_ms(&self) -> rusqlite::Result<Option<i64>> {
+        self.conn().query_row(
             "SELECT MIN(next_attempt_ms) FROM notifications WHERE status = 'pending'",
+            [],
+            |r| r.get(0),
         )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(v)
     }
 
     /// Sets a notification's status, attempt count and next time.
@@ -789,51 +927,51 @@ impl Db {
         status: &str,
         attempts: i64,
         next_attempt_ms: i64,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE notifications SET status = ?, attempts = ?, next_attempt_ms = ? WHERE id = ?",
-        )
-        .bind(status.to_string())
-        .bind(attempts)
-        .bind(next_attempt_ms)
-        .bind(id.to_string())
-        .execute(&self.pool)
-        .await?;
+    ) -> rusqlite::Result<()> {
+        self.conn()
+            .prepare_cached("UPDATE notifications SET status = ?, attempts = ?, next_attempt_ms = ? WHERE id = ?")?
+            .execute(params![status, attempts, next_attempt_ms, id])?;
         Ok(())
     }
 
-    pub async fn record_attempt(&self, a: &NotificationAttempt) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO notification_attempts (notification_id, attempt, kind, at_ms, http_status, error, response_body, duration_ms, serial)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(a.notification_id.clone())
-        .bind(a.attempt)
-        .bind(a.kind.clone())
-        .bind(a.at_ms)
-        .bind(a.http_status)
-        .bind(a.error.clone())
-        .bind(a.response_body.clone())
-        .bind(a.duration_ms)
-        .bind(a.serial.clone())
-        .execute(&self.pool)
-        .await?;
+    pub async fn record_attempt(&self, a: &NotificationAttempt) -> rusqlite::Result<()> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO notification_attempts (notification_id, attempt, kind, at_ms, http_status, error,
+                     response_body, duration_ms, serial)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                a.notification_id,
+                a.attempt,
+                a.kind,
+                a.at_ms,
+                a.http_status,
+                a.error,
+                a.response_body,
+                a.duration_ms,
+                a.serial
+            ])?;
         Ok(())
     }
 
-    pub async fn notifications(&self) -> Result<Vec<NotificationRow>, sqlx::Error> {
-        sqlx::query_as("SELECT * FROM notifications ORDER BY created_ms, id")
-            .fetch_all(&self.pool)
-            .await
+    pub async fn notifications(&self) -> rusqlite::Result<Vec<NotificationRow>> {
+        self.conn()
+            .prepare(&format!(
+                "SELECT {NOTIFICATION_COLUMNS} FROM notifications ORDER BY created_ms, id"
+            ))?
+            .query_map([], NotificationRow::from_row)?
+            .collect()
     }
 
-    pub async fn attempts(&self) -> Result<Vec<NotificationAttempt>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT notification_id, attempt, kind, at_ms, http_status, error, response_body, duration_ms, serial
-             FROM notification_attempts ORDER BY seq",
-        )
-        .fetch_all(&self.pool)
-        .await
+    pub async fn attempts(&self) -> rusqlite::Result<Vec<NotificationAttempt>> {
+        self.conn()
+            .prepare(
+                "SELECT notification_id, attempt, kind, at_ms, http_status, error, response_body, duration_ms, serial
+                 FROM notification_attempts ORDER BY seq",
+            )?
+            .query_map([], NotificationAttempt::from_row)?
+            .collect()
     }
 
     // ---- OAuth ----------------------------------------------------------
@@ -844,29 +982,29 @@ impl Db {
         appid: &str,
         openid: &str,
         at: i64,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT INTO oauth_codes (code, appid, openid, created_at, used) VALUES (?, ?, ?, ?, 0)")
-            .bind(code.to_string())
-            .bind(appid.to_string())
-            .bind(openid.to_string())
-            .bind(at)
-            .execute(&self.pool)
-            .await?;
+    ) -> rusqlite::Result<()> {
+        self.conn().execute(
+            "INSERT INTO oauth_codes (code, appid, openid, created_at, used) VALUES (?, ?, ?, ?, 0)",
+            params![code, appid, openid, at],
+        )?;
         Ok(())
     }
 
     /// Marks a code used and returns it as it was before.
-    pub async fn take_code(&self, code: &str) -> Result<Option<OAuthCodeRow>, sqlx::Error> {
-        let row: Option<OAuthCodeRow> = sqlx::query_as("SELECT * FROM oauth_codes WHERE code = ?")
-            .bind(code.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn take_code(&self, code: &str) -> rusqlite::Result<Option<OAuthCodeRow>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row = tx
+            .query_row(
+                "SELECT appid, openid, created_at, used FROM oauth_codes WHERE code = ?",
+                [code],
+                OAuthCodeRow::from_row,
+            )
+            .optional()?;
         if row.is_some() {
-            sqlx::query("UPDATE oauth_codes SET used = 1 WHERE code = ?")
-                .bind(code.to_string())
-                .execute(&self.pool)
-                .await?;
+            tx.execute("UPDATE oauth_codes SET used = 1 WHERE code = ?", [code])?;
         }
+        tx.commit()?;
         Ok(row)
     }
 
@@ -875,32 +1013,28 @@ impl Db {
         appid: &str,
         openid: &str,
         name: &str,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT OR IGNORE INTO users (appid, openid, name) VALUES (?, ?, ?)")
-            .bind(appid.to_string())
-            .bind(openid.to_string())
-            .bind(name.to_string())
-            .execute(&self.pool)
-            .await?;
+    ) -> rusqlite::Result<()> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO users (appid, openid, name) VALUES (?, ?, ?)",
+            params![appid, openid, name],
+        )?;
         self.remember_known_user(appid, openid);
         Ok(())
     }
 
-    pub async fn user_exists(&self, appid: &str, openid: &str) -> Result<bool, sqlx::Error> {
+    pub async fn user_exists(&self, appid: &str, openid: &str) -> rusqlite::Result<bool> {
         let key = (appid.to_string(), openid.to_string());
         if self.known_users.lock().is_ok_and(|u| u.contains(&key)) {
             return Ok(true);
         }
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT name FROM users WHERE appid = ? AND openid = ?")
-                .bind(appid.to_string())
-                .bind(openid.to_string())
-                .fetch_optional(&self.pool)
-                .await?;
-        if row.is_some() {
+        let found = self
+            .conn()
+            .prepare_cached("SELECT 1 FROM users WHERE appid = ? AND openid = ?")?
+            .exists(params![appid, openid])?;
+        if found {
             self.remember_known_user(appid, openid);
         }
-        Ok(row.is_some())
+        Ok(found)
     }
 
     fn remember_known_user(&self, appid: &str, openid: &str) {
@@ -911,42 +1045,36 @@ impl Db {
 
     // ---- faults, meta, request log ------------------------------------
 
-    pub async fn faults(&self) -> Result<Vec<(String, String)>, sqlx::Error> {
-        sqlx::query_as("SELECT scope, json FROM faults")
-            .fetch_all(&self.pool)
-            .await
+    pub async fn faults(&self) -> rusqlite::Result<Vec<(String, String)>> {
+        self.conn()
+            .prepare("SELECT scope, json FROM faults")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
     }
 
-    pub async fn save_fault(&self, scope: &str, json: Option<&str>) -> Result<(), sqlx::Error> {
+    pub async fn save_fault(&self, scope: &str, json: Option<&str>) -> rusqlite::Result<()> {
+        let conn = self.conn();
         match json {
-            Some(j) => sqlx::query("INSERT INTO faults (scope, json) VALUES (?, ?) ON CONFLICT(scope) DO UPDATE SET json = excluded.json")
-                .bind(scope.to_string())
-                .bind(j.to_string())
-                .execute(&self.pool)
-                .await
-                .map(|_| ()),
-            None => sqlx::query("DELETE FROM faults WHERE scope = ?")
-                .bind(scope.to_string())
-                .execute(&self.pool)
-                .await
-                .map(|_| ()),
+            Some(j) => conn.execute(
+                "INSERT INTO faults (scope, json) VALUES (?, ?) ON CONFLICT(scope) DO UPDATE SET json = excluded.json",
+                params![scope, j],
+            ),
+            None => conn.execute("DELETE FROM faults WHERE scope = ?", [scope]),
         }
+        .map(|_| ())
     }
 
-    pub async fn meta(&self, key: &str) -> Result<Option<String>, sqlx::Error> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT value FROM meta WHERE key = ?")
-            .bind(key.to_string())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.0))
+    pub async fn meta(&self, key: &str) -> rusqlite::Result<Option<String>> {
+        self.conn()
+            .query_row("SELECT value FROM meta WHERE key = ?", [key], |r| r.get(0))
+            .optional()
     }
 
-    pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
-            .bind(key.to_string())
-            .bind(value.to_string())
-            .execute(&self.pool)
-            .await?;
+    pub async fn set_meta(&self, key: &str, value: &str) -> rusqlite::Result<()> {
+        self.conn().execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
         Ok(())
     }
 
@@ -955,67 +1083,63 @@ impl Db {
         self.calls.record(c);
     }
 
-    pub async fn calls(&self) -> Result<Vec<ApiCallRecord>, sqlx::Error> {
+    pub async fn calls(&self) -> rusqlite::Result<Vec<ApiCallRecord>> {
         self.calls.flush().await;
-        sqlx::query_as(
-            "SELECT at_ms, method, path, endpoint, mchid, combine_out_trade_no, status, code FROM api_calls ORDER BY seq",
-        )
-        .fetch_all(&self.pool)
-        .await
+        self.conn()
+            .prepare(
+                "SELECT at_ms, method, path, endpoint, mchid, combine_out_trade_no, status, code
+                 FROM api_calls ORDER BY seq",
+            )?
+            .query_map([], ApiCallRecord::from_row)?
+            .collect()
     }
 
-    pub async fn count_calls(&self, endpoint: &str, no: &str) -> Result<i64, sqlx::Error> {
+    pub async fn count_calls(&self, endpoint: &str, no: &str) -> rusqlite::Result<i64> {
         self.calls.flush().await;
-        let (n,): (i64,) = sqlx::query_as(
+        self.conn().query_row(
             "SELECT COUNT(*) FROM api_calls WHERE endpoint = ? AND combine_out_trade_no = ?",
+            params![endpoint, no],
+            |r| r.get(0),
         )
-        .bind(endpoint.to_string())
-        .bind(no.to_string())
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n)
     }
 
-    pub async fn count_orders(&self) -> Result<(i64, i64), sqlx::Error> {
-        sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(CASE WHEN state = 'SUCCESS' THEN 1 ELSE 0 END), 0) FROM orders")
-            .fetch_one(&self.pool)
-            .await
+    pub async fn count_orders(&self) -> rusqlite::Result<(i64, i64)> {
+        self.conn().query_row(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN state = 'SUCCESS' THEN 1 ELSE 0 END), 0) FROM orders",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 }
 
-const INSERT_PREPAY: &str = "INSERT INTO prepays (prepay_id, combine_mchid, combine_out_trade_no, \
-     created_at, expires_at) VALUES (?, ?, ?, ?, ?)";
-
-async fn insert_prepay(tx: &mut sqlx::SqliteConnection, p: &PrepayRow) -> Result<(), sqlx::Error> {
-    sqlx::query(INSERT_PREPAY)
-        .bind(p.prepay_id.clone())
-        .bind(p.combine_mchid.clone())
-        .bind(p.combine_out_trade_no.clone())
-        .bind(p.created_at)
-        .bind(p.expires_at)
-        .execute(&mut *tx)
-        .await?;
+fn insert_prepay(conn: &Connection, p: &PrepayRow) -> rusqlite::Result<()> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO prepays ({PREPAY_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+    ))?
+    .execute(params![
+        p.prepay_id,
+        p.combine_mchid,
+        p.combine_out_trade_no,
+        p.created_at,
+        p.expires_at
+    ])?;
     Ok(())
 }
 
-async fn insert_notification(
-    tx: &mut sqlx::SqliteConnection,
-    n: &NotificationRow,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO notifications (id, combine_mchid, combine_out_trade_no, notify_url, body, status, attempts, next_attempt_ms, created_ms)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(n.id.clone())
-    .bind(n.combine_mchid.clone())
-    .bind(n.combine_out_trade_no.clone())
-    .bind(n.notify_url.clone())
-    .bind(n.body.clone())
-    .bind(n.status.clone())
-    .bind(n.attempts)
-    .bind(n.next_attempt_ms)
-    .bind(n.created_ms)
-    .execute(&mut *tx)
-    .await?;
+fn insert_notification(conn: &Connection, n: &NotificationRow) -> rusqlite::Result<()> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO notifications ({NOTIFICATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))?
+    .execute(params![
+        n.id,
+        n.combine_mchid,
+        n.combine_out_trade_no,
+        n.notify_url,
+        n.body,
+        n.status,
+        n.attempts,
+        n.next_attempt_ms,
+        n.created_ms
+    ])?;
     Ok(())
 }

@@ -297,173 +297,139 @@ pub struct ApiCallRecord {
 
 // ---- row mapping ------------------------------------------------------
 
-const ORDER_COLUMNS: &str = "combine_mchid, combine_out_trade_no, combine_appid, request_json, \
-     openid, notify_url, device_id, state, closed_reason, time_expire, created_at, paid_at";
+/// `T::from_row` reads a row by column name into the struct's fields of
+/// the same names, and `T::COLUMNS` lists those names for a `SELECT`.
+macro_rules! row_type {
+    ($t:ident { $($field:ident),* $(,)? }) => {
+        impl $t {
+            #[allow(dead_code)]
+            const COLUMNS: &'static str = stringify!($($field),*);
 
-impl OrderRow {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            combine_mchid: r.get("combine_mchid")?,
-            combine_out_trade_no: r.get("combine_out_trade_no")?,
-            combine_appid: r.get("combine_appid")?,
-            request_json: r.get("request_json")?,
-            openid: r.get("openid")?,
-            notify_url: r.get("notify_url")?,
-            device_id: r.get("device_id")?,
-            state: r.get("state")?,
-            closed_reason: r.get("closed_reason")?,
-            time_expire: r.get("time_expire")?,
-            created_at: r.get("created_at")?,
-            paid_at: r.get("paid_at")?,
-        })
-    }
+            fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+                Ok(Self { $($field: r.get(stringify!($field))?),* })
+            }
+        }
+    };
 }
 
-impl SubOrderRow {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            idx: r.get("idx")?,
-            mchid: r.get("mchid")?,
-            out_trade_no: r.get("out_trade_no")?,
-            attach: r.get("attach")?,
-            description: r.get("description")?,
-            total_amount: r.get("total_amount")?,
-            currency: r.get("currency")?,
-            trade_state: r.get("trade_state")?,
-            transaction_id: r.get("transaction_id")?,
-            success_time: r.get("success_time")?,
-            payer_amount: r.get("payer_amount")?,
-            bank_type: r.get("bank_type")?,
-        })
-    }
-}
+row_type!(OrderRow {
+    combine_mchid,
+    combine_out_trade_no,
+    combine_appid,
+    request_json,
+    openid,
+    notify_url,
+    device_id,
+    state,
+    closed_reason,
+    time_expire,
+    created_at,
+    paid_at,
+});
 
-const PREPAY_COLUMNS: &str =
-    "prepay_id, combine_mchid, combine_out_trade_no, created_at, expires_at";
+row_type!(SubOrderRow {
+    idx,
+    mchid,
+    out_trade_no,
+    attach,
+    description,
+    total_amount,
+    currency,
+    trade_state,
+    transaction_id,
+    success_time,
+    payer_amount,
+    bank_type,
+});
 
-impl PrepayRow {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            prepay_id: r.get("prepay_id")?,
-            combine_mchid: r.get("combine_mchid")?,
-            combine_out_trade_no: r.get("combine_out_trade_no")?,
-            created_at: r.get("created_at")?,
-            expires_at: r.get("expires_at")?,
-        })
-    }
-}
+row_type!(PrepayRow {
+    prepay_id,
+    combine_mchid,
+    combine_out_trade_no,
+    created_at,
+    expires_at,
+});
 
-impl BillTradeRow {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            combine_appid: r.get("combine_appid")?,
-            openid: r.get("openid")?,
-            device_id: r.get("device_id")?,
-            mchid: r.get("mchid")?,
-            out_trade_no: r.get("out_trade_no")?,
-            attach: r.get("attach")?,
-            description: r.get("description")?,
-            total_amount: r.get("total_amount")?,
-            transaction_id: r.get("transaction_id")?,
-            success_time: r.get("success_time")?,
-            bank_type: r.get("bank_type")?,
-        })
-    }
-}
+row_type!(BillTradeRow {
+    combine_appid,
+    openid,
+    device_id,
+    mchid,
+    out_trade_no,
+    attach,
+    description,
+    total_amount,
+    transaction_id,
+    success_time,
+    bank_type,
+});
 
-impl BillRefundRow {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            refund_id: r.get("refund_id")?,
-            out_refund_no: r.get("out_refund_no")?,
-            amount: r.get("amount")?,
-            created_at: r.get("created_at")?,
-            combine_appid: r.get("combine_appid")?,
-            openid: r.get("openid")?,
-            device_id: r.get("device_id")?,
-            mchid: r.get("mchid")?,
-            out_trade_no: r.get("out_trade_no")?,
-            attach: r.get("attach")?,
-            description: r.get("description")?,
-            transaction_id: r.get("transaction_id")?,
-            bank_type: r.get("bank_type")?,
-        })
-    }
-}
+row_type!(BillRefundRow {
+    refund_id,
+    out_refund_no,
+    amount,
+    created_at,
+    combine_appid,
+    openid,
+    device_id,
+    mchid,
+    out_trade_no,
+    attach,
+    description,
+    transaction_id,
+    bank_type,
+});
 
-const NOTIFICATION_COLUMNS: &str = "id, combine_mchid, combine_out_trade_no, notify_url, body, \
-     status, attempts, next_attempt_ms, created_ms";
+row_type!(NotificationRow {
+    id,
+    combine_mchid,
+    combine_out_trade_no,
+    notify_url,
+    body,
+    status,
+    attempts,
+    next_attempt_ms,
+    created_ms,
+});
 
-impl NotificationRow {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: r.get("id")?,
-            combine_mchid: r.get("combine_mchid")?,
-            combine_out_trade_no: r.get("combine_out_trade_no")?,
-            notify_url: r.get("notify_url")?,
-            body: r.get("body")?,
-            status: r.get("status")?,
-            attempts: r.get("attempts")?,
-            next_attempt_ms: r.get("next_attempt_ms")?,
-            created_ms: r.get("created_ms")?,
-        })
-    }
-}
+row_type!(NotificationAttempt {
+    notification_id,
+    attempt,
+    kind,
+    at_ms,
+    http_status,
+    error,
+    response_body,
+    duration_ms,
+    serial,
+});
 
-impl NotificationAttempt {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            notification_id: r.get("notification_id")?,
-            attempt: r.get("attempt")?,
-            kind: r.get("kind")?,
-            at_ms: r.get("at_ms")?,
-            http_status: r.get("http_status")?,
-            error: r.get("error")?,
-            response_body: r.get("response_body")?,
-            duration_ms: r.get("duration_ms")?,
-            serial: r.get("serial")?,
-        })
-    }
-}
+row_type!(BillTokenRow {
+    token,
+    mchid,
+    created_at,
+    used,
+    gzip,
+    content,
+});
 
-impl BillTokenRow {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            token: r.get("token")?,
-            mchid: r.get("mchid")?,
-            created_at: r.get("created_at")?,
-            used: r.get("used")?,
-            gzip: r.get("gzip")?,
-            content: r.get("content")?,
-        })
-    }
-}
+row_type!(OAuthCodeRow {
+    appid,
+    openid,
+    created_at,
+    used,
+});
 
-impl OAuthCodeRow {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            appid: r.get("appid")?,
-            openid: r.get("openid")?,
-            created_at: r.get("created_at")?,
-            used: r.get("used")?,
-        })
-    }
-}
-
-impl ApiCallRecord {
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            at_ms: r.get("at_ms")?,
-            method: r.get("method")?,
-            path: r.get("path")?,
-            endpoint: r.get("endpoint")?,
-            mchid: r.get("mchid")?,
-            combine_out_trade_no: r.get("combine_out_trade_no")?,
-            status: r.get("status")?,
-            code: r.get("code")?,
-        })
-    }
-}
+row_type!(ApiCallRecord {
+    at_ms,
+    method,
+    path,
+    endpoint,
+    mchid,
+    combine_out_trade_no,
+    status,
+    code,
+});
 
 // ---- the database -----------------------------------------------------
 
@@ -608,7 +574,8 @@ impl Db {
     pub async fn order(&self, mchid: &str, no: &str) -> rusqlite::Result<Option<OrderRow>> {
         self.conn()
             .prepare_cached(&format!(
-                "SELECT {ORDER_COLUMNS} FROM orders WHERE combine_mchid = ? AND combine_out_trade_no = ?"
+                "SELECT {} FROM orders WHERE combine_mchid = ? AND combine_out_trade_no = ?",
+                OrderRow::COLUMNS
             ))?
             .query_row(params![mchid, no], OrderRow::from_row)
             .optional()
@@ -703,7 +670,8 @@ impl Db {
     pub async fn prepay(&self, prepay_id: &str) -> rusqlite::Result<Option<PrepayRow>> {
         self.conn()
             .prepare_cached(&format!(
-                "SELECT {PREPAY_COLUMNS} FROM prepays WHERE prepay_id = ?"
+                "SELECT {} FROM prepays WHERE prepay_id = ?",
+                PrepayRow::COLUMNS
             ))?
             .query_row([prepay_id], PrepayRow::from_row)
             .optional()
@@ -716,8 +684,9 @@ impl Db {
     ) -> rusqlite::Result<Option<PrepayRow>> {
         self.conn()
             .prepare_cached(&format!(
-                "SELECT {PREPAY_COLUMNS} FROM prepays WHERE combine_mchid = ? AND combine_out_trade_no = ?
-                 ORDER BY created_at DESC, rowid DESC LIMIT 1"
+                "SELECT {} FROM prepays WHERE combine_mchid = ? AND combine_out_trade_no = ?
+                 ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                PrepayRow::COLUMNS
             ))?
             .query_row(params![mchid, no], PrepayRow::from_row)
             .optional()
@@ -905,9 +874,10 @@ impl Db {
     ) -> rusqlite::Result<Vec<NotificationRow>> {
         self.conn()
             .prepare_cached(&format!(
-                "SELECT {NOTIFICATION_COLUMNS} FROM notifications
-                 WHERE status = 'pending' AND next_attempt_ms <= ? ORDER BY next_attempt_ms LIMIT ?"
-            ))?
+                "SELECT {} FROM notifications
+                 WHERE status = 'pending' AND next_attempt_ms <= ? ORDER BY next_attempt_ms LIMIT ?",
+        NotificationRow::COLUMNS
+    ))?
             .query_map(params![now_ms, limit], NotificationRow::from_row)?
             .collect()
     }
@@ -958,7 +928,8 @@ impl Db {
     pub async fn notifications(&self) -> rusqlite::Result<Vec<NotificationRow>> {
         self.conn()
             .prepare(&format!(
-                "SELECT {NOTIFICATION_COLUMNS} FROM notifications ORDER BY created_ms, id"
+                "SELECT {} FROM notifications ORDER BY created_ms, id",
+                NotificationRow::COLUMNS
             ))?
             .query_map([], NotificationRow::from_row)?
             .collect()
@@ -1114,7 +1085,8 @@ impl Db {
 
 fn insert_prepay(conn: &Connection, p: &PrepayRow) -> rusqlite::Result<()> {
     conn.prepare_cached(&format!(
-        "INSERT INTO prepays ({PREPAY_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+        "INSERT INTO prepays ({}) VALUES (?, ?, ?, ?, ?)",
+        PrepayRow::COLUMNS
     ))?
     .execute(params![
         p.prepay_id,
@@ -1128,7 +1100,8 @@ fn insert_prepay(conn: &Connection, p: &PrepayRow) -> rusqlite::Result<()> {
 
 fn insert_notification(conn: &Connection, n: &NotificationRow) -> rusqlite::Result<()> {
     conn.prepare_cached(&format!(
-        "INSERT INTO notifications ({NOTIFICATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO notifications ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        NotificationRow::COLUMNS
     ))?
     .execute(params![
         n.id,

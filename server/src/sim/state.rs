@@ -6,10 +6,11 @@
 //! statements are enough; a payment is one transaction.
 //!
 //! One rusqlite connection behind a mutex, used in place on the calling
-//! task's thread: every statement here is a few microseconds of SQLite, far
-//! less than handing it to a database thread and waking the task again
+//! task's thread: the hot statements here are microseconds of SQLite, far
+//! less than handing each to a database thread and waking the task again
 //! (which, through sqlx, cost the simulator a sixth of its CPU under load
-//! — see BENCHMARKS.md "Load"). The guard is never held across an `.await`.
+//! — see BENCHMARKS.md "Load"); only bill generation and the test API's
+//! listings read many rows. The guard is never held across an `.await`.
 //! Known users are remembered in memory, and the request log is written
 //! behind the answers in batches ([`CallLog`]).
 

@@ -15,6 +15,7 @@
 //! behind the answers in batches ([`CallLog`]).
 
 use super::error::SimError;
+use crate::store::sqlite::is_unique_violation;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -552,13 +553,6 @@ fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Whether `e` is a primary-key or unique-key violation.
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _)
-        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
-}
-
 impl Db {
     /// Opens (creating) `path` in WAL mode and creates the schema.
     pub async fn open(path: &Path) -> Result<Self, SimError> {
@@ -635,46 +629,7 @@ impl Db {
     ) -> rusqlite::Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let written = (|| {
-            tx.prepare_cached(
-                "INSERT INTO orders (combine_mchid, combine_out_trade_no, combine_appid, request_json, openid,
-                     notify_url, device_id, state, closed_reason, time_expire, created_at, paid_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, NULL)",
-            )?
-            .execute(params![
-                o.combine_mchid,
-                o.combine_out_trade_no,
-                o.combine_appid,
-                o.request_json,
-                o.openid,
-                o.notify_url,
-                o.device_id,
-                o.state,
-                o.time_expire,
-                o.created_at
-            ])?;
-            let mut insert_sub = tx.prepare_cached(
-                "INSERT INTO sub_orders (combine_mchid, combine_out_trade_no, idx, mchid, out_trade_no, attach,
-                     description, total_amount, currency, trade_state)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )?;
-            for s in subs {
-                insert_sub.execute(params![
-                    o.combine_mchid,
-                    o.combine_out_trade_no,
-                    s.idx,
-                    s.mchid,
-                    s.out_trade_no,
-                    s.attach,
-                    s.description,
-                    s.total_amount,
-                    s.currency,
-                    s.trade_state
-                ])?;
-            }
-            insert_prepay(&tx, prepay)
-        })();
-        match written {
+        match insert_order_rows(&tx, o, subs, prepay) {
             Ok(()) => tx.commit().map(|()| true),
             // Dropping `tx` rolls the partial insert back.
             Err(e) if is_unique_violation(&e) => Ok(false),
@@ -1100,6 +1055,52 @@ impl Db {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
     }
+}
+
+/// A new order's rows: the order, its sub-orders and its first prepay id.
+fn insert_order_rows(
+    conn: &Connection,
+    o: &OrderRow,
+    subs: &[SubOrderRow],
+    prepay: &PrepayRow,
+) -> rusqlite::Result<()> {
+    let mut insert_order = conn.prepare_cached(
+        "INSERT INTO orders (combine_mchid, combine_out_trade_no, combine_appid, request_json, openid,
+             notify_url, device_id, state, closed_reason, time_expire, created_at, paid_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, NULL)",
+    )?;
+    insert_order.execute(params![
+        o.combine_mchid,
+        o.combine_out_trade_no,
+        o.combine_appid,
+        o.request_json,
+        o.openid,
+        o.notify_url,
+        o.device_id,
+        o.state,
+        o.time_expire,
+        o.created_at
+    ])?;
+    let mut insert_sub = conn.prepare_cached(
+        "INSERT INTO sub_orders (combine_mchid, combine_out_trade_no, idx, mchid, out_trade_no, attach,
+             description, total_amount, currency, trade_state)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?;
+    for s in subs {
+        insert_sub.execute(params![
+            o.combine_mchid,
+            o.combine_out_trade_no,
+            s.idx,
+            s.mchid,
+            s.out_trade_no,
+            s.attach,
+            s.description,
+            s.total_amount,
+            s.currency,
+            s.trade_state
+        ])?;
+    }
+    insert_prepay(conn, prepay)
 }
 
 fn insert_prepay(conn: &Connection, p: &PrepayRow) -> rusqlite::Result<()> {

@@ -35,6 +35,14 @@ use order_reads::OrderReaders;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
+/// Whether a rusqlite error is a primary-key or unique-key violation (not
+/// another constraint). Also used by the simulator's own state.
+pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+}
+
 /// How long a connection waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -17,7 +17,7 @@
 
 use super::super::shared::{self, Decision, PriorNotification};
 use super::super::StoreError;
-use super::MAX_BATCH;
+use super::{is_unique_violation, MAX_BATCH};
 use crate::combine::{ApplyOutcome, CombineOrder, Transition};
 use rusqlite::{Connection, ToSql};
 use std::path::Path;
@@ -228,14 +228,6 @@ fn op(conn: &Connection, op: &WriteOp) -> rusqlite::Result<Answer> {
     }
 }
 
-/// Whether `e` is a primary-key or unique-key violation (not another
-/// constraint).
-fn unique(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _)
-        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
-}
-
 /// The order, its sub-orders and the `create` event.
 fn create(conn: &Connection, o: &CombineOrder) -> rusqlite::Result<Answer> {
     let no = &o.combine_out_trade_no;
@@ -257,7 +249,7 @@ fn create(conn: &Connection, o: &CombineOrder) -> rusqlite::Result<Answer> {
         ],
     );
     match r {
-        Err(e) if unique(&e) => return Ok(Err(StoreError::Duplicate(no.clone()))),
+        Err(e) if is_unique_violation(&e) => return Ok(Err(StoreError::Duplicate(no.clone()))),
         r => r?,
     };
     for (i, s) in o.sub_orders.iter().enumerate() {
@@ -279,7 +271,7 @@ fn create(conn: &Connection, o: &CombineOrder) -> rusqlite::Result<Answer> {
             ],
         );
         match r {
-            Err(e) if unique(&e) => {
+            Err(e) if is_unique_violation(&e) => {
                 return Ok(Err(StoreError::Duplicate(format!(
                     "{}/{}",
                     s.mchid, s.out_trade_no

@@ -1,6 +1,6 @@
 //! Fuzzes the header parsers: the merchant `Authorization` header
 //! (`Authorization::parse`, used by the simulator and the `verify` tool,
-//! and the simulator's timestamp check `sim::timestamp_skew`),
+//! and the request timestamp check `apiv3::timestamp_skew`),
 //! the `Wechatpay-*` headers (`SignatureHeaders::from_lookup`) and the
 //! timestamp/serial checks of `Verifier::verify`, with the clock itself
 //! taken from the input (extreme "now" values included).
@@ -17,10 +17,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, OnceLock};
-use wxpay_combine::apiv3::{
+use wxpay_combine_core::apiv3::{
     Authorization, ManualClock, SignatureHeaders, Verifier, VerifyError, MAX_CLOCK_SKEW_SECS,
 };
-use wxpay_combine::sim::{timestamp_skew, MAX_REQUEST_SKEW_SECS};
+
 use wxpay_combine_fuzz as fx;
 
 fn verifier() -> &'static (Arc<ManualClock>, Verifier) {

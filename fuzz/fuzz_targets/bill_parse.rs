@@ -12,7 +12,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wxpay_combine::bill::{format, parse, parse_lenient, BillError, FormatOptions, LineEnding};
+use wxpay_combine_core::bill::{format, parse, parse_lenient, BillError, FormatOptions, LineEnding};
 
 fuzz_target!(|data: &[u8]| {
     let strict = parse(data);

@@ -30,11 +30,11 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, OnceLock};
-use wxpay_combine::apiv3::{aead, response_message, ApiV3Key, ManualClock, PrivateKey, Verifier};
-use wxpay_combine::combine::wire::CombineTransaction;
-use wxpay_combine::combine::{CombineOrder, EventSource, NotificationRef};
-use wxpay_combine::notify::{open_notification, verify_notification, NotifyOutcome, MAX_ID_LEN};
-use wxpay_combine::payment;
+use wxpay_combine_core::apiv3::{aead, response_message, ApiV3Key, ManualClock, PrivateKey, Verifier};
+use wxpay_combine_core::combine::wire::CombineTransaction;
+use wxpay_combine_core::combine::{CombineOrder, EventSource, NotificationRef};
+use wxpay_combine_core::notify::{open_notification, verify_notification, NotifyOutcome, MAX_ID_LEN};
+use wxpay_combine_core::payment;
 use wxpay_combine_fuzz as fx;
 
 struct Fixture {

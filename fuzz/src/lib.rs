@@ -4,8 +4,8 @@
 //! decrypted notifications are matched against.
 
 use std::sync::Arc;
-use wxpay_combine::apiv3::{ApiV3Key, Certificate, ManualClock, PrivateKey, Verifier};
-use wxpay_combine::combine::{CombineOrder, SubOrder, TradeState};
+use wxpay_combine_core::apiv3::{ApiV3Key, Certificate, ManualClock, PrivateKey, Verifier};
+use wxpay_combine_core::combine::{CombineOrder, SubOrder, TradeState};
 
 /// The fuzzers' "now" (Unix seconds). Seeds are signed with this timestamp.
 pub const NOW: i64 = 1_714_000_000;

@@ -10,7 +10,6 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use wxpay_combine::apiv3::{Clock, SystemClock};
-use wxpay_combine::app;
 use wxpay_combine::combine::{EventSource, TradeState};
 use wxpay_combine::config::Config;
 
@@ -83,7 +82,7 @@ async fn serve_runs_from_the_demo_config_against_the_same_simulator() {
     );
 
     // `serve --config DIR/wxpay.toml` on another port (listen and public URL overridden).
-    let listener = app::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let listener = wxpay_combine::kit::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let second = format!("http://{addr}");
     let env = [
@@ -99,9 +98,9 @@ async fn serve_runs_from_the_demo_config_against_the_same_simulator() {
         f.sim.base_url()
     );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let server = app::build(&config, clock).await.unwrap();
+    let server = wxpay_combine::kit::Kit::builder(config.clone()).clock(clock).build().await.unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(app::serve(server, listener, async {
+    let task = tokio::spawn(wxpay_combine::kit::serve(server, listener, async {
         let _ = rx.await;
     }));
 

@@ -10,7 +10,7 @@ use flow_support::{order_no, pay_params, transitions_to, Db, Flow};
 use serde_json::json;
 use std::time::Duration;
 use wxpay_combine::combine::{EventSource, TradeState};
-use wxpay_combine::sim::CashierAction;
+use wxpay_combine_sim::CashierAction;
 
 const OK: &str = "get_brand_wcpay_request:ok";
 

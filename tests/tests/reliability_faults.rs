@@ -30,7 +30,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wxpay_combine::apiv3::SystemClock;
-use wxpay_combine::app;
 use wxpay_combine::combine::{EventSource, TradeState};
 use wxpay_combine::reconcile::{Worker, WorkerConfig};
 
@@ -89,7 +88,7 @@ async fn thirty_percent_api_faults_and_dropped_notifications(db: Db) {
     else {
         return;
     };
-    let client = app::prepare_client(&f.config, Arc::new(SystemClock))
+    let client = wxpay_combine::kit::prepare_client(&f.config, Arc::new(SystemClock))
         .await
         .expect("client");
     let worker = Worker::new(

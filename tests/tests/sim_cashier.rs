@@ -5,7 +5,7 @@ mod sim_support;
 
 use serde_json::{json, Value};
 use sim_support::{http, prepay_body, unique, TestSim};
-use wxpay_combine::sim::{CashierAction, SimOptions, Simulator};
+use wxpay_combine_sim::{CashierAction, SimOptions, Simulator};
 
 const NOTIFY: &str = "http://127.0.0.1:9/notify";
 

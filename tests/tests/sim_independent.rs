@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use wxpay_combine::sim::MerchantCredentials;
+use wxpay_combine_sim::MerchantCredentials;
 
 /// Whether an external tool is usable; under CI its absence is a failure.
 fn tool_available(program: &str, args: &[&str]) -> bool {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use wxpay_combine::apiv3::{
     Certificate, Clock, EncryptedResource, PrivateKey, PublicKey, SystemClock, Verifier,
 };
-use wxpay_combine::sim::{KeyMode, MerchantCredentials, SimError, SimOptions, Simulator};
+use wxpay_combine_sim::{KeyMode, MerchantCredentials, SimError, SimOptions, Simulator};
 
 #[tokio::test]
 async fn credentials_written_and_reused_on_restart() {

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use sim_support::{eventually, prepay_body, unique, Receiver, TestSim};
 use std::time::{Duration, Instant};
 use wxpay_combine::apiv3::EncryptedResource;
-use wxpay_combine::sim::{NotificationLog, SimOptions, Simulator};
+use wxpay_combine_sim::{NotificationLog, SimOptions, Simulator};
 
 async fn log(t: &TestSim, no: &str) -> NotificationLog {
     t.sim.notifications(Some(no)).await.unwrap()

@@ -1,5 +1,5 @@
-//! Harness of the flow tests: the merchant server (`app::build` +
-//! `app::serve`, exactly what `wxpay-combine demo` runs) on a free loopback
+//! Harness of the flow tests: the merchant server (`Kit::builder` +
+//! `wxpay_combine::kit::serve`, exactly what `wxpay-combine demo` runs) on a free loopback
 //! port against the embedded simulator, and a "browser" that follows
 //! redirects by hand and keeps the merchant's cookies.
 //!
@@ -39,10 +39,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wxpay_combine::apiv3::{Clock, JsapiPayParams, SystemClock};
-use wxpay_combine::app::{self, DemoOptions};
+use wxpay_combine_cli::app::{self, DemoOptions};
 use wxpay_combine::combine::{CombineOrder, EventSource, OrderEvent, TradeState};
 use wxpay_combine::config::Config;
-use wxpay_combine::sim::SimHandle;
+use wxpay_combine_sim::SimHandle;
 use wxpay_combine::store::Store;
 
 /// Which database a flow runs on.
@@ -122,7 +122,7 @@ pub struct Flow {
     pub config: Config,
     pub store: Arc<dyn Store>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<Result<(), app::StartError>>>,
+    server: Option<tokio::task::JoinHandle<Result<(), wxpay_combine::kit::StartError>>>,
     _pg: Option<PgSchema>,
     _dir: tempfile::TempDir,
 }
@@ -168,13 +168,13 @@ impl Flow {
         let mut demo = app::prepare_demo(&opts).await.expect("demo prepares");
         adjust(&mut demo.config);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let server = app::build(&demo.config, clock)
+        let server = wxpay_combine::kit::Kit::builder(demo.config.clone()).clock(clock).build()
             .await
             .expect("server builds");
         let store = server.store.clone();
         let base = demo.config.public_base_url.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(app::serve(server, demo.listener, async {
+        let task = tokio::spawn(wxpay_combine::kit::serve(server, demo.listener, async {
             let _ = rx.await;
         }));
         Some(Flow {

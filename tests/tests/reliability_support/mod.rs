@@ -30,9 +30,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use wxpay_combine::apiv3::JsapiPayParams;
-use wxpay_combine::app::{self, DemoOptions};
+use wxpay_combine_cli::app::{self, DemoOptions};
 use wxpay_combine::combine::{CombineOrder, OrderEvent};
-use wxpay_combine::sim::SimHandle;
+use wxpay_combine_sim::SimHandle;
 use wxpay_combine::store::Store;
 
 /// `WXPAY_RELIABILITY_SCALE` (default 1.0): multiplies the default counts.
@@ -409,7 +409,7 @@ impl Cluster {
 /// The sim's delivery records: per notification id, the HTTP statuses of
 /// every copy of every attempt (`None`: no answer).
 pub fn answers_by_notification(
-    log: &wxpay_combine::sim::NotificationLog,
+    log: &wxpay_combine_sim::NotificationLog,
 ) -> BTreeMap<String, Vec<Option<i64>>> {
     let mut m: BTreeMap<String, Vec<Option<i64>>> = BTreeMap::new();
     for a in &log.attempts {

@@ -11,7 +11,7 @@ use wxpay_combine::apiv3::{
     generate_nonce, Clock, JsapiPayParams, ManualClock, RequestSigner, SignatureHeaders,
     SystemClock, Verifier, VerifyError,
 };
-use wxpay_combine::sim::{MerchantCredentials, SimHandle, SimOptions, Simulator};
+use wxpay_combine_sim::{MerchantCredentials, SimHandle, SimOptions, Simulator};
 
 /// A simulator with its own data directory.
 pub struct TestSim {

@@ -1,0 +1,591 @@
+//! The server-to-server order API (`/internal/…`) on both backends, against
+//! the simulator: bearer-token auth, field-named validation errors,
+//! idempotency, get, close, one-time pay links, and which listener serves it.
+
+#[path = "../../merchant/tests/support/mod.rs"]
+mod support;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use support::{backend_tests, TestDb};
+use tower::ServiceExt;
+use wxpay_combine_cli::app::{self, DemoOptions};
+use wxpay_combine::config::{InternalApiConfig, Secret};
+use wxpay_combine::http::session::{CookieSigner, Purpose, SessionData, SESSION_COOKIE};
+use wxpay_combine::kit::Kit;
+use wxpay_combine_sim::SimHandle;
+use wxpay_combine::store::ClaimOutcome;
+
+const TOKEN: &str = "test-internal-token-0123456789abcdef";
+
+struct Harness {
+    kit: Kit,
+    sim: SimHandle,
+    cookies: CookieSigner,
+    subs: Vec<String>,
+    alice: String,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn harness(db: &TestDb, tweak: impl FnOnce(&mut InternalApiConfig)) -> Harness {
+    let dir =
+        std::env::temp_dir().join(format!("wxpay-internal-{}", uuid::Uuid::new_v4().simple()));
+    let mut opts = DemoOptions::new(&dir);
+    opts.addr = "127.0.0.1:0".parse().unwrap();
+    opts.close_min_age_secs = 0;
+    let demo = app::prepare_demo(&opts).await.expect("demo prepares");
+    let mut config = demo.config.clone();
+    let mut internal = InternalApiConfig {
+        token: Secret::new(TOKEN),
+        listen: None,
+        on_public_listener: false,
+        pay_link_ttl_secs: 3600,
+    };
+    tweak(&mut internal);
+    config.internal = Some(internal);
+    let cookies = CookieSigner::new(config.session_secret.clone(), false);
+    let kit = Kit::builder(config)
+        .store(db.store.clone())
+        .build()
+        .await
+        .expect("kit builds");
+    let m = demo.sim.merchant().clone();
+    Harness {
+        kit,
+        subs: m.sub_mchids.clone(),
+        alice: m.demo_openid.clone(),
+        sim: demo.sim,
+        cookies,
+        dir,
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+async fn send(router: &Router, req: Request<Body>) -> Answer {
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn req(
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    if let Some(k) = key {
+        b = b.header("Idempotency-Key", k);
+    }
+    match body {
+        Some(s) => b
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(s.to_string()))
+            .unwrap(),
+        None => b.body(Body::empty()).unwrap(),
+    }
+}
+
+impl Harness {
+    fn internal(&self) -> &Router {
+        self.kit
+            .internal_router
+            .as_ref()
+            .expect("internal API configured")
+    }
+
+    async fn create(&self, key: &str, body: &Value) -> Answer {
+        send(
+            self.internal(),
+            req(
+                Method::POST,
+                "/internal/combine-orders",
+                Some(TOKEN),
+                Some(key),
+                Some(&body.to_string()),
+            ),
+        )
+        .await
+    }
+
+    async fn get(&self, no: &str) -> Answer {
+        send(
+            self.internal(),
+            req(
+                Method::GET,
+                &format!("/internal/combine-orders/{no}"),
+                Some(TOKEN),
+                None,
+                None,
+            ),
+        )
+        .await
+    }
+
+    async fn close(&self, no: &str) -> Answer {
+        send(
+            self.internal(),
+            req(
+                Method::POST,
+                &format!("/internal/combine-orders/{no}/close"),
+                Some(TOKEN),
+                None,
+                None,
+            ),
+        )
+        .await
+    }
+
+    fn order_body(&self, openid: Option<&str>, amounts: [i64; 2]) -> Value {
+        let mut v = json!({
+            "sub_orders": [
+                {"mchid": self.subs[0], "description": "Tea", "amount": amounts[0], "attach": "cart-1"},
+                {"mchid": self.subs[1], "description": "Cups", "amount": amounts[1]},
+            ]
+        });
+        match openid {
+            Some(o) => v["payer_openid"] = json!(o),
+            None => v["pay_link"] = json!(true),
+        }
+        v
+    }
+
+    async fn claim(&self, openid: &str, token: &str) -> Answer {
+        let cookie = self.cookies.seal(
+            Purpose::Session,
+            &SessionData {
+                openid: openid.into(),
+                expires_at: self.sim.now() + 3600,
+            },
+        );
+        let r = Request::builder()
+            .method(Method::POST)
+            .uri("/api/pay-links/claim")
+            .header(header::COOKIE, format!("{SESSION_COOKIE}={cookie}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(json!({ "token": token }).to_string()))
+            .unwrap();
+        send(&self.kit.router, r).await
+    }
+}
+
+fn link_token(answer: &Answer) -> String {
+    let url = answer.body["pay_link"]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no pay link in {}", answer.body));
+    assert!(url.contains("/pay/order.html?claim="), "{url}");
+    url.split("claim=").nth(1).unwrap().to_string()
+}
+
+async fn auth_is_required(db: &TestDb) {
+    let h = harness(db, |_| {}).await;
+    let r = h.internal();
+    for (token, what) in [
+        (None, "missing"),
+        (Some("wrong-token"), "wrong"),
+        (Some(&TOKEN[1..]), "truncated"),
+    ] {
+        for uri in ["/internal/combine-orders/C1234567", "/internal/anything"] {
+            let a = send(r, req(Method::GET, uri, token, None, None)).await;
+            assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{what} token on {uri}");
+            let challenge = a.headers[header::WWW_AUTHENTICATE].to_str().unwrap();
+            assert!(challenge.starts_with("Bearer"), "{challenge}");
+            assert_eq!(a.body["code"], "UNAUTHORIZED");
+        }
+    }
+    // Another scheme with the right secret is not a bearer token.
+    let basic = Request::builder()
+        .uri("/internal/combine-orders/C1234567")
+        .header(header::AUTHORIZATION, format!("Basic {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(r, basic).await.status, StatusCode::UNAUTHORIZED);
+    // The right token gets through (to a 404 for an unknown order).
+    let a = send(
+        r,
+        req(
+            Method::GET,
+            "/internal/combine-orders/C1234567",
+            Some(TOKEN),
+            None,
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.body);
+    assert_eq!(a.body["code"], "NOT_FOUND");
+}
+
+async fn validation_names_the_field(db: &TestDb) {
+    let h = harness(db, |_| {}).await;
+    let field = |a: &Answer| {
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+        assert_eq!(a.body["code"], "INVALID_REQUEST");
+        a.body["field"].as_str().unwrap().to_string()
+    };
+    let good = h.order_body(Some(&h.alice), [100, 200]);
+    let mut bad_amount = good.clone();
+    bad_amount["sub_orders"][1]["amount"] = json!(0);
+    assert_eq!(
+        field(&h.create("k-amount", &bad_amount).await),
+        "sub_orders[1].amount"
+    );
+    let mut bad_mchid = good.clone();
+    bad_mchid["sub_orders"][0]["mchid"] = json!("not a mchid");
+    assert_eq!(
+        field(&h.create("k-mchid", &bad_mchid).await),
+        "sub_orders[0].mchid"
+    );
+    let mut no_payer = good.clone();
+    no_payer.as_object_mut().unwrap().remove("payer_openid");
+    assert_eq!(field(&h.create("k-payer", &no_payer).await), "payer_openid");
+    let mut one_sub = good.clone();
+    one_sub["sub_orders"].as_array_mut().unwrap().pop();
+    assert_eq!(field(&h.create("k-subs", &one_sub).await), "sub_orders");
+    let a = send(
+        h.internal(),
+        req(
+            Method::POST,
+            "/internal/combine-orders",
+            Some(TOKEN),
+            None,
+            Some(&good.to_string()),
+        ),
+    )
+    .await;
+    assert_eq!(field(&a), "Idempotency-Key");
+    // Nothing was created by any of these.
+    assert!(h.sim.stats().await.unwrap().prepay_calls.is_empty());
+}
+
+async fn same_key_same_body_is_one_order(db: &TestDb) {
+    let h = harness(db, |_| {}).await;
+    let body = h.order_body(Some(&h.alice), [100, 250]);
+    let first = h.create("order-42", &body).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let no = first.body["combine_out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(first.body["state"], "NOTPAY");
+    assert_eq!(first.body["total_amount"], 350);
+    assert_eq!(first.body["sub_orders"][0]["attach"], "cart-1");
+    assert_eq!(
+        first.body["sub_orders"][1]["out_trade_no"],
+        format!("{no}-2")
+    );
+    assert!(
+        first.body["pay_params"]["paySign"].is_string(),
+        "{}",
+        first.body
+    );
+    let prepay_id = first.body["prepay_id"].as_str().unwrap().to_string();
+
+    // The same request again (keys reordered): the same order, no new prepay.
+    let reordered: Value = serde_json::from_str(&format!(
+        r#"{{"sub_orders": {}, "payer_openid": "{}"}}"#,
+        body["sub_orders"], h.alice
+    ))
+    .unwrap();
+    let again = h.create("order-42", &reordered).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["combine_out_trade_no"], no.as_str());
+    assert_eq!(again.body["prepay_id"], prepay_id.as_str());
+    assert_eq!(h.sim.prepay_calls(&no).await.unwrap(), 1);
+
+    // The same key with another body: refused, nothing created.
+    let other = h.order_body(Some(&h.alice), [100, 251]);
+    let conflict = h.create("order-42", &other).await;
+    assert_eq!(conflict.status, StatusCode::CONFLICT, "{}", conflict.body);
+    assert_eq!(conflict.body["code"], "IDEMPOTENCY_KEY_REUSED");
+
+    // Another key: another order.
+    let second = h.create("order-43", &body).await;
+    assert_eq!(second.status, StatusCode::CREATED, "{}", second.body);
+    assert_ne!(second.body["combine_out_trade_no"], no.as_str());
+
+    // A merchant order number taken by another request is refused.
+    let mut explicit = h.order_body(Some(&h.alice), [300, 400]);
+    explicit["combine_out_trade_no"] = json!("M20260101shop1");
+    let a = h.create("order-44", &explicit).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert_eq!(a.body["combine_out_trade_no"], "M20260101shop1");
+    assert_eq!(a.body["sub_orders"][0]["out_trade_no"], "M20260101shop1-1");
+    explicit["sub_orders"][0]["amount"] = json!(301);
+    let taken = h.create("order-45", &explicit).await;
+    assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.body);
+    assert_eq!(taken.body["code"], "ORDER_NUMBER_USED");
+}
+
+async fn get_and_close(db: &TestDb) {
+    let h = harness(db, |_| {}).await;
+    let created = h
+        .create("k1", &h.order_body(Some(&h.alice), [100, 200]))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let no = created.body["combine_out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let got = h.get(&no).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.body["state"], "NOTPAY");
+    assert_eq!(got.body["payer_openid"], h.alice.as_str());
+    assert_eq!(got.body["sub_orders"][0]["amount"], 100);
+    let closed = h.close(&no).await;
+    assert_eq!(closed.status, StatusCode::OK, "{}", closed.body);
+    assert_eq!(closed.body["state"], "CLOSED");
+    assert_eq!(h.get(&no).await.body["state"], "CLOSED");
+    // Closing is re-entrant.
+    assert_eq!(h.close(&no).await.body["state"], "CLOSED");
+    assert_eq!(
+        h.get("C0000000000000000000000000").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        h.close("C0000000000000000000000000").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+async fn pay_link_is_claimed_once(db: &TestDb) {
+    let h = harness(db, |_| {}).await;
+    let body = h.order_body(None, [120, 80]);
+    let created = h.create("link-1", &body).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.body["state"], "AWAITING_PAYER");
+    assert!(created.body.get("payer_openid").is_none());
+    let no = created.body["combine_out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token = link_token(&created);
+    // A repeat gets the same link.
+    let again = h.create("link-1", &body).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(link_token(&again), token);
+    assert_eq!(h.get(&no).await.body["state"], "AWAITING_PAYER");
+    assert_eq!(h.sim.prepay_calls(&no).await.unwrap(), 0);
+
+    // The payer claims it after OAuth: the order is created for them and prepaid.
+    let claimed = h.claim(&h.alice, &token).await;
+    assert_eq!(claimed.status, StatusCode::OK, "{}", claimed.body);
+    assert_eq!(claimed.body["combine_out_trade_no"], no.as_str());
+    assert_eq!(claimed.body["order"]["state"], "NOTPAY");
+    let got = h.get(&no).await;
+    assert_eq!(got.body["state"], "NOTPAY");
+    assert_eq!(got.body["payer_openid"], h.alice.as_str());
+    assert_eq!(got.body["pay_link"]["status"], "claimed");
+    assert_eq!(h.sim.prepay_calls(&no).await.unwrap(), 1);
+
+    // The same payer again (a reload): the same order. Anyone else: refused.
+    let reload = h.claim(&h.alice, &token).await;
+    assert_eq!(reload.status, StatusCode::OK, "{}", reload.body);
+    assert_eq!(reload.body["combine_out_trade_no"], no.as_str());
+    let bob = h
+        .sim
+        .openid(&h.kit.config.merchant.appid, "bob")
+        .await
+        .unwrap();
+    let stolen = h.claim(&bob, &token).await;
+    assert_eq!(stolen.status, StatusCode::CONFLICT, "{}", stolen.body);
+    assert_eq!(stolen.body["code"], "PAY_LINK_USED");
+    assert_eq!(h.sim.prepay_calls(&no).await.unwrap(), 1);
+    let unknown = h
+        .claim(&bob, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.body["code"], "PAY_LINK_NOT_FOUND");
+
+    // A link closed before anyone claims it cannot be claimed.
+    let second = h.create("link-2", &h.order_body(None, [10, 20])).await;
+    let no2 = second.body["combine_out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token2 = link_token(&second);
+    let closed = h.close(&no2).await;
+    assert_eq!(closed.status, StatusCode::OK, "{}", closed.body);
+    assert_eq!(closed.body["state"], "CLOSED");
+    let late = h.claim(&h.alice, &token2).await;
+    assert_eq!(late.status, StatusCode::GONE, "{}", late.body);
+    assert_eq!(late.body["code"], "PAY_LINK_CLOSED");
+
+    // Only the token's hash is stored, and an expired link is refused.
+    let third = h.create("link-3", &h.order_body(None, [11, 22])).await;
+    let sha = hex::encode(Sha256::digest(link_token(&third).as_bytes()));
+    let far = h.sim.now() + 2 * 3600;
+    assert_eq!(
+        h.kit
+            .store
+            .claim_pay_link(&sha, &h.alice, far)
+            .await
+            .unwrap(),
+        ClaimOutcome::Expired
+    );
+    let raw = h
+        .kit
+        .store
+        .claim_pay_link(&link_token(&third), &h.alice, h.sim.now())
+        .await
+        .unwrap();
+    assert_eq!(
+        raw,
+        ClaimOutcome::Unknown,
+        "the plain token is not a stored key"
+    );
+}
+
+async fn listeners(db: &TestDb) {
+    // Default: the public router does not serve /internal.
+    let h = harness(db, |_| {}).await;
+    let probe = || {
+        req(
+            Method::GET,
+            "/internal/combine-orders/C1234567",
+            Some(TOKEN),
+            None,
+            None,
+        )
+    };
+    let a = send(&h.kit.router, probe()).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert_ne!(
+        a.body["code"], "NOT_FOUND",
+        "the public 404 is not the internal API's"
+    );
+    drop(h);
+
+    // Opt-in: mounted on the public listener, still behind the token.
+    let h = harness(db, |c| c.on_public_listener = true).await;
+    let a = send(&h.kit.router, probe()).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert_eq!(a.body["code"], "NOT_FOUND");
+    let anon = send(
+        &h.kit.router,
+        req(
+            Method::GET,
+            "/internal/combine-orders/C1234567",
+            None,
+            None,
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(anon.status, StatusCode::UNAUTHORIZED);
+    drop(h);
+
+    // Its own listener, run by the kit's workers.
+    let mut h = harness(db, |c| c.listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let addr = h.kit.internal_addr.expect("internal listener bound");
+    assert!(h.kit.workers.names().contains(&"internal-listener"));
+    let workers = std::mem::take(&mut h.kit.workers);
+    let running = workers.start();
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/internal/combine-orders/C1234567");
+    let anon = client.get(&url).send().await.unwrap();
+    assert_eq!(anon.status().as_u16(), 401);
+    let authed = client.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(authed.status().as_u16(), 404);
+    running.stop(std::time::Duration::from_secs(10)).await;
+    assert!(
+        client.get(&url).send().await.is_err(),
+        "the listener stopped with the workers"
+    );
+    drop(h);
+}
+
+backend_tests!(
+    auth_is_required,
+    validation_names_the_field,
+    same_key_same_body_is_one_order,
+    get_and_close,
+    pay_link_is_claimed_once,
+    listeners,
+);
+
+#[tokio::test]
+async fn configuration_is_checked() {
+    let dir = std::env::temp_dir().join(format!(
+        "wxpay-internal-cfg-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let mut opts = DemoOptions::new(&dir);
+    opts.addr = "127.0.0.1:0".parse().unwrap();
+    let demo = app::prepare_demo(&opts).await.expect("demo prepares");
+    let token_file = dir.join("internal.token");
+    let load = |vars: &[(&str, String)]| {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        wxpay_combine::config::Config::load_with_env(&demo.config_path, &move |k| {
+            vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+    };
+    // Off by default.
+    assert!(load(&[]).unwrap().internal.is_none());
+    // A listener without a token is refused, naming the key.
+    let e = load(&[("WXPAY_INTERNAL_LISTEN", "127.0.0.1:0".into())]).unwrap_err();
+    assert!(
+        e.0.iter().any(|e| e.key() == Some("internal_token_file")),
+        "{e}"
+    );
+    // A short token is refused.
+    std::fs::write(&token_file, "short").unwrap();
+    let file = token_file.display().to_string();
+    let e = load(&[("WXPAY_INTERNAL_TOKEN_FILE", file.clone())]).unwrap_err();
+    assert!(
+        e.0.iter().any(|e| e.key() == Some("internal_token_file")),
+        "{e}"
+    );
+    // A good one, trimmed; not on the public listener unless asked.
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let c = load(&[
+        ("WXPAY_INTERNAL_TOKEN_FILE", file.clone()),
+        ("WXPAY_INTERNAL_LISTEN", "127.0.0.1:0".into()),
+    ])
+    .unwrap();
+    let i = c.internal.expect("internal API on");
+    assert_eq!(i.token.expose(), TOKEN);
+    assert!(!i.on_public_listener);
+    assert_eq!(i.pay_link_ttl_secs, 3600);
+    let e = load(&[
+        ("WXPAY_INTERNAL_TOKEN_FILE", file),
+        ("WXPAY_PAY_LINK_TTL_SECS", "5".into()),
+    ])
+    .unwrap_err();
+    assert!(
+        e.0.iter().any(|e| e.key() == Some("pay_link_ttl_secs")),
+        "{e}"
+    );
+    demo.sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,35 @@
+//! The WeChat Pay APIv3 protocol core of `wxpay-combine`: pure functions
+//! and types over bytes, with no async runtime, HTTP stack or database in
+//! its dependency tree. The merchant library (`wxpay-combine`), the
+//! simulator (`wxpay-combine-sim`) and the fuzz targets all build on it.
+//!
+//! - [`apiv3`]: request signing, response/notification verification,
+//!   `AEAD_AES_256_GCM`, `paySign` and keys, behind one narrow crypto
+//!   backend trait.
+//! - [`combine`]: the combined-order model and its wire types.
+//! - [`notify`]: a notification's raw body to a verified, decrypted
+//!   transaction addressed to this merchant (or the refusal).
+//! - [`payment`]: a transaction compared with the stored order, to a state
+//!   transition or a typed mismatch.
+//! - [`bill`]: the trade-bill file format (parse, format, SHA-1).
+//! - [`paydir`]: the 支付授权目录 (pay directory) matching rule.
+//! - [`redact`]: masking of personal identifiers for logs.
+//!
+//! ## Layers
+//! Each item may use the items below it, never those above (checked by
+//! `cargo xtask layering`, part of `cargo xtask test`):
+//! - `notify`
+//! - `payment`
+//! - `bill`
+//! - `combine`, `paydir`
+//! - `apiv3`, `redact`
+
+#![warn(missing_docs)]
+
+pub mod apiv3;
+pub mod bill;
+pub mod combine;
+pub mod notify;
+pub mod paydir;
+pub mod payment;
+pub mod redact;

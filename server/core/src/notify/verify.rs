@@ -1,0 +1,130 @@
+//! The pure part of notification handling: headers and raw body in, an
+//! authenticated, decrypted and parsed transaction (or the refusal) out. No
+//! database, no clock but the verifier's, no I/O — so the fuzz target
+//! `notify_path` runs exactly what the merchant's notification handler runs
+//! before it touches the store.
+
+use super::{NotifyOutcome, SIGNTEST_PREFIX};
+use crate::apiv3::{ApiV3Key, SignatureHeaders, Verifier, VerifyError};
+use crate::combine::wire::{CombineTransaction, NotificationEnvelope};
+use crate::payment::{self, clip};
+
+/// Longest envelope `id` accepted (real ones are 36 characters).
+pub const MAX_ID_LEN: usize = 128;
+
+/// A notification that passed every check that needs no stored order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedNotification {
+    /// The envelope `id`, trimmed (1..=[`MAX_ID_LEN`] bytes).
+    pub id: String,
+    /// The decrypted resource, addressed to this merchant and app.
+    pub transaction: CombineTransaction,
+}
+
+/// Why a notification was refused before the store: the outcome to count
+/// and the message for the `{"code":"FAIL"}` reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// The outcome (never [`NotifyOutcome::Applied`] or
+    /// [`NotifyOutcome::Duplicate`]).
+    pub outcome: NotifyOutcome,
+    /// Reply message.
+    pub message: &'static str,
+}
+
+fn refuse(outcome: NotifyOutcome, message: &'static str) -> Refusal {
+    Refusal { outcome, message }
+}
+
+/// Runs the store-free checks in order: `Wechatpay-*` headers (looked up
+/// case-insensitively through `header`) → `WECHATPAY/SIGNTEST/` probe →
+/// signature and 300 s window over the raw `body` → envelope JSON and id →
+/// AEAD decryption with `key` → plaintext JSON → `combine_mchid` and
+/// `combine_appid`. Each refusal is logged here.
+pub fn verify_notification<'a>(
+    verifier: &Verifier,
+    key: &ApiV3Key,
+    combine_mchid: &str,
+    combine_appid: &str,
+    header: impl Fn(&str) -> Option<&'a str>,
+    body: &[u8],
+) -> Result<VerifiedNotification, Refusal> {
+    use NotifyOutcome as O;
+    let sig = match SignatureHeaders::from_lookup(header) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "notification refused: signature headers missing");
+            return Err(refuse(
+                O::MissingHeaders,
+                "missing Wechatpay signature headers",
+            ));
+        }
+    };
+    if sig.signature.starts_with(SIGNTEST_PREFIX) {
+        tracing::info!("signature probe (WECHATPAY/SIGNTEST) answered FAIL as required");
+        return Err(refuse(O::SignatureProbe, "signature verification failed"));
+    }
+    if let Err(e) = verifier.verify(&sig, body) {
+        let outcome = match e {
+            VerifyError::StaleTimestamp { .. } => O::Stale,
+            VerifyError::UnknownSerial(_) => O::UnknownSerial,
+            VerifyError::MissingHeader(_) => O::MissingHeaders,
+            _ => O::BadSignature,
+        };
+        tracing::warn!(error = %e, serial = %clip(&sig.serial), "notification refused: verification failed");
+        return Err(refuse(outcome, "signature verification failed"));
+    }
+    open_notification(key, combine_mchid, combine_appid, body)
+}
+
+/// The checks after the signature (the second half of
+/// [`verify_notification`], which calls it only for a verified `body`):
+/// envelope JSON and id → AEAD decryption with `key` → plaintext JSON →
+/// `combine_mchid` and `combine_appid`. Public so the fuzz target can drive
+/// it without an RSA signature per input; never call it on an unverified
+/// body.
+pub fn open_notification(
+    key: &ApiV3Key,
+    combine_mchid: &str,
+    combine_appid: &str,
+    body: &[u8],
+) -> Result<VerifiedNotification, Refusal> {
+    use NotifyOutcome as O;
+    let envelope: NotificationEnvelope = match serde_json::from_slice(body) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "signed notification refused: envelope is not the expected JSON");
+            return Err(refuse(O::Malformed, "malformed notification body"));
+        }
+    };
+    let id = envelope.id.trim();
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        tracing::warn!("signed notification refused: bad id");
+        return Err(refuse(O::Malformed, "malformed notification id"));
+    }
+    let plaintext = match envelope.resource.open(key) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(notification_id = %id, error = %e, "signed notification refused: resource does not decrypt");
+            return Err(refuse(O::Undecryptable, "resource decryption failed"));
+        }
+    };
+    let transaction: CombineTransaction = match serde_json::from_slice(&plaintext) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(notification_id = %id, error = %e, "signed notification refused: decrypted resource is not a combined transaction");
+            return Err(refuse(O::Malformed, "malformed resource"));
+        }
+    };
+    if let Err(m) = payment::check_merchant(&transaction, combine_mchid, combine_appid) {
+        tracing::error!(
+            order = %clip(&transaction.combine_out_trade_no), notification_id = %id, mismatch = %m,
+            "ALERT: signed notification for another merchant; nothing changed"
+        );
+        return Err(refuse(O::Mismatch, "notification does not match the order"));
+    }
+    Ok(VerifiedNotification {
+        id: id.to_string(),
+        transaction,
+    })
+}

@@ -1,0 +1,108 @@
+//! Serving a [`Kit`] with graceful shutdown: stop accepting, finish
+//! in-flight requests (within a grace period), stop the workers.
+
+use super::start::{bind, StartError};
+use super::Kit;
+use crate::http;
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How long in-flight work may take after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Serves `server` on `listener` until `shutdown` completes: runs the
+/// kit's background workers ([`crate::kit::Workers`]: reconciliation, in
+/// certificate mode a periodic certificate refresh, …), and `GET /metrics`
+/// on `metrics_listen` when set. On shutdown: stops accepting, tells the
+/// workers to stop (the reconciliation worker stops claiming; a round in
+/// progress finishes), waits for in-flight requests, then for the workers.
+pub async fn serve(
+    server: Kit,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let metrics = match server.config.metrics_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    serve_with_metrics(server, listener, metrics, shutdown).await
+}
+
+/// [`serve`] with the metrics listener already bound (`None`: none).
+pub async fn serve_with_metrics(
+    server: Kit,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let (signal_tx, signal_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = signal_tx.send(true);
+    });
+
+    // Background tasks are registered in `Kit::build` (kit.rs), not here.
+    // They are told to stop as soon as shutdown is requested (the
+    // reconciliation worker stops claiming).
+    let workers = server.workers.start();
+    workers.stop_when(stopped(signal_rx.clone()));
+    let metrics_task = metrics_listener.map(|l| {
+        tracing::info!(addr = ?l.local_addr().ok(), "metrics listening");
+        let signal = stopped(signal_rx.clone());
+        tokio::spawn(async move {
+            axum::serve(l, http::traced(crate::metrics::router::<()>()))
+                .with_graceful_shutdown(signal)
+                .await
+        })
+    });
+    let addr = listener.local_addr().ok();
+    tracing::info!(addr = ?addr, "merchant server listening");
+    // The peer address feeds the per-IP rate limit (`http::limits`).
+    // TCP_NODELAY: answers are small; Nagle's algorithm meeting the
+    // client's delayed ACK would add ~40 ms to requests.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let serving = axum::serve(
+        listener,
+        server
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(signal_rx.clone()))
+    .into_future();
+    // In-flight requests get a grace period; a connection that never
+    // finishes does not keep the process alive forever.
+    let grace = {
+        let signal = stopped(signal_rx);
+        async move {
+            signal.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    };
+    let result = tokio::select! {
+        r = serving => r.map_err(|e| StartError::Other(format!("server failed: {e}"))),
+        _ = grace => {
+            tracing::warn!("in-flight requests did not finish within {} s; stopping anyway", SHUTDOWN_GRACE.as_secs());
+            Ok(())
+        }
+    };
+    tracing::info!("in-flight requests finished; waiting for the background workers");
+    workers.stop(SHUTDOWN_GRACE).await;
+    if let Some(t) = metrics_task {
+        match tokio::time::timeout(SHUTDOWN_GRACE, t).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "metrics listener failed"),
+            _ => tracing::warn!("metrics listener did not stop in time"),
+        }
+    }
+    tracing::info!("server stopped");
+    result
+}
+

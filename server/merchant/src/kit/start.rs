@@ -1,0 +1,128 @@
+//! Starting the merchant server's parts from a validated configuration:
+//! the WeChat Pay client (in certificate mode with its first certificate
+//! download), the listener, and the one error type for everything that can
+//! refuse a start.
+
+use crate::apiv3::{Clock, RequestSigner, Verifier};
+use crate::catalog::CatalogError;
+use crate::combine::client::{ClientBuildError, ClientOptions, RefreshOutcome, WechatPayClient};
+use crate::combine::ApiError;
+use crate::config::{Config, ConfigErrors};
+use crate::store::StoreError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// The catalog is invalid.
+    #[error("{0}")]
+    Catalog(#[from] CatalogError),
+    /// The database could not be opened.
+    #[error("database {url}: {source}")]
+    Store {
+        /// The URL with any password removed.
+        url: String,
+        /// The error.
+        source: StoreError,
+    },
+    /// The HTTP client could not be built.
+    #[error("{0}")]
+    Client(#[from] ClientBuildError),
+    /// Certificate mode: the first certificate download failed.
+    #[error("cannot download WeChat Pay platform certificates: {0}")]
+    Certificates(ApiError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {detail}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        detail: String,
+    },
+    /// Anything else at start (file writes in demo, the simulator).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Removes the password from a database URL for messages.
+pub fn redact_database_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The WeChat Pay client of a configuration (not yet holding platform
+/// certificates; see [`prepare_client`]). The `bill` command uses this too.
+pub fn build_client(config: &Config, clock: Arc<dyn Clock>) -> Result<WechatPayClient, StartError> {
+    let mut verifier = Verifier::new(clock);
+    if let Some((id, key)) = &config.verification.public_key {
+        verifier = verifier.with_public_key(id.clone(), key.clone());
+    }
+    let signer = RequestSigner::new(
+        config.merchant.mchid.clone(),
+        config.merchant.serial_no.clone(),
+        config.merchant.private_key.clone(),
+    );
+    let mut opts = ClientOptions::new(config.api.base_url.clone());
+    opts.backup_url = config.api.backup_url.clone();
+    opts.connect_timeout = config.api.connect_timeout;
+    opts.request_timeout = config.api.request_timeout;
+    opts.max_attempts = config.api.max_attempts;
+    let client = WechatPayClient::new(opts, signer, Arc::new(verifier))?;
+    Ok(if config.verification.platform_certificates {
+        client.with_platform_certificates(config.merchant.apiv3_key.clone())
+    } else {
+        client
+    })
+}
+
+/// [`build_client`], then, in certificate mode, the first certificate
+/// download (a failure refuses to start: nothing could be verified).
+pub async fn prepare_client(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<WechatPayClient>, StartError> {
+    let client = build_client(config, clock)?;
+    if client.certificate_mode() {
+        match client.refresh_certificates(true).await {
+            Ok(RefreshOutcome::Refreshed(_)) | Ok(_) => {}
+            Err(e) if config.verification.public_key.is_some() => {
+                // Migration mode: the public key still verifies responses.
+                tracing::warn!(error = %e, "platform certificates unavailable; continuing with the WeChat Pay public key");
+            }
+            Err(e) => return Err(StartError::Certificates(e)),
+        }
+    }
+    Ok(Arc::new(client))
+}
+
+/// Binds `addr` (port 0 picks a free port).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|e| StartError::Bind {
+        addr: addr.to_string(),
+        detail: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(
+            redact_database_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_database_url("sqlite:/x.db"), "sqlite:/x.db");
+    }
+}

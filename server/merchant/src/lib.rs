@@ -1,0 +1,61 @@
+//! WeChat Pay combined-order (合单支付) JSAPI payments: the merchant
+//! library.
+//!
+//! Built on the protocol core ([`wxpay_combine_core`]: signing,
+//! verification, AEAD, `paySign`, wire types, the bill format), whose
+//! modules [`apiv3`], [`paydir`] and [`redact`] are re-exported here, and
+//! whose [`combine`], [`notify`], [`payment`] and [`bill`] modules this
+//! crate's modules of the same name extend. The `wxpay-combine` binary
+//! (crate `wxpay-combine-cli`) and the simulator (`wxpay-combine-sim`) are
+//! separate crates: this one never depends on either.
+//!
+//! - [`kit`]: the library entry point — [`kit::Kit::builder`] wires
+//!   everything into a router and background workers, for a merchant's own
+//!   axum service and for `serve`/`demo` alike; [`kit::serve`] runs it with
+//!   graceful shutdown.
+//! - [`config`]: the validated configuration (TOML + `WXPAY_*`).
+//! - [`http`]: the H5 page's API, OAuth sessions and the pay directory,
+//!   and the server-to-server API ([`http::internal`]).
+//! - [`notify`]: the payment-notification endpoint.
+//! - [`reconcile`]: the worker that queries open orders.
+//! - [`webhook`]: signed outbox webhooks to the merchant's backend.
+//! - [`bill`]: verified bill download, reconciliation and the schedule.
+//! - [`payment`]: the one path that turns what WeChat Pay reports into a
+//!   state change, shared by [`notify`] and [`reconcile`].
+//! - [`events`]: tells the embedding code in-process that an order was
+//!   paid or closed.
+//! - [`store`]: durable order state (SQLite or PostgreSQL).
+//! - [`combine`]: the outbound WeChat Pay client and its seam.
+//! - [`catalog`]: the merchant's goods and sub-merchants.
+//! - [`metrics`]: the process's Prometheus metrics.
+//!
+//! ## Layers
+//! Each item may use the items below it, never those above (checked by
+//! `cargo xtask layering`, part of `cargo xtask test`):
+//! - `kit`
+//! - `config`
+//! - `http`
+//! - `notify`, `reconcile`, `bill`
+//! - `webhook`, `payment`
+//! - `events`
+//! - `store`
+//! - `combine`, `catalog`
+//! - `metrics`
+
+#![warn(missing_docs)]
+
+pub use wxpay_combine_core::{apiv3, paydir, redact};
+
+pub mod bill;
+pub mod catalog;
+pub mod combine;
+pub mod config;
+pub mod events;
+pub mod http;
+pub mod kit;
+pub mod metrics;
+pub mod notify;
+pub mod payment;
+pub mod reconcile;
+pub mod store;
+pub mod webhook;

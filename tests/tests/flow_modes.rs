@@ -82,7 +82,9 @@ async fn serve_runs_from_the_demo_config_against_the_same_simulator() {
     );
 
     // `serve --config DIR/wxpay.toml` on another port (listen and public URL overridden).
-    let listener = wxpay_combine::kit::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let listener = wxpay_combine::kit::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let addr = listener.local_addr().unwrap();
     let second = format!("http://{addr}");
     let env = [
@@ -98,7 +100,11 @@ async fn serve_runs_from_the_demo_config_against_the_same_simulator() {
         f.sim.base_url()
     );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let server = wxpay_combine::kit::Kit::builder(config.clone()).clock(clock).build().await.unwrap();
+    let server = wxpay_combine::kit::Kit::builder(config.clone())
+        .clock(clock)
+        .build()
+        .await
+        .unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(wxpay_combine::kit::serve(server, listener, async {
         let _ = rx.await;

@@ -271,4 +271,3 @@ pub async fn prepare_demo(opts: &DemoOptions) -> Result<Demo, StartError> {
         listener,
     })
 }
-

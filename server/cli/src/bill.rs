@@ -11,18 +11,17 @@
 //! after the retries, and a `download_url` on a foreign host);
 //! 7 the bill file is malformed; 8 local error (database, file system).
 
-use wxpay_combine::apiv3::{Clock, SystemClock};
-use wxpay_combine::bill::fetch::{
-    parse_date, BillFetcher, BillJob, EXIT_API, EXIT_DISCREPANCIES, EXIT_LOCAL, EXIT_OK,
-    EXIT_USAGE,
-};
-use wxpay_combine::bill::BillKind;
-use wxpay_combine::config::Config;
-use wxpay_combine::kit::{prepare_client, redact_database_url};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use wxpay_combine::apiv3::{Clock, SystemClock};
+use wxpay_combine::bill::fetch::{
+    parse_date, BillFetcher, BillJob, EXIT_API, EXIT_DISCREPANCIES, EXIT_LOCAL, EXIT_OK, EXIT_USAGE,
+};
+use wxpay_combine::bill::BillKind;
+use wxpay_combine::config::Config;
+use wxpay_combine::kit::{prepare_client, redact_database_url};
 
 const EXIT_CODES_HELP: &str = "Exit codes:
   0  reconciled: no discrepancy, summary totals consistent

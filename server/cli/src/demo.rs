@@ -1,15 +1,15 @@
 //! `wxpay-combine demo`: the whole flow on one machine — the embedded
 //! WeChat Pay simulator, the merchant server on SQLite, and the demo page.
 
-use wxpay_combine::apiv3::{Clock, SystemClock};
 use crate::app::{self, DemoOptions};
-use wxpay_combine::config::LogFormat;
 use clap::Args;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use wxpay_combine::apiv3::{Clock, SystemClock};
+use wxpay_combine::config::LogFormat;
 
 /// `wxpay-combine demo …`
 #[derive(Debug, Args)]

@@ -11,14 +11,14 @@
 //!   (receivers dedupe by id). A pending event that is not the oldest
 //!   pending one of its order is refused: events of an order go out in order.
 
-use wxpay_combine::apiv3::{Clock, SystemClock};
-use wxpay_combine::config::Config;
-use wxpay_combine::store::{self, OutboxEvent};
-use wxpay_combine::webhook::{Delivery, WebhookWorker};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use wxpay_combine::apiv3::{Clock, SystemClock};
+use wxpay_combine::config::Config;
+use wxpay_combine::store::{self, OutboxEvent};
+use wxpay_combine::webhook::{Delivery, WebhookWorker};
 
 /// `wxpay-combine events …`
 #[derive(Debug, Args)]

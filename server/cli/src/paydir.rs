@@ -1,9 +1,9 @@
 //! `wxpay-combine check-pay-dir --registered URL --page URL`: would WeChat
 //! accept `getBrandWCPayRequest` from this page for this 支付授权目录?
 
-use wxpay_combine_core::paydir::{self, MismatchKind, PayDirMatch, IOS_NOTE};
 use clap::Args;
 use std::process::ExitCode;
+use wxpay_combine_core::paydir::{self, MismatchKind, PayDirMatch, IOS_NOTE};
 
 /// `wxpay-combine check-pay-dir …`
 #[derive(Debug, Args)]

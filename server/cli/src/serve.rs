@@ -1,10 +1,10 @@
 //! `wxpay-combine serve --config wxpay.toml`: the production merchant server.
 
 use crate::app;
-use wxpay_combine::config::{Config, LogFormat};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use wxpay_combine::config::{Config, LogFormat};
 
 /// `wxpay-combine serve …`
 #[derive(Debug, Args)]

@@ -6,11 +6,6 @@
 //! configuration error (unreadable file, wrong key length, malformed
 //! argument). Secrets (private keys, the APIv3 key) are never printed.
 
-use wxpay_combine_core::apiv3::{
-    aead, generate_nonce, response_message, AeadError, ApiV3Key, Certificate, Clock,
-    JsapiPayParams, KeyError, PrivateKey, PublicKey, RequestSigner, SystemClock,
-    MAX_CLOCK_SKEW_SECS,
-};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use clap::{Args, Subcommand};
@@ -18,6 +13,11 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use thiserror::Error;
+use wxpay_combine_core::apiv3::{
+    aead, generate_nonce, response_message, AeadError, ApiV3Key, Certificate, Clock,
+    JsapiPayParams, KeyError, PrivateKey, PublicKey, RequestSigner, SystemClock,
+    MAX_CLOCK_SKEW_SECS,
+};
 
 /// The prefix of WeChat Pay's deliberate wrong-signature probes.
 const SIGNTEST_PREFIX: &str = "WECHATPAY/SIGNTEST/";

@@ -17,17 +17,17 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use wxpay_combine::apiv3::{ManualClock, SystemClock};
-use wxpay_combine_cli::app::{self, DemoOptions};
+use wxpay_combine::bill::fetch::BillFetcher;
 use wxpay_combine::bill::schedule::{BillScheduleConfig, BillScheduler, StepOutcome};
 use wxpay_combine::bill::BillKind;
-use wxpay_combine::bill::fetch::BillFetcher;
 use wxpay_combine::combine::wire::{PayerInfo, PrepayRequest, PrepaySubOrder, RequestAmount};
 use wxpay_combine::combine::{
     CombineApi, CombineOrder, EventSource, SubOrder, SubOrderPayment, TradeState, Transition,
 };
 use wxpay_combine::config::Config;
-use wxpay_combine_sim::SimHandle;
 use wxpay_combine::store::Store;
+use wxpay_combine_cli::app::{self, DemoOptions};
+use wxpay_combine_sim::SimHandle;
 
 struct ProxyState {
     sim: Arc<SimHandle>,
@@ -560,8 +560,8 @@ async fn bill_command_downloads_verifies_and_reconciles() {
 
 #[tokio::test]
 async fn the_sample_bill_reconciles_as_unknown_against_an_empty_database() {
-    let sample =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/src/bill/testdata/sample-trade-bill-ALL.csv");
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../core/src/bill/testdata/sample-trade-bill-ALL.csv");
     let bill = wxpay_combine::bill::parse_file(&sample).unwrap();
     assert_eq!(bill.kind, BillKind::All);
     assert!(bill.check_totals().is_empty());

@@ -12,12 +12,12 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use support::{backend_tests, TestDb};
 use tower::ServiceExt;
-use wxpay_combine_cli::app::{self, DemoOptions};
 use wxpay_combine::config::{InternalApiConfig, Secret};
 use wxpay_combine::http::session::{CookieSigner, Purpose, SessionData, SESSION_COOKIE};
 use wxpay_combine::kit::Kit;
-use wxpay_combine_sim::SimHandle;
 use wxpay_combine::store::ClaimOutcome;
+use wxpay_combine_cli::app::{self, DemoOptions};
+use wxpay_combine_sim::SimHandle;
 
 const TOKEN: &str = "test-internal-token-0123456789abcdef";
 

@@ -13,11 +13,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 use wxpay_combine::apiv3::JsapiPayParams;
-use wxpay_combine_cli::app::{self, DemoOptions};
 use wxpay_combine::combine::{EventSource, TradeState};
 use wxpay_combine::config::{InternalApiConfig, Secret};
 use wxpay_combine::events::{OrderEventHandler, OrderEventKind, OrderEventNotice};
 use wxpay_combine::kit::Kit;
+use wxpay_combine_cli::app::{self, DemoOptions};
 
 const TOKEN: &str = "embed-test-token-0123456789abcdefghij";
 

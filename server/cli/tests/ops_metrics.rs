@@ -55,7 +55,11 @@ async fn metrics_are_served_on_their_own_listener_and_not_publicly_by_default() 
     assert!(demo.config.metrics_listen.is_none());
     assert!(!demo.config.metrics_on_public_listener);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let server = wxpay_combine::kit::Kit::builder(demo.config.clone()).clock(clock.clone()).build().await.unwrap();
+    let server = wxpay_combine::kit::Kit::builder(demo.config.clone())
+        .clock(clock.clone())
+        .build()
+        .await
+        .unwrap();
 
     // Not on the public router by default.
     let r = get(&server.router, "/metrics", None).await;
@@ -147,7 +151,11 @@ async fn metrics_are_served_on_their_own_listener_and_not_publicly_by_default() 
     // When configured, also on the public listener.
     let mut config = demo.config.clone();
     config.metrics_on_public_listener = true;
-    let server = wxpay_combine::kit::Kit::builder(config.clone()).clock(clock).build().await.unwrap();
+    let server = wxpay_combine::kit::Kit::builder(config.clone())
+        .clock(clock)
+        .build()
+        .await
+        .unwrap();
     let r = get(&server.router, "/metrics", None).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.headers()["content-type"]

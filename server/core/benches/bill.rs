@@ -91,9 +91,9 @@ fn bills(c: &mut Criterion) {
     });
     group.bench_function("gunzip+sha1/10000", |bench| {
         bench.iter(|| {
-            let mut d = flate2::write::GzDecoder::new(wxpay_combine_core::bill::HashingWriter::new(
-                std::io::sink(),
-            ));
+            let mut d = flate2::write::GzDecoder::new(
+                wxpay_combine_core::bill::HashingWriter::new(std::io::sink()),
+            );
             d.write_all(black_box(&gz)).unwrap();
             d.finish().unwrap().sha1_hex()
         })

@@ -32,8 +32,8 @@ use wxpay_combine::combine::wire::{
     CombineTransaction, PayerInfo, TransactionAmount, TransactionSubOrder,
 };
 use wxpay_combine::combine::{CombineOrder, EventSource, SubOrder, TradeState};
-use wxpay_combine_sim::MerchantCredentials;
 use wxpay_combine::store::{self, Store};
+use wxpay_combine_sim::MerchantCredentials;
 
 type Result<T, E = String> = std::result::Result<T, E>;
 

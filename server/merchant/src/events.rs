@@ -37,7 +37,6 @@
 //! ```
 
 use crate::combine::{CombineOrder, EventSource, TradeState};
-use crate::store::Store;
 use async_trait::async_trait;
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
@@ -230,19 +229,6 @@ impl EventHub {
                 order: order.clone(),
             });
         }
-    }
-}
-
-/// Announces a committed change on `store`'s hub, if it has one. Called by
-/// every path that applies a state change, after the commit.
-pub fn announce(
-    store: &dyn Store,
-    previous: TradeState,
-    order: &CombineOrder,
-    source: EventSource,
-) {
-    if let Some(hub) = store.event_hub() {
-        hub.announce(previous, order, source);
     }
 }
 

@@ -22,9 +22,10 @@
 //! - [`bill`]: verified bill download, reconciliation and the schedule.
 //! - [`payment`]: the one path that turns what WeChat Pay reports into a
 //!   state change, shared by [`notify`] and [`reconcile`].
+//! - [`store`]: durable order state (SQLite or PostgreSQL).
 //! - [`events`]: tells the embedding code in-process that an order was
 //!   paid or closed.
-//! - [`store`]: durable order state (SQLite or PostgreSQL).
+//! - [`outbox`]: the webhook events the store writes with each change.
 //! - [`combine`]: the outbound WeChat Pay client and its seam.
 //! - [`catalog`]: the merchant's goods and sub-merchants.
 //! - [`metrics`]: the process's Prometheus metrics.
@@ -37,8 +38,8 @@
 //! - `http`
 //! - `notify`, `reconcile`, `bill`
 //! - `webhook`, `payment`
-//! - `events`
 //! - `store`
+//! - `events`, `outbox`
 //! - `combine`, `catalog`
 //! - `metrics`
 
@@ -55,6 +56,7 @@ pub mod http;
 pub mod kit;
 pub mod metrics;
 pub mod notify;
+pub mod outbox;
 pub mod payment;
 pub mod reconcile;
 pub mod store;

@@ -67,7 +67,7 @@ pub async fn apply_transaction(
     let outcome = store.apply_transition(no, &transition, now).await?;
     if let ApplyOutcome::Applied(o) = &outcome {
         // Committed: tell in-process listeners (at most once).
-        crate::events::announce(store, order.state, o, source);
+        store.announce(order.state, o, source);
     }
     match &outcome {
         ApplyOutcome::Applied(o) => tracing::info!(
@@ -99,4 +99,3 @@ pub async fn apply_transaction(
     }
     Ok(outcome)
 }
-

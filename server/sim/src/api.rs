@@ -9,7 +9,6 @@ use super::error::ApiError;
 use super::faults::ApiFault;
 use super::state::ApiCallRecord;
 use super::{bill, ids, order, SimState};
-use wxpay_combine_core::apiv3::{Clock, EncryptedResource};
 use axum::body::Body;
 use axum::extract::{OriginalUri, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -18,6 +17,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
+use wxpay_combine_core::apiv3::{Clock, EncryptedResource};
 
 /// A successful answer.
 #[derive(Debug)]

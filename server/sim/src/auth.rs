@@ -4,13 +4,13 @@
 use super::credentials::Merchant;
 use super::error::ApiError;
 use super::SimState;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+use serde_json::{json, Value};
+use std::sync::Arc;
 use wxpay_combine_core::apiv3::{
     generate_nonce, request_message, response_message, timestamp_skew, Authorization, Clock,
     MAX_REQUEST_SKEW_SECS, SIGNATURE_TYPE,
 };
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
-use serde_json::{json, Value};
-use std::sync::Arc;
 
 /// An authenticated merchant request.
 #[derive(Debug, Clone)]

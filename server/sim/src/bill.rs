@@ -12,15 +12,15 @@ use super::clock::{self, cst_date, cst_day_bounds};
 use super::error::ApiError;
 use super::state::{BillRefundRow, BillTokenRow, BillTradeRow};
 use super::SimState;
+use axum::http::StatusCode;
+use serde_json::json;
+use std::io::Write;
+use time::OffsetDateTime;
 use wxpay_combine_core::apiv3::{generate_nonce, Clock};
 use wxpay_combine_core::bill::{
     format, BillKind, BillRecord, FormatError, FormatOptions, LineEnding, Openid, RefundColumns,
     TradeBill, BEIJING,
 };
-use axum::http::StatusCode;
-use serde_json::json;
-use std::io::Write;
-use time::OffsetDateTime;
 
 /// A download token's lifetime.
 pub const TOKEN_TTL_SECS: i64 = 30;

@@ -8,7 +8,6 @@ use super::notify;
 use super::order::{self, transaction_json};
 use super::state::{order_state, SubOrderRow};
 use super::SimState;
-use wxpay_combine_core::apiv3::{Clock, JsapiPayParams};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
+use wxpay_combine_core::apiv3::{Clock, JsapiPayParams};
 
 /// The bridge script.
 pub const BRIDGE_JS: &str = include_str!("bridge.js");

@@ -5,12 +5,12 @@
 //! be shifted through the control API so tests can cross expiries (prepay_id
 //! 2 h, OAuth code 5 min, bill token 30 s) without sleeping.
 
-use wxpay_combine_core::apiv3::Clock;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 use time::format_description::well_known::Rfc3339;
 use time::macros::{format_description, offset};
 use time::{Date, OffsetDateTime, UtcOffset};
+use wxpay_combine_core::apiv3::Clock;
 
 /// China Standard Time, the service's zone.
 pub const CST: UtcOffset = offset!(+8);

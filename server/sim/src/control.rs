@@ -7,7 +7,6 @@ use super::faults::{FaultScope, Faults, FAULT_FIELDS};
 use super::ids;
 use super::state::{order_state, ApiCallRecord, NotificationAttempt};
 use super::SimState;
-use wxpay_combine_core::apiv3::Clock;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -16,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use wxpay_combine_core::apiv3::Clock;
 
 /// Faults of one scope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

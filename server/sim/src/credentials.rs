@@ -6,9 +6,11 @@ use super::config::{KeyMode, MerchantConfig};
 use super::error::SimError;
 use super::ids;
 use super::platform::{load_or_generate_key, write_secret, PlatformKeys};
-use wxpay_combine_core::apiv3::{generate_nonce, ApiV3Key, Certificate, PrivateKey, PublicKey, RequestSigner};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use wxpay_combine_core::apiv3::{
+    generate_nonce, ApiV3Key, Certificate, PrivateKey, PublicKey, RequestSigner,
+};
 
 /// The file names a merchant directory holds.
 pub const MERCHANT_JSON: &str = "merchant.json";

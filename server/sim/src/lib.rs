@@ -46,7 +46,6 @@ pub use faults::{FaultScope, Faults};
 pub use notify::RETRY_SCHEDULE_SECS;
 pub use state::{ApiCallRecord, NotificationAttempt};
 
-use wxpay_combine_core::apiv3::{generate_nonce, Clock, JsapiPayParams};
 use axum::routing::{any, get, post};
 use axum::Router;
 use credentials::Merchant;
@@ -58,6 +57,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Mutex, Notify};
 use tokio::task::JoinHandle;
+use wxpay_combine_core::apiv3::{generate_nonce, Clock, JsapiPayParams};
 
 /// How to start a simulator.
 #[derive(Debug, Clone)]

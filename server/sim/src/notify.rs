@@ -8,13 +8,13 @@ use super::credentials::Merchant;
 use super::faults::FaultScope;
 use super::state::{NotificationAttempt, NotificationRow};
 use super::SimState;
-use wxpay_combine_core::apiv3::{generate_nonce, Clock, EncryptedResource};
 use axum::http::header;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use wxpay_combine_core::apiv3::{generate_nonce, Clock, EncryptedResource};
 
 /// Waits between a failed attempt and the next one (reference §4.6); after
 /// the last one fails the notification is given up. Scaled by `time_scale`.

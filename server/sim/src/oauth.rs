@@ -7,12 +7,12 @@
 
 use super::ids;
 use super::SimState;
-use wxpay_combine_core::apiv3::{generate_nonce, Clock};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::sync::Arc;
+use wxpay_combine_core::apiv3::{generate_nonce, Clock};
 
 /// An authorisation code's lifetime.
 pub const CODE_TTL_SECS: i64 = 300;

@@ -8,9 +8,9 @@ use super::ids;
 use super::state::{order_state, OrderRow, PrepayRow, SubOrderRow};
 use super::validate::{self, PrepayRequest};
 use super::SimState;
-use wxpay_combine_core::apiv3::Clock;
 use axum::http::StatusCode;
 use serde_json::{json, Value};
+use wxpay_combine_core::apiv3::Clock;
 
 /// How long a prepay_id stays valid.
 pub const PREPAY_TTL_SECS: i64 = 2 * 3600;

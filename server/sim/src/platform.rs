@@ -5,7 +5,6 @@
 
 use super::config::KeyMode;
 use super::error::SimError;
-use wxpay_combine_core::apiv3::{Certificate, PrivateKey};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyIdMethod,
     KeyUsagePurpose, PublicKeyData, SerialNumber, SignatureAlgorithm, SigningKey,
@@ -14,6 +13,7 @@ use sha1::{Digest, Sha1};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use time::OffsetDateTime;
+use wxpay_combine_core::apiv3::{Certificate, PrivateKey};
 
 /// Five years, the validity of a platform certificate.
 const FIVE_YEARS: i64 = 5 * 365 * 86_400;

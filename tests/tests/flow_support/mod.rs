@@ -39,11 +39,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wxpay_combine::apiv3::{Clock, JsapiPayParams, SystemClock};
-use wxpay_combine_cli::app::{self, DemoOptions};
 use wxpay_combine::combine::{CombineOrder, EventSource, OrderEvent, TradeState};
 use wxpay_combine::config::Config;
-use wxpay_combine_sim::SimHandle;
 use wxpay_combine::store::Store;
+use wxpay_combine_cli::app::{self, DemoOptions};
+use wxpay_combine_sim::SimHandle;
 
 /// Which database a flow runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,7 +168,9 @@ impl Flow {
         let mut demo = app::prepare_demo(&opts).await.expect("demo prepares");
         adjust(&mut demo.config);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let server = wxpay_combine::kit::Kit::builder(demo.config.clone()).clock(clock).build()
+        let server = wxpay_combine::kit::Kit::builder(demo.config.clone())
+            .clock(clock)
+            .build()
             .await
             .expect("server builds");
         let store = server.store.clone();

@@ -30,10 +30,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use wxpay_combine::apiv3::JsapiPayParams;
-use wxpay_combine_cli::app::{self, DemoOptions};
 use wxpay_combine::combine::{CombineOrder, OrderEvent};
-use wxpay_combine_sim::SimHandle;
 use wxpay_combine::store::Store;
+use wxpay_combine_cli::app::{self, DemoOptions};
+use wxpay_combine_sim::SimHandle;
 
 /// `WXPAY_RELIABILITY_SCALE` (default 1.0): multiplies the default counts.
 pub fn scale() -> f64 {

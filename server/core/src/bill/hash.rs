@@ -62,4 +62,3 @@ impl<W: Write> Write for HashingWriter<W> {
 pub fn sha1_hex(data: &[u8]) -> String {
     hex::encode(Sha1::digest(data).as_slice())
 }
-

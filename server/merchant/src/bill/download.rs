@@ -300,7 +300,8 @@ mod tests {
     use crate::bill::{parse_file, sha1_hex};
 
     /// The SDK sample ALL bill (the core crate's test data).
-    const SAMPLE: &[u8] = include_bytes!("../../../core/src/bill/testdata/sample-trade-bill-ALL.csv");
+    const SAMPLE: &[u8] =
+        include_bytes!("../../../core/src/bill/testdata/sample-trade-bill-ALL.csv");
     use bytes::Bytes;
     use flate2::write::GzEncoder;
     use flate2::Compression;

@@ -451,4 +451,3 @@ pub fn parse_date(text: &str) -> Option<Date> {
         .then(|| Date::parse(text, &fmt).ok())
         .flatten()
 }
-

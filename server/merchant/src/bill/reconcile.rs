@@ -9,51 +9,12 @@
 //! `(mchid, out_trade_no)`: in direct mode each sub-order is its own
 //! merchant's trade, with its own merchant order number.
 
-use super::{BillRecord, TradeBill};
 use super::BEIJING;
-use crate::combine::TradeState;
+use super::{BillRecord, TradeBill};
+pub use crate::store::LocalSubOrder;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-use time::{Date, OffsetDateTime};
-
-/// One sub-order as the local database knows it, with its order's facts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalSubOrder {
-    /// The combined order's number.
-    pub combine_out_trade_no: String,
-    /// The combined order's merchant.
-    pub combine_mchid: String,
-    /// The combined order's state.
-    pub order_state: TradeState,
-    /// The sub-order's merchant.
-    pub mchid: String,
-    /// The sub-order's number.
-    pub out_trade_no: String,
-    /// Order amount, fen.
-    pub amount_fen: i64,
-    /// What the payer paid, fen (once paid).
-    pub payer_amount_fen: Option<i64>,
-    /// WeChat Pay's transaction id (once paid).
-    pub transaction_id: Option<String>,
-    /// The payment's RFC 3339 success time, as stored.
-    pub success_time: Option<String>,
-}
-
-impl LocalSubOrder {
-    /// `success_time` as Unix seconds, when present and readable.
-    pub fn success_unix(&self) -> Option<i64> {
-        let t = self.success_time.as_deref()?;
-        OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-            .ok()
-            .map(OffsetDateTime::unix_timestamp)
-    }
-
-    /// Whether the order was paid (SUCCESS, or REFUND: paid, then refunded).
-    pub fn is_paid(&self) -> bool {
-        matches!(self.order_state, TradeState::Success | TradeState::Refund)
-            && self.success_time.is_some()
-    }
-}
+use time::Date;
 
 /// The Unix range `[start, end)` of the Beijing-time day `date`.
 pub fn beijing_day_bounds(date: Date) -> (i64, i64) {
@@ -474,7 +435,9 @@ pub fn reconcile(
 mod tests {
     use super::*;
     use crate::bill::{BillKind, Openid, RefundColumns};
+    use crate::combine::TradeState;
     use time::macros::date;
+    use time::OffsetDateTime;
 
     fn row(mchid: &str, no: &str, amount: i64, at: i64) -> BillRecord {
         BillRecord {

@@ -8,10 +8,10 @@
 //! every [`RETRY_AFTER_SECS`] until the day is done or the next day is due.
 //! The clock is injected, so a test can move it to the run time.
 
+use super::fetch::{BillFetcher, BillJob, BillRunError};
 use super::BillKind;
 use super::BEIJING;
 use crate::apiv3::Clock;
-use super::fetch::{BillFetcher, BillJob, BillRunError};
 use crate::config::ConfigError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -436,7 +436,7 @@ pub(crate) async fn prepay_stored(
                 .apply_transition(no, &transition, st.clock.now())
                 .await?;
             if let ApplyOutcome::Applied(o) = &outcome {
-                crate::events::announce(&*st.store, order.state, o, EventSource::Close);
+                st.store.announce(order.state, o, EventSource::Close);
             }
             Err(AppError::PrepayRefused {
                 combine_out_trade_no: no.clone(),
@@ -667,7 +667,7 @@ pub(crate) async fn close_order(
         .apply_transition(&no, &transition, st.clock.now())
         .await?;
     if let ApplyOutcome::Applied(o) = &outcome {
-        crate::events::announce(&*st.store, order.state, o, EventSource::Close);
+        st.store.announce(order.state, o, EventSource::Close);
     }
     match outcome {
         ApplyOutcome::Applied(o) | ApplyOutcome::AlreadyApplied(o) => {

@@ -105,4 +105,3 @@ pub async fn serve_with_metrics(
     tracing::info!("server stopped");
     result
 }
-

@@ -52,7 +52,6 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 /// reply after 5 s as a failure; 4 s leaves a margin for the network.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(4);
 
-
 /// Which merchant this endpoint serves, and its limits.
 #[derive(Debug, Clone)]
 pub struct NotifyConfig {

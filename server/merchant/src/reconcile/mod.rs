@@ -360,7 +360,7 @@ impl Worker {
         };
         match self.store.apply_transition(no, &t, now).await {
             Ok(ApplyOutcome::Applied(o)) => {
-                crate::events::announce(&*self.store, order.state, &o, EventSource::Expiry);
+                self.store.announce(order.state, &o, EventSource::Expiry);
                 tracing::info!(order = %no, "expired order closed");
                 Step::Closed
             }

@@ -5,9 +5,11 @@
 //! to the `order_events` table; a call returns only after the commit is
 //! durable, so a notification is acknowledged only after its effect is on disk.
 
-use crate::combine::{ApplyOutcome, CombineOrder, OrderEvent, Transition};
+use crate::combine::{ApplyOutcome, CombineOrder, EventSource, OrderEvent, TradeState, Transition};
+use crate::events::EventHub;
 use async_trait::async_trait;
 use std::sync::Arc;
+use time::OffsetDateTime;
 
 pub mod intake;
 pub mod postgres;
@@ -130,8 +132,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // Intake:
     /// Where this store's committed state changes are announced in-process
     /// ([`crate::events`]). `None` (the default) announces nothing.
-    fn event_hub(&self) -> Option<&crate::events::EventHub> {
+    fn event_hub(&self) -> Option<&EventHub> {
         None
+    }
+
+    /// Announces a committed change on this store's hub, if it has one.
+    /// Called by every path that applies a state change, after the commit.
+    fn announce(&self, previous: TradeState, order: &CombineOrder, source: EventSource) {
+        if let Some(hub) = self.event_hub() {
+            hub.announce(previous, order, source);
+        }
     }
 
     /// Records idempotency key `record.key` unless it is recorded already,
@@ -261,7 +271,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         from: i64,
         to: i64,
-    ) -> Result<Vec<crate::bill::LocalSubOrder>, StoreError> {
+    ) -> Result<Vec<LocalSubOrder>, StoreError> {
         let _ = (from, to);
         Err(StoreError::Invalid(
             "this store cannot list paid sub-orders".into(),
@@ -274,11 +284,50 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         mchid: &str,
         out_trade_no: &str,
-    ) -> Result<Option<crate::bill::LocalSubOrder>, StoreError> {
+    ) -> Result<Option<LocalSubOrder>, StoreError> {
         let _ = (mchid, out_trade_no);
         Err(StoreError::Invalid(
             "this store cannot look up sub-orders".into(),
         ))
+    }
+}
+
+/// One sub-order as the local database knows it, with its order's facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSubOrder {
+    /// The combined order's number.
+    pub combine_out_trade_no: String,
+    /// The combined order's merchant.
+    pub combine_mchid: String,
+    /// The combined order's state.
+    pub order_state: TradeState,
+    /// The sub-order's merchant.
+    pub mchid: String,
+    /// The sub-order's number.
+    pub out_trade_no: String,
+    /// Order amount, fen.
+    pub amount_fen: i64,
+    /// What the payer paid, fen (once paid).
+    pub payer_amount_fen: Option<i64>,
+    /// WeChat Pay's transaction id (once paid).
+    pub transaction_id: Option<String>,
+    /// The payment's RFC 3339 success time, as stored.
+    pub success_time: Option<String>,
+}
+
+impl LocalSubOrder {
+    /// `success_time` as Unix seconds, when present and readable.
+    pub fn success_unix(&self) -> Option<i64> {
+        let t = self.success_time.as_deref()?;
+        OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(OffsetDateTime::unix_timestamp)
+    }
+
+    /// Whether the order was paid (SUCCESS, or REFUND: paid, then refunded).
+    pub fn is_paid(&self) -> bool {
+        matches!(self.order_state, TradeState::Success | TradeState::Refund)
+            && self.success_time.is_some()
     }
 }
 

@@ -198,13 +198,13 @@ mod ops {
                     .execute(&mut *conn)
                     .await?;
                 // Outbox: the webhook event commits with the change.
-                if let Some(kind) = crate::webhook::EventKind::for_state(new.state) {
+                if let Some(kind) = crate::outbox::EventKind::for_state(new.state) {
                     let seq: i64 = sqlx::query_scalar(shared::NEXT_OUTBOX_SEQ)
                         .bind(&no)
                         .fetch_one(&mut *conn)
                         .await?;
-                    let id = crate::webhook::new_event_id();
-                    let payload = crate::webhook::payload(&id, kind, seq, &new, now);
+                    let id = crate::outbox::new_event_id();
+                    let payload = crate::outbox::payload(&id, kind, seq, &new, now);
                     sqlx::query(shared::INSERT_OUTBOX)
                         .bind(&id)
                         .bind(&no)
@@ -561,7 +561,7 @@ impl Store for PgStore {
         &self,
         from: i64,
         to: i64,
-    ) -> Result<Vec<crate::bill::LocalSubOrder>, StoreError> {
+    ) -> Result<Vec<super::LocalSubOrder>, StoreError> {
         let (lo, hi) = shared::bill_window_dates(from, to);
         let rows = sqlx::query_as::<_, shared::BillSubRow>(shared::BILL_SUBS_BY_DAY)
             .bind(lo)
@@ -575,7 +575,7 @@ impl Store for PgStore {
         &self,
         mchid: &str,
         out_trade_no: &str,
-    ) -> Result<Option<crate::bill::LocalSubOrder>, StoreError> {
+    ) -> Result<Option<super::LocalSubOrder>, StoreError> {
         sqlx::query_as::<_, shared::BillSubRow>(shared::BILL_SUB_BY_KEY)
             .bind(mchid)
             .bind(out_trade_no)

@@ -135,8 +135,8 @@ pub(crate) struct BillSubRow {
 }
 
 /// Converts a [`BillSubRow`].
-pub(crate) fn bill_sub(row: BillSubRow) -> Result<crate::bill::LocalSubOrder, StoreError> {
-    Ok(crate::bill::LocalSubOrder {
+pub(crate) fn bill_sub(row: BillSubRow) -> Result<crate::store::LocalSubOrder, StoreError> {
+    Ok(crate::store::LocalSubOrder {
         order_state: parse_state(&row.state)?,
         combine_out_trade_no: row.combine_out_trade_no,
         combine_mchid: row.combine_mchid,
@@ -176,7 +176,7 @@ pub(crate) fn bill_subs_in_window(
     rows: Vec<BillSubRow>,
     from: i64,
     to: i64,
-) -> Result<Vec<crate::bill::LocalSubOrder>, StoreError> {
+) -> Result<Vec<crate::store::LocalSubOrder>, StoreError> {
     let mut out = Vec::new();
     for row in rows {
         let sub = bill_sub(row)?;

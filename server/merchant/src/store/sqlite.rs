@@ -542,7 +542,7 @@ impl Store for SqliteStore {
         &self,
         from: i64,
         to: i64,
-    ) -> Result<Vec<crate::bill::LocalSubOrder>, StoreError> {
+    ) -> Result<Vec<super::LocalSubOrder>, StoreError> {
         let (lo, hi) = shared::bill_window_dates(from, to);
         let rows = sqlx::query_as::<_, shared::BillSubRow>(shared::BILL_SUBS_BY_DAY)
             .bind(lo)
@@ -556,7 +556,7 @@ impl Store for SqliteStore {
         &self,
         mchid: &str,
         out_trade_no: &str,
-    ) -> Result<Option<crate::bill::LocalSubOrder>, StoreError> {
+    ) -> Result<Option<super::LocalSubOrder>, StoreError> {
         sqlx::query_as::<_, shared::BillSubRow>(shared::BILL_SUB_BY_KEY)
             .bind(mchid)
             .bind(out_trade_no)

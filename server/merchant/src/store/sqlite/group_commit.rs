@@ -378,12 +378,12 @@ fn apply(conn: &Connection, no: &str, t: &Transition, now: i64) -> rusqlite::Res
             &now,
         ],
     )?;
-    if let Some(kind) = crate::webhook::EventKind::for_state(new.state) {
+    if let Some(kind) = crate::outbox::EventKind::for_state(new.state) {
         let seq: i64 = conn
             .prepare_cached(shared::NEXT_OUTBOX_SEQ)?
             .query_row([no], |r| r.get(0))?;
-        let id = crate::webhook::new_event_id();
-        let payload = crate::webhook::payload(&id, kind, seq, &new, now);
+        let id = crate::outbox::new_event_id();
+        let payload = crate::outbox::payload(&id, kind, seq, &new, now);
         exec(
             conn,
             shared::INSERT_OUTBOX,

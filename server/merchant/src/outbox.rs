@@ -1,0 +1,194 @@
+//! The transactional outbox's event records: which state changes produce
+//! an event ([`EventKind`]), their ids and their exact JSON body
+//! ([`payload`]). The store writes them in the same transaction as the state
+//! change; [`crate::webhook`] delivers them.
+
+use crate::combine::{CombineOrder, TradeState};
+use crate::redact::mask_openid;
+use serde::Serialize;
+
+/// What happened to an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// The order was paid (SUCCESS).
+    Paid,
+    /// The order was closed unpaid (CLOSED).
+    Closed,
+    /// The payment failed (PAYERROR).
+    PaymentError,
+}
+
+impl EventKind {
+    /// The event a transition into `state` produces, if any.
+    pub fn for_state(state: TradeState) -> Option<Self> {
+        match state {
+            TradeState::Success => Some(Self::Paid),
+            TradeState::Closed => Some(Self::Closed),
+            TradeState::PayError => Some(Self::PaymentError),
+            _ => None,
+        }
+    }
+
+    /// The `kind` column value: `paid`, `closed`, `payment_error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Paid => "paid",
+            Self::Closed => "closed",
+            Self::PaymentError => "payment_error",
+        }
+    }
+
+    /// The payload's `type`: `order.paid`, `order.closed`,
+    /// `order.payment_error`.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Self::Paid => "order.paid",
+            Self::Closed => "order.closed",
+            Self::PaymentError => "order.payment_error",
+        }
+    }
+}
+
+/// A new event id: `evt_` + 32 random hex digits.
+pub fn new_event_id() -> String {
+    format!("evt_{}", uuid::Uuid::new_v4().simple())
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// The JSON body of an event about `order` (as stored after the change),
+/// fields in the order docs/webhooks.md shows. The payer's openid appears
+/// masked only. Written straight from borrowed structs: this runs inside the
+/// SQLite group commit, the store's one serial step.
+pub fn payload(id: &str, kind: EventKind, sequence: i64, order: &CombineOrder, now: i64) -> String {
+    #[derive(Serialize)]
+    struct Event<'a> {
+        id: &'a str,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        created_at: String,
+        sequence: i64,
+        order: Order<'a>,
+    }
+    #[derive(Serialize)]
+    struct Order<'a> {
+        combine_out_trade_no: &'a str,
+        combine_mchid: &'a str,
+        combine_appid: &'a str,
+        state: &'static str,
+        total_amount: i64,
+        payer_openid_masked: String,
+        sub_orders: Vec<Sub<'a>>,
+        created_at: String,
+        updated_at: String,
+    }
+    #[derive(Serialize)]
+    struct Sub<'a> {
+        mchid: &'a str,
+        out_trade_no: &'a str,
+        description: &'a str,
+        attach: &'a str,
+        amount: i64,
+        transaction_id: Option<&'a str>,
+        payer_amount: Option<i64>,
+        bank_type: Option<&'a str>,
+        success_time: Option<&'a str>,
+    }
+    let event = Event {
+        id,
+        kind: kind.event_type(),
+        created_at: rfc3339(now),
+        sequence,
+        order: Order {
+            combine_out_trade_no: &order.combine_out_trade_no,
+            combine_mchid: &order.combine_mchid,
+            combine_appid: &order.combine_appid,
+            state: order.state.as_str(),
+            total_amount: order.total_amount(),
+            payer_openid_masked: mask_openid(&order.payer_openid),
+            sub_orders: order
+                .sub_orders
+                .iter()
+                .map(|s| Sub {
+                    mchid: &s.mchid,
+                    out_trade_no: &s.out_trade_no,
+                    description: &s.description,
+                    attach: &s.attach,
+                    amount: s.amount,
+                    transaction_id: s.transaction_id.as_deref(),
+                    payer_amount: s.payer_amount,
+                    bank_type: s.bank_type.as_deref(),
+                    success_time: s.success_time.as_deref(),
+                })
+                .collect(),
+            created_at: rfc3339(order.created_at),
+            updated_at: rfc3339(order.updated_at),
+        },
+    };
+    serde_json::to_string(&event).expect("an event serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::combine::SubOrder;
+
+    #[test]
+    fn payload_masks_the_openid_and_names_the_event() {
+        let order = CombineOrder {
+            combine_out_trade_no: "C1".into(),
+            combine_mchid: "1900000109".into(),
+            combine_appid: "wxd678efh567hg6787".into(),
+            payer_openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".into(),
+            state: TradeState::Success,
+            sub_orders: vec![SubOrder {
+                mchid: "1900000110".into(),
+                out_trade_no: "S1".into(),
+                description: "tea".into(),
+                attach: String::new(),
+                amount: 100,
+                transaction_id: Some("4200".into()),
+                payer_amount: Some(100),
+                bank_type: Some("OTHERS".into()),
+                success_time: Some("2024-01-01T00:00:00+08:00".into()),
+            }],
+            prepay_id: None,
+            prepay_expires_at: None,
+            time_expire: None,
+            created_at: 1_700_000_000,
+            updated_at: 1_700_000_060,
+            notified_at: None,
+        };
+        let id = new_event_id();
+        assert!(id.starts_with("evt_") && id.len() == 36);
+        let body = payload(&id, EventKind::Paid, 1, &order, 1_700_000_060);
+        assert!(!body.contains("oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"));
+        // Field order as docs/webhooks.md shows it.
+        let head = format!(
+            r#"{{"id":"{id}","type":"order.paid","created_at":"2023-11-14T22:14:20Z","sequence":1,"order":{{"combine_out_trade_no":"#
+        );
+        assert!(body.starts_with(&head), "{body}");
+        assert!(body.contains(r#""sub_orders":[{"mchid":"1900000110","out_trade_no":"S1","#));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["type"], "order.paid");
+        assert_eq!(v["id"], id.as_str());
+        assert_eq!(v["order"]["state"], "SUCCESS");
+        assert_eq!(v["order"]["total_amount"], 100);
+        assert_eq!(v["order"]["payer_openid_masked"], "oUpF***6o");
+        assert_eq!(v["order"]["sub_orders"][0]["transaction_id"], "4200");
+        assert_eq!(v["created_at"], "2023-11-14T22:14:20Z");
+        assert_eq!(EventKind::for_state(TradeState::UserPaying), None);
+        assert_eq!(
+            EventKind::for_state(TradeState::PayError),
+            Some(EventKind::PaymentError)
+        );
+    }
+}

@@ -1347,7 +1347,7 @@ impl RawConfig {
         v: &mut Validator<'_>,
         demo: bool,
     ) -> crate::http::limits::LimitSettings {
-        use crate::http::limits::{IpNet, LimitSettings};
+        use crate::http::limits::{parse_ip_net, LimitSettings};
         let list = |s: &Option<String>| -> Vec<String> {
             s.as_deref()
                 .unwrap_or("")
@@ -1374,7 +1374,7 @@ impl RawConfig {
         );
         let mut trusted_proxies = Vec::new();
         for p in list(&self.trusted_proxies) {
-            match p.parse::<IpNet>() {
+            match parse_ip_net(&p) {
                 Ok(n) => trusted_proxies.push(n),
                 Err(e) => {
                     v.invalid::<()>("trusted_proxies", e);

@@ -1,9 +1,9 @@
 //! Abuse limits on the public side:
 //!
 //! - **rate limits** on order creation and pay params, per client IP and per
-//!   payer session (a keyed token bucket each: `N` requests per minute,
-//!   bursts of up to `N`), answered `429` with `Retry-After` and the usual
-//!   JSON error body (`RATE_LIMITED`);
+//!   payer session (a keyed `governor` limiter each: `N` requests per
+//!   minute, bursts of up to `N`), answered `429` with `Retry-After` and the
+//!   usual JSON error body (`RATE_LIMITED`);
 //! - a **body size limit** on every route of [`super::app`] (`413`
 //!   `BODY_TOO_LARGE`; the notification route keeps its own limit);
 //! - **CORS** closed by default: without `cors_allowed_origins` no
@@ -30,91 +30,55 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use governor::clock::{Clock as LimiterClock, DefaultClock, Reference};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::Quota;
 use serde_json::json;
 use sha2::Digest;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+
+/// An IP network (`10.0.0.0/8`); `trusted_proxies` entries are read with
+/// [`parse_ip_net`], which also takes plain addresses.
+pub use ipnet::IpNet;
 
 /// Default largest request body on the public routes.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Buckets kept per limiter before idle ones are dropped.
-const MAX_BUCKETS: usize = 100_000;
+/// How often a limiter drops the keys whose bucket has refilled (see
+/// [`RateLimiter::check`]).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
-/// An IP network (`10.0.0.0/8`, `::1`, `192.168.1.7`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl IpNet {
-    /// Whether `ip` is inside the network (IPv4-mapped IPv6 addresses count
-    /// as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl FromStr for IpNet {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr = canonical(
-            addr.parse::<IpAddr>()
-                .map_err(|_| format!("{s:?} is not an IP address or CIDR network"))?,
-        );
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{s:?}: prefix length must be 0–{max}"))?,
-        };
-        Ok(Self { addr, prefix })
-    }
-}
-
-impl std::fmt::Display for IpNet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    }
+/// Reads a `trusted_proxies` entry: a CIDR network (`10.0.0.0/8`) or a plain
+/// address (`192.168.1.7`, `::1`), which is one host (/32 or /128).
+/// Surrounding whitespace is ignored. An IPv4-mapped IPv6 address is taken
+/// as the IPv4 address (its prefix length then counts IPv4 bits), the form
+/// [`client_ip`] compares addresses in. Host bits after the prefix are
+/// allowed and ignored when matching. The error names the entry.
+pub fn parse_ip_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let addr = addr
+        .parse::<IpAddr>()
+        .map_err(|_| format!("{s:?} is not an IP address or CIDR network"))?
+        .to_canonical();
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => Some(max),
+        Some(p) => p.parse::<u8>().ok(),
+    };
+    // `IpNet::new` refuses a prefix longer than the address.
+    prefix
+        .and_then(|p| IpNet::new(addr, p).ok())
+        .ok_or_else(|| format!("{s:?}: prefix length must be 0–{max}"))
 }
 
 /// The abuse-limit settings (configuration keys of the same names).
@@ -149,57 +113,107 @@ impl Default for LimitSettings {
     }
 }
 
-/// A keyed token bucket: each key holds up to `capacity` tokens and gains
-/// `capacity` per minute; a request takes one.
-#[derive(Debug)]
-pub struct RateLimiter {
-    capacity: f64,
-    per_sec: f64,
-    buckets: Mutex<HashMap<[u8; 16], (f64, Instant)>>,
+/// A limiter key: the first 16 bytes of the SHA-256 of the caller's key, so
+/// the table never holds cookie values or openids.
+type Key = [u8; 16];
+
+/// A keyed rate limit: each key may make `N` requests at once and gains one
+/// more every `60/N` s, up to `N` — governor's GCRA, which behaves as a
+/// token bucket of `N` tokens refilled continuously at `N` per minute, a
+/// new key starting full.
+///
+/// The clock is governor's monotonic clock; tests use
+/// `governor::clock::FakeRelativeClock` with [`Self::per_minute_with_clock`].
+pub struct RateLimiter<C: LimiterClock = DefaultClock> {
+    inner: governor::RateLimiter<Key, DefaultKeyedStateStore<Key>, C, NoOpMiddleware<C::Instant>>,
+    /// The origin of `next_sweep`.
+    epoch: C::Instant,
+    /// When (nanoseconds after `epoch`) a check next drops idle keys.
+    next_sweep: AtomicU64,
 }
 
 impl RateLimiter {
-    /// `per_minute` requests per minute per key (bursts up to the same).
+    /// `per_minute` requests per minute per key (bursts up to the same; 0
+    /// counts as 1).
     pub fn per_minute(per_minute: u32) -> Self {
+        Self::per_minute_with_clock(per_minute, DefaultClock::default())
+    }
+}
+
+impl<C: LimiterClock> RateLimiter<C> {
+    /// [`RateLimiter::per_minute`] reading time from `clock`.
+    pub fn per_minute_with_clock(per_minute: u32, clock: C) -> Self {
+        let quota = Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN));
+        let epoch = clock.now();
         Self {
-            capacity: f64::from(per_minute.max(1)),
-            per_sec: f64::from(per_minute.max(1)) / 60.0,
-            buckets: Mutex::new(HashMap::new()),
+            inner: governor::RateLimiter::new(quota, DefaultKeyedStateStore::default(), clock),
+            epoch,
+            next_sweep: AtomicU64::new(nanos(SWEEP_INTERVAL)),
         }
     }
 
-    /// Takes a token for `key` at `now`, or says how long until one is
-    /// available.
-    pub fn check_at(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        // Keys are hashed: the table never holds cookie values or openids.
+    /// Takes a request for `key` now, or says how long until one is allowed.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
         let digest = sha2::Sha256::digest(key.as_bytes());
-        let mut k = [0u8; 16];
+        let mut k: Key = [0; 16];
         k.copy_from_slice(&digest[..16]);
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_BUCKETS {
-            // Drop buckets that have refilled completely: they are
-            // indistinguishable from new ones.
-            let full_after = self.capacity / self.per_sec;
-            buckets.retain(|_, (_, t)| now.duration_since(*t).as_secs_f64() < full_after);
+        let verdict = self.inner.check_key(&k);
+        let now = self.inner.clock().now();
+        self.sweep_if_due(now);
+        verdict.map_err(|refused| refused.wait_time_from(now))
+    }
+
+    /// Drops, at most once per [`SWEEP_INTERVAL`], the keys whose bucket has
+    /// refilled (`retain_recent`: they are indistinguishable from new ones),
+    /// then gives the freed capacity back (`shrink_to_fit`), so the table
+    /// holds about the keys seen in the last two minutes and memory returns
+    /// after a burst of distinct keys. The sweep is O(keys), so it runs from
+    /// the check path only when due — not on every request, and without a
+    /// timer task that would need a runtime and outlive the limiter — and
+    /// the DashMap store locks one shard at a time, so other checks go on
+    /// meanwhile. The one check that wins the due slot pays for the sweep.
+    fn sweep_if_due(&self, now: C::Instant) {
+        let at = now.duration_since(self.epoch).as_u64();
+        let due = self.next_sweep.load(Ordering::Relaxed);
+        if at < due {
+            return;
         }
-        let (tokens, last) = buckets.entry(k).or_insert((self.capacity, now));
-        let elapsed = now.saturating_duration_since(*last).as_secs_f64();
-        *tokens = (*tokens + elapsed * self.per_sec).min(self.capacity);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / self.per_sec))
+        let next = at.saturating_add(nanos(SWEEP_INTERVAL));
+        if self
+            .next_sweep
+            .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.inner.retain_recent();
+            self.inner.shrink_to_fit();
         }
     }
+
+    /// Keys currently held.
+    #[cfg(test)]
+    fn keys(&self) -> usize {
+        self.inner.len()
+    }
+}
+
+impl<C: LimiterClock> std::fmt::Debug for RateLimiter<C> {
+    // Not the keys: a table of hashes says nothing useful and may be large.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("keys", &self.inner.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The client's IP: the peer, or — when the peer is a trusted proxy — the
 /// right-most `X-Forwarded-For` entry that is not a trusted proxy.
 pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
-    let peer = canonical(peer?);
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let peer = peer?.to_canonical();
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(&ip));
     if !is_trusted(peer) {
         return Some(peer);
     }
@@ -208,7 +222,7 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|s| s.trim().parse::<IpAddr>().map(canonical))
+        .map(|s| s.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()))
         .collect::<Result<_, _>>()
         .unwrap_or_default();
     Some(
@@ -295,7 +309,6 @@ fn refuse(status: StatusCode, code: &str, message: String) -> Response {
 
 /// Rate-limits a route per client IP and per payer session.
 pub async fn rate_limit(State(limits): State<Limits>, req: Request, next: Next) -> Response {
-    let now = Instant::now();
     let mut wait: Option<Duration> = None;
     if let Some(by_ip) = &limits.by_ip {
         let peer = req
@@ -303,7 +316,7 @@ pub async fn rate_limit(State(limits): State<Limits>, req: Request, next: Next) 
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
         if let Some(ip) = client_ip(peer, req.headers(), &limits.settings.trusted_proxies) {
-            if let Err(w) = by_ip.check_at(&format!("ip:{ip}"), now) {
+            if let Err(w) = by_ip.check(&format!("ip:{ip}")) {
                 wait = Some(w);
             }
         }
@@ -317,7 +330,7 @@ pub async fn rate_limit(State(limits): State<Limits>, req: Request, next: Next) 
             });
             // No valid session: the handler answers 401 anyway.
             if let Some(s) = payer {
-                if let Err(w) = by_session.check_at(&format!("payer:{}", s.openid), now) {
+                if let Err(w) = by_session.check(&format!("payer:{}", s.openid)) {
                     wait = Some(w);
                 }
             }
@@ -399,20 +412,35 @@ pub async fn same_origin_writes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use governor::clock::FakeRelativeClock;
 
     #[test]
     fn networks_parse_and_match() {
-        let n: IpNet = "10.0.0.0/8".parse().unwrap();
-        assert!(n.contains("10.1.2.3".parse().unwrap()));
-        assert!(n.contains("::ffff:10.1.2.3".parse().unwrap()));
-        assert!(!n.contains("11.0.0.1".parse().unwrap()));
-        let one: IpNet = "::1".parse().unwrap();
-        assert!(one.contains("::1".parse().unwrap()));
-        assert!(!one.contains("::2".parse().unwrap()));
-        let all: IpNet = "0.0.0.0/0".parse().unwrap();
-        assert!(all.contains("8.8.8.8".parse().unwrap()));
-        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
-        assert!("example.com".parse::<IpNet>().is_err());
+        let net = |s: &str| parse_ip_net(s).unwrap();
+        let n = net("10.0.0.0/8");
+        assert!(n.contains(&"10.1.2.3".parse::<IpAddr>().unwrap()));
+        assert!(!n.contains(&"11.0.0.1".parse::<IpAddr>().unwrap()));
+        let one = net("::1");
+        assert_eq!(one, "::1/128".parse().unwrap());
+        assert!(one.contains(&"::1".parse::<IpAddr>().unwrap()));
+        assert!(!one.contains(&"::2".parse::<IpAddr>().unwrap()));
+        assert_eq!(net(" 192.168.1.7 "), "192.168.1.7/32".parse().unwrap());
+        let all = net("0.0.0.0/0");
+        assert!(all.contains(&"8.8.8.8".parse::<IpAddr>().unwrap()));
+        // Host bits are kept but do not matter.
+        assert!(net("10.9.9.9/8").contains(&"10.1.2.3".parse::<IpAddr>().unwrap()));
+        // IPv4-mapped IPv6 is IPv4, prefix included.
+        assert_eq!(net("::ffff:10.0.0.0/8"), net("10.0.0.0/8"));
+        assert_eq!(net("::ffff:10.0.0.1"), net("10.0.0.1/32"));
+        assert!(parse_ip_net("::ffff:10.0.0.0/104").is_err());
+        assert!(parse_ip_net("::/128").is_ok());
+        assert!(parse_ip_net("::/129").is_err());
+        let err = parse_ip_net("10.0.0.0/33").unwrap_err();
+        assert!(err.contains("\"10.0.0.0/33\"") && err.contains("0–32"), "{err}");
+        assert!(parse_ip_net("10.0.0.0/x").is_err());
+        assert!(parse_ip_net("10.0.0.0/").is_err());
+        let err = parse_ip_net("example.com").unwrap_err();
+        assert!(err.contains("\"example.com\""), "{err}");
     }
 
     #[test]
@@ -437,16 +465,70 @@ mod tests {
     }
 
     #[test]
+    fn mapped_addresses_count_as_ipv4() {
+        let trusted = vec![parse_ip_net("10.0.0.0/8").unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "::ffff:1.2.3.4".parse().unwrap());
+        let mapped_proxy = Some("::ffff:10.0.0.1".parse().unwrap());
+        assert_eq!(
+            client_ip(mapped_proxy, &h, &trusted),
+            Some("1.2.3.4".parse().unwrap())
+        );
+        let mapped_client = Some("::ffff:9.9.9.9".parse().unwrap());
+        assert_eq!(
+            client_ip(mapped_client, &h, &trusted),
+            Some("9.9.9.9".parse().unwrap())
+        );
+    }
+
+    #[test]
     fn token_bucket_limits_and_refills() {
-        let l = RateLimiter::per_minute(3);
-        let t0 = Instant::now();
+        let clock = FakeRelativeClock::default();
+        let l = RateLimiter::per_minute_with_clock(3, clock.clone());
         for _ in 0..3 {
-            assert!(l.check_at("a", t0).is_ok());
+            assert!(l.check("a").is_ok());
         }
-        let wait = l.check_at("a", t0).unwrap_err();
+        let wait = l.check("a").unwrap_err();
         assert!(wait > Duration::from_secs(19) && wait <= Duration::from_secs(20));
-        assert!(l.check_at("b", t0).is_ok(), "keys are independent");
-        assert!(l.check_at("a", t0 + Duration::from_secs(20)).is_ok());
-        assert!(l.check_at("a", t0 + Duration::from_secs(20)).is_err());
+        assert!(l.check("b").is_ok(), "keys are independent");
+        clock.advance(Duration::from_secs(5));
+        let wait = l.check("a").unwrap_err();
+        assert!(wait > Duration::from_secs(14) && wait <= Duration::from_secs(15));
+        clock.advance(Duration::from_secs(15));
+        assert!(l.check("a").is_ok());
+        assert!(l.check("a").is_err());
+        // A full minute refills the whole burst, no more.
+        clock.advance(Duration::from_secs(120));
+        for _ in 0..3 {
+            assert!(l.check("a").is_ok());
+        }
+        assert!(l.check("a").is_err());
+        // 0 per minute means 1.
+        let one = RateLimiter::per_minute_with_clock(0, clock.clone());
+        assert!(one.check("a").is_ok());
+        assert!(one.check("a").unwrap_err() > Duration::from_secs(59));
+    }
+
+    #[test]
+    fn refilled_keys_are_dropped_once_per_interval() {
+        let clock = FakeRelativeClock::default();
+        let l = RateLimiter::per_minute_with_clock(3, clock.clone());
+        for i in 0..1000 {
+            assert!(l.check(&format!("once:{i}")).is_ok());
+        }
+        clock.advance(Duration::from_secs(59));
+        for _ in 0..3 {
+            assert!(l.check("hot").is_ok());
+        }
+        assert_eq!(l.keys(), 1001, "no sweep before the interval");
+        clock.advance(Duration::from_secs(1));
+        // This check sweeps: the one-off keys have refilled, "hot" has not.
+        assert!(l.check("hot").is_err());
+        assert_eq!(l.keys(), 1);
+        assert!(l.check("hot").is_err(), "a limited key keeps its state");
+        for i in 0..10 {
+            assert!(l.check(&format!("later:{i}")).is_ok());
+        }
+        assert_eq!(l.keys(), 11, "the next sweep is a minute later");
     }
 }

@@ -166,7 +166,7 @@ impl<C: LimiterClock> RateLimiter<C> {
     /// Drops, at most once per [`SWEEP_INTERVAL`], the keys whose bucket has
     /// refilled (`retain_recent`: they are indistinguishable from new ones),
     /// then gives the freed capacity back (`shrink_to_fit`), so the table
-    /// holds about the keys seen in the last two minutes and memory returns
+    /// holds about the keys seen in the last few minutes and memory returns
     /// after a burst of distinct keys. The sweep is O(keys), so it runs from
     /// the check path only when due — not on every request, and without a
     /// timer task that would need a runtime and outlive the limiter — and
@@ -436,7 +436,10 @@ mod tests {
         assert!(parse_ip_net("::/128").is_ok());
         assert!(parse_ip_net("::/129").is_err());
         let err = parse_ip_net("10.0.0.0/33").unwrap_err();
-        assert!(err.contains("\"10.0.0.0/33\"") && err.contains("0–32"), "{err}");
+        assert!(
+            err.contains("\"10.0.0.0/33\"") && err.contains("0–32"),
+            "{err}"
+        );
         assert!(parse_ip_net("10.0.0.0/x").is_err());
         assert!(parse_ip_net("10.0.0.0/").is_err());
         let err = parse_ip_net("example.com").unwrap_err();

@@ -7,6 +7,7 @@ mod bench;
 mod bench_load;
 mod demo;
 mod fuzz;
+mod layering;
 mod test;
 mod tools;
 mod wasm;
@@ -24,8 +25,9 @@ fn main() -> ExitCode {
         Some("bench-crypto") => bench::crypto(&args[1..]),
         Some("bench-load") => bench_load::run(&args[1..]),
         Some("fuzz") => fuzz::cli(&args[1..]),
+        Some("layering") => layering::run(),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|wasm|wasm-size|wasm-test|bench-crypto|bench-load|fuzz>");
+            eprintln!("usage: cargo xtask <demo|test|wasm|wasm-size|wasm-test|bench-crypto|bench-load|fuzz|layering>");
             return ExitCode::from(2);
         }
     };

@@ -57,6 +57,10 @@ pub fn run_all() -> Result<()> {
         .env("RUSTDOCFLAGS", "-D warnings")
         .args(["doc", "-p", "wxpay-combine", "--no-deps"]))?;
 
+    // 2b. Module layering: no module cycle, no upward import against a
+    // crate's declared layers (see layering.rs).
+    crate::layering::run()?;
+
     // 3. The wasm package (the demo page and the browser tests load it).
     crate::wasm::build()?;
 

@@ -21,7 +21,7 @@
 //!    is not a `//!` list item (`//! - ...` or `//! 1. ...`); blank `//!`
 //!    lines between the heading and the first item are allowed. Each item
 //!    starts with one or more top-level module names in backticks, separated
-//!    by commas (`//! - `kit``, `//! - `http`, `notify``); any text after
+//!    by commas (``//! - `kit` ``, ``//! - `http`, `notify` ``); any text after
 //!    them is commentary. Items are ordered from the top (may use everything
 //!    below) to the bottom (uses nothing above). A top-level module may use
 //!    modules of its own item or of lower items, never of a higher item.
@@ -785,8 +785,7 @@ impl<'a> CrateScan<'a> {
         let edges = self.edges();
 
         // 1. Cycles among siblings, one parent at a time.
-        let mut by_parent: BTreeMap<&Vec<String>, BTreeMap<&str, BTreeSet<&str>>> =
-            BTreeMap::new();
+        let mut by_parent: BTreeMap<&Vec<String>, BTreeMap<&str, BTreeSet<&str>>> = BTreeMap::new();
         for edge in edges.keys() {
             by_parent
                 .entry(&edge.parent)
@@ -1063,7 +1062,7 @@ fn use_tree(
         match tok(i) {
             Some(Tok::Ident(seg)) => {
                 // `self` inside a group names the group's prefix.
-                if !(seg == "self" && !path.is_empty()) {
+                if seg != "self" || path.is_empty() {
                     path.push(seg.clone());
                 }
                 line = toks[i].line;
@@ -1293,7 +1292,10 @@ pub mod store;
     #[test]
     fn two_module_cycle_fails() {
         let tree = layered();
-        tree.write("server/src/notify.rs", "pub struct Notice;\nfn f() { crate::http::Router; }\n");
+        tree.write(
+            "server/src/notify.rs",
+            "pub struct Notice;\nfn f() { crate::http::Router; }\n",
+        );
         let report = tree.report();
         assert!(
             report.contains("module cycle among the children of the crate root: `http`, `notify`"),
@@ -1313,16 +1315,31 @@ pub mod store;
     fn three_module_cycle_in_a_nested_module_fails() {
         let tree = Tree::new();
         tree.write("server/src/lib.rs", "pub mod sim;\n")
-            .write("server/src/sim/mod.rs", "mod api;\nmod order;\nmod state;\npub struct Shared;\n")
-            .write("server/src/sim/api.rs", "use super::order::place;\nuse super::Shared;\n")
-            .write("server/src/sim/order.rs", "pub fn place() { crate::sim::state::get(); }\n")
-            .write("server/src/sim/state.rs", "pub fn get() {\n    super::api::serve();\n}\n");
+            .write(
+                "server/src/sim/mod.rs",
+                "mod api;\nmod order;\nmod state;\npub struct Shared;\n",
+            )
+            .write(
+                "server/src/sim/api.rs",
+                "use super::order::place;\nuse super::Shared;\n",
+            )
+            .write(
+                "server/src/sim/order.rs",
+                "pub fn place() { crate::sim::state::get(); }\n",
+            )
+            .write(
+                "server/src/sim/state.rs",
+                "pub fn get() {\n    super::api::serve();\n}\n",
+            );
         let report = tree.report();
         assert!(
             report.contains("module cycle among the children of `sim`: `api`, `order`, `state`"),
             "{report}"
         );
-        assert!(report.contains("e.g. sim::api -> sim::order -> sim::state -> sim::api"), "{report}");
+        assert!(
+            report.contains("e.g. sim::api -> sim::order -> sim::state -> sim::api"),
+            "{report}"
+        );
         for edge in [
             "server/src/sim/api.rs:1: module sim::api uses module sim::order",
             "server/src/sim/order.rs:1: module sim::order uses module sim::state",
@@ -1338,7 +1355,10 @@ pub mod store;
         tree.write("server/src/lib.rs", "pub mod sim;\n")
             .write("server/src/sim/mod.rs", "mod api;\nmod order;\n")
             .write("server/src/sim/api.rs", "use crate::sim::order::Order;\n")
-            .write("server/src/sim/order.rs", "pub struct Order;\nfn f() { super::api::g(); }\n");
+            .write(
+                "server/src/sim/order.rs",
+                "pub struct Order;\nfn f() { super::api::g(); }\n",
+            );
         let problems = tree.problems();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(
@@ -1353,11 +1373,20 @@ pub mod store;
     #[test]
     fn child_using_its_parents_item_is_not_an_edge() {
         let tree = Tree::new();
-        tree.write("server/src/lib.rs", "pub mod a;\npub mod b;\npub struct Top;\n")
-            .write("server/src/a/mod.rs", "mod x;\nmod y;\npub struct Item;\n")
-            .write("server/src/a/x.rs", "use super::Item;\nuse crate::Top;\nfn f() { super::super::Top; }\n")
-            .write("server/src/a/y.rs", "use super::Item;\nuse crate::a::Item as I;\n")
-            .write("server/src/b.rs", "use crate::a::Item;\n");
+        tree.write(
+            "server/src/lib.rs",
+            "pub mod a;\npub mod b;\npub struct Top;\n",
+        )
+        .write("server/src/a/mod.rs", "mod x;\nmod y;\npub struct Item;\n")
+        .write(
+            "server/src/a/x.rs",
+            "use super::Item;\nuse crate::Top;\nfn f() { super::super::Top; }\n",
+        )
+        .write(
+            "server/src/a/y.rs",
+            "use super::Item;\nuse crate::a::Item as I;\n",
+        )
+        .write("server/src/b.rs", "use crate::a::Item;\n");
         assert_eq!(tree.problems(), Vec::<String>::new());
         let mut scan = CrateScan::new(tree.dir.path());
         let src = tree.dir.path().join("server/src");
@@ -1386,13 +1415,19 @@ pub mod store;
     #[test]
     fn nested_brace_use_creates_the_right_edges() {
         let tree = Tree::new();
-        tree.write("server/src/lib.rs", "mod a;\nmod b;\nmod c;\nmod d;\nmod e;\n")
-            .write("server/src/a.rs", "use crate::{\n    b::{self, x::{Y, Z as W}},\n    d::*,\n};\nuse ::std::fmt;\n")
-            .write("server/src/b/mod.rs", "pub mod x;\n")
-            .write("server/src/b/x.rs", "pub struct Y;\npub struct Z;\n")
-            .write("server/src/c.rs", "")
-            .write("server/src/d.rs", "")
-            .write("server/src/e.rs", "use {crate::c, self::super::d};\n");
+        tree.write(
+            "server/src/lib.rs",
+            "mod a;\nmod b;\nmod c;\nmod d;\nmod e;\n",
+        )
+        .write(
+            "server/src/a.rs",
+            "use crate::{\n    b::{self, x::{Y, Z as W}},\n    d::*,\n};\nuse ::std::fmt;\n",
+        )
+        .write("server/src/b/mod.rs", "pub mod x;\n")
+        .write("server/src/b/x.rs", "pub struct Y;\npub struct Z;\n")
+        .write("server/src/c.rs", "")
+        .write("server/src/d.rs", "")
+        .write("server/src/e.rs", "use {crate::c, self::super::d};\n");
         assert_eq!(
             edges_of(&tree),
             [
@@ -1432,7 +1467,10 @@ mod tests_inline_named {
 }
 "####,
             )
-            .write("server/src/b.rs", "pub struct X;\n#[cfg(test)]\nmod tests;\n")
+            .write(
+                "server/src/b.rs",
+                "pub struct X;\n#[cfg(test)]\nmod tests;\n",
+            )
             .write("server/src/b/tests.rs", "use crate::a::S;\n");
         assert_eq!(edges_of(&tree), []);
     }
@@ -1465,7 +1503,9 @@ mod tests_inline_named {
         .write("server/src/extra.rs", "");
         let report = tree.report();
         assert!(
-            report.contains("server/src/lib.rs:15: module `extra` is missing from the ## Layers list"),
+            report.contains(
+                "server/src/lib.rs:15: module `extra` is missing from the ## Layers list"
+            ),
             "{report}"
         );
     }
@@ -1490,7 +1530,10 @@ mod tests_inline_named {
         tree.write("server/src/main.rs", "mod cli;\nmod run;\n")
             .write("server/src/cli.rs", "use crate::run::go;\n")
             .write("server/src/run.rs", "pub fn go() { crate::cli::x(); }\n")
-            .write("server/target/debug/Cargo.toml", "[package]\nname = \"junk\"\n")
+            .write(
+                "server/target/debug/Cargo.toml",
+                "[package]\nname = \"junk\"\n",
+            )
             .write("server/target/debug/src/lib.rs", "mod missing;\n");
         let outcome = check(tree.dir.path(), Path::new("server")).expect("check");
         assert_eq!(outcome.roots, ["server/src/lib.rs", "server/src/main.rs"]);

@@ -1,13 +1,15 @@
-//! Process-global Prometheus metrics, rendered in the text exposition
-//! format version 0.0.4 (`text/plain; version=0.0.4`).
+//! Process-global Prometheus metrics, kept in a `prometheus-client`
+//! registry and rendered in the Prometheus text exposition format version
+//! 0.0.4 (`text/plain; version=0.0.4`, [`CONTENT_TYPE`]).
 //!
 //! One registry per process ([`metrics`]); the typed methods of [`Metrics`]
 //! are the only way in, so every family and label is listed here. Label
 //! values are bounded: callers pass fixed strings (endpoint names, outcome
 //! names — never URLs, ids or amounts); a value that is not a short
-//! `[a-z0-9_.-]` word becomes `other`, and a family holds at most
+//! `[A-Za-z0-9_.-]` word becomes `other`, and a family holds at most
 //! [`MAX_SERIES_PER_FAMILY`] label sets (further ones are counted as
-//! `other`).
+//! `other`). Every family is listed (`# HELP`/`# TYPE`) from the start,
+//! also before its first series exists.
 //!
 //! | name | type | labels |
 //! |---|---|---|
@@ -22,15 +24,28 @@
 //! | `wxpay_webhook_pending` | gauge | |
 //! | `wxpay_webhook_oldest_pending_age_seconds` | gauge | |
 //! | `wxpay_build_info` | gauge | `version` |
+//!
+//! Counters are registered without their `_total` suffix: prometheus-client
+//! appends it to the family and sample names itself.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::collections::HashSet;
+use std::hash::Hash;
+use std::sync::atomic::AtomicU64;
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
-/// The content type of [`Metrics::render`]'s output.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+/// The content type of [`Metrics::render`]'s output: the Prometheus text
+/// format 0.0.4, which is what `prometheus_text::encode` writes (not
+/// OpenMetrics: no `# EOF`, counter `# TYPE` lines keep `_total`).
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// At most this many label sets per family; more are folded into `other`.
 pub const MAX_SERIES_PER_FAMILY: usize = 64;
@@ -64,219 +79,194 @@ fn bounded(value: &str) -> &str {
     }
 }
 
-/// Escapes a label value (`\`, `"` and newline).
-fn escape_label(v: &str, out: &mut String) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
+/// A label set built from caller-supplied values: every value passed
+/// through [`bounded`], plus the all-`other` set that absorbs label sets
+/// beyond [`MAX_SERIES_PER_FAMILY`].
+trait CallerLabels: EncodeLabelSet + Clone + Hash + Eq + std::fmt::Debug {
+    fn other() -> Self;
 }
 
-/// A float as Prometheus writes it (`+Inf`, `-Inf`, `NaN`).
-fn format_float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else {
-        format!("{v}")
-    }
+/// `source` of `wxpay_payments_confirmed_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
 }
 
-/// `{a="x",b="y"}` (empty when there are no labels), with an optional
-/// extra label (the histogram's `le`).
-fn label_set(names: &[&str], values: &[String], extra: Option<(&str, &str)>) -> String {
-    let mut out = String::new();
-    let pairs = names
-        .iter()
-        .copied()
-        .zip(values.iter().map(String::as_str))
-        .chain(extra);
-    for (i, (n, v)) in pairs.enumerate() {
-        out.push(if i == 0 { '{' } else { ',' });
-        out.push_str(n);
-        out.push_str("=\"");
-        escape_label(v, &mut out);
-        out.push('"');
-    }
-    if !out.is_empty() {
-        out.push('}');
-    }
-    out
+/// `outcome` of the notification and webhook families.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
 }
 
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// `result` of the reconciliation and bill families.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
 }
 
-/// Picks the key for `values` in `map`: itself, or all-`other` when the
-/// family is full.
-fn series_key<V>(map: &BTreeMap<Vec<String>, V>, values: &[&str]) -> Vec<String> {
-    let key: Vec<String> = values.iter().map(|v| bounded(v).to_string()).collect();
-    if map.contains_key(&key) || map.len() < MAX_SERIES_PER_FAMILY {
-        key
-    } else {
-        vec!["other".to_string(); values.len()]
-    }
+/// `endpoint`, `outcome` of the two API families (in this order on the
+/// wire; the histogram's `le` follows).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    endpoint: String,
+    outcome: String,
 }
 
-/// A family of series with fixed label names: the per-label-set state `T`
-/// is a `u64` for counters and a [`HistogramSeries`] for histograms.
-#[derive(Debug)]
-struct Family<T> {
-    name: &'static str,
-    help: &'static str,
-    labels: &'static [&'static str],
-    series: Mutex<BTreeMap<Vec<String>, T>>,
+/// `version` of `wxpay_build_info` (a constant, not caller-supplied).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
 }
 
-impl<T: Default + Clone> Family<T> {
-    fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
+impl SourceLabels {
+    fn new(source: &str) -> Self {
         Self {
-            name,
-            help,
-            labels,
-            series: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    /// Updates the series of `values` (created on first use, bounded by
-    /// [`series_key`]).
-    fn update(&self, values: &[&str], f: impl FnOnce(&mut T)) {
-        debug_assert_eq!(values.len(), self.labels.len());
-        let mut map = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let key = series_key(&map, values);
-        f(map.entry(key).or_default());
-    }
-
-    /// A copy of the series of `values`, if it exists.
-    fn snapshot(&self, values: &[&str]) -> Option<T> {
-        let key: Vec<String> = values.iter().map(|v| bounded(v).to_string()).collect();
-        let map = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&key).cloned()
-    }
-
-    /// Writes the family header, then `line` for each series in label order.
-    fn render_with(
-        &self,
-        out: &mut String,
-        kind: &str,
-        mut line: impl FnMut(&mut String, &[String], &T),
-    ) {
-        header(out, self.name, self.help, kind);
-        let map = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        for (values, s) in map.iter() {
-            line(out, values, s);
+            source: bounded(source).to_owned(),
         }
     }
 }
 
-/// A counter family.
-type CounterVec = Family<u64>;
-
-impl CounterVec {
-    fn add(&self, values: &[&str], n: u64) {
-        self.update(values, |c| *c += n);
-    }
-
-    fn get(&self, values: &[&str]) -> u64 {
-        self.snapshot(values).unwrap_or(0)
-    }
-
-    fn render(&self, out: &mut String) {
-        let (name, labels) = (self.name, self.labels);
-        self.render_with(out, "counter", |out, values, n| {
-            let _ = writeln!(out, "{name}{} {n}", label_set(labels, values, None));
-        });
+impl CallerLabels for SourceLabels {
+    fn other() -> Self {
+        Self::new("other")
     }
 }
 
-/// One histogram series: per-bucket (non-cumulative) counts, sum, count.
-#[derive(Debug, Clone, Default)]
-struct HistogramSeries {
-    buckets: [u64; LATENCY_BUCKETS.len()],
-    sum: f64,
-    count: u64,
-}
-
-/// A histogram family with [`LATENCY_BUCKETS`].
-type HistogramVec = Family<HistogramSeries>;
-
-impl HistogramVec {
-    fn observe(&self, values: &[&str], v: f64) {
-        self.update(values, |s| {
-            if let Some(i) = LATENCY_BUCKETS.iter().position(|b| v <= *b) {
-                s.buckets[i] += 1;
-            }
-            s.sum += v;
-            s.count += 1;
-        });
-    }
-
-    fn count(&self, values: &[&str]) -> u64 {
-        self.snapshot(values).map(|s| s.count).unwrap_or(0)
-    }
-
-    fn render(&self, out: &mut String) {
-        let (name, labels) = (self.name, self.labels);
-        self.render_with(out, "histogram", |out, values, s| {
-            let mut cumulative = 0;
-            for (bound, n) in LATENCY_BUCKETS.iter().zip(s.buckets.iter()) {
-                cumulative += n;
-                let le = format_float(*bound);
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{} {cumulative}",
-                    label_set(labels, values, Some(("le", &le)))
-                );
-            }
-            let _ = writeln!(
-                out,
-                "{name}_bucket{} {}",
-                label_set(labels, values, Some(("le", "+Inf"))),
-                s.count
-            );
-            let set = label_set(labels, values, None);
-            let _ = writeln!(out, "{name}_sum{set} {}", format_float(s.sum));
-            let _ = writeln!(out, "{name}_count{set} {}", s.count);
-        });
-    }
-}
-
-/// An unlabelled gauge holding a float.
-#[derive(Debug)]
-struct Gauge {
-    name: &'static str,
-    help: &'static str,
-    bits: AtomicU64,
-}
-
-impl Gauge {
-    fn new(name: &'static str, help: &'static str) -> Self {
+impl OutcomeLabels {
+    fn new(outcome: &str) -> Self {
         Self {
-            name,
-            help,
-            bits: AtomicU64::new(0f64.to_bits()),
+            outcome: bounded(outcome).to_owned(),
+        }
+    }
+}
+
+impl CallerLabels for OutcomeLabels {
+    fn other() -> Self {
+        Self::new("other")
+    }
+}
+
+impl ResultLabels {
+    fn new(result: &str) -> Self {
+        Self {
+            result: bounded(result).to_owned(),
+        }
+    }
+}
+
+impl CallerLabels for ResultLabels {
+    fn other() -> Self {
+        Self::new("other")
+    }
+}
+
+impl ApiLabels {
+    fn new(endpoint: &str, outcome: &str) -> Self {
+        Self {
+            endpoint: bounded(endpoint).to_owned(),
+            outcome: bounded(outcome).to_owned(),
+        }
+    }
+}
+
+impl CallerLabels for ApiLabels {
+    fn other() -> Self {
+        Self::new("other", "other")
+    }
+}
+
+/// The label sets admitted into a family, at most
+/// [`MAX_SERIES_PER_FAMILY`] of them (plus the all-`other` set).
+///
+/// Tracked here because prometheus-client has no bounded family:
+/// `Family::get_or_create` always inserts, and `Family::len`/`contains`
+/// exist only behind its `test-util` feature, which carries no stability
+/// guarantee. Checking and admitting under one lock also keeps concurrent
+/// first uses from overshooting the cap.
+#[derive(Debug)]
+struct SeriesCap<S> {
+    admitted: RwLock<HashSet<S>>,
+}
+
+impl<S: CallerLabels> SeriesCap<S> {
+    fn new() -> Self {
+        Self {
+            admitted: RwLock::new(HashSet::new()),
         }
     }
 
-    fn set(&self, v: f64) {
-        self.bits.store(v.to_bits(), Ordering::Relaxed);
+    /// The label set to record `labels` under: itself when already
+    /// admitted or while there is room, else the all-`other` set.
+    fn admit(&self, labels: S) -> S {
+        let known = self
+            .admitted
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&labels);
+        if known {
+            return labels;
+        }
+        let mut admitted = self.admitted.write().unwrap_or_else(|e| e.into_inner());
+        if admitted.contains(&labels) || admitted.len() < MAX_SERIES_PER_FAMILY {
+            admitted.insert(labels.clone());
+            labels
+        } else {
+            S::other()
+        }
+    }
+}
+
+/// A labelled counter family with its [`SeriesCap`].
+#[derive(Debug)]
+struct CounterVec<S> {
+    family: Family<S, Counter>,
+    cap: SeriesCap<S>,
+}
+
+impl<S: CallerLabels> CounterVec<S> {
+    /// A new family, registered as `name` (without `_total`) in `registry`.
+    fn register(registry: &mut Registry, name: &str, help: &str) -> Self
+    where
+        S: Send + Sync + 'static,
+    {
+        let family = Family::<S, Counter>::default();
+        registry.register(name, help, Listed(family.clone()));
+        Self {
+            family,
+            cap: SeriesCap::new(),
+        }
     }
 
-    fn get(&self) -> f64 {
-        f64::from_bits(self.bits.load(Ordering::Relaxed))
+    fn add(&self, labels: S, n: u64) {
+        let labels = self.cap.admit(labels);
+        self.family.get_or_create(&labels).inc_by(n);
     }
 
-    fn render(&self, out: &mut String) {
-        header(out, self.name, self.help, "gauge");
-        let _ = writeln!(out, "{} {}", self.name, format_float(self.get()));
+    fn get(&self, labels: &S) -> u64 {
+        self.family.get(labels).map(|c| c.get()).unwrap_or(0)
     }
+}
+
+/// A registered metric that is always listed. prometheus-client leaves a
+/// family without series out of the output entirely (`is_empty`); this
+/// exporter has always listed every family's `# HELP`/`# TYPE` from the
+/// start, so keep that (the default `is_empty` is `false`).
+#[derive(Debug)]
+struct Listed<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Listed<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+}
+
+/// A latency histogram with [`LATENCY_BUCKETS`] (`+Inf` is implicit).
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
 }
 
 /// Notification outcomes exported at zero from the start (all of
@@ -304,16 +294,20 @@ const NOTIFICATION_OUTCOMES: [&str; 16] = [
 /// one ([`metrics`]); [`Metrics::new`] is for tests of the format.
 #[derive(Debug)]
 pub struct Metrics {
-    orders_created: AtomicU64,
-    payments_confirmed: CounterVec,
-    notifications: CounterVec,
-    api_requests: CounterVec,
-    api_duration: HistogramVec,
-    reconcile_runs: CounterVec,
-    bill_results: CounterVec,
-    webhook_deliveries: CounterVec,
+    registry: Registry,
+    orders_created: Counter,
+    payments_confirmed: CounterVec<SourceLabels>,
+    notifications: CounterVec<OutcomeLabels>,
+    api_requests: Family<ApiLabels, Counter>,
+    api_duration: Family<ApiLabels, Histogram>,
+    /// One cap for both API families: they are always updated together,
+    /// so they hold the same label sets.
+    api_cap: SeriesCap<ApiLabels>,
+    reconcile_runs: CounterVec<ResultLabels>,
+    bill_results: CounterVec<ResultLabels>,
+    webhook_deliveries: CounterVec<OutcomeLabels>,
     webhook_pending: Gauge,
-    webhook_oldest_age: Gauge,
+    webhook_oldest_age: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -325,146 +319,203 @@ impl Default for Metrics {
 impl Metrics {
     /// An empty registry (the notification outcomes and payment sources
     /// start at zero so that rates exist before the first event).
+    ///
+    /// Registration order is output order. Help texts carry no final full
+    /// stop: prometheus-client adds one.
     pub fn new() -> Self {
+        let mut registry = Registry::default();
+
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        registry.register(
+            "wxpay_build_info",
+            "The running version (always 1)",
+            build_info,
+        );
+
+        let orders_created = Counter::default();
+        registry.register(
+            "wxpay_orders_created",
+            "Combined orders created (prepay succeeded and stored)",
+            orders_created.clone(),
+        );
+        let payments_confirmed = CounterVec::register(
+            &mut registry,
+            "wxpay_payments_confirmed",
+            "Combined orders that became SUCCESS, by how the payment was learnt (notify, query)",
+        );
+        let notifications = CounterVec::register(
+            &mut registry,
+            "wxpay_notifications",
+            "Payment notifications received, by outcome",
+        );
+
+        let api_requests = Family::<ApiLabels, Counter>::default();
+        registry.register(
+            "wxpay_api_requests",
+            "WeChat Pay API calls (after retries), by endpoint and outcome",
+            Listed(api_requests.clone()),
+        );
+        let api_duration =
+            Family::<ApiLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register(
+            "wxpay_api_request_duration_seconds",
+            "WeChat Pay API call latency in seconds (including retries), by endpoint and outcome",
+            Listed(api_duration.clone()),
+        );
+
+        let reconcile_runs = CounterVec::register(
+            &mut registry,
+            "wxpay_reconcile_runs",
+            "Reconciliation sweeps, by result",
+        );
+        let bill_results = CounterVec::register(
+            &mut registry,
+            "wxpay_bill_results",
+            "Trade-bill downloads and reconciliations, by result",
+        );
+        let webhook_deliveries = CounterVec::register(
+            &mut registry,
+            "wxpay_webhook_deliveries",
+            "Outgoing webhook delivery attempts, by outcome",
+        );
+
+        let webhook_pending = Gauge::default();
+        registry.register(
+            "wxpay_webhook_pending",
+            "Outgoing webhook events not yet delivered",
+            webhook_pending.clone(),
+        );
+        let webhook_oldest_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "wxpay_webhook_oldest_pending_age_seconds",
+            "Age in seconds of the oldest undelivered webhook event (0 when none)",
+            webhook_oldest_age.clone(),
+        );
+
         let m = Self {
-            orders_created: AtomicU64::new(0),
-            payments_confirmed: CounterVec::new(
-                "wxpay_payments_confirmed_total",
-                "Combined orders that became SUCCESS, by how the payment was learnt (notify, query).",
-                &["source"],
-            ),
-            notifications: CounterVec::new(
-                "wxpay_notifications_total",
-                "Payment notifications received, by outcome.",
-                &["outcome"],
-            ),
-            api_requests: CounterVec::new(
-                "wxpay_api_requests_total",
-                "WeChat Pay API calls (after retries), by endpoint and outcome.",
-                &["endpoint", "outcome"],
-            ),
-            api_duration: HistogramVec::new(
-                "wxpay_api_request_duration_seconds",
-                "WeChat Pay API call latency in seconds (including retries), by endpoint and outcome.",
-                &["endpoint", "outcome"],
-            ),
-            reconcile_runs: CounterVec::new(
-                "wxpay_reconcile_runs_total",
-                "Reconciliation sweeps, by result.",
-                &["result"],
-            ),
-            bill_results: CounterVec::new(
-                "wxpay_bill_results_total",
-                "Trade-bill downloads and reconciliations, by result.",
-                &["result"],
-            ),
-            webhook_deliveries: CounterVec::new(
-                "wxpay_webhook_deliveries_total",
-                "Outgoing webhook delivery attempts, by outcome.",
-                &["outcome"],
-            ),
-            webhook_pending: Gauge::new(
-                "wxpay_webhook_pending",
-                "Outgoing webhook events not yet delivered.",
-            ),
-            webhook_oldest_age: Gauge::new(
-                "wxpay_webhook_oldest_pending_age_seconds",
-                "Age in seconds of the oldest undelivered webhook event (0 when none).",
-            ),
+            registry,
+            orders_created,
+            payments_confirmed,
+            notifications,
+            api_requests,
+            api_duration,
+            api_cap: SeriesCap::new(),
+            reconcile_runs,
+            bill_results,
+            webhook_deliveries,
+            webhook_pending,
+            webhook_oldest_age,
         };
         for o in NOTIFICATION_OUTCOMES {
-            m.notifications.add(&[o], 0);
+            m.notifications.add(OutcomeLabels::new(o), 0);
         }
         for s in ["notify", "query"] {
-            m.payments_confirmed.add(&[s], 0);
+            m.payments_confirmed.add(SourceLabels::new(s), 0);
         }
         m
     }
 
     /// A combined order was stored (prepay succeeded).
     pub fn order_created(&self) {
-        self.orders_created.fetch_add(1, Ordering::Relaxed);
+        self.orders_created.inc();
     }
 
     /// Orders created so far.
     pub fn orders_created(&self) -> u64 {
-        self.orders_created.load(Ordering::Relaxed)
+        self.orders_created.get()
     }
 
     /// A combined order became SUCCESS; `source` is `notify` or `query`
     /// (query-on-read, the reconciliation worker).
     pub fn payment_confirmed(&self, source: &str) {
-        self.payments_confirmed.add(&[source], 1);
+        self.payments_confirmed.add(SourceLabels::new(source), 1);
     }
 
     /// Payments confirmed so far through `source`.
     pub fn payments_confirmed(&self, source: &str) -> u64 {
-        self.payments_confirmed.get(&[source])
+        self.payments_confirmed.get(&SourceLabels::new(source))
     }
 
     /// A notification ended with `outcome` ([`crate::notify::NotifyOutcome::as_str`]).
     pub fn notification(&self, outcome: &str) {
-        self.notifications.add(&[outcome], 1);
+        self.notifications.add(OutcomeLabels::new(outcome), 1);
     }
 
     /// Notifications so far with `outcome`.
     pub fn notifications(&self, outcome: &str) -> u64 {
-        self.notifications.get(&[outcome])
+        self.notifications.get(&OutcomeLabels::new(outcome))
     }
 
     /// A WeChat Pay API call completed (after its retries): `endpoint` is
     /// a fixed name such as `combine_prepay`, `outcome` e.g. `ok`,
     /// `business_error`, `transport_error`.
     pub fn api_call(&self, endpoint: &str, outcome: &str, latency: Duration) {
-        self.api_requests.add(&[endpoint, outcome], 1);
+        let labels = self.api_cap.admit(ApiLabels::new(endpoint, outcome));
+        self.api_requests.get_or_create(&labels).inc();
         self.api_duration
-            .observe(&[endpoint, outcome], latency.as_secs_f64());
+            .get_or_create(&labels)
+            .observe(latency.as_secs_f64());
     }
 
     /// API calls so far to `endpoint` with `outcome`.
     pub fn api_calls(&self, endpoint: &str, outcome: &str) -> u64 {
-        self.api_requests.get(&[endpoint, outcome])
+        self.api_requests
+            .get(&ApiLabels::new(endpoint, outcome))
+            .map(|c| c.get())
+            .unwrap_or(0)
     }
 
     /// Latency observations so far for `endpoint` with `outcome`.
+    ///
+    /// Read from the request counter: [`Metrics::api_call`] is the only
+    /// writer of both API families and observes once per count under the
+    /// same label set, while prometheus-client's `Histogram::count` exists
+    /// only behind its unstable `test-util` feature.
     pub fn api_latency_count(&self, endpoint: &str, outcome: &str) -> u64 {
-        self.api_duration.count(&[endpoint, outcome])
+        self.api_calls(endpoint, outcome)
     }
 
     /// A reconciliation sweep finished with `result` (e.g. `ok`, `error`).
     pub fn reconcile_run(&self, result: &str) {
-        self.reconcile_runs.add(&[result], 1);
+        self.reconcile_runs.add(ResultLabels::new(result), 1);
     }
 
     /// Reconciliation sweeps so far with `result`.
     pub fn reconcile_runs(&self, result: &str) -> u64 {
-        self.reconcile_runs.get(&[result])
+        self.reconcile_runs.get(&ResultLabels::new(result))
     }
 
     /// A trade bill was processed with `result` (e.g. `matched`,
     /// `discrepancies`, `hash_mismatch`, `no_statement`, `error`).
     pub fn bill_result(&self, result: &str) {
-        self.bill_results.add(&[result], 1);
+        self.bill_results.add(ResultLabels::new(result), 1);
     }
 
     /// Bill results so far with `result`.
     pub fn bill_results(&self, result: &str) -> u64 {
-        self.bill_results.get(&[result])
+        self.bill_results.get(&ResultLabels::new(result))
     }
 
     /// An outgoing webhook delivery attempt ended with `outcome`.
     pub fn webhook_delivery(&self, outcome: &str) {
-        self.webhook_deliveries.add(&[outcome], 1);
+        self.webhook_deliveries.add(OutcomeLabels::new(outcome), 1);
     }
 
     /// Webhook deliveries so far with `outcome`.
     pub fn webhook_deliveries(&self, outcome: &str) -> u64 {
-        self.webhook_deliveries.get(&[outcome])
+        self.webhook_deliveries.get(&OutcomeLabels::new(outcome))
     }
 
     /// How many webhook events are waiting.
     pub fn set_webhook_pending(&self, n: u64) {
-        self.webhook_pending.set(n as f64);
+        // The gauge is an i64; a backlog beyond i64::MAX cannot happen.
+        self.webhook_pending
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Age in seconds of the oldest waiting webhook event (0 when none).
@@ -474,34 +525,12 @@ impl Metrics {
 
     /// Everything, in the Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        header(
-            &mut out,
-            "wxpay_build_info",
-            "The running version (always 1).",
-            "gauge",
-        );
-        let _ = writeln!(
-            out,
-            "wxpay_build_info{} 1",
-            label_set(&["version"], &[env!("CARGO_PKG_VERSION").to_string()], None)
-        );
-        header(
-            &mut out,
-            "wxpay_orders_created_total",
-            "Combined orders created (prepay succeeded and stored).",
-            "counter",
-        );
-        let _ = writeln!(out, "wxpay_orders_created_total {}", self.orders_created());
-        self.payments_confirmed.render(&mut out);
-        self.notifications.render(&mut out);
-        self.api_requests.render(&mut out);
-        self.api_duration.render(&mut out);
-        self.reconcile_runs.render(&mut out);
-        self.bill_results.render(&mut out);
-        self.webhook_deliveries.render(&mut out);
-        self.webhook_pending.render(&mut out);
-        self.webhook_oldest_age.render(&mut out);
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail; an error here would be a
+        // broken metric encoder, which must not take the scrape down.
+        if let Err(e) = prometheus_text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding the metrics failed");
+        }
         out
     }
 }
@@ -740,20 +769,130 @@ mod tests {
     }
 
     #[test]
-    fn label_escaping_and_float_format() {
-        let mut s = String::new();
-        escape_label("a\\b\"c\nd", &mut s);
-        assert_eq!(s, "a\\\\b\\\"c\\nd");
-        assert_eq!(format_float(f64::INFINITY), "+Inf");
-        assert_eq!(format_float(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(format_float(f64::NAN), "NaN");
-        assert_eq!(format_float(0.25), "0.25");
-        assert_eq!(format_float(1.0), "1");
-        assert_eq!(label_set(&[], &[], None), "");
-        assert_eq!(
-            label_set(&["a"], &["x".into()], Some(("le", "+Inf"))),
-            "{a=\"x\",le=\"+Inf\"}"
+    fn families_have_their_types_and_label_sets() {
+        let m = Metrics::new();
+        m.api_call("combine_close", "ok", Duration::from_millis(1));
+        let text = m.render();
+        let types: Vec<(String, String)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| {
+                let (n, t) = l.split_once(' ').unwrap();
+                (n.to_string(), t.to_string())
+            })
+            .collect();
+        let expected = [
+            ("wxpay_build_info", "gauge"),
+            ("wxpay_orders_created_total", "counter"),
+            ("wxpay_payments_confirmed_total", "counter"),
+            ("wxpay_notifications_total", "counter"),
+            ("wxpay_api_requests_total", "counter"),
+            ("wxpay_api_request_duration_seconds", "histogram"),
+            ("wxpay_reconcile_runs_total", "counter"),
+            ("wxpay_bill_results_total", "counter"),
+            ("wxpay_webhook_deliveries_total", "counter"),
+            ("wxpay_webhook_pending", "gauge"),
+            ("wxpay_webhook_oldest_pending_age_seconds", "gauge"),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        assert_eq!(types, expected);
+        // Help texts end with exactly one full stop.
+        assert!(
+            text.contains("# HELP wxpay_reconcile_runs_total Reconciliation sweeps, by result.\n")
         );
+        assert!(!text.contains(".."), "{text}");
+        // The build info line, and the label names of each family.
+        assert!(text.contains(&format!(
+            "\nwxpay_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
+        for series in [
+            "wxpay_payments_confirmed_total{source=\"query\"}",
+            "wxpay_notifications_total{outcome=\"timeout\"}",
+            "wxpay_api_requests_total{endpoint=\"combine_close\",outcome=\"ok\"}",
+            "wxpay_api_request_duration_seconds_count{endpoint=\"combine_close\",outcome=\"ok\"}",
+            "wxpay_api_request_duration_seconds_bucket{endpoint=\"combine_close\",outcome=\"ok\",le=\"0.005\"}",
+        ] {
+            assert!(value(&text, series).is_some(), "{series}:\n{text}");
+        }
+        // The old hand-written exposition's content type, from the encoder
+        // that now writes it: no OpenMetrics terminator.
+        assert_eq!(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+        assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
+    fn series_cap_counts_overflow_as_other() {
+        let m = Metrics::new();
+        // 16 outcomes are pre-created; fill the family to the cap.
+        for i in 0..(MAX_SERIES_PER_FAMILY - NOTIFICATION_OUTCOMES.len()) {
+            m.notification(&format!("n{i}"));
+        }
+        m.notification("one_too_many");
+        m.notification("applied");
+        assert_eq!(m.notifications("one_too_many"), 0);
+        assert_eq!(m.notifications("other"), 1);
+        assert_eq!(m.notifications("applied"), 1);
+        assert_eq!(m.notifications("n0"), 1);
+        // The two API families share their admitted label sets.
+        for i in 0..MAX_SERIES_PER_FAMILY {
+            m.api_call(&format!("e{i}"), "ok", Duration::from_millis(1));
+        }
+        m.api_call("late", "ok", Duration::from_millis(1));
+        m.api_call("e0", "ok", Duration::from_millis(1));
+        assert_eq!(m.api_calls("late", "ok"), 0);
+        assert_eq!(m.api_calls("other", "other"), 1);
+        assert_eq!(m.api_calls("e0", "ok"), 2);
+        let text = m.render();
+        let count = |prefix: &str| {
+            samples(&text)
+                .into_iter()
+                .filter(|(s, _)| s.starts_with(prefix))
+                .count()
+        };
+        assert_eq!(
+            count("wxpay_api_requests_total{"),
+            MAX_SERIES_PER_FAMILY + 1
+        );
+        assert_eq!(
+            count("wxpay_api_request_duration_seconds_count{"),
+            MAX_SERIES_PER_FAMILY + 1
+        );
+        assert_eq!(
+            value(
+                &text,
+                "wxpay_api_request_duration_seconds_count{endpoint=\"other\",outcome=\"other\"}"
+            )
+            .as_deref(),
+            Some("1")
+        );
+        assert!(!text.contains("endpoint=\"late\""), "{text}");
+    }
+
+    #[test]
+    fn bounded_keeps_short_words_only() {
+        for ok in [
+            "ok",
+            "combine_prepay",
+            "A-Z.0_9",
+            &"a".repeat(MAX_LABEL_LEN),
+        ] {
+            assert_eq!(bounded(ok), ok);
+        }
+        for bad in [
+            "",
+            "a b",
+            "x/y",
+            "é",
+            "a\"b",
+            "a\nb",
+            &"a".repeat(MAX_LABEL_LEN + 1),
+        ] {
+            assert_eq!(bounded(bad), "other", "{bad:?}");
+        }
     }
 
     #[test]

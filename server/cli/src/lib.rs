@@ -6,10 +6,11 @@
 //! logging set-up, the shutdown signal, and the demo's preparation.
 //!
 //! ## Layers
-//! Each item may use the items below it, never those above (checked by
-//! `cargo xtask layering`, part of `cargo xtask test`):
 //! - `bill`, `demo`, `events`, `paydir`, `serve`, `tools`
 //! - `app`
+//!
+//! Each item may use the items below it, never those above (checked by
+//! `cargo xtask layering`, part of `cargo xtask test`).
 
 #![warn(missing_docs)]
 

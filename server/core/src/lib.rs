@@ -16,13 +16,14 @@
 //! - [`redact`]: masking of personal identifiers for logs.
 //!
 //! ## Layers
-//! Each item may use the items below it, never those above (checked by
-//! `cargo xtask layering`, part of `cargo xtask test`):
 //! - `notify`
 //! - `payment`
 //! - `bill`
 //! - `combine`, `paydir`
 //! - `apiv3`, `redact`
+//!
+//! Each item may use the items below it, never those above (checked by
+//! `cargo xtask layering`, part of `cargo xtask test`).
 
 #![warn(missing_docs)]
 

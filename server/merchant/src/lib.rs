@@ -31,8 +31,6 @@
 //! - [`metrics`]: the process's Prometheus metrics.
 //!
 //! ## Layers
-//! Each item may use the items below it, never those above (checked by
-//! `cargo xtask layering`, part of `cargo xtask test`):
 //! - `kit`
 //! - `config`
 //! - `http`
@@ -42,6 +40,9 @@
 //! - `events`, `outbox`
 //! - `combine`, `catalog`
 //! - `metrics`
+//!
+//! Each item may use the items below it, never those above (checked by
+//! `cargo xtask layering`, part of `cargo xtask test`).
 
 #![warn(missing_docs)]
 

@@ -7,6 +7,7 @@ pub use super::auth::Caller;
 use super::clock::{self, wall_ms};
 use super::error::ApiError;
 use super::faults::ApiFault;
+use super::reply::Reply;
 use super::state::ApiCallRecord;
 use super::{bill, ids, order, SimState};
 use axum::body::Body;
@@ -18,24 +19,6 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use wxpay_combine_core::apiv3::{Clock, EncryptedResource};
-
-/// A successful answer.
-#[derive(Debug)]
-pub enum Reply {
-    /// 200 with a JSON body (signed).
-    Json(Vec<u8>),
-    /// 204 (signed over the empty body).
-    NoContent,
-    /// A bill file: 200, unsigned, as the real download is.
-    File(Vec<u8>),
-}
-
-impl Reply {
-    /// 200 with `v` serialised compactly.
-    pub fn json(v: &Value) -> Self {
-        Self::Json(serde_json::to_vec(v).unwrap_or_default())
-    }
-}
 
 /// The APIv3 endpoints the simulator serves.
 #[derive(Debug, Clone, PartialEq, Eq)]

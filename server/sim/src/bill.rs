@@ -7,7 +7,8 @@
 //! UTF-8 BOM, CRLF line ends, every data field prefixed with a back-quote.
 //! The fee rate is a fixed 0.60 %.
 
-use super::api::{Caller, Reply};
+use super::auth::Caller;
+use super::reply::Reply;
 use super::clock::{self, cst_date, cst_day_bounds};
 use super::error::ApiError;
 use super::state::{BillRefundRow, BillTokenRow, BillTradeRow};

@@ -1,7 +1,8 @@
 //! Combined orders: prepay (with re-entry), query, close, and the
 //! transaction JSON shared by the query answer and the notification.
 
-use super::api::{Caller, Reply};
+use super::auth::Caller;
+use super::reply::Reply;
 use super::clock::{self, SimClock};
 use super::error::ApiError;
 use super::ids;

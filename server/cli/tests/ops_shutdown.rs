@@ -141,7 +141,7 @@ async fn in_flight_notifications_commit_and_the_worker_stops_claiming() {
     );
     let mut workers = Workers::new();
     workers.add("reconcile", move |stop| async move {
-        worker.run(stop.wait()).await
+        worker.run(stop.cancelled_owned()).await
     });
     server.workers = workers;
     let base = config.public_base_url.clone();

@@ -45,9 +45,11 @@
 
 mod serve;
 mod start;
+mod workers;
 
 pub use serve::{serve, serve_with_metrics};
 pub use start::{bind, build_client, prepare_client, redact_database_url, StartError};
+pub use workers::{RunningWorkers, Workers, WORKER_STOP_GRACE};
 
 use crate::apiv3::{Clock, SystemClock};
 use crate::catalog::Catalog;
@@ -60,20 +62,12 @@ use crate::notify::{self, NotifyConfig, NotifyHandler};
 use crate::reconcile::{Worker, WorkerConfig};
 use crate::store::{self, Store};
 use axum::Router;
-use futures_util::future::BoxFuture;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 /// How often platform certificates are refreshed in certificate mode
 /// (new certificates are listed 24 h before use; < 12 h is recommended).
 pub const CERTIFICATE_REFRESH_EVERY: Duration = Duration::from_secs(6 * 3600);
-
-/// How long [`Workers::run_until`] waits for the workers after the shutdown
-/// signal before aborting them.
-pub const WORKER_STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// Everything a running merchant server is made of: the router to serve and
 /// the background workers to run, plus the parts (for tools and tests).
@@ -302,14 +296,14 @@ impl KitBuilder {
         let internal_addr = internal_listener.as_ref().and_then(|l| l.local_addr().ok());
 
         // Background tasks. Helpers adding one: `workers.add("name", |stop| async move { … })`
-        // here, stopping when `stop.wait()` completes.
+        // here, returning soon after `stop` is cancelled.
         let mut workers = Workers::new();
         workers.add("reconcile", move |stop| async move {
-            worker.run(stop.wait()).await
+            worker.run(stop.cancelled_owned()).await
         });
         if let Some(webhook) = webhook {
             workers.add("webhook", move |stop| async move {
-                webhook.run(stop.wait()).await
+                webhook.run(stop.cancelled_owned()).await
             });
         }
         if client.certificate_mode() {
@@ -318,7 +312,7 @@ impl KitBuilder {
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep(CERTIFICATE_REFRESH_EVERY) => {}
-                        _ = stop.wait() => return,
+                        _ = stop.cancelled() => return,
                     }
                     if let Err(e) = client.refresh_certificates(true).await {
                         tracing::warn!(error = %e, "periodic platform certificate refresh failed");
@@ -332,7 +326,7 @@ impl KitBuilder {
             workers.add("internal-listener", move |stop| async move {
                 tracing::info!(addr = ?listener.local_addr().ok(), "internal API listening");
                 if let Err(e) = axum::serve(listener, r)
-                    .with_graceful_shutdown(async move { stop.wait().await })
+                    .with_graceful_shutdown(stop.cancelled_owned())
                     .await
                 {
                     tracing::error!(error = %e, "internal API listener failed");
@@ -350,7 +344,7 @@ impl KitBuilder {
                 client.verifier().clock().clone(),
             );
             workers.add("bill-schedule", move |stop| async move {
-                scheduler.run(stop.wait()).await
+                scheduler.run(stop.cancelled_owned()).await
             });
         }
 
@@ -366,131 +360,5 @@ impl KitBuilder {
             events,
             config: Arc::new(config),
         })
-    }
-}
-
-/// The shutdown signal handed to each worker: [`Shutdown::wait`] completes
-/// once shutdown was requested.
-#[derive(Debug, Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-impl Shutdown {
-    /// Completes when shutdown is requested (at once if it already was).
-    pub async fn wait(&self) {
-        let mut rx = self.0.clone();
-        let _ = rx.wait_for(|s| *s).await;
-    }
-
-    /// Whether shutdown was requested.
-    pub fn is_requested(&self) -> bool {
-        *self.0.borrow()
-    }
-}
-
-type TaskFn = Box<dyn FnOnce(Shutdown) -> BoxFuture<'static, ()> + Send>;
-
-/// The background tasks of a [`Kit`] (reconciliation, certificate refresh,
-/// and whatever else the configuration enables), not yet running.
-pub struct Workers {
-    tasks: Vec<(&'static str, TaskFn)>,
-}
-
-impl std::fmt::Debug for Workers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.names()).finish()
-    }
-}
-
-impl Default for Workers {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Workers {
-    /// No tasks.
-    pub fn new() -> Self {
-        Self { tasks: Vec::new() }
-    }
-
-    /// Adds a task: `task(stop)` runs until it returns; it should return
-    /// soon after `stop.wait()` completes.
-    pub fn add<F, Fut>(&mut self, name: &'static str, task: F)
-    where
-        F: FnOnce(Shutdown) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.tasks
-            .push((name, Box::new(move |stop| Box::pin(task(stop)))));
-    }
-
-    /// The task names, in start order.
-    pub fn names(&self) -> Vec<&'static str> {
-        self.tasks.iter().map(|(n, _)| *n).collect()
-    }
-
-    /// Spawns every task on the current Tokio runtime.
-    pub fn start(self) -> RunningWorkers {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let handles = self
-            .tasks
-            .into_iter()
-            .map(|(name, task)| (name, tokio::spawn(task(Shutdown(stop_rx.clone())))))
-            .collect();
-        RunningWorkers {
-            stop_tx: Arc::new(stop_tx),
-            handles,
-        }
-    }
-
-    /// Runs every task until `shutdown` completes, then stops them (waiting
-    /// up to [`WORKER_STOP_GRACE`]).
-    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
-        let running = self.start();
-        shutdown.await;
-        running.stop(WORKER_STOP_GRACE).await;
-    }
-}
-
-/// Running [`Workers`].
-#[derive(Debug)]
-pub struct RunningWorkers {
-    stop_tx: Arc<watch::Sender<bool>>,
-    handles: Vec<(&'static str, JoinHandle<()>)>,
-}
-
-impl RunningWorkers {
-    /// The signal the tasks watch (for tasks started elsewhere that should
-    /// stop together with these).
-    pub fn shutdown(&self) -> Shutdown {
-        Shutdown(self.stop_tx.subscribe())
-    }
-
-    /// Signals shutdown once `signal` completes (in a task of its own);
-    /// [`RunningWorkers::stop`] then only waits.
-    pub fn stop_when(&self, signal: impl Future<Output = ()> + Send + 'static) {
-        let tx = self.stop_tx.clone();
-        tokio::spawn(async move {
-            signal.await;
-            let _ = tx.send(true);
-        });
-    }
-
-    /// Signals shutdown and waits for every task, aborting those still
-    /// running after `grace` (in total).
-    pub async fn stop(self, grace: Duration) {
-        let _ = self.stop_tx.send(true);
-        let deadline = tokio::time::Instant::now() + grace;
-        for (name, mut handle) in self.handles {
-            match tokio::time::timeout_at(deadline, &mut handle).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) if e.is_panic() => tracing::error!(worker = name, "worker panicked"),
-                Ok(Err(_)) => {}
-                Err(_) => {
-                    tracing::warn!(worker = name, "worker did not stop in time; aborting");
-                    handle.abort();
-                }
-            }
-        }
     }
 }

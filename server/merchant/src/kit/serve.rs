@@ -8,7 +8,6 @@ use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// How long in-flight work may take after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -38,23 +37,16 @@ pub async fn serve_with_metrics(
     metrics_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let (signal_tx, signal_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = signal_tx.send(true);
-    });
-
-    // Background tasks are registered in `Kit::build` (kit.rs), not here.
+    // Background tasks are registered in `Kit::build` (kit/mod.rs), not here.
     // They are told to stop as soon as shutdown is requested (the
-    // reconciliation worker stops claiming).
+    // reconciliation worker stops claiming); the listeners watch the same
+    // token.
     let workers = server.workers.start();
-    workers.stop_when(stopped(signal_rx.clone()));
+    let stop = workers.shutdown();
+    workers.stop_when(shutdown);
     let metrics_task = metrics_listener.map(|l| {
         tracing::info!(addr = ?l.local_addr().ok(), "metrics listening");
-        let signal = stopped(signal_rx.clone());
+        let signal = stop.clone().cancelled_owned();
         tokio::spawn(async move {
             axum::serve(l, http::traced(crate::metrics::router::<()>()))
                 .with_graceful_shutdown(signal)
@@ -75,12 +67,12 @@ pub async fn serve_with_metrics(
             .router
             .into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(stopped(signal_rx.clone()))
+    .with_graceful_shutdown(stop.clone().cancelled_owned())
     .into_future();
     // In-flight requests get a grace period; a connection that never
     // finishes does not keep the process alive forever.
     let grace = {
-        let signal = stopped(signal_rx);
+        let signal = stop.cancelled_owned();
         async move {
             signal.await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;

@@ -29,8 +29,8 @@
 //! payer is refused (409 `PAY_LINK_USED`), the same payer coming back gets
 //! the same order. Only the SHA-256 of the token is stored.
 //!
-//! The parts: [`auth`] (who may call), [`request`] (the request bodies and
-//! their rules), [`handlers`] (the routes), [`views`] (the answers).
+//! The parts: `auth` (who may call), `request` (the request bodies and
+//! their rules), `handlers` (the routes), `views` (the answers).
 
 mod auth;
 mod handlers;

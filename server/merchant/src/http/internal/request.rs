@@ -117,7 +117,7 @@ fn deserialisation_error(e: serde_path_to_error::Error<serde_json::Error>) -> In
         None => "body".to_string(),
         Some(_) => path.to_string(),
     };
-    let message = match (rule_at(path), path.iter().last()) {
+    let message = match (rule_at(path), path.iter().next_back()) {
         (Some(rule), _) => rule,
         // deny_unknown_fields: a key without a rule is one the body may not
         // have.

@@ -1,23 +1,21 @@
 //! End to end: the demo shop (`www/`, served at `/pay/`) in headless
 //! Chromium with a phone viewport, against `wxpay-combine demo` and its
-//! embedded WeChat Pay simulator. See `e2e/mod.rs` for the harness, its
+//! embedded WeChat Pay simulator. See `wxpay_combine_tests::chromium` (`src/chromium.rs`) for the harness, its
 //! prerequisites and its environment variables.
 
-mod e2e;
-
 use anyhow::{bail, ensure, Result};
-use e2e::{check_paid, Ctx, STEP};
 use serde_json::json;
+use wxpay_combine_tests::chromium::{self, check_paid, Ctx, STEP};
 
 /// Fills the cart and pays from the shop: the status panel must reach
 /// "success" with the server-confirmed sub-orders of the three merchants.
-async fn pay_in_shop(ctx: &Ctx) -> Result<e2e::Cart> {
+async fn pay_in_shop(ctx: &Ctx) -> Result<chromium::Cart> {
     let cart = ctx.fill_cart().await?;
     pay_cart(ctx, &cart).await?;
     Ok(cart)
 }
 
-async fn pay_cart(ctx: &Ctx, cart: &e2e::Cart) -> Result<()> {
+async fn pay_cart(ctx: &Ctx, cart: &chromium::Cart) -> Result<()> {
     ctx.tap("pay-button").await?;
     ctx.cashier("wxsim-pay").await?;
     ctx.outcome("success").await?;
@@ -25,7 +23,7 @@ async fn pay_cart(ctx: &Ctx, cart: &e2e::Cart) -> Result<()> {
 }
 
 /// Opens the order page from the status panel's link and checks it.
-async fn order_page_paid(ctx: &Ctx, cart: &e2e::Cart) -> Result<()> {
+async fn order_page_paid(ctx: &Ctx, cart: &chromium::Cart) -> Result<()> {
     ctx.tap("order-link").await?;
     ctx.state("order-state", &["SUCCESS"], STEP).await?;
     check_paid(&ctx.sub_orders("order").await?, cart)?;
@@ -40,7 +38,7 @@ async fn order_page_paid(ctx: &Ctx, cart: &e2e::Cart) -> Result<()> {
 
 #[test]
 fn e2e_pay_three_merchants() {
-    e2e::run("pay_three_merchants", |ctx| async move {
+    chromium::run("pay_three_merchants", |ctx| async move {
         let cart = ctx.fill_cart().await?;
         // Not WeChat's browser, but the demo says it simulates WeChat Pay.
         ctx.visible("banner-demo").await?;
@@ -54,13 +52,13 @@ fn e2e_pay_three_merchants() {
             "the cart still shows {total} after paying"
         );
         order_page_paid(&ctx, &cart).await?;
-        e2e::readme_screenshot(&ctx).await
+        chromium::readme_screenshot(&ctx).await
     });
 }
 
 #[test]
 fn e2e_cancel_then_pay_same_order() {
-    e2e::run("cancel_then_pay_same_order", |ctx| async move {
+    chromium::run("cancel_then_pay_same_order", |ctx| async move {
         let cart = ctx.fill_cart().await?;
         ctx.tap("pay-button").await?;
         ctx.cashier("wxsim-cancel").await?;
@@ -85,7 +83,7 @@ fn e2e_cancel_then_pay_same_order() {
 
 #[test]
 fn e2e_dropped_notification_confirmed_by_query() {
-    e2e::run(
+    chromium::run(
         "dropped_notification_confirmed_by_query",
         |ctx| async move {
             ctx.sim_control(json!({ "drop_notifications": true }))
@@ -106,7 +104,7 @@ fn e2e_dropped_notification_confirmed_by_query() {
 
 #[test]
 fn e2e_tampered_pay_sign_shows_hint() {
-    e2e::run("tampered_pay_sign_shows_hint", |ctx| async move {
+    chromium::run("tampered_pay_sign_shows_hint", |ctx| async move {
         ctx.sim_control(json!({ "tamper_pay_sign": true })).await?;
         ctx.fill_cart().await?;
         ctx.tap("pay-button").await?;
@@ -131,7 +129,7 @@ fn e2e_tampered_pay_sign_shows_hint() {
 
 #[test]
 fn e2e_order_page_survives_reload() {
-    e2e::run("order_page_survives_reload", |ctx| async move {
+    chromium::run("order_page_survives_reload", |ctx| async move {
         // Cancelled in the shop, then paid on the order page itself.
         let cart = ctx.fill_cart().await?;
         ctx.tap("pay-button").await?;

@@ -3,15 +3,15 @@
 //! from the demo's written `wxpay.toml`, and graceful shutdown with a
 //! request in flight.
 
-mod flow_support;
-
-use flow_support::{order_no, pay_params, transitions_to, Browser, Db, Flow};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use wxpay_combine::apiv3::{Clock, SystemClock};
 use wxpay_combine::combine::{EventSource, TradeState};
 use wxpay_combine::config::Config;
+use wxpay_combine_tests::database::Db;
+use wxpay_combine_tests::flow::{transitions_to, Flow};
+use wxpay_combine_tests::payer::{order_no, pay_params, Browser};
 
 const OK: &str = "get_brand_wcpay_request:ok";
 

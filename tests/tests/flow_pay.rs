@@ -3,14 +3,14 @@
 //! path as its page), the notification, cancel, close, lost notifications
 //! and lost responses — on SQLite and on PostgreSQL.
 
-#[macro_use]
-mod flow_support;
-
-use flow_support::{order_no, pay_params, transitions_to, Db, Flow};
 use serde_json::json;
 use std::time::Duration;
 use wxpay_combine::combine::{EventSource, TradeState};
 use wxpay_combine_sim::CashierAction;
+use wxpay_combine_tests::database::Db;
+use wxpay_combine_tests::flow::{transitions_to, Flow};
+use wxpay_combine_tests::on_both_databases;
+use wxpay_combine_tests::payer::{order_no, pay_params};
 
 const OK: &str = "get_brand_wcpay_request:ok";
 

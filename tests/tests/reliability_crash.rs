@@ -10,18 +10,17 @@
 //! `WXPAY_RELIABILITY_SCALE`) orders, each notification delivered twice at
 //! once.
 
-#[macro_use]
-mod reliability_support;
-
 use futures_util::stream::{self, StreamExt};
-use reliability_support::{
-    acked, answers_by_notification, count, create_order, order_no, pay_params, three_shop_items,
-    transitions_to, wait_for, Cluster, Db,
-};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use wxpay_combine::combine::{EventSource, TradeState};
+use wxpay_combine_tests::database::Db;
+use wxpay_combine_tests::flow::transitions_to;
+use wxpay_combine_tests::on_both_databases;
+use wxpay_combine_tests::payer::{create_order, order_no, pay_params, three_shop_items};
+use wxpay_combine_tests::reliability::{acked, answers_by_notification, count, Cluster};
+use wxpay_combine_tests::wait::wait_for;
 
 const OK: &str = "get_brand_wcpay_request:ok";
 

@@ -18,13 +18,7 @@
 //! On SQLite and on PostgreSQL. Size: `WXPAY_RELIABILITY_FAULT_ORDERS`
 //! (default 30 × `WXPAY_RELIABILITY_SCALE`).
 
-#[macro_use]
-mod reliability_support;
-
 use futures_util::stream::{self, StreamExt};
-use reliability_support::{
-    count, order_no, pay_params, prepay_id, three_shop_items, transitions_to, wait_for, Db, Flow,
-};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -32,6 +26,12 @@ use std::time::{Duration, Instant};
 use wxpay_combine::apiv3::SystemClock;
 use wxpay_combine::combine::{EventSource, TradeState};
 use wxpay_combine::reconcile::{Worker, WorkerConfig};
+use wxpay_combine_tests::database::Db;
+use wxpay_combine_tests::flow::{transitions_to, Flow};
+use wxpay_combine_tests::on_both_databases;
+use wxpay_combine_tests::payer::{order_no, pay_params, prepay_id, three_shop_items};
+use wxpay_combine_tests::reliability::count;
+use wxpay_combine_tests::wait::wait_for;
 
 const OK: &str = "get_brand_wcpay_request:ok";
 

@@ -10,17 +10,16 @@
 //! (default 32) notifications in delivery at once (the simulator's
 //! `notify_max_inflight`; 0 for no limit).
 
-mod reliability_support;
-
 use futures_util::stream::{self, StreamExt};
-use reliability_support::{
-    acked, answers_by_notification, count, create_order, order_no, pay_params, three_shop_items,
-    transitions_to, wait_for, Cluster, Db,
-};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use wxpay_combine::combine::{EventSource, TradeState};
+use wxpay_combine_tests::database::Db;
+use wxpay_combine_tests::flow::transitions_to;
+use wxpay_combine_tests::payer::{create_order, order_no, pay_params, three_shop_items};
+use wxpay_combine_tests::reliability::{acked, answers_by_notification, count, Cluster};
+use wxpay_combine_tests::wait::wait_for;
 
 const OK: &str = "get_brand_wcpay_request:ok";
 

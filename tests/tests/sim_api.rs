@@ -1,13 +1,11 @@
 //! The simulated APIv3 over HTTP: prepay rules and re-entry, query, close,
 //! request authentication and response signatures.
 
-mod sim_support;
-
 use serde_json::{json, Value};
-use sim_support::{prepay_body, unique, ApiClient, TestSim};
 use wxpay_combine::apiv3::{
     Authorization, Clock, PrivateKey, RequestSigner, SystemClock, AUTH_SCHEME,
 };
+use wxpay_combine_tests::sim::{prepay_body, unique, ApiClient, TestSim};
 
 const NOTIFY: &str = "http://127.0.0.1:9/notify";
 
@@ -724,7 +722,7 @@ async fn authentication_rules() {
             head.push_str("User-Agent: raw/1\r\n");
         }
         head.push_str("\r\n");
-        let (status, body) = sim_support::raw_http(t.base(), &head).await;
+        let (status, body) = wxpay_combine_tests::sim::raw_http(t.base(), &head).await;
         assert_eq!(status, 400, "accept {accept} ua {ua}: {body}");
         let j: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
@@ -854,7 +852,7 @@ async fn fault_injection_errors_and_timeouts() {
     assert_eq!(t.sim.prepay_calls(&no).await.unwrap(), 2);
 
     // Out-of-process view of the same counters.
-    let stats: Value = sim_support::http()
+    let stats: Value = wxpay_combine_tests::sim::http()
         .get(format!("{}/sim/stats", t.base()))
         .send()
         .await
@@ -863,7 +861,7 @@ async fn fault_injection_errors_and_timeouts() {
         .await
         .unwrap();
     assert_eq!(stats["prepay_calls"][&no], 2);
-    let control: Value = sim_support::http()
+    let control: Value = wxpay_combine_tests::sim::http()
         .get(format!("{}/sim/control", t.base()))
         .send()
         .await

@@ -1,12 +1,10 @@
 //! Trade bills over HTTP: layouts, summaries, hashes (plain and gzip),
 //! one-time 30 s tokens, foreign tokens, NO_STATEMENT_EXIST, corrupt hash.
 
-mod sim_support;
-
 use serde_json::json;
 use sha1::{Digest, Sha1};
-use sim_support::{prepay_body, unique, ApiClient, Reply, TestSim};
 use std::io::Read;
+use wxpay_combine_tests::sim::{prepay_body, unique, ApiClient, Reply, TestSim};
 
 const NOTIFY: &str = "http://127.0.0.1:9/notify";
 const ALL: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注";

@@ -1,11 +1,9 @@
 //! The payer over HTTP: bridge.js, the cashier preview, and confirm (pay,
 //! cancel, tampered or mismatched parameters).
 
-mod sim_support;
-
 use serde_json::{json, Value};
-use sim_support::{http, prepay_body, unique, TestSim};
 use wxpay_combine_sim::{CashierAction, SimOptions, Simulator};
+use wxpay_combine_tests::sim::{http, prepay_body, unique, TestSim};
 
 const NOTIFY: &str = "http://127.0.0.1:9/notify";
 
@@ -208,7 +206,7 @@ async fn merchant_with_its_own_key() {
     assert_eq!(creds.mchid, "1900000109");
     assert!(creds.private_key_path.is_none());
     assert!(!dir.path().join("data/merchant_key.pem").exists());
-    let mut c = sim_support::ApiClient::new_with_key(sim.base_url(), &creds, key);
+    let mut c = wxpay_combine_tests::sim::ApiClient::new_with_key(sim.base_url(), &creds, key);
     c.serial = creds.wechatpay_public_key_id.clone();
     let no = unique("O");
     let r = c.prepay(&prepay_body(&creds, &no, NOTIFY)).await;

@@ -3,15 +3,15 @@
 //! a prepay itself and verifies the answers; and the `wxpay-combine sim`
 //! binary is driven out of process.
 
-mod sim_support;
-
 use serde_json::Value;
-use sim_support::{http, prepay_body, unique, ApiClient, Receiver, TestSim};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use wxpay_combine_sim::MerchantCredentials;
+use wxpay_combine_tests::binary::{server_binary, workspace_root};
+use wxpay_combine_tests::sim::{http, prepay_body, unique, ApiClient, Receiver, TestSim};
+use wxpay_combine_tests::under_ci;
 
 /// Whether an external tool is usable; under CI its absence is a failure.
 fn tool_available(program: &str, args: &[&str]) -> bool {
@@ -21,7 +21,7 @@ fn tool_available(program: &str, args: &[&str]) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
+        if under_ci() {
             panic!("{program} {args:?} is required under CI");
         }
         eprintln!("SKIP: {program} {args:?} is not available");
@@ -118,13 +118,6 @@ async fn openssl_verifies_answers_and_notifications() {
     t.sim.shutdown().await;
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 #[tokio::test]
 async fn independent_python_client() {
     if !tool_available("python3", &["-c", "import cryptography"]) {
@@ -137,7 +130,7 @@ async fn independent_python_client() {
     let order = no.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")
-            .arg(repo_root().join("tests/scripts/sim_client.py"))
+            .arg(workspace_root().join("tests/scripts/sim_client.py"))
             .args(["--base", &base, "--order", &order])
             .arg("--dir")
             .arg(dir)
@@ -183,46 +176,9 @@ async fn independent_python_client() {
     t.sim.shutdown().await;
 }
 
-/// The `wxpay-combine` binary: `WXPAY_E2E_BIN`, or built (when out of date)
-/// into the workspace target directory, as the e2e harness does.
-fn binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("WXPAY_E2E_BIN") {
-        return PathBuf::from(bin);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| {
-            if p.is_relative() {
-                repo_root().join(p)
-            } else {
-                p
-            }
-        })
-        .unwrap_or_else(|| repo_root().join("target"));
-    let bin = target
-        .join("debug")
-        .join(format!("wxpay-combine{}", std::env::consts::EXE_SUFFIX));
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "wxpay-combine",
-            "--bin",
-            "wxpay-combine",
-        ])
-        .current_dir(repo_root())
-        .status()
-        .unwrap();
-    assert!(status.success(), "building wxpay-combine failed");
-    assert!(bin.exists(), "{} missing", bin.display());
-    bin
-}
-
 #[tokio::test]
 async fn the_binary_runs_standalone() {
-    let bin = tokio::task::spawn_blocking(binary).await.unwrap();
+    let bin = tokio::task::spawn_blocking(server_binary).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(bin)
         .args([

@@ -1,16 +1,14 @@
 //! Credentials on disk and the three key modes: WeChat Pay public key,
 //! platform certificates (with a rotation), and the migration between them.
 
-mod sim_support;
-
 use serde_json::Value;
-use sim_support::{prepay_body, unique, ApiClient, Receiver, TestSim};
 use std::sync::Arc;
 use std::time::Duration;
 use wxpay_combine::apiv3::{
     Certificate, Clock, EncryptedResource, PrivateKey, PublicKey, SystemClock, Verifier,
 };
 use wxpay_combine_sim::{KeyMode, MerchantCredentials, SimError, SimOptions, Simulator};
+use wxpay_combine_tests::sim::{prepay_body, unique, ApiClient, Receiver, TestSim};
 
 #[tokio::test]
 async fn credentials_written_and_reused_on_restart() {
@@ -105,7 +103,9 @@ async fn credentials_written_and_reused_on_restart() {
 }
 
 /// The platform certificates from `/v3/certificates`, decrypted.
-async fn download_certificates(c: &ApiClient) -> (sim_support::Reply, Vec<Certificate>) {
+async fn download_certificates(
+    c: &ApiClient,
+) -> (wxpay_combine_tests::sim::Reply, Vec<Certificate>) {
     let r = c.get("/v3/certificates").await;
     assert_eq!(r.status, 200, "{}", r.text());
     let key = c.creds.apiv3_key().unwrap();

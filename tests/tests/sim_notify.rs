@@ -1,13 +1,12 @@
 //! Payment notifications over HTTP: signed, encrypted, retried on the
 //! (scaled) real schedule, faults, and delivery across a restart.
 
-mod sim_support;
-
 use serde_json::{json, Value};
-use sim_support::{eventually, prepay_body, unique, Receiver, TestSim};
 use std::time::{Duration, Instant};
 use wxpay_combine::apiv3::EncryptedResource;
 use wxpay_combine_sim::{NotificationLog, SimOptions, Simulator};
+use wxpay_combine_tests::sim::{prepay_body, unique, Receiver, TestSim};
+use wxpay_combine_tests::wait::eventually;
 
 async fn log(t: &TestSim, no: &str) -> NotificationLog {
     t.sim.notifications(Some(no)).await.unwrap()
@@ -87,7 +86,7 @@ async fn delivered_signed_and_decryptable() {
         ("delivery", Some(200))
     );
     // The same log over HTTP.
-    let over_http: Value = sim_support::http()
+    let over_http: Value = wxpay_combine_tests::sim::http()
         .get(format!(
             "{}/sim/notifications?combine_out_trade_no={no}",
             t.base()
@@ -280,7 +279,7 @@ async fn delivery_resumes_after_restart() {
     };
     let rx = Receiver::start(503).await;
     let sim = Simulator::start(opts()).await.unwrap();
-    let c = sim_support::ApiClient::new(sim.base_url(), sim.merchant());
+    let c = wxpay_combine_tests::sim::ApiClient::new(sim.base_url(), sim.merchant());
     let no = unique("P");
     c.create_and_pay(&prepay_body(sim.merchant(), &no, &rx.url))
         .await;

@@ -1,17 +1,15 @@
 //! OAuth2 openid over HTTP: the authorize redirect, single-use five-minute
 //! codes, per-appid openids, and the documented error codes.
 
-mod sim_support;
-
 use serde_json::Value;
-use sim_support::{http, prepay_body, unique, Reply, TestSim};
+use wxpay_combine_tests::sim::{http, prepay_body, unique, Reply, TestSim};
 
 fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 async fn authorize(t: &TestSim, query: &str) -> Reply {
-    sim_support::into_reply(
+    wxpay_combine_tests::sim::into_reply(
         http()
             .get(format!("{}/connect/oauth2/authorize?{query}", t.base()))
             .send()

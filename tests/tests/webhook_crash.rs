@@ -6,18 +6,18 @@
 //! once per id; `events --redeliver ID` sends it again with the same id.
 //! On SQLite and on PostgreSQL, with the real binary and the simulator.
 
-#[macro_use]
-mod reliability_support;
-
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use reliability_support::{
-    create_order, order_no, pay_params, server_binary, three_shop_items, wait_for, Cluster, Db,
-};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wxpay_combine::combine::TradeState;
+use wxpay_combine_tests::binary::server_binary;
+use wxpay_combine_tests::database::Db;
+use wxpay_combine_tests::on_both_databases;
+use wxpay_combine_tests::payer::{create_order, order_no, pay_params, three_shop_items};
+use wxpay_combine_tests::reliability::{free_port, Cluster};
+use wxpay_combine_tests::wait::wait_for;
 
 const SECRET: &str = "whsec_crash_test_0123456789";
 
@@ -112,11 +112,7 @@ async fn outbox_survives_kill9_between_commit_and_delivery(db: Db) {
     };
     // Turn webhooks on (receiver port reserved, nobody listening yet) and
     // restart the server with them.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dir = c.config_path.parent().unwrap().to_path_buf();
     std::fs::write(dir.join("webhook.key"), SECRET).unwrap();
     let mut toml = std::fs::read_to_string(&c.config_path).unwrap();

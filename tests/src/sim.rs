@@ -1,15 +1,16 @@
-//! Helpers shared by the simulator tests (`sim_*.rs`): start a simulator in
-//! a temp dir, sign requests as a merchant, verify answers, and receive
+//! The simulator tests' helpers (`sim_*.rs`): start a simulator in a temp
+//! dir, sign requests as a merchant, verify answers, and receive
 //! notifications. Everything talks HTTP to the running simulator.
-#![allow(dead_code)]
 
+use crate::payer::loopback_client;
+use crate::wait::eventually;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wxpay_combine::apiv3::{
-    generate_nonce, Clock, JsapiPayParams, ManualClock, RequestSigner, SignatureHeaders,
-    SystemClock, Verifier, VerifyError,
+    generate_nonce, Clock, JsapiPayParams, ManualClock, PrivateKey, RequestSigner,
+    SignatureHeaders, SystemClock, Verifier, VerifyError,
 };
 use wxpay_combine_sim::{MerchantCredentials, SimHandle, SimOptions, Simulator};
 
@@ -86,9 +87,7 @@ impl Reply {
 
 /// A plain HTTP client (no proxy, no redirects).
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
+    loopback_client()
         .timeout(Duration::from_secs(20))
         .build()
         .expect("client")
@@ -130,11 +129,21 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(base: &str, creds: &MerchantCredentials) -> Self {
+        Self::with_signer(base, creds, creds.signer().expect("merchant key"))
+    }
+
+    /// A client for a merchant whose private key the simulator never saw.
+    pub fn new_with_key(base: &str, creds: &MerchantCredentials, key: PrivateKey) -> Self {
+        let signer = RequestSigner::new(&creds.mchid, &creds.serial_no, key);
+        Self::with_signer(base, creds, signer)
+    }
+
+    fn with_signer(base: &str, creds: &MerchantCredentials, signer: RequestSigner) -> Self {
         Self {
             http: http(),
             base: base.to_string(),
             creds: creds.clone(),
-            signer: creds.signer().expect("merchant key"),
+            signer,
             clock: Arc::new(SystemClock),
             serial: creds.wechatpay_public_key_id.clone(),
         }
@@ -297,24 +306,6 @@ pub fn prepay_body(creds: &MerchantCredentials, no: &str, notify_url: &str) -> V
     })
 }
 
-/// Polls `f` until it returns `Some`, or panics after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// One request the receiver got.
 #[derive(Debug, Clone)]
 pub struct Hit {
@@ -453,24 +444,6 @@ impl Receiver {
             async move { (hits.len() >= n).then_some(hits) }
         })
         .await
-    }
-}
-
-impl ApiClient {
-    /// A client for a merchant whose private key the simulator never saw.
-    pub fn new_with_key(
-        base: &str,
-        creds: &MerchantCredentials,
-        key: wxpay_combine::apiv3::PrivateKey,
-    ) -> Self {
-        Self {
-            http: http(),
-            base: base.to_string(),
-            creds: creds.clone(),
-            signer: RequestSigner::new(&creds.mchid, &creds.serial_no, key),
-            clock: Arc::new(SystemClock),
-            serial: creds.wechatpay_public_key_id.clone(),
-        }
     }
 }
 

@@ -1,6 +1,5 @@
-//! Harness of the reliability tests (`tests/reliability_*.rs`): real
-//! `wxpay-combine serve` processes sharing one database, driven against the
-//! embedded simulator of this test process.
+//! Clusters: real `wxpay-combine serve` processes sharing one database,
+//! driven against the embedded simulator of this test process.
 //!
 //! A [`Cluster`] prepares a demo data directory (simulator, keys, catalog,
 //! `wxpay.toml`) exactly as `wxpay-combine demo` does, then runs one or more
@@ -11,29 +10,22 @@
 //! Sizes: `WXPAY_RELIABILITY_SCALE` (default 1) multiplies every count; the
 //! tests name their own variables for exact counts.
 
-#![allow(dead_code)]
-
-#[macro_use] // on_both_databases!, for the test files
-#[path = "../flow_support/mod.rs"]
-mod flow_support;
-
-#[allow(unused_imports)]
-pub use flow_support::{
-    order_no, pay_params, postgres_url, transitions_to, Browser, Db, Flow, PgSchema,
-};
-
-use serde_json::{json, Value};
+use crate::binary::server_binary;
+use crate::database::{Db, PgSchema};
+use crate::demo::TestDemo;
+use crate::flow::{order_events, stored_order};
+use crate::payer::{loopback_client, Browser};
+use crate::wait::wait_for;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
-use wxpay_combine::apiv3::JsapiPayParams;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wxpay_combine_cli::app::DemoOptions;
 use wxpay_combine::combine::{CombineOrder, OrderEvent};
-use wxpay_combine::store::Store;
-use wxpay_combine_cli::app::{self, DemoOptions};
 use wxpay_combine_sim::SimHandle;
+use wxpay_combine::store::Store;
 
 /// `WXPAY_RELIABILITY_SCALE` (default 1.0): multiplies the default counts.
 pub fn scale() -> f64 {
@@ -64,57 +56,8 @@ pub fn count(var: &str, default: usize) -> usize {
     ((default as f64) * scale()).round().max(1.0) as usize
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate lives in the workspace")
-        .to_path_buf()
-}
-
-/// The `wxpay-combine` binary: `WXPAY_E2E_BIN`, else built once per test
-/// run (`cargo build -p wxpay-combine --bin wxpay-combine`, a no-op when
-/// `cargo test --workspace` has built it already).
-pub fn server_binary() -> PathBuf {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            if let Some(bin) = std::env::var_os("WXPAY_E2E_BIN") {
-                return Ok(PathBuf::from(bin));
-            }
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
-                .current_dir(workspace_root())
-                .args(["build", "-p", "wxpay-combine", "--bin", "wxpay-combine"])
-                .status()
-                .map_err(|e| format!("cannot run cargo: {e}"))?;
-            if !status.success() {
-                return Err(format!("`cargo build -p wxpay-combine` failed: {status}"));
-            }
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .map(|p| {
-                    if p.is_absolute() {
-                        p
-                    } else {
-                        workspace_root().join(p)
-                    }
-                })
-                .unwrap_or_else(|| workspace_root().join("target"));
-            let bin = target
-                .join("debug")
-                .join(format!("wxpay-combine{}", std::env::consts::EXE_SUFFIX));
-            if bin.is_file() {
-                Ok(bin)
-            } else {
-                Err(format!("{} is missing after the build", bin.display()))
-            }
-        })
-        .clone()
-        .unwrap_or_else(|e| panic!("the wxpay-combine binary: {e}"))
-}
-
 /// A free loopback port (bound, then released for a child to take).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
@@ -240,31 +183,36 @@ impl Launcher {
     }
 }
 
-/// Waits until `p` answers `/readyz` with 200.
+/// Waits until `p` answers `/readyz` with 200; panics with its log when it
+/// exits first or is not ready within 60 s.
 async fn wait_ready(p: &ServerProcess) {
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let http = loopback_client().build().unwrap();
     let url = format!("{}/readyz", p.base);
-    loop {
-        if let Ok(r) = http.get(&url).send().await {
-            if r.status().as_u16() == 200 {
-                return;
+    let ready = wait_for(
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || async {
+            if let Ok(r) = http.get(&url).send().await {
+                if r.status().as_u16() == 200 {
+                    return Some(());
+                }
             }
-        }
-        assert!(
-            p.is_running(),
-            "server {} exited during start:\n{}",
-            p.index,
-            p.log_tail(40)
-        );
-        assert!(
-            Instant::now() < deadline,
-            "server {} not ready within 60 s:\n{}",
-            p.index,
-            p.log_tail(40)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            assert!(
+                p.is_running(),
+                "server {} exited during start:\n{}",
+                p.index,
+                p.log_tail(40)
+            );
+            None
+        },
+    )
+    .await;
+    assert!(
+        ready.is_some(),
+        "server {} not ready within 60 s:\n{}",
+        p.index,
+        p.log_tail(40)
+    );
 }
 
 impl Cluster {
@@ -278,35 +226,9 @@ impl Cluster {
         instances: usize,
         tweak: impl FnOnce(&mut DemoOptions),
     ) -> Option<Cluster> {
-        let admin_url = match db {
-            Db::Sqlite => None,
-            Db::Postgres => Some(postgres_url()?),
-        };
+        let TestDemo { demo, pg, dir } =
+            TestDemo::prepare(db, "reliability", "wxrel_", tweak).await?;
         let bin = server_binary();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut opts = DemoOptions::new(dir.path().join("data"));
-        opts.addr = "127.0.0.1:0".parse().unwrap();
-        opts.time_scale = 0.01;
-        opts.query_after_secs = 3600;
-        opts.reconcile_interval_secs = 3600;
-        opts.reconcile_after_secs = 3600;
-        opts.www_dir = Some(dir.path().join("www"));
-        std::fs::create_dir_all(dir.path().join("www")).unwrap();
-        std::fs::write(
-            dir.path().join("www/index.html"),
-            "<!doctype html><title>reliability</title>",
-        )
-        .unwrap();
-        let pg = match admin_url {
-            None => None,
-            Some(admin_url) => {
-                let (url, schema) = PgSchema::create(admin_url, "wxrel_").await;
-                opts.database_url = Some(url);
-                Some(schema)
-            }
-        };
-        tweak(&mut opts);
-        let demo = app::prepare_demo(&opts).await.expect("demo prepares");
         // Instance 0 takes the port the configuration was written for.
         let first_port = demo.listener.local_addr().unwrap().port();
         drop(demo.listener);
@@ -368,23 +290,17 @@ impl Cluster {
 
     /// A payer signed in (OAuth through the simulator) on instance `i`.
     pub async fn login(&self, i: usize, user: &str) -> Browser {
-        let b = Browser::new(&self.servers[i].base);
-        b.login(user).await;
-        b
+        Browser::signed_in(&self.servers[i].base, user).await
     }
 
     /// The stored order.
     pub async fn order(&self, no: &str) -> CombineOrder {
-        self.store
-            .get_order(no)
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("order {no} is not stored"))
+        stored_order(self.store.as_ref(), no).await
     }
 
     /// The order's event log.
     pub async fn events(&self, no: &str) -> Vec<OrderEvent> {
-        self.store.events(no).await.unwrap()
+        order_events(self.store.as_ref(), no).await
     }
 
     /// Every server's last log lines, for failure messages.
@@ -425,48 +341,4 @@ pub fn answers_by_notification(
 /// Whether an HTTP status is an acknowledgement (WeChat Pay counts 200/204).
 pub fn acked(status: Option<i64>) -> bool {
     matches!(status, Some(200) | Some(204))
-}
-
-/// The demo catalog's items, one of each of the three shops.
-pub fn three_shop_items() -> Value {
-    json!([
-        {"sku": "book-3body", "qty": 1},
-        {"sku": "coldbrew", "qty": 2},
-        {"sku": "succulent", "qty": 1}
-    ])
-}
-
-/// Creates an order through the public API; `(status, body)`.
-pub async fn create_order(b: &Browser, items: &Value) -> (u16, Value) {
-    let a = b
-        .post("/api/combine-orders", Some(json!({ "items": items })))
-        .await;
-    (a.status, a.body)
-}
-
-/// The `prepay_id` inside pay params.
-pub fn prepay_id(p: &JsapiPayParams) -> String {
-    p.package
-        .strip_prefix("prepay_id=")
-        .unwrap_or_else(|| panic!("package {:?}", p.package))
-        .to_string()
-}
-
-/// Polls `check` every `every` until it returns `Some`, or panics with
-/// `what()` after `within`.
-pub async fn wait_for<T, F, Fut>(within: Duration, every: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(every).await;
-    }
 }

@@ -1,4 +1,4 @@
-//! Harness of the end-to-end tests: a `wxpay-combine demo` process (with its
+//! The end-to-end tests' harness: a `wxpay-combine demo` process (with its
 //! embedded WeChat Pay simulator) on a free port with a temporary data dir,
 //! and headless Chromium with a phone viewport, driven through chromedriver.
 //!
@@ -15,12 +15,15 @@
 //! `CI=true`, and print why and pass elsewhere.
 //!
 //! Environment:
-//! - `WXPAY_E2E_BIN`: the `wxpay-combine` binary to test (default: built by
-//!   `cargo build -p wxpay-combine` into the workspace target dir).
+//! - `WXPAY_E2E_BIN`: the `wxpay-combine` binary to test (default: built
+//!   into the workspace target dir, see [`server_binary`]).
 //! - `CHROMEDRIVER`, `CHROME_BIN`: where chromedriver and Chromium are.
 //! - `WXPAY_UPDATE_SCREENSHOT=1`: also copy the paid order page's
 //!   screenshot to `docs/screenshot-paid.png` (the README's picture).
 
+use crate::binary::{server_binary, target_dir, workspace_root};
+use crate::under_ci;
+use crate::wait::{wait_for, wait_for_blocking};
 use anyhow::{anyhow, bail, Context as _, Result};
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -30,7 +33,7 @@ use std::future::Future;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The phone the page is shown on (an iPhone 14-sized viewport).
@@ -50,30 +53,6 @@ pub const OUTCOME: Duration = Duration::from_secs(30);
 /// One test at a time: each runs a browser.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate lives in the workspace")
-        .to_path_buf()
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| {
-            if p.is_absolute() {
-                p
-            } else {
-                workspace_root().join(p)
-            }
-        })
-        .unwrap_or_else(|| workspace_root().join("target"))
-}
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
 /// Runs one end-to-end test: `body` drives the page through `Ctx`; its
 /// error (or panic) fails the test after the diagnostics are printed.
 pub fn run<F, Fut>(name: &'static str, body: F)
@@ -85,14 +64,14 @@ where
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut tools = match prerequisites() {
         Ok(tools) => tools,
-        Err(reason) if ci() => panic!("{name}: cannot run under CI=true: {reason:#}"),
+        Err(reason) if under_ci() => panic!("{name}: cannot run under CI=true: {reason:#}"),
         Err(reason) => {
             eprintln!("{name}: SKIPPED (not under CI=true): {reason:#}");
             return;
         }
     };
     // Not a reason to skip: a server that does not build fails the test.
-    tools.server = server_binary().unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    tools.server = server_binary();
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -149,36 +128,6 @@ fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
-}
-
-/// The `wxpay-combine` binary, built once per test run.
-fn server_binary() -> Result<PathBuf> {
-    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            if let Some(bin) = std::env::var_os("WXPAY_E2E_BIN") {
-                return Ok(PathBuf::from(bin));
-            }
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
-                .current_dir(workspace_root())
-                .args(["build", "-p", "wxpay-combine", "--bin", "wxpay-combine"])
-                .status()
-                .map_err(|e| format!("cannot run cargo: {e}"))?;
-            if !status.success() {
-                return Err(format!("`cargo build -p wxpay-combine` failed: {status}"));
-            }
-            let bin = target_dir()
-                .join("debug")
-                .join(format!("wxpay-combine{}", std::env::consts::EXE_SUFFIX));
-            if bin.is_file() {
-                Ok(bin)
-            } else {
-                Err(format!("{} is missing after the build", bin.display()))
-            }
-        })
-        .clone()
-        .map_err(|e| anyhow!(e))
 }
 
 // ---------------------------------------------------------------------------
@@ -246,20 +195,21 @@ impl Demo {
             group: false,
         };
         let deadline = Instant::now() + STEP;
-        let (page, simulator) = loop {
+        let printed = wait_for_blocking(deadline, Duration::from_millis(50), || {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             if let (Some(page), Some(sim)) =
                 (labelled(&text, "page:"), labelled(&text, "simulator:"))
             {
-                break (page, sim.trim_end_matches('/').to_string());
+                return Ok(Some((page, sim.trim_end_matches('/').to_string())));
             }
             if let Some(status) = process.child.try_wait()? {
                 bail!("the demo exited ({status}) before it was ready:\n{text}");
             }
-            if Instant::now() > deadline {
-                bail!("the demo did not print its page and simulator addresses:\n{text}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            Ok(None)
+        })?;
+        let Some((page, simulator)) = printed else {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!("the demo did not print its page and simulator addresses:\n{text}");
         };
         for url in [&page, &simulator] {
             wait_listening(url, deadline)?;
@@ -292,13 +242,13 @@ fn wait_listening(url: &str, deadline: Instant) -> Result<()> {
         .strip_prefix("http://")
         .and_then(|rest| rest.split('/').next())
         .ok_or_else(|| anyhow!("not an http URL: {url}"))?;
-    while TcpStream::connect(authority).is_err() {
-        if Instant::now() > deadline {
-            bail!("nothing listens at {url}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let listening = wait_for_blocking(deadline, Duration::from_millis(50), || {
+        Ok::<_, std::convert::Infallible>(TcpStream::connect(authority).ok().map(|_| ()))
+    });
+    match listening {
+        Ok(Some(())) => Ok(()),
+        _ => bail!("nothing listens at {url}"),
     }
-    Ok(())
 }
 
 fn start_chromedriver(tools: &Tools, scratch: &Path) -> Result<(Guard, String)> {
@@ -316,23 +266,24 @@ fn start_chromedriver(tools: &Tools, scratch: &Path) -> Result<(Guard, String)> 
         .with_context(|| format!("cannot start {}", tools.chromedriver.display()))?;
     let mut guard = Guard { child, group: true };
     let deadline = Instant::now() + STEP;
-    loop {
+    let port = wait_for_blocking(deadline, Duration::from_millis(50), || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let port = text.lines().find_map(|line| {
             let rest = line.split("started successfully on port ").nth(1)?;
             rest.trim_end_matches('.').trim().parse::<u16>().ok()
         });
-        if let Some(port) = port {
-            return Ok((guard, format!("http://127.0.0.1:{port}")));
+        if port.is_none() {
+            if let Some(status) = guard.child.try_wait()? {
+                bail!("chromedriver exited ({status}):\n{text}");
+            }
         }
-        if let Some(status) = guard.child.try_wait()? {
-            bail!("chromedriver exited ({status}):\n{text}");
-        }
-        if Instant::now() > deadline {
-            bail!("chromedriver did not say which port it listens on:\n{text}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        Ok(port)
+    })?;
+    let Some(port) = port else {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        bail!("chromedriver did not say which port it listens on:\n{text}");
+    };
+    Ok((guard, format!("http://127.0.0.1:{port}")))
 }
 
 fn capabilities(tools: &Tools) -> fantoccini::wd::Capabilities {
@@ -528,18 +479,24 @@ impl Ctx {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<(Option<T>, String)>>,
     {
-        let deadline = Instant::now() + limit;
-        loop {
-            let last = match probe().await {
-                Ok((Some(value), _)) => return Ok(value),
-                Ok((None, seen)) => seen,
-                Err(e) => format!("{e:#}"),
-            };
-            if Instant::now() > deadline {
-                bail!("timed out after {limit:?} waiting for {what}; last seen: {last}");
+        let last = Mutex::new(String::new());
+        let found = wait_for(limit, Duration::from_millis(100), || {
+            let looked = probe();
+            let last = &last;
+            async move {
+                let (value, seen) = match looked.await {
+                    Ok((value, seen)) => (value, seen),
+                    Err(e) => (None, format!("{e:#}")),
+                };
+                *last.lock().unwrap_or_else(|e| e.into_inner()) = seen;
+                value
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await;
+        found.ok_or_else(|| {
+            let last = last.into_inner().unwrap_or_else(|e| e.into_inner());
+            anyhow!("timed out after {limit:?} waiting for {what}; last seen: {last}")
+        })
     }
 
     /// Runs `script` (a function body; `arguments[0]` is `arg`) in the page.

@@ -243,12 +243,12 @@ fn wait_listening(url: &str, deadline: Instant) -> Result<()> {
         .and_then(|rest| rest.split('/').next())
         .ok_or_else(|| anyhow!("not an http URL: {url}"))?;
     let listening = wait_for_blocking(deadline, Duration::from_millis(50), || {
-        Ok::<_, std::convert::Infallible>(TcpStream::connect(authority).ok().map(|_| ()))
-    });
-    match listening {
-        Ok(Some(())) => Ok(()),
-        _ => bail!("nothing listens at {url}"),
+        anyhow::Ok(TcpStream::connect(authority).ok())
+    })?;
+    if listening.is_none() {
+        bail!("nothing listens at {url}");
     }
+    Ok(())
 }
 
 fn start_chromedriver(tools: &Tools, scratch: &Path) -> Result<(Guard, String)> {

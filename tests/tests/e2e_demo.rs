@@ -1,7 +1,8 @@
 //! End to end: the demo shop (`www/`, served at `/pay/`) in headless
 //! Chromium with a phone viewport, against `wxpay-combine demo` and its
-//! embedded WeChat Pay simulator. See `wxpay_combine_tests::chromium` (`src/chromium.rs`) for the harness, its
-//! prerequisites and its environment variables.
+//! embedded WeChat Pay simulator. See `wxpay_combine_tests::chromium`
+//! (`src/chromium.rs`) for the harness, its prerequisites and its
+//! environment variables.
 
 use anyhow::{bail, ensure, Result};
 use serde_json::json;

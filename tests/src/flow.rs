@@ -14,11 +14,11 @@ use crate::wait::wait_for;
 use std::sync::Arc;
 use std::time::Duration;
 use wxpay_combine::apiv3::{Clock, SystemClock};
-use wxpay_combine_cli::app::DemoOptions;
 use wxpay_combine::combine::{CombineOrder, EventSource, OrderEvent, TradeState};
 use wxpay_combine::config::Config;
-use wxpay_combine_sim::SimHandle;
 use wxpay_combine::store::Store;
+use wxpay_combine_cli::app::DemoOptions;
+use wxpay_combine_sim::SimHandle;
 
 /// A running merchant server with its simulator.
 pub struct Flow {
@@ -55,7 +55,9 @@ impl Flow {
         .await?;
         adjust(&mut demo.config);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let server = wxpay_combine::kit::Kit::builder(demo.config.clone()).clock(clock).build()
+        let server = wxpay_combine::kit::Kit::builder(demo.config.clone())
+            .clock(clock)
+            .build()
             .await
             .expect("server builds");
         let store = server.store.clone();

@@ -22,10 +22,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wxpay_combine_cli::app::DemoOptions;
 use wxpay_combine::combine::{CombineOrder, OrderEvent};
-use wxpay_combine_sim::SimHandle;
 use wxpay_combine::store::Store;
+use wxpay_combine_cli::app::DemoOptions;
+use wxpay_combine_sim::SimHandle;
 
 /// `WXPAY_RELIABILITY_SCALE` (default 1.0): multiplies the default counts.
 pub fn scale() -> f64 {

@@ -5,7 +5,7 @@
 //! The machine is shared and noisy, so the two sides are interleaved over
 //! several rounds (alternating which goes first) and compared by medians.
 //! Both are single-threaded and both divide operations by CPU time (the
-//! `openssl speed` default; see server/examples/crypto_speed.rs). The last
+//! `openssl speed` default; see server/core/examples/crypto_speed.rs). The last
 //! line printed is exactly `sign_ratio=<x.xx> verify_ratio=<x.xx> decrypt_per_s=<n>`.
 
 use anyhow::{bail, Context, Result};
@@ -177,7 +177,7 @@ pub fn crypto(args: &[String]) -> Result<()> {
             "--quiet",
             "--release",
             "-p",
-            "wxpay-combine",
+            "wxpay-combine-core",
             "--example",
             "crypto_speed",
         ])

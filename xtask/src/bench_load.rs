@@ -2,7 +2,7 @@
 //! the load benchmark of BENCHMARKS.md ("Load").
 //!
 //! Builds the release binary and the `bench_load` example (the load
-//! generator, `server/examples/bench_load.rs`), then runs the generator,
+//! generator, `server/merchant/examples/bench_load.rs`), then runs the generator,
 //! which starts the simulator and the merchant server as separate processes
 //! on loopback, fires the notifications and the prepays, checks the database
 //! and times the crypto floor in-process. Its last line is the result:
@@ -74,8 +74,10 @@ pub fn run(args: &[String]) -> Result<()> {
             "build",
             "--release",
             "-p",
-            "wxpay-combine",
+            "wxpay-combine-cli",
             "--bin",
+            "wxpay-combine",
+            "-p",
             "wxpay-combine",
             "--example",
             "bench_load",

@@ -15,6 +15,6 @@ pub fn run_demo(args: &[String]) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     run(Command::new(cargo)
         .current_dir(repo_root())
-        .args(["run", "--release", "-p", "wxpay-combine", "--", "demo"])
+        .args(["run", "--release", "-p", "wxpay-combine-cli", "--", "demo"])
         .args(args))
 }

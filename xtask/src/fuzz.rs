@@ -116,6 +116,7 @@ fn run_targets(names: &[String], seconds: u64, profile: Build) -> Result<()> {
         }
     }
     ensure_cargo_fuzz()?;
+    check_lockfile()?;
     let build_started = Instant::now();
     let mut build = cargo_fuzz("build", profile);
     if let [one] = names {
@@ -158,6 +159,31 @@ fn run_targets(names: &[String], seconds: u64, profile: Build) -> Result<()> {
         .collect();
     if !crashes.is_empty() {
         bail!("fuzzing found crashes:\n{}", crashes.join("\n"));
+    }
+    Ok(())
+}
+
+/// The fuzz crate is outside the workspace and has its own committed
+/// lockfile; it must be current, so a test run never rewrites a tracked
+/// file. `cargo fuzz build` has no `--locked`, so the same resolution is
+/// checked here with `cargo metadata --locked` (which fails instead of
+/// updating the lockfile).
+fn check_lockfile() -> Result<()> {
+    let status = Command::new("cargo")
+        .current_dir(repo_root())
+        .args([
+            "metadata",
+            "--locked",
+            "--format-version",
+            "1",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running cargo metadata for the fuzz crate")?;
+    if !status.success() {
+        bail!("fuzz/Cargo.lock is out of date: run `cargo metadata --manifest-path fuzz/Cargo.toml --format-version 1 >/dev/null` and commit fuzz/Cargo.lock");
     }
     Ok(())
 }

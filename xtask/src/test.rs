@@ -50,12 +50,23 @@ pub fn run_all() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    // The server crate's API documentation builds without a warning (broken
-    // links, missing docs); its examples compile in the test step below.
+    // The server crates' API documentation builds without a warning (broken
+    // links, missing docs); their examples compile in the test step below.
     run(Command::new("cargo")
         .current_dir(&root)
         .env("RUSTDOCFLAGS", "-D warnings")
-        .args(["doc", "-p", "wxpay-combine", "--no-deps"]))?;
+        .args([
+            "doc",
+            "--no-deps",
+            "-p",
+            "wxpay-combine-core",
+            "-p",
+            "wxpay-combine-sim",
+            "-p",
+            "wxpay-combine",
+            "-p",
+            "wxpay-combine-cli",
+        ]))?;
 
     // 2b. Module layering: no module cycle, no upward import against a
     // crate's declared layers (see layering.rs).

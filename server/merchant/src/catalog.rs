@@ -333,6 +333,37 @@ impl Catalog {
     }
 }
 
+/// The catalog's key, `catalog_file` (optional in demo: built in).
+pub mod settings {
+    use crate::settings::{FieldKind, FieldTable, Validator};
+    use std::path::{Path, PathBuf};
+
+    /// The keys of this subsystem.
+    pub const FIELDS: FieldTable = &[("catalog_file", FieldKind::Str)];
+
+    /// Validates `catalog_file`, resolved; required outside demo. `Ok(None)`:
+    /// none configured (the demo's built-in catalog); `Err(())`: the problem
+    /// is recorded in `v`.
+    #[allow(clippy::result_unit_err)]
+    pub fn validate(
+        catalog_file: Option<&Path>,
+        demo: bool,
+        v: &mut Validator<'_>,
+    ) -> Result<Option<PathBuf>, ()> {
+        let file = catalog_file
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(|p| v.path(p));
+        if file.is_none() && !demo {
+            v.missing::<()>(
+                "catalog_file",
+                "a TOML or JSON file listing merchants and items; see wxpay.example.toml",
+            );
+            return Err(());
+        }
+        Ok(file)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

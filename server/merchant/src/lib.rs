@@ -29,6 +29,8 @@
 //! - [`combine`]: the outbound WeChat Pay client and its seam.
 //! - [`catalog`]: the merchant's goods and sub-merchants.
 //! - [`metrics`]: the process's Prometheus metrics.
+//! - [`settings`]: what every subsystem's settings share (the validator
+//!   that names each problem's key, secret files, the `WXPAY_*` field tables).
 //!
 //! ## Layers
 //! - `kit`
@@ -40,6 +42,7 @@
 //! - `events`, `outbox`
 //! - `combine`, `catalog`
 //! - `metrics`
+//! - `settings`
 //!
 //! Each item may use the items below it, never those above (checked by
 //! `cargo xtask layering`, part of `cargo xtask test`).
@@ -60,5 +63,6 @@ pub mod notify;
 pub mod outbox;
 pub mod payment;
 pub mod reconcile;
+pub mod settings;
 pub mod store;
 pub mod webhook;

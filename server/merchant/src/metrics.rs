@@ -551,6 +551,39 @@ async fn scrape() -> axum::response::Response {
         .into_response()
 }
 
+/// The metrics keys: `metrics_listen`, `metrics_on_public_listener`.
+pub mod settings {
+    use crate::settings::{FieldKind, FieldTable, Validator};
+    use std::net::SocketAddr;
+
+    /// The keys of this subsystem.
+    pub const FIELDS: FieldTable = &[
+        ("metrics_listen", FieldKind::Str),
+        ("metrics_on_public_listener", FieldKind::Bool),
+    ];
+
+    /// Where `GET /metrics` is served.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct MetricsSettings {
+        /// A separate listener for `GET /metrics` (None: none).
+        pub listen: Option<SocketAddr>,
+        /// `GET /metrics` on the public listener too.
+        pub on_public_listener: bool,
+    }
+
+    /// Validates the keys.
+    pub fn validate(
+        listen: Option<&str>,
+        on_public_listener: Option<bool>,
+        v: &mut Validator<'_>,
+    ) -> MetricsSettings {
+        MetricsSettings {
+            listen: v.socket_addr("metrics_listen", listen, "127.0.0.1:9464"),
+            on_public_listener: on_public_listener.unwrap_or(false),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

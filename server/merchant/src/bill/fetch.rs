@@ -12,7 +12,7 @@ use crate::bill::{self, BillError, BillKind, LocalSubOrder, Report, TradeBill, V
 use crate::combine::client::{user_agent, Repeat, WechatPayClient};
 use crate::combine::wire::ErrorBody;
 use crate::combine::ApiError;
-use crate::config::Config;
+use crate::combine::settings::ApiSettings;
 use crate::store::{Store, StoreError};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -190,24 +190,24 @@ impl std::fmt::Debug for BillFetcher {
 }
 
 impl BillFetcher {
-    /// A fetcher for `config`'s API host(s), with `client` (signing and
-    /// verifying) and `store`.
+    /// A fetcher for the API host(s) and timeouts of `api` (the client's
+    /// settings), with `client` (signing and verifying) and `store`.
     pub fn new(
-        config: &Config,
+        api: &ApiSettings,
         client: Arc<WechatPayClient>,
         store: Arc<dyn Store>,
     ) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .user_agent(user_agent())
-            .connect_timeout(config.api.connect_timeout)
-            .read_timeout(config.api.request_timeout)
+            .connect_timeout(api.connect_timeout)
+            .read_timeout(api.request_timeout)
             // Following a redirect would send the Authorization elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let mut api_origins = vec![config.api.base_url.clone()];
-        api_origins.extend(config.api.backup_url.clone());
+        let mut api_origins = vec![api.base_url.clone()];
+        api_origins.extend(api.backup_url.clone());
         Ok(Self {
             client,
             store,

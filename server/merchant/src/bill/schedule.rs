@@ -12,7 +12,7 @@ use super::fetch::{BillFetcher, BillJob, BillRunError};
 use super::BillKind;
 use super::BEIJING;
 use crate::apiv3::Clock;
-use crate::config::ConfigError;
+use crate::settings::{ConfigError, FieldKind, FieldTable};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +21,14 @@ use time::{Date, OffsetDateTime, Time};
 /// Wait before asking again after `STATEMENT_CREATING` or a failure (the
 /// documented advice for a bill still being generated is every 30 min).
 pub const RETRY_AFTER_SECS: i64 = 30 * 60;
+
+/// The keys of the bill schedule.
+pub const FIELDS: FieldTable = &[
+    ("bill_schedule", FieldKind::Bool),
+    ("bill_schedule_time", FieldKind::Str),
+    ("bill_schedule_type", FieldKind::Str),
+    ("bill_schedule_dir", FieldKind::Str),
+];
 
 /// `bill_schedule*` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

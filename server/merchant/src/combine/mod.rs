@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod client;
+pub mod settings;
 
 pub use api::{ApiError, CombineApi};
 pub use wxpay_combine_core::combine::*;

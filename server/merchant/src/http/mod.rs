@@ -19,18 +19,22 @@
 
 pub mod error;
 pub mod internal;
+pub mod internal_settings;
 pub mod limits;
 pub mod oauth;
 pub mod orders;
 pub mod session;
+pub mod settings;
 
 pub use error::AppError;
 pub use oauth::{HttpOAuthClient, OAuthClient, OAuthExchangeError, OAuthIdentity};
+pub use settings::{OrderPolicy, ServerSettings};
 
 use crate::apiv3::{Clock, PrivateKey, Verifier};
 use crate::catalog::Catalog;
 use crate::combine::CombineApi;
-use crate::config::{Config, OrderPolicy, SessionSecret};
+use crate::combine::settings::WechatPaySettings;
+use crate::notify::settings::NotifySettings;
 use crate::redact::mask_openid;
 use crate::store::Store;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
@@ -40,6 +44,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use secrecy::SecretSlice;
 use session::{CookieSigner, Purpose, SessionData, SESSION_COOKIE};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -80,7 +85,7 @@ pub struct HttpSettings {
     /// Demo: the simulator's base URL.
     pub simulator_base_url: Option<String>,
     /// Cookie key.
-    pub session_secret: SessionSecret,
+    pub session_secret: SecretSlice<u8>,
     /// `Secure` cookies (all but demo).
     pub secure_cookies: bool,
     /// Session lifetime.
@@ -90,26 +95,32 @@ pub struct HttpSettings {
 }
 
 impl HttpSettings {
-    /// The HTTP settings of a validated configuration.
-    pub fn from_config(c: &Config) -> Self {
+    /// The HTTP settings of the validated server, client and notification
+    /// settings.
+    pub fn from_settings(
+        server: &ServerSettings,
+        wechatpay: &WechatPaySettings,
+        notify: &NotifySettings,
+        demo: bool,
+    ) -> Self {
         Self {
-            appid: c.merchant.appid.clone(),
-            mchid: c.merchant.mchid.clone(),
-            notify_url: c.notify_url.to_string(),
-            pay_directory: c.pay_directory.clone(),
-            oauth_authorize_url: c.oauth.authorize_url.clone(),
-            oauth_redirect_uri: c.oauth_redirect_uri(),
-            www_dir: c.www_dir.clone(),
-            wasm_pkg_dir: c.wasm_pkg_dir.clone(),
-            demo: c.demo,
-            simulator_base_url: c
+            appid: wechatpay.appid.clone(),
+            mchid: wechatpay.merchant.mchid.clone(),
+            notify_url: notify.notify_url.to_string(),
+            pay_directory: server.pay_directory.clone(),
+            oauth_authorize_url: server.oauth.authorize_url.clone(),
+            oauth_redirect_uri: server.oauth_redirect_uri(),
+            www_dir: server.www_dir.clone(),
+            wasm_pkg_dir: server.wasm_pkg_dir.clone(),
+            demo,
+            simulator_base_url: server
                 .simulator_base_url
                 .as_ref()
                 .map(|u| u.as_str().trim_end_matches('/').to_string()),
-            session_secret: c.session_secret.clone(),
-            secure_cookies: !c.demo,
-            session_ttl_secs: c.oauth.session_ttl_secs,
-            orders: c.orders,
+            session_secret: server.session_secret.clone(),
+            secure_cookies: !demo,
+            session_ttl_secs: server.oauth.session_ttl_secs,
+            orders: server.orders,
         }
     }
 }

@@ -9,9 +9,9 @@ use super::error::AppError;
 use super::session::{OAuthData, Purpose, SessionData, OAUTH_COOKIE, SESSION_COOKIE};
 use super::AppState;
 use crate::apiv3::generate_nonce;
-use crate::config::Secret;
 use crate::redact::mask_openid;
 use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -64,7 +64,7 @@ pub struct HttpOAuthClient {
     http: reqwest::Client,
     api_base: Url,
     appid: String,
-    secret: Secret,
+    secret: SecretString,
 }
 
 impl std::fmt::Debug for HttpOAuthClient {
@@ -81,7 +81,7 @@ impl HttpOAuthClient {
     pub fn new(
         api_base: Url,
         appid: String,
-        secret: Secret,
+        secret: SecretString,
         timeout: Duration,
     ) -> Result<Self, String> {
         let http = reqwest::Client::builder()
@@ -110,7 +110,7 @@ impl OAuthClient for HttpOAuthClient {
         ));
         url.query_pairs_mut()
             .append_pair("appid", &self.appid)
-            .append_pair("secret", self.secret.expose())
+            .append_pair("secret", self.secret.expose_secret())
             .append_pair("code", code)
             .append_pair("grant_type", "authorization_code");
         // The URL carries the AppSecret: strip it from any error text.

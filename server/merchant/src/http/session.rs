@@ -5,7 +5,7 @@
 //! purpose "\n" payload))`. The purpose label keeps one kind of cookie from
 //! being replayed as the other; the payload carries its own expiry.
 
-use crate::config::SessionSecret;
+use secrecy::{ExposeSecret, SecretSlice};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{KeyInit, Mac};
@@ -84,19 +84,21 @@ impl Expiring for OAuthData {
 /// Signs and opens cookie values.
 #[derive(Debug, Clone)]
 pub struct CookieSigner {
-    secret: SessionSecret,
+    secret: SecretSlice<u8>,
     secure: bool,
 }
 
 impl CookieSigner {
-    /// A signer; `secure` adds the `Secure` attribute (everywhere but demo).
-    pub fn new(secret: SessionSecret, secure: bool) -> Self {
+    /// A signer with the key `secret` (the configuration requires at least
+    /// [`super::settings::MIN_SESSION_SECRET_LEN`] bytes); `secure` adds the
+    /// `Secure` attribute (everywhere but demo).
+    pub fn new(secret: SecretSlice<u8>, secure: bool) -> Self {
         Self { secret, secure }
     }
 
     fn mac(&self, purpose: Purpose, payload: &[u8]) -> HmacSha256 {
         let mut mac =
-            HmacSha256::new_from_slice(self.secret.as_bytes()).expect("HMAC takes any key length");
+            HmacSha256::new_from_slice(self.secret.expose_secret()).expect("HMAC takes any key length");
         mac.update(purpose.label());
         mac.update(b"\n");
         mac.update(payload);
@@ -161,7 +163,7 @@ mod tests {
     use super::*;
 
     fn signer() -> CookieSigner {
-        CookieSigner::new(SessionSecret::new(&[7u8; 32]).unwrap(), true)
+        CookieSigner::new(SecretSlice::from(vec![7u8; 32]), true)
     }
 
     #[test]
@@ -185,7 +187,7 @@ mod tests {
         };
         let v = s.seal(Purpose::Session, &data);
         assert!(s.open::<SessionData>(Purpose::OAuth, &v, 0).is_none());
-        let other = CookieSigner::new(SessionSecret::new(&[8u8; 32]).unwrap(), true);
+        let other = CookieSigner::new(SecretSlice::from(vec![8u8; 32]), true);
         assert!(other.open::<SessionData>(Purpose::Session, &v, 0).is_none());
         let forged_payload = URL_SAFE_NO_PAD.encode(br#"{"o":"o2","x":1000}"#);
         let tag = v.split_once('.').unwrap().1;
@@ -205,7 +207,7 @@ mod tests {
             c,
             "wxpay_session=abc; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
         );
-        let demo = CookieSigner::new(SessionSecret::new(&[7u8; 32]).unwrap(), false);
+        let demo = CookieSigner::new(SecretSlice::from(vec![7u8; 32]), false);
         assert!(!demo.set_cookie("a", "b", "/", 1).contains("Secure"));
         let mut h = HeaderMap::new();
         h.append(

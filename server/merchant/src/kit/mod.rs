@@ -9,7 +9,7 @@
 //! use wxpay_combine::kit::Kit;
 //!
 //! # async fn demo(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-//! let store = wxpay_combine::store::connect(&config.database_url).await?;
+//! let store = wxpay_combine::store::connect(&config.store.database_url).await?;
 //! let kit = Kit::builder(config)
 //!     .store(store)
 //!     .on_event(|e: &OrderEventNotice| println!("{} {}", e.kind.as_str(), e.combine_out_trade_no))
@@ -142,7 +142,7 @@ impl std::fmt::Debug for KitBuilder {
 }
 
 impl KitBuilder {
-    /// Uses `store` instead of connecting to `config.database_url`.
+    /// Uses `store` instead of connecting to `config.store.database_url`.
     pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
         self
@@ -189,10 +189,10 @@ impl KitBuilder {
         };
         let store = match store {
             Some(s) => s,
-            None => store::connect(&config.database_url)
+            None => store::connect(&config.store.database_url)
                 .await
                 .map_err(|source| StartError::Store {
-                    url: redact_database_url(&config.database_url),
+                    url: redact_database_url(&config.store.database_url),
                     source,
                 })?,
         };
@@ -206,8 +206,11 @@ impl KitBuilder {
         let mut notify = NotifyHandler::new(
             store.clone(),
             client.verifier().clone(),
-            config.merchant.apiv3_key.clone(),
-            NotifyConfig::new(config.merchant.mchid.clone(), config.merchant.appid.clone()),
+            config.wechatpay.merchant.apiv3_key.clone(),
+            NotifyConfig::new(
+                config.wechatpay.merchant.mchid.clone(),
+                config.wechatpay.appid.clone(),
+            ),
             clock.clone(),
         );
         if client.certificate_mode() {
@@ -232,7 +235,7 @@ impl KitBuilder {
             WorkerConfig {
                 interval: Duration::from_secs(config.reconcile.interval_secs),
                 query_after: Duration::from_secs(config.reconcile.after_secs.max(0) as u64),
-                min_close_age: Duration::from_secs(config.orders.close_min_age_secs.max(0) as u64),
+                min_close_age: Duration::from_secs(config.http.orders.close_min_age_secs.max(0) as u64),
                 ..WorkerConfig::default()
             },
             clock.clone(),
@@ -248,28 +251,33 @@ impl KitBuilder {
         };
 
         let oauth = HttpOAuthClient::new(
-            config.oauth.api_base_url.clone(),
-            config.merchant.appid.clone(),
-            config.merchant.app_secret.clone(),
-            config.api.request_timeout,
+            config.http.oauth.api_base_url.clone(),
+            config.wechatpay.appid.clone(),
+            config.http.oauth.app_secret.clone(),
+            config.wechatpay.api.request_timeout,
         )
         .map_err(StartError::Other)?;
         let state = AppState::new(
-            HttpSettings::from_config(&config),
+            HttpSettings::from_settings(
+                &config.http,
+                &config.wechatpay,
+                &config.notify,
+                config.demo,
+            ),
             store.clone(),
             api,
             Arc::new(oauth),
             catalog,
-            config.merchant.private_key.clone(),
+            config.wechatpay.merchant.private_key.clone(),
             clock,
         )
         .with_readiness_verifier(client.verifier().clone())
-        .with_limits(config.limits.clone());
+        .with_limits(config.http.limits.clone());
         let mut router = http::app(state.clone()).merge(http::traced(notify::router(
             notify.clone(),
-            &config.notify_path,
+            &config.notify.notify_path,
         )));
-        if config.metrics_on_public_listener {
+        if config.metrics.on_public_listener {
             router = router.merge(http::traced(crate::metrics::router()));
         }
         // Intake: the server-to-server API, on its own listener by default.
@@ -336,7 +344,7 @@ impl KitBuilder {
         // Bills: the daily trade-bill run (bill_schedule = true).
         if config.bill_schedule.enabled {
             let fetcher =
-                crate::bill::fetch::BillFetcher::new(&config, client.clone(), store.clone())
+                crate::bill::fetch::BillFetcher::new(&config.wechatpay.api, client.clone(), store.clone())
                     .map_err(StartError::Other)?;
             let scheduler = crate::bill::schedule::BillScheduler::new(
                 fetcher,

@@ -23,7 +23,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let metrics = match server.config.metrics_listen {
+    let metrics = match server.config.metrics.listen {
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };

@@ -64,22 +64,22 @@ pub fn redact_database_url(url: &str) -> String {
 /// certificates; see [`prepare_client`]). The `bill` command uses this too.
 pub fn build_client(config: &Config, clock: Arc<dyn Clock>) -> Result<WechatPayClient, StartError> {
     let mut verifier = Verifier::new(clock);
-    if let Some((id, key)) = &config.verification.public_key {
+    if let Some((id, key)) = &config.wechatpay.merchant.verification.public_key {
         verifier = verifier.with_public_key(id.clone(), key.clone());
     }
     let signer = RequestSigner::new(
-        config.merchant.mchid.clone(),
-        config.merchant.serial_no.clone(),
-        config.merchant.private_key.clone(),
+        config.wechatpay.merchant.mchid.clone(),
+        config.wechatpay.merchant.serial_no.clone(),
+        config.wechatpay.merchant.private_key.clone(),
     );
-    let mut opts = ClientOptions::new(config.api.base_url.clone());
-    opts.backup_url = config.api.backup_url.clone();
-    opts.connect_timeout = config.api.connect_timeout;
-    opts.request_timeout = config.api.request_timeout;
-    opts.max_attempts = config.api.max_attempts;
+    let mut opts = ClientOptions::new(config.wechatpay.api.base_url.clone());
+    opts.backup_url = config.wechatpay.api.backup_url.clone();
+    opts.connect_timeout = config.wechatpay.api.connect_timeout;
+    opts.request_timeout = config.wechatpay.api.request_timeout;
+    opts.max_attempts = config.wechatpay.api.max_attempts;
     let client = WechatPayClient::new(opts, signer, Arc::new(verifier))?;
-    Ok(if config.verification.platform_certificates {
-        client.with_platform_certificates(config.merchant.apiv3_key.clone())
+    Ok(if config.wechatpay.merchant.verification.platform_certificates {
+        client.with_platform_certificates(config.wechatpay.merchant.apiv3_key.clone())
     } else {
         client
     })
@@ -95,7 +95,7 @@ pub async fn prepare_client(
     if client.certificate_mode() {
         match client.refresh_certificates(true).await {
             Ok(RefreshOutcome::Refreshed(_)) | Ok(_) => {}
-            Err(e) if config.verification.public_key.is_some() => {
+            Err(e) if config.wechatpay.merchant.verification.public_key.is_some() => {
                 // Migration mode: the public key still verifies responses.
                 tracing::warn!(error = %e, "platform certificates unavailable; continuing with the WeChat Pay public key");
             }

@@ -18,6 +18,7 @@
 //! that reaches us from WeChat Pay's side.
 
 mod outcome;
+pub mod settings;
 
 pub use outcome::{NotifyCounters, NotifyReply};
 pub use wxpay_combine_core::notify::{

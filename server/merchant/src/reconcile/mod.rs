@@ -14,6 +14,8 @@
 //! [`refresh_from_query`] is the same step for one order, for the HTTP
 //! layer's query-on-read.
 
+pub mod settings;
+
 use crate::apiv3::Clock;
 use crate::combine::wire::{CloseRequest, CloseSubOrder, CombineTransaction};
 use crate::combine::{

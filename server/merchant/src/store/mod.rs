@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 
 pub mod intake;
 pub mod postgres;
+pub mod settings;
 mod shared;
 pub mod sqlite;
 

@@ -5,6 +5,7 @@
 //! lapses (at-least-once).
 
 use super::{sign, WebhookSettings, HEADER_EVENT_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use secrecy::ExposeSecret;
 use crate::apiv3::Clock;
 use crate::store::{OutboxEvent, Store, StoreError};
 use std::future::Future;
@@ -94,7 +95,7 @@ impl WebhookWorker {
     pub async fn send(&self, event: &OutboxEvent) -> Delivery {
         let ts = self.clock.now();
         let signature = sign::sign(
-            self.settings.secret.expose().as_bytes(),
+            self.settings.secret.expose_secret().as_bytes(),
             ts,
             event.payload.as_bytes(),
         );

@@ -16,11 +16,12 @@
 //! The receiver's side is documented in `docs/webhooks.md`.
 
 pub mod deliver;
+pub mod settings;
 pub mod sign;
 
 pub use deliver::{backoff_secs, Delivery, WebhookWorker};
 
-use crate::config::Secret;
+use secrecy::SecretString;
 use std::time::Duration;
 use url::Url;
 
@@ -37,7 +38,7 @@ pub struct WebhookSettings {
     /// The receiver (`webhook_url`).
     pub url: Url,
     /// The HMAC key (`webhook_secret_file`).
-    pub secret: Secret,
+    pub secret: SecretString,
     /// Timeout of one delivery attempt (`webhook_timeout_ms`).
     pub timeout: Duration,
     /// Delay after the first failure (`webhook_initial_backoff_secs`); it
@@ -54,7 +55,7 @@ pub struct WebhookSettings {
 impl WebhookSettings {
     /// Settings with the defaults: 10 s timeout, backoff from 5 s to 1 h,
     /// polling every second, 16 events per round.
-    pub fn new(url: Url, secret: Secret) -> Self {
+    pub fn new(url: Url, secret: SecretString) -> Self {
         Self {
             url,
             secret,

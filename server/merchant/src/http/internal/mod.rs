@@ -47,7 +47,8 @@ pub use views::AWAITING_PAYER;
 
 use super::error::AppError;
 use super::AppState;
-use crate::config::{InternalApiConfig, Secret};
+use super::internal_settings::InternalApiConfig;
+use secrecy::{ExposeSecret, SecretString};
 use crate::store::StoreError;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -69,7 +70,7 @@ pub const MAX_INTERNAL_BODY_BYTES: usize = 64 * 1024;
 pub struct InternalApi {
     app: AppState,
     auth: Arc<TokenCheck>,
-    link_secret: Arc<Secret>,
+    link_secret: Arc<SecretString>,
     pay_link_ttl_secs: i64,
     page_url: String,
 }
@@ -89,7 +90,7 @@ impl InternalApi {
     pub fn new(app: AppState, config: &InternalApiConfig, page_url: String) -> Self {
         Self {
             app,
-            auth: Arc::new(TokenCheck::new(config.token.expose())),
+            auth: Arc::new(TokenCheck::new(config.token.expose_secret())),
             link_secret: Arc::new(config.token.clone()),
             pay_link_ttl_secs: config.pay_link_ttl_secs,
             page_url,
@@ -100,7 +101,7 @@ impl InternalApi {
     /// the API token, so a repeated request gets the same link although
     /// only the token's SHA-256 is stored.
     fn link_token(&self, no: &str) -> String {
-        let mut m = HmacSha256::new_from_slice(self.link_secret.expose().as_bytes())
+        let mut m = HmacSha256::new_from_slice(self.link_secret.expose_secret().as_bytes())
             .expect("HMAC takes any key length");
         m.update(b"wxpay-combine pay link\n");
         m.update(no.as_bytes());

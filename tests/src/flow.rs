@@ -61,7 +61,7 @@ impl Flow {
             .await
             .expect("server builds");
         let store = server.store.clone();
-        let base = demo.config.public_base_url.clone();
+        let base = demo.config.http.public_base_url.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(wxpay_combine::kit::serve(server, demo.listener, async {
             let _ = rx.await;

@@ -232,7 +232,7 @@ impl Cluster {
         // Instance 0 takes the port the configuration was written for.
         let first_port = demo.listener.local_addr().unwrap().port();
         drop(demo.listener);
-        let database_url = demo.config.database_url.clone();
+        let database_url = demo.config.store.database_url.clone();
         let launcher = Launcher {
             bin,
             config_path: demo.config_path.clone(),

@@ -34,8 +34,8 @@ async fn pay_with_key_mode(mode: &str) {
     let f = Flow::start(Db::Sqlite, |o| o.sim_config = Some(cfg))
         .await
         .unwrap();
-    assert!(f.config.verification.platform_certificates);
-    assert_eq!(f.config.verification.public_key.is_some(), mode == "both");
+    assert!(f.config.wechatpay.merchant.verification.platform_certificates);
+    assert_eq!(f.config.wechatpay.merchant.verification.public_key.is_some(), mode == "both");
     let alice = f.login("alice").await;
     let created = alice.create_order(3).await;
     let no = order_no(&created);
@@ -96,7 +96,7 @@ async fn serve_runs_from_the_demo_config_against_the_same_simulator() {
     })
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        config.api.base_url.as_str().trim_end_matches('/'),
+        config.wechatpay.api.base_url.as_str().trim_end_matches('/'),
         f.sim.base_url()
     );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

@@ -264,8 +264,8 @@ async fn lost_prepay_answer_is_repeated_identically(db: Db) {
         db,
         |_| {},
         |c| {
-            c.api.request_timeout = Duration::from_millis(700);
-            c.api.max_attempts = 2;
+            c.wechatpay.api.request_timeout = Duration::from_millis(700);
+            c.wechatpay.api.max_attempts = 2;
         },
     )
     .await

@@ -80,8 +80,8 @@ async fn thirty_percent_api_faults_and_dropped_notifications(db: Db) {
         },
         |c| {
             // One try per call, so the faults reach the page.
-            c.api.request_timeout = Duration::from_millis(700);
-            c.api.max_attempts = 1;
+            c.wechatpay.api.request_timeout = Duration::from_millis(700);
+            c.wechatpay.api.max_attempts = 1;
         },
     )
     .await

@@ -60,7 +60,7 @@ pub async fn shutdown_signal() {
 pub async fn run(config: Config) -> Result<(), StartError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let server = Kit::builder(config.clone()).clock(clock).build().await?;
-    let listener = bind(config.listen).await?;
+    let listener = bind(config.http.listen).await?;
     serve(server, listener, shutdown_signal()).await
 }
 

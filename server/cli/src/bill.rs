@@ -97,17 +97,17 @@ pub fn run(args: BillArgs) -> ExitCode {
                 return ExitCode::from(EXIT_API);
             }
         };
-        let store = match wxpay_combine::store::connect(&config.database_url).await {
+        let store = match wxpay_combine::store::connect(&config.store.database_url).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!(
                     "wxpay-combine bill: database {}: {e}",
-                    redact_database_url(&config.database_url)
+                    redact_database_url(&config.store.database_url)
                 );
                 return ExitCode::from(EXIT_LOCAL);
             }
         };
-        let fetcher = match BillFetcher::new(&config, client, store) {
+        let fetcher = match BillFetcher::new(&config.wechatpay.api, client, store) {
             Ok(f) => f,
             Err(e) => return usage(e),
         };

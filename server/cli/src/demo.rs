@@ -60,8 +60,8 @@ pub fn run(args: DemoArgs) -> ExitCode {
                 return Err(e);
             }
         };
-        if !demo.config.www_dir.join("index.html").exists() {
-            tracing::warn!(dir = %demo.config.www_dir.display(), "no index.html in the page directory; /pay/ will answer 404");
+        if !demo.config.http.www_dir.join("index.html").exists() {
+            tracing::warn!(dir = %demo.config.http.www_dir.display(), "no index.html in the page directory; /pay/ will answer 404");
         }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "page: {}", demo.page_url);

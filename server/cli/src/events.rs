@@ -117,7 +117,7 @@ pub fn pending_table(events: &[OutboxEvent]) -> String {
 }
 
 async fn run_async(args: EventsArgs, config: Config) -> Result<ExitCode, String> {
-    let store = store::connect(&config.database_url)
+    let store = store::connect(&config.store.database_url)
         .await
         .map_err(|e| format!("database: {e}"))?;
     if args.pending {

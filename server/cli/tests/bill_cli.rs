@@ -130,7 +130,7 @@ impl Env {
             .fallback(forward)
             .with_state(proxy.clone());
         tokio::spawn(async move { axum::serve(listener, router).await });
-        let store = wxpay_combine::store::connect(&demo.config.database_url)
+        let store = wxpay_combine::store::connect(&demo.config.store.database_url)
             .await
             .unwrap();
         let today = time::OffsetDateTime::from_unix_timestamp(sim.now())
@@ -204,7 +204,7 @@ impl Env {
             },
             time_start: None,
             time_expire: None,
-            notify_url: self.config.notify_url.to_string(),
+            notify_url: self.config.notify.notify_url.to_string(),
         };
         let prepay_id = client.prepay(&request).await.unwrap();
         self.sim.pay_prepay_id(&prepay_id).await.unwrap();
@@ -502,7 +502,7 @@ async fn bill_command_downloads_verifies_and_reconciles() {
     let client = wxpay_combine::kit::prepare_client(&config, Arc::new(SystemClock))
         .await
         .unwrap();
-    let fetcher = BillFetcher::new(&config, client, env.store.clone()).unwrap();
+    let fetcher = BillFetcher::new(&config.wechatpay.api, client, env.store.clone()).unwrap();
     let schedule = BillScheduleConfig {
         enabled: true,
         ..config.bill_schedule.clone()

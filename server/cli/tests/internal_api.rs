@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use support::{backend_tests, TestDb};
 use tower::ServiceExt;
-use wxpay_combine::config::{InternalApiConfig, Secret};
+use wxpay_combine::secrecy::{ExposeSecret, SecretString};
+use wxpay_combine::http::internal_settings::InternalApiConfig;
 use wxpay_combine::http::session::{CookieSigner, Purpose, SessionData, SESSION_COOKIE};
 use wxpay_combine::kit::Kit;
 use wxpay_combine::store::ClaimOutcome;
@@ -45,14 +46,14 @@ async fn harness(db: &TestDb, tweak: impl FnOnce(&mut InternalApiConfig)) -> Har
     let demo = app::prepare_demo(&opts).await.expect("demo prepares");
     let mut config = demo.config.clone();
     let mut internal = InternalApiConfig {
-        token: Secret::new(TOKEN),
+        token: SecretString::from(TOKEN),
         listen: None,
         on_public_listener: false,
         pay_link_ttl_secs: 3600,
     };
     tweak(&mut internal);
     config.internal = Some(internal);
-    let cookies = CookieSigner::new(config.session_secret.clone(), false);
+    let cookies = CookieSigner::new(config.http.session_secret.clone(), false);
     let kit = Kit::builder(config)
         .store(db.store.clone())
         .build()
@@ -411,7 +412,7 @@ async fn pay_link_is_claimed_once(db: &TestDb) {
     assert_eq!(reload.body["combine_out_trade_no"], no.as_str());
     let bob = h
         .sim
-        .openid(&h.kit.config.merchant.appid, "bob")
+        .openid(&h.kit.config.wechatpay.appid, "bob")
         .await
         .unwrap();
     let stolen = h.claim(&bob, &token).await;
@@ -574,7 +575,7 @@ async fn configuration_is_checked() {
     ])
     .unwrap();
     let i = c.internal.expect("internal API on");
-    assert_eq!(i.token.expose(), TOKEN);
+    assert_eq!(i.token.expose_secret(), TOKEN);
     assert!(!i.on_public_listener);
     assert_eq!(i.pay_link_ttl_secs, 3600);
     let e = load(&[

@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 use tower::ServiceExt;
 use wxpay_combine::apiv3::JsapiPayParams;
 use wxpay_combine::combine::{EventSource, TradeState};
-use wxpay_combine::config::{InternalApiConfig, Secret};
+use wxpay_combine::secrecy::SecretString;
+use wxpay_combine::http::internal_settings::InternalApiConfig;
 use wxpay_combine::events::{OrderEventHandler, OrderEventKind, OrderEventNotice};
 use wxpay_combine::kit::Kit;
 use wxpay_combine_cli::app::{self, DemoOptions};
@@ -46,7 +47,7 @@ async fn a_merchant_app_embeds_the_kit_and_hears_of_payments() {
     let demo = app::prepare_demo(&opts).await.expect("demo prepares");
     let mut config = demo.config.clone();
     config.internal = Some(InternalApiConfig {
-        token: Secret::new(TOKEN),
+        token: SecretString::from(TOKEN),
         listen: None,
         on_public_listener: false,
         pay_link_ttl_secs: 3600,
@@ -117,7 +118,7 @@ async fn a_merchant_app_embeds_the_kit_and_hears_of_payments() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
         body_json(r).await["app_id"],
-        demo.config.merchant.appid.as_str()
+        demo.config.wechatpay.appid.as_str()
     );
     let r = merchant
         .clone()

@@ -70,7 +70,7 @@ async fn full_flow_logs_hold_no_secret(format: &str) {
         o.close_min_age_secs = 0;
     })
     .await;
-    let base = demo.config.public_base_url.clone();
+    let base = demo.config.http.public_base_url.clone();
     let listen = demo.listener.local_addr().unwrap();
     drop(demo.listener); // the binary listens there instead
     let log_path = dir.path().join(format!("server-{format}.log"));
@@ -182,7 +182,7 @@ async fn full_flow_logs_hold_no_secret(format: &str) {
         (
             "openid",
             demo.sim
-                .openid(&demo.config.merchant.appid, "alice")
+                .openid(&demo.config.wechatpay.appid, "alice")
                 .await
                 .unwrap(),
         ),

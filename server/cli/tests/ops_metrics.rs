@@ -52,8 +52,8 @@ async fn get(router: &axum::Router, uri: &str, request_id: Option<&str>) -> http
 async fn metrics_are_served_on_their_own_listener_and_not_publicly_by_default() {
     let dir = TempDir::new("wxops-metrics");
     let demo = demo(&dir, |_| {}).await;
-    assert!(demo.config.metrics_listen.is_none());
-    assert!(!demo.config.metrics_on_public_listener);
+    assert!(demo.config.metrics.listen.is_none());
+    assert!(!demo.config.metrics.on_public_listener);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let server = wxpay_combine::kit::Kit::builder(demo.config.clone())
         .clock(clock.clone())
@@ -78,7 +78,7 @@ async fn metrics_are_served_on_their_own_listener_and_not_publicly_by_default() 
     let r = get(&server.router, "/healthz", None).await;
     assert_eq!(r.headers()["x-request-id"].len(), 32);
     // The notification endpoint is traced too.
-    let notify = Request::post(demo.config.notify_path.as_str())
+    let notify = Request::post(demo.config.notify.notify_path.as_str())
         .header("x-request-id", "notify-1")
         .body(Body::from("{}"))
         .unwrap();
@@ -88,7 +88,7 @@ async fn metrics_are_served_on_their_own_listener_and_not_publicly_by_default() 
 
     let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_url = format!("http://{}/metrics", metrics_listener.local_addr().unwrap());
-    let base = demo.config.public_base_url.clone();
+    let base = demo.config.http.public_base_url.clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(wxpay_combine::kit::serve_with_metrics(
         server,
@@ -150,7 +150,7 @@ async fn metrics_are_served_on_their_own_listener_and_not_publicly_by_default() 
 
     // When configured, also on the public listener.
     let mut config = demo.config.clone();
-    config.metrics_on_public_listener = true;
+    config.metrics.on_public_listener = true;
     let server = wxpay_combine::kit::Kit::builder(config.clone())
         .clock(clock)
         .build()

@@ -109,7 +109,7 @@ async fn in_flight_notifications_commit_and_the_worker_stops_claiming() {
     let demo = demo(&dir, |_| {}).await;
     let config = demo.config.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let real_store = wxpay_combine::store::connect(&config.database_url)
+    let real_store = wxpay_combine::store::connect(&config.store.database_url)
         .await
         .unwrap();
     let observed = Arc::new(ObservedStore {
@@ -144,7 +144,7 @@ async fn in_flight_notifications_commit_and_the_worker_stops_claiming() {
         worker.run(stop.cancelled_owned()).await
     });
     server.workers = workers;
-    let base = config.public_base_url.clone();
+    let base = config.http.public_base_url.clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(wxpay_combine::kit::serve(server, demo.listener, async {
         let _ = rx.await;

@@ -91,7 +91,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::load(&PathBuf::from(config_path))?;
     let listen: SocketAddr = match arg("--listen", "WXPAY_EMBED_LISTEN") {
         Some(a) => a.parse()?,
-        None => config.listen,
+        None => config.http.listen,
     };
 
     let shop = Shop::default();

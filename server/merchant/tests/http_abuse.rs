@@ -21,7 +21,8 @@ use wxpay_combine::apiv3::{Clock, ManualClock, PrivateKey};
 use wxpay_combine::catalog::{Catalog, ItemSpec, Merchant};
 use wxpay_combine::combine::wire::{CloseRequest, CombineTransaction, PrepayRequest};
 use wxpay_combine::combine::{ApiError, CombineApi};
-use wxpay_combine::config::{OrderPolicy, SessionSecret};
+use secrecy::SecretSlice;
+use wxpay_combine::http::OrderPolicy;
 use wxpay_combine::http::limits::LimitSettings;
 use wxpay_combine::http::session::{CookieSigner, Purpose, SessionData, SESSION_COOKIE};
 use wxpay_combine::http::{
@@ -97,7 +98,7 @@ async fn harness(demo: bool, limits: LimitSettings) -> Harness {
         .unwrap();
     let clock = Arc::new(ManualClock::new(T0));
     let key = PrivateKey::from_pem(&common::fixture_text("merchant_key.pem")).unwrap();
-    let secret = SessionSecret::new(&[42u8; 32]).unwrap();
+    let secret = SecretSlice::from(vec![42u8; 32]);
     let settings = HttpSettings {
         appid: "wxd678efh567hg6787".into(),
         mchid: "1230000109".into(),

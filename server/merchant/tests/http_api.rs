@@ -21,7 +21,8 @@ use wxpay_combine::combine::wire::{
     TransactionSubOrder,
 };
 use wxpay_combine::combine::{ApiError, CombineApi, EventSource, TradeState};
-use wxpay_combine::config::{OrderPolicy, SessionSecret};
+use secrecy::SecretSlice;
+use wxpay_combine::http::OrderPolicy;
 use wxpay_combine::http::session::{CookieSigner, Purpose, SessionData, SESSION_COOKIE};
 use wxpay_combine::http::{
     app, AppState, HttpSettings, OAuthClient, OAuthExchangeError, OAuthIdentity,
@@ -223,7 +224,7 @@ async fn harness(demo: bool) -> Harness {
         .unwrap();
     let clock = Arc::new(ManualClock::new(T0));
     let key = PrivateKey::from_pem(&common::fixture_text("merchant_key.pem")).unwrap();
-    let secret = SessionSecret::new(&[42u8; 32]).unwrap();
+    let secret = SecretSlice::from(vec![42u8; 32]);
     let settings = HttpSettings {
         appid: APPID.into(),
         mchid: MCHID.into(),

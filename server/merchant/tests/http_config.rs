@@ -113,30 +113,30 @@ fn with(key: &str, value: Option<&str>) -> String {
 fn the_base_configuration_is_valid_and_paths_are_relative_to_it() {
     let d = setup();
     let c = load(&d.0, &base_toml(), &[]).unwrap_or_else(|e| panic!("{e:?}"));
-    assert_eq!(c.merchant.mchid, "1900007291");
-    assert_eq!(c.merchant.serial_no, kat_serial());
-    assert_eq!(c.notify_path, "/wxpay/notify");
+    assert_eq!(c.wechatpay.merchant.mchid, "1900007291");
+    assert_eq!(c.wechatpay.merchant.serial_no, kat_serial());
+    assert_eq!(c.notify.notify_path, "/wxpay/notify");
     assert_eq!(c.page_url(), "https://shop.example.com/pay/");
     assert_eq!(
         c.oauth_redirect_uri(),
         "https://shop.example.com/oauth/callback"
     );
     assert_eq!(
-        c.database_url,
+        c.store.database_url,
         format!("sqlite:{}", d.0.join("orders.db").display())
     );
-    assert_eq!(c.www_dir, d.0.join("www"));
-    assert_eq!(c.api.base_url.as_str(), "https://api.mch.weixin.qq.com/");
+    assert_eq!(c.http.www_dir, d.0.join("www"));
+    assert_eq!(c.wechatpay.api.base_url.as_str(), "https://api.mch.weixin.qq.com/");
     assert_eq!(
-        c.api.backup_url.as_ref().map(|u| u.as_str()),
+        c.wechatpay.api.backup_url.as_ref().map(|u| u.as_str()),
         Some("https://api2.mch.weixin.qq.com/")
     );
     assert!(
-        !c.verification.platform_certificates,
+        !c.wechatpay.merchant.verification.platform_certificates,
         "public-key mode by default when a key is configured"
     );
-    assert_eq!(c.orders.close_min_age_secs, 300);
-    assert_eq!(c.orders.query_after_secs, 30);
+    assert_eq!(c.http.orders.close_min_age_secs, 300);
+    assert_eq!(c.http.orders.query_after_secs, 30);
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     // Secrets never show in Debug output.
     let dbg = format!("{c:?}");
@@ -340,9 +340,9 @@ fn environment_overrides_win_and_are_validated() {
         ],
     )
     .unwrap();
-    assert_eq!(c.database_url, "postgres://u:pw@db.internal/wxpay");
-    assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
-    assert_eq!(c.orders.close_min_age_secs, 600);
+    assert_eq!(c.store.database_url, "postgres://u:pw@db.internal/wxpay");
+    assert_eq!(c.http.listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(c.http.orders.close_min_age_secs, 600);
     let errors = load(
         &d.0,
         &base_toml(),
@@ -369,7 +369,7 @@ fn demo_mode_allows_plain_http_and_no_catalog_file() {
     let text = text.replace("catalog_file = \"catalog.toml\"\n", "");
     let c = load(&d.0, &text, &[]).unwrap_or_else(|e| panic!("{e:?}"));
     assert!(c.demo);
-    assert_eq!(c.orders.query_after_secs, 5, "demo default");
+    assert_eq!(c.http.orders.query_after_secs, 5, "demo default");
 }
 
 #[test]

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use support::{backend_tests, order, TestDb, OPENID};
 use wxpay_combine::apiv3::{Clock, ManualClock};
 use wxpay_combine::combine::{EventSource, SubOrderPayment, TradeState, Transition};
-use wxpay_combine::config::Secret;
+use secrecy::SecretString;
 use wxpay_combine::webhook::{Delivery, WebhookSettings, WebhookWorker};
 
 const T0: i64 = 1_714_000_000;
@@ -117,7 +117,7 @@ impl Receiver {
 }
 
 fn worker(db: &TestDb, url: url::Url, clock: Arc<ManualClock>) -> WebhookWorker {
-    let mut s = WebhookSettings::new(url, Secret::new(SECRET));
+    let mut s = WebhookSettings::new(url, SecretString::from(SECRET));
     s.initial_backoff_secs = 10;
     s.max_backoff_secs = 60;
     s.timeout = std::time::Duration::from_secs(5);

@@ -34,8 +34,22 @@ async fn pay_with_key_mode(mode: &str) {
     let f = Flow::start(Db::Sqlite, |o| o.sim_config = Some(cfg))
         .await
         .unwrap();
-    assert!(f.config.wechatpay.merchant.verification.platform_certificates);
-    assert_eq!(f.config.wechatpay.merchant.verification.public_key.is_some(), mode == "both");
+    assert!(
+        f.config
+            .wechatpay
+            .merchant
+            .verification
+            .platform_certificates
+    );
+    assert_eq!(
+        f.config
+            .wechatpay
+            .merchant
+            .verification
+            .public_key
+            .is_some(),
+        mode == "both"
+    );
     let alice = f.login("alice").await;
     let created = alice.create_order(3).await;
     let no = order_no(&created);

@@ -80,3 +80,78 @@ fn serve_check_reports_every_problem_and_exits_nonzero() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The configuration `demo` writes loads back unchanged with
+/// `Config::load`, to the same settings the demo runs with.
+#[tokio::test]
+async fn the_demo_configuration_file_loads_back() {
+    use secrecy::ExposeSecret;
+    use wxpay_combine::secrecy;
+    let dir = std::env::temp_dir().join(format!("wxpay-demo-cfg-{}", uuid::Uuid::new_v4()));
+    let mut opts = wxpay_combine_cli::app::DemoOptions::new(&dir);
+    opts.addr = "127.0.0.1:0".parse().unwrap();
+    let demo = wxpay_combine_cli::app::prepare_demo(&opts)
+        .await
+        .expect("demo prepares");
+    drop(demo.listener);
+    let written = std::fs::read_to_string(&demo.config_path).unwrap();
+    let loaded = wxpay_combine::config::Config::load_with_env(&demo.config_path, &|_| None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(std::fs::read_to_string(&demo.config_path).unwrap(), written);
+    let want = &demo.config;
+    assert_eq!(loaded.source.as_deref(), Some(demo.config_path.as_path()));
+    assert!(loaded.demo);
+    assert_eq!(loaded.http.listen, want.http.listen);
+    assert_eq!(loaded.page_url(), demo.page_url);
+    assert_eq!(loaded.http.www_dir, want.http.www_dir);
+    assert_eq!(loaded.http.simulator_base_url, want.http.simulator_base_url);
+    assert_eq!(loaded.http.orders, want.http.orders);
+    assert_eq!(loaded.http.limits, want.http.limits);
+    assert_eq!(
+        loaded.http.oauth.authorize_url,
+        want.http.oauth.authorize_url
+    );
+    assert_eq!(
+        loaded.http.oauth.app_secret.expose_secret(),
+        want.http.oauth.app_secret.expose_secret()
+    );
+    assert_eq!(
+        loaded.http.session_secret.expose_secret(),
+        want.http.session_secret.expose_secret()
+    );
+    assert_eq!(loaded.store, want.store);
+    assert_eq!(loaded.notify, want.notify);
+    assert_eq!(loaded.reconcile, want.reconcile);
+    assert_eq!(loaded.bill_schedule, want.bill_schedule);
+    assert_eq!(loaded.metrics, want.metrics);
+    assert_eq!(loaded.catalog_file, want.catalog_file);
+    let (l, w) = (&loaded.wechatpay, &want.wechatpay);
+    assert_eq!(l.appid, w.appid);
+    assert_eq!(l.merchant.mchid, w.merchant.mchid);
+    assert_eq!(l.merchant.serial_no, w.merchant.serial_no);
+    assert_eq!(
+        l.merchant.private_key.public_key(),
+        w.merchant.private_key.public_key()
+    );
+    assert_eq!(
+        l.merchant.verification.platform_certificates,
+        w.merchant.verification.platform_certificates
+    );
+    assert_eq!(
+        l.merchant
+            .verification
+            .public_key
+            .as_ref()
+            .map(|(id, _)| id),
+        w.merchant
+            .verification
+            .public_key
+            .as_ref()
+            .map(|(id, _)| id)
+    );
+    assert_eq!(l.api.base_url, w.api.base_url);
+    assert_eq!(l.api.backup_url, w.api.backup_url);
+    assert!(loaded.webhook.is_none() && loaded.internal.is_none());
+    drop(demo.sim);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -14,10 +14,10 @@ use tokio::sync::mpsc;
 use tower::ServiceExt;
 use wxpay_combine::apiv3::JsapiPayParams;
 use wxpay_combine::combine::{EventSource, TradeState};
-use wxpay_combine::secrecy::SecretString;
-use wxpay_combine::http::internal_settings::InternalApiConfig;
 use wxpay_combine::events::{OrderEventHandler, OrderEventKind, OrderEventNotice};
+use wxpay_combine::http::internal_settings::InternalApiConfig;
 use wxpay_combine::kit::Kit;
+use wxpay_combine::secrecy::SecretString;
 use wxpay_combine_cli::app::{self, DemoOptions};
 
 const TOKEN: &str = "embed-test-token-0123456789abcdefghij";

@@ -543,12 +543,11 @@ mod tests {
         // serde names every field of RawConfig when refusing an unknown one.
         let err = RawConfig::parse("zz_unknown = 1\n", "t", &|_| None).unwrap_err();
         let text = err.to_string();
-        let expected = text.split("expected one of").nth(1).expect("serde lists the fields");
-        let declared: BTreeSet<&str> = expected
-            .split('`')
-            .skip(1)
-            .step_by(2)
-            .collect();
+        let expected = text
+            .split("expected one of")
+            .nth(1)
+            .expect("serde lists the fields");
+        let declared: BTreeSet<&str> = expected.split('`').skip(1).step_by(2).collect();
         assert_eq!(declared, seen, "RawConfig and the field tables differ");
     }
 

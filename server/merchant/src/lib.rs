@@ -49,10 +49,10 @@
 
 #![warn(missing_docs)]
 
-pub use wxpay_combine_core::{apiv3, paydir, redact};
 /// Secrets in settings ([`secrecy::SecretString`]: the internal API token,
 /// the webhook and OAuth secrets; the session key as a [`secrecy::SecretSlice`]).
 pub use secrecy;
+pub use wxpay_combine_core::{apiv3, paydir, redact};
 
 pub mod bill;
 pub mod catalog;

@@ -353,13 +353,8 @@ mod tests {
         let mut v = Validator::new(&dir);
         assert_eq!(v.range("a", 5, 1, 3), 3);
         let s = v.secret_text("b", &v.path(Path::new("s.txt")), |_| Ok(()));
-        assert_eq!(
-            secrecy::ExposeSecret::expose_secret(&s.unwrap()),
-            "sekrit"
-        );
-        assert!(v
-            .secret_bytes("c", &dir.join("none"), |_| Ok(()))
-            .is_none());
+        assert_eq!(secrecy::ExposeSecret::expose_secret(&s.unwrap()), "sekrit");
+        assert!(v.secret_bytes("c", &dir.join("none"), |_| Ok(())).is_none());
         let errors = v.finish().unwrap_err().0;
         assert_eq!(
             errors.iter().map(|e| e.key()).collect::<Vec<_>>(),

@@ -12,6 +12,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use http::{header, HeaderMap, Method, Request, StatusCode};
+use secrecy::SecretSlice;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,10 +22,9 @@ use wxpay_combine::apiv3::{Clock, ManualClock, PrivateKey};
 use wxpay_combine::catalog::{Catalog, ItemSpec, Merchant};
 use wxpay_combine::combine::wire::{CloseRequest, CombineTransaction, PrepayRequest};
 use wxpay_combine::combine::{ApiError, CombineApi};
-use secrecy::SecretSlice;
-use wxpay_combine::http::OrderPolicy;
 use wxpay_combine::http::limits::LimitSettings;
 use wxpay_combine::http::session::{CookieSigner, Purpose, SessionData, SESSION_COOKIE};
+use wxpay_combine::http::OrderPolicy;
 use wxpay_combine::http::{
     app, AppState, HttpSettings, OAuthClient, OAuthExchangeError, OAuthIdentity,
 };

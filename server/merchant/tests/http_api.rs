@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::Router;
 use http::{header, HeaderMap, Method, Request, StatusCode};
+use secrecy::SecretSlice;
 use serde_json::{json, Value};
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
@@ -21,9 +22,8 @@ use wxpay_combine::combine::wire::{
     TransactionSubOrder,
 };
 use wxpay_combine::combine::{ApiError, CombineApi, EventSource, TradeState};
-use secrecy::SecretSlice;
-use wxpay_combine::http::OrderPolicy;
 use wxpay_combine::http::session::{CookieSigner, Purpose, SessionData, SESSION_COOKIE};
+use wxpay_combine::http::OrderPolicy;
 use wxpay_combine::http::{
     app, AppState, HttpSettings, OAuthClient, OAuthExchangeError, OAuthIdentity,
 };

@@ -11,13 +11,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
+use secrecy::SecretString;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use support::{backend_tests, order, TestDb, OPENID};
 use wxpay_combine::apiv3::{Clock, ManualClock};
 use wxpay_combine::combine::{EventSource, SubOrderPayment, TradeState, Transition};
-use secrecy::SecretString;
 use wxpay_combine::webhook::{Delivery, WebhookSettings, WebhookWorker};
 
 const T0: i64 = 1_714_000_000;

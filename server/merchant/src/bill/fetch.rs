@@ -10,9 +10,9 @@
 use crate::apiv3::{Clock, SystemClock};
 use crate::bill::{self, BillError, BillKind, LocalSubOrder, Report, TradeBill, VerifiedFile};
 use crate::combine::client::{user_agent, Repeat, WechatPayClient};
+use crate::combine::settings::ApiSettings;
 use crate::combine::wire::ErrorBody;
 use crate::combine::ApiError;
-use crate::combine::settings::ApiSettings;
 use crate::store::{Store, StoreError};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

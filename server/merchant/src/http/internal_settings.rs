@@ -55,7 +55,10 @@ pub fn validate(raw: &InternalApiRaw<'_>, v: &mut Validator<'_>) -> Option<Inter
         60,
         7 * 86400,
     );
-    let Some(file) = raw.internal_token_file.filter(|p| !p.as_os_str().is_empty()) else {
+    let Some(file) = raw
+        .internal_token_file
+        .filter(|p| !p.as_os_str().is_empty())
+    else {
         if listen.is_some() || on_public {
             v.invalid::<()>(
                 "internal_token_file",

@@ -5,11 +5,11 @@
 //! purpose "\n" payload))`. The purpose label keeps one kind of cookie from
 //! being replayed as the other; the payload carries its own expiry.
 
-use secrecy::{ExposeSecret, SecretSlice};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{KeyInit, Mac};
 use http::HeaderMap;
+use secrecy::{ExposeSecret, SecretSlice};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -97,8 +97,8 @@ impl CookieSigner {
     }
 
     fn mac(&self, purpose: Purpose, payload: &[u8]) -> HmacSha256 {
-        let mut mac =
-            HmacSha256::new_from_slice(self.secret.expose_secret()).expect("HMAC takes any key length");
+        let mut mac = HmacSha256::new_from_slice(self.secret.expose_secret())
+            .expect("HMAC takes any key length");
         mac.update(purpose.label());
         mac.update(b"\n");
         mac.update(payload);

@@ -235,7 +235,9 @@ impl KitBuilder {
             WorkerConfig {
                 interval: Duration::from_secs(config.reconcile.interval_secs),
                 query_after: Duration::from_secs(config.reconcile.after_secs.max(0) as u64),
-                min_close_age: Duration::from_secs(config.http.orders.close_min_age_secs.max(0) as u64),
+                min_close_age: Duration::from_secs(
+                    config.http.orders.close_min_age_secs.max(0) as u64
+                ),
                 ..WorkerConfig::default()
             },
             clock.clone(),
@@ -343,9 +345,12 @@ impl KitBuilder {
         }
         // Bills: the daily trade-bill run (bill_schedule = true).
         if config.bill_schedule.enabled {
-            let fetcher =
-                crate::bill::fetch::BillFetcher::new(&config.wechatpay.api, client.clone(), store.clone())
-                    .map_err(StartError::Other)?;
+            let fetcher = crate::bill::fetch::BillFetcher::new(
+                &config.wechatpay.api,
+                client.clone(),
+                store.clone(),
+            )
+            .map_err(StartError::Other)?;
             let scheduler = crate::bill::schedule::BillScheduler::new(
                 fetcher,
                 config.bill_schedule.clone(),

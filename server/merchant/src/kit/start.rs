@@ -78,11 +78,13 @@ pub fn build_client(config: &Config, clock: Arc<dyn Clock>) -> Result<WechatPayC
     opts.request_timeout = config.wechatpay.api.request_timeout;
     opts.max_attempts = config.wechatpay.api.max_attempts;
     let client = WechatPayClient::new(opts, signer, Arc::new(verifier))?;
-    Ok(if config.wechatpay.merchant.verification.platform_certificates {
-        client.with_platform_certificates(config.wechatpay.merchant.apiv3_key.clone())
-    } else {
-        client
-    })
+    Ok(
+        if config.wechatpay.merchant.verification.platform_certificates {
+            client.with_platform_certificates(config.wechatpay.merchant.apiv3_key.clone())
+        } else {
+            client
+        },
+    )
 }
 
 /// [`build_client`], then, in certificate mode, the first certificate

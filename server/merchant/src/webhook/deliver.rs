@@ -5,9 +5,9 @@
 //! lapses (at-least-once).
 
 use super::{sign, WebhookSettings, HEADER_EVENT_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
-use secrecy::ExposeSecret;
 use crate::apiv3::Clock;
 use crate::store::{OutboxEvent, Store, StoreError};
+use secrecy::ExposeSecret;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

@@ -37,13 +37,19 @@ pub struct WebhookRaw<'a> {
 
 /// Validates the keys: `None` when no `webhook_url` is set (nothing is
 /// sent) or after recording a problem.
-pub fn validate(raw: &WebhookRaw<'_>, demo: bool, v: &mut Validator<'_>) -> Option<WebhookSettings> {
+pub fn validate(
+    raw: &WebhookRaw<'_>,
+    demo: bool,
+    v: &mut Validator<'_>,
+) -> Option<WebhookSettings> {
     let Some(u) = raw.webhook_url.filter(|s| !s.is_empty()) else {
         if raw
             .webhook_secret_file
             .is_some_and(|p| !p.as_os_str().is_empty())
         {
-            v.warn("webhook_secret_file is set but webhook_url is not: no webhooks are sent".into());
+            v.warn(
+                "webhook_secret_file is set but webhook_url is not: no webhooks are sent".into(),
+            );
         }
         return None;
     };

@@ -8,9 +8,9 @@
 //! The fee rate is a fixed 0.60 %.
 
 use super::auth::Caller;
-use super::reply::Reply;
 use super::clock::{self, cst_date, cst_day_bounds};
 use super::error::ApiError;
+use super::reply::Reply;
 use super::state::{BillRefundRow, BillTokenRow, BillTradeRow};
 use super::SimState;
 use axum::http::StatusCode;

@@ -2,10 +2,10 @@
 //! transaction JSON shared by the query answer and the notification.
 
 use super::auth::Caller;
-use super::reply::Reply;
 use super::clock::{self, SimClock};
 use super::error::ApiError;
 use super::ids;
+use super::reply::Reply;
 use super::state::{order_state, OrderRow, PrepayRow, SubOrderRow};
 use super::validate::{self, PrepayRequest};
 use super::SimState;

@@ -46,9 +46,8 @@ pub use request::{
 pub use views::AWAITING_PAYER;
 
 use super::error::AppError;
-use super::AppState;
 use super::internal_settings::InternalApiConfig;
-use secrecy::{ExposeSecret, SecretString};
+use super::AppState;
 use crate::store::StoreError;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -57,6 +56,7 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use hmac::{KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 use std::sync::Arc;
 

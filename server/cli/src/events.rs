@@ -64,15 +64,7 @@ pub fn run(args: EventsArgs) -> ExitCode {
 }
 
 fn time(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute]:[second]Z"
-            ))
-            .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
+    wxpay_combine_core::timefmt::utc_table(unix).unwrap_or_else(|| unix.to_string())
 }
 
 /// The `--pending` table.

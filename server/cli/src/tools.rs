@@ -353,13 +353,7 @@ fn load_verifying_key(path: &Path) -> Result<PublicKey, ToolError> {
 }
 
 fn format_time(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
+    wxpay_combine_core::timefmt::rfc3339_utc(unix).unwrap_or_else(|| unix.to_string())
 }
 
 fn report_skew(timestamp: &str) {

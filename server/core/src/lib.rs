@@ -14,13 +14,15 @@
 //! - [`bill`]: the trade-bill file format (parse, format, SHA-1).
 //! - [`paydir`]: the 支付授权目录 (pay directory) matching rule.
 //! - [`redact`]: masking of personal identifiers for logs.
+//! - [`timefmt`]: every timestamp form (RFC 3339, bill times, Beijing
+//!   time), on `time`'s format descriptions.
 //!
 //! ## Layers
 //! - `notify`
 //! - `payment`
 //! - `bill`
 //! - `combine`, `paydir`
-//! - `apiv3`, `redact`
+//! - `apiv3`, `redact`, `timefmt`
 //!
 //! Each item may use the items below it, never those above (checked by
 //! `cargo xtask layering`, part of `cargo xtask test`).
@@ -34,3 +36,4 @@ pub mod notify;
 pub mod paydir;
 pub mod payment;
 pub mod redact;
+pub mod timefmt;

@@ -54,14 +54,9 @@ pub fn new_event_id() -> String {
     format!("evt_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// RFC 3339 in UTC; empty outside years 0000–9999.
 fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    wxpay_combine_core::timefmt::rfc3339_utc(unix).unwrap_or_default()
 }
 
 /// The JSON body of an event about `order` (as stored after the change),

@@ -39,9 +39,8 @@ fn rate() -> String {
 
 /// A Unix time as the bill's +08:00 time.
 fn bill_time(unix: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-        .to_offset(BEIJING)
+    wxpay_combine_core::timefmt::beijing(unix)
+        .unwrap_or_else(|| OffsetDateTime::UNIX_EPOCH.to_offset(BEIJING))
 }
 
 fn trade_record(t: &BillTradeRow, kind: BillKind) -> BillRecord {

@@ -7,13 +7,9 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
-use time::format_description::well_known::Rfc3339;
-use time::macros::{format_description, offset};
-use time::{Date, OffsetDateTime, UtcOffset};
+use time::{Date, OffsetDateTime};
 use wxpay_combine_core::apiv3::Clock;
-
-/// China Standard Time, the service's zone.
-pub const CST: UtcOffset = offset!(+8);
+use wxpay_combine_core::timefmt;
 
 /// System time plus an adjustable offset, in seconds.
 #[derive(Debug, Default)]
@@ -63,49 +59,27 @@ pub fn wall_ms() -> i64 {
         .unwrap_or(0)
 }
 
+pub use timefmt::{beijing_day_bounds as cst_day_bounds, parse_date, parse_rfc3339};
+
+/// `unix` in +08:00, or the epoch when it has no such time (the clock can
+/// be shifted arbitrarily far).
 fn cst(unix: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-        .to_offset(CST)
+    timefmt::beijing(unix).unwrap_or_else(|| OffsetDateTime::UNIX_EPOCH.to_offset(timefmt::BEIJING))
 }
 
-/// `2024-05-20T13:29:35+08:00`.
+/// `2024-05-20T13:29:35+08:00`; empty before the year 0000.
 pub fn rfc3339(unix: i64) -> String {
-    let fmt = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]+08:00");
-    cst(unix).format(&fmt).unwrap_or_default()
+    timefmt::rfc3339_beijing(cst(unix).unix_timestamp()).unwrap_or_default()
 }
 
 /// `yyyyMMddHHmmss` (embedded in prepay ids).
 pub fn compact(unix: i64) -> String {
-    let fmt = format_description!("[year][month][day][hour][minute][second]");
-    cst(unix).format(&fmt).unwrap_or_default()
+    timefmt::compact_beijing(cst(unix).unix_timestamp()).unwrap_or_default()
 }
 
 /// The +08:00 calendar day of `unix`.
 pub fn cst_date(unix: i64) -> Date {
     cst(unix).date()
-}
-
-/// Parses an RFC 3339 time (any offset, optional fraction) to Unix seconds.
-pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    OffsetDateTime::parse(text, &Rfc3339)
-        .ok()
-        .map(|t| t.unix_timestamp())
-}
-
-/// Parses `yyyy-MM-DD`.
-pub fn parse_date(text: &str) -> Option<Date> {
-    let fmt = format_description!("[year]-[month]-[day]");
-    if text.len() != 10 {
-        return None;
-    }
-    Date::parse(text, &fmt).ok()
-}
-
-/// The Unix range `[start, end)` of a +08:00 calendar day.
-pub fn cst_day_bounds(date: Date) -> (i64, i64) {
-    let start = date.midnight().assume_offset(CST).unix_timestamp();
-    (start, start + 86_400)
 }
 
 #[cfg(test)]
@@ -126,6 +100,11 @@ mod tests {
             Some(1_704_067_200)
         );
         assert_eq!(parse_rfc3339("2024-01-01 08:00:00"), None);
+        // Out of range: the epoch, as before (and no panic at the top end).
+        for far in [i64::MAX, i64::MIN, 253_402_300_799] {
+            assert_eq!(rfc3339(far), "1970-01-01T08:00:00+08:00");
+            assert_eq!(compact(far), "19700101080000");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::amount::{write_scaled, AMOUNT_SCALE, FEE_SCALE};
 use super::error::FormatError;
 use super::layout::{BillKind, Col, SumCol};
 use super::record::{BillRecord, TradeBill};
-use super::timefmt::write_time;
+use crate::timefmt::write_bill_time;
 
 /// Line terminator of the written file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -169,7 +169,7 @@ fn write_record(
             Ok(())
         };
         let time = |out: &mut String, t| {
-            write_time(out, t).ok_or(FormatError::TimeOutOfRange {
+            write_bill_time(out, t).ok_or(FormatError::TimeOutOfRange {
                 index,
                 column: col.header(),
             })

@@ -36,11 +36,11 @@ mod hash;
 mod layout;
 mod parse;
 mod record;
-mod timefmt;
 
 #[cfg(test)]
 mod tests;
 
+pub use crate::timefmt::{parse_bill_time as parse_time, BEIJING};
 pub use amount::{fen_to_yuan, parse_count, parse_scaled, AMOUNT_SCALE, FEE_SCALE};
 pub use error::{AmountError, BillError, FormatError, MalformedReason};
 pub use format::{format, FormatOptions, LineEnding};
@@ -50,4 +50,3 @@ pub use parse::{parse, parse_file, parse_lenient, LenientBill, RowError};
 pub use record::{
     BillRecord, BillSummary, Openid, RefundColumns, TotalField, TotalMismatch, TradeBill,
 };
-pub use timefmt::{parse_time, BEIJING};

@@ -14,7 +14,7 @@ use super::layout::{
     SUMMARY_FIRST_HEADER,
 };
 use super::record::{BillRecord, BillSummary, Openid, RefundColumns, TradeBill};
-use super::timefmt::parse_time;
+use crate::timefmt::parse_bill_time as parse_time;
 
 /// A detail row that lenient parsing skipped.
 #[derive(Debug, Clone, PartialEq, Eq)]

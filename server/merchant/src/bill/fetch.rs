@@ -444,10 +444,4 @@ pub fn write_report(path: &Path, report: &Report, file: &VerifiedFile) -> Result
         })
 }
 
-/// Parses `YYYY-MM-DD`.
-pub fn parse_date(text: &str) -> Option<Date> {
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    (text.len() == 10)
-        .then(|| Date::parse(text, &fmt).ok())
-        .flatten()
-}
+pub use wxpay_combine_core::timefmt::parse_date;

@@ -9,18 +9,13 @@
 //! `(mchid, out_trade_no)`: in direct mode each sub-order is its own
 //! merchant's trade, with its own merchant order number.
 
-use super::BEIJING;
 use super::{BillRecord, TradeBill};
 pub use crate::store::LocalSubOrder;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use time::Date;
 
-/// The Unix range `[start, end)` of the Beijing-time day `date`.
-pub fn beijing_day_bounds(date: Date) -> (i64, i64) {
-    let start = date.midnight().assume_offset(BEIJING).unix_timestamp();
-    (start, start + 86_400)
-}
+pub use wxpay_combine_core::timefmt::beijing_day_bounds;
 
 /// What kind of disagreement a [`Discrepancy`] is. Serialised in
 /// `snake_case`; the names are part of the report format.
@@ -434,6 +429,7 @@ pub fn reconcile(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bill::BEIJING;
     use crate::bill::{BillKind, Openid, RefundColumns};
     use crate::combine::TradeState;
     use time::macros::date;

@@ -10,13 +10,12 @@
 
 use super::fetch::{BillFetcher, BillJob, BillRunError};
 use super::BillKind;
-use super::BEIJING;
 use crate::apiv3::Clock;
 use crate::settings::{ConfigError, FieldKind, FieldTable};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use time::{Date, OffsetDateTime, Time};
+use time::{Date, Time};
 
 /// Wait before asking again after `STATEMENT_CREATING` or a failure (the
 /// documented advice for a bill still being generated is every 30 min).
@@ -179,9 +178,7 @@ impl BillScheduler {
     /// The day due at `now`: the previous Beijing day once the run time
     /// has passed, unless its report exists.
     pub fn due_day(&self, now: i64) -> Option<Date> {
-        let local = OffsetDateTime::from_unix_timestamp(now)
-            .ok()?
-            .to_offset(BEIJING);
+        let local = wxpay_combine_core::timefmt::beijing(now)?;
         if local.time() < self.config.at {
             return None;
         }

@@ -27,8 +27,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use time::format_description::well_known::Rfc3339;
-use time::{OffsetDateTime, UtcOffset};
+use wxpay_combine_core::timefmt;
 
 /// prepay_id lifetime (2 hours, regardless of time_expire).
 pub const PREPAY_TTL_SECS: i64 = 7200;
@@ -45,34 +44,17 @@ const NOT_FOUND_CODES: &[&str] = &["ORDER_NOT_EXIST", "ORDERNOTEXIST"];
 /// Codes meaning the payer is paying now.
 const PAYING_CODES: &[&str] = &["USER_PAYING", "USERPAYING"];
 
-fn beijing() -> UtcOffset {
-    UtcOffset::from_hms(8, 0, 0).expect("valid offset")
-}
-
 /// Unix seconds as RFC 3339 in China time (`2024-05-01T12:00:00+08:00`),
-/// the form WeChat Pay uses.
+/// the form WeChat Pay uses; empty outside years 0000–9999.
 pub fn rfc3339_cst(unix: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .map(|t| t.to_offset(beijing()))
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
+    timefmt::rfc3339_beijing(unix).unwrap_or_default()
 }
 
 /// A new combined order number: `C` + yyyyMMddHHmmss (China time) + 12
 /// random `[0-9A-Za-z]` = 27 characters, within the 6–32 `[0-9A-Za-z_-|*]`
 /// rule. Sub-orders append `-1`, `-2`, … (at most 30 characters).
 pub fn new_order_number(now: i64) -> String {
-    let stamp = OffsetDateTime::from_unix_timestamp(now)
-        .map(|t| t.to_offset(beijing()))
-        .ok()
-        .and_then(|t| {
-            t.format(time::macros::format_description!(
-                "[year][month][day][hour][minute][second]"
-            ))
-            .ok()
-        })
-        .unwrap_or_else(|| "00000000000000".into());
+    let stamp = timefmt::compact_beijing(now).unwrap_or_else(|| "00000000000000".into());
     let random: String = generate_nonce().chars().take(12).collect();
     format!("C{stamp}{random}")
 }

@@ -9,7 +9,6 @@ use crate::combine::{ApplyOutcome, CombineOrder, EventSource, OrderEvent, TradeS
 use crate::events::EventHub;
 use async_trait::async_trait;
 use std::sync::Arc;
-use time::OffsetDateTime;
 
 pub mod intake;
 pub mod postgres;
@@ -320,9 +319,7 @@ impl LocalSubOrder {
     /// `success_time` as Unix seconds, when present and readable.
     pub fn success_unix(&self) -> Option<i64> {
         let t = self.success_time.as_deref()?;
-        OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-            .ok()
-            .map(OffsetDateTime::unix_timestamp)
+        wxpay_combine_core::timefmt::parse_rfc3339(t)
     }
 
     /// Whether the order was paid (SUCCESS, or REFUND: paid, then refunded).

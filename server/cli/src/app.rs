@@ -141,17 +141,10 @@ fn default_dir(
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(repo_relative)
 }
 
+/// Replaces `path` atomically with an owner-only (0600) file.
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), StartError> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts.open(path)
-        .and_then(|mut f| f.write_all(bytes))
+    use wxpay_combine_core::atomicfile::{self, Access};
+    atomicfile::write(path, bytes, Access::Private)
         .map_err(|e| StartError::Other(format!("cannot write {}: {e}", path.display())))
 }
 

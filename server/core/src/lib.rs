@@ -14,6 +14,9 @@
 //! - [`bill`]: the trade-bill file format (parse, format, SHA-1).
 //! - [`paydir`]: the 支付授权目录 (pay directory) matching rule.
 //! - [`redact`]: masking of personal identifiers for logs.
+//! - [`atomicfile`]: atomic, fsynced file replacement (temporary file
+//!   and rename), owner-only for secrets; the one module doing I/O,
+//!   shared by the crates above.
 //! - [`timefmt`]: every timestamp form (RFC 3339, bill times, Beijing
 //!   time), on `time`'s format descriptions.
 //!
@@ -22,7 +25,7 @@
 //! - `payment`
 //! - `bill`
 //! - `combine`, `paydir`
-//! - `apiv3`, `redact`, `timefmt`
+//! - `apiv3`, `atomicfile`, `redact`, `timefmt`
 //!
 //! Each item may use the items below it, never those above (checked by
 //! `cargo xtask layering`, part of `cargo xtask test`).
@@ -30,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod apiv3;
+pub mod atomicfile;
 pub mod bill;
 pub mod combine;
 pub mod notify;

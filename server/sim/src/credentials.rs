@@ -5,7 +5,7 @@
 use super::config::{KeyMode, MerchantConfig};
 use super::error::SimError;
 use super::ids;
-use super::platform::{load_or_generate_key, write_secret, PlatformKeys};
+use super::platform::{load_or_generate_key, write_secret, write_shared, PlatformKeys};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use wxpay_combine_core::apiv3::{
@@ -236,7 +236,7 @@ pub fn establish(
                 .unwrap_or_else(|| ids::public_key_id(&mchid)),
         };
         std::fs::create_dir_all(platform_dir).map_err(|e| SimError::io(platform_dir, e))?;
-        std::fs::write(&id_path, &id).map_err(|e| SimError::io(&id_path, e))?;
+        write_shared(&id_path, id.as_bytes())?;
         Some(id)
     } else {
         None
@@ -255,7 +255,7 @@ pub fn establish(
         let path = dir.join(WECHATPAY_PUBLIC_KEY);
         let pem = key.public_key().to_pem();
         if std::fs::read_to_string(&path).ok().as_deref() != Some(pem.as_str()) {
-            std::fs::write(&path, pem).map_err(|e| SimError::io(&path, e))?;
+            write_shared(&path, pem.as_bytes())?;
         }
         wechatpay_public_key_path = Some(path);
     }

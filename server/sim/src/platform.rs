@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use time::OffsetDateTime;
 use wxpay_combine_core::apiv3::{Certificate, PrivateKey};
+use wxpay_combine_core::atomicfile::{self, Access};
 
 /// Five years, the validity of a platform certificate.
 const FIVE_YEARS: i64 = 5 * 365 * 86_400;
@@ -181,18 +182,15 @@ pub fn load_or_generate_key(path: &Path) -> Result<PrivateKey, SimError> {
     Ok(key)
 }
 
-/// Writes a file readable only by its owner.
+/// Replaces `path` atomically with a file readable only by its owner.
 pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), SimError> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(|e| SimError::io(path, e))?;
-    f.write_all(bytes).map_err(|e| SimError::io(path, e))
+    atomicfile::write(path, bytes, Access::Private).map_err(|e| SimError::io(path, e))
+}
+
+/// Replaces `path` atomically with a file readable as `std::fs::write`
+/// makes it (certificates, public keys).
+pub fn write_shared(path: &Path, bytes: &[u8]) -> Result<(), SimError> {
+    atomicfile::write(path, bytes, Access::Shared).map_err(|e| SimError::io(path, e))
 }
 
 fn load_certs(dir: &Path) -> Result<Vec<PlatformCert>, SimError> {
@@ -309,7 +307,7 @@ impl CaKey {
             let cert = params
                 .self_signed(&signer)
                 .map_err(|e| SimError::Certificate(e.to_string()))?;
-            std::fs::write(cert_path, cert.pem()).map_err(|e| SimError::io(cert_path, e))?;
+            write_shared(cert_path, cert.pem().as_bytes())?;
         }
         Ok(Self { key, params })
     }
@@ -347,6 +345,6 @@ fn issue_certificate(
         &dir.join(format!("{serial}.key.pem")),
         key.to_pkcs8_pem().as_bytes(),
     )?;
-    std::fs::write(&cert_path, &der_pem).map_err(|e| SimError::io(&cert_path, e))?;
+    write_shared(&cert_path, der_pem.as_bytes())?;
     Ok(PlatformCert { cert, key })
 }

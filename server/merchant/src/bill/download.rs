@@ -14,6 +14,7 @@ use futures_util::{Stream, StreamExt};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use wxpay_combine_core::atomicfile::{self, Access};
 
 /// Default cap on the decompressed size of one bill (guards against a
 /// gzip bomb filling the disk). A day's bill of a large merchant is tens of
@@ -131,21 +132,6 @@ fn io_error(op: &'static str, path: &Path, e: std::io::Error) -> BillError {
     }
 }
 
-/// Removes the temporary file unless the download was committed — also
-/// when the future is dropped half-way (cancelled download).
-struct TempGuard {
-    path: PathBuf,
-    armed: bool,
-}
-
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
 enum Decoder {
     Plain(HashingWriter<Vec<u8>>),
     // Boxed: the decoder's state is large next to the plain variant.
@@ -163,9 +149,11 @@ impl Decoder {
 
 struct VerifyingSink {
     decoder: Decoder,
-    // Declared before the guard: the file is closed before it is removed.
+    // A handle on `tmp` for async writes. Declared first: closed before
+    // `tmp` removes the file, which it does when dropped uncommitted (also
+    // when the future is dropped half-way: a cancelled download).
     file: tokio::fs::File,
-    guard: TempGuard,
+    tmp: atomicfile::NamedTempFile,
     out_path: PathBuf,
     max_bytes: u64,
 }
@@ -177,24 +165,20 @@ impl VerifyingSink {
             path: out_path.display().to_string(),
             detail: "not a file path".into(),
         })?;
-        let dir = match out_path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let tmp = dir.join(format!(
-            ".{}.{}.part",
-            name.to_string_lossy(),
-            uuid::Uuid::new_v4().simple()
-        ));
-        let mut options = tokio::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        // Bills carry openids: readable by the owner only.
-        #[cfg(unix)]
-        options.mode(0o600);
-        let file = options
-            .open(&tmp)
-            .await
-            .map_err(|e| io_error("create", &tmp, e))?;
+        // `.NAME.RANDOM.part` beside the destination, so the final rename is
+        // atomic. Bills carry openids: readable by the owner only.
+        let pattern = out_path.with_file_name(format!(".{}.*.part", name.to_string_lossy()));
+        let target = out_path.to_path_buf();
+        let tmp =
+            tokio::task::spawn_blocking(move || atomicfile::temp_beside(&target, Access::Private))
+                .await
+                .map_err(|e| io_error("create", &pattern, std::io::Error::other(e)))?
+                .map_err(|e| io_error("create", &pattern, e))?;
+        let file = tmp
+            .as_file()
+            .try_clone()
+            .map(tokio::fs::File::from_std)
+            .map_err(|e| io_error("create", tmp.path(), e))?;
         let sink = HashingWriter::new(Vec::new());
         Ok(VerifyingSink {
             decoder: if gzip {
@@ -203,10 +187,7 @@ impl VerifyingSink {
                 Decoder::Plain(sink)
             },
             file,
-            guard: TempGuard {
-                path: tmp,
-                armed: true,
-            },
+            tmp,
             out_path: out_path.to_path_buf(),
             max_bytes,
         })
@@ -246,7 +227,7 @@ impl VerifyingSink {
             self.file
                 .write_all(&buf)
                 .await
-                .map_err(|e| io_error("write", &self.guard.path, e))?;
+                .map_err(|e| io_error("write", self.tmp.path(), e))?;
         }
         Ok(())
     }
@@ -266,28 +247,31 @@ impl VerifyingSink {
                 actual,
             });
         }
-        let tmp = self.guard.path.clone();
-        self.file
-            .flush()
+        let VerifyingSink {
+            mut file,
+            tmp,
+            out_path,
+            ..
+        } = self;
+        file.flush()
             .await
-            .map_err(|e| io_error("flush", &tmp, e))?;
-        self.file
-            .sync_all()
-            .await
-            .map_err(|e| io_error("fsync", &tmp, e))?;
-        tokio::fs::rename(&tmp, &self.out_path)
-            .await
-            .map_err(|e| io_error("rename into place", &self.out_path, e))?;
-        self.guard.armed = false;
-        // Make the rename itself durable. Best effort: the file is already
-        // complete and in place, and some platforms cannot open directories.
-        if let Some(dir) = self.out_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(d) = tokio::fs::File::open(dir).await {
-                let _ = d.sync_all().await;
-            }
-        }
+            .map_err(|e| io_error("flush", tmp.path(), e))?;
+        drop(file);
+        // fsync (here, to name the step that failed; persist's own fsync is
+        // then a no-op), rename into place and fsync the directory: blocking
+        // calls, off the async workers.
+        let dest = out_path.clone();
+        tokio::task::spawn_blocking(move || {
+            let tmp_path = tmp.path().to_path_buf();
+            tmp.as_file()
+                .sync_all()
+                .map_err(|e| io_error("fsync", &tmp_path, e))?;
+            atomicfile::persist(tmp, &dest).map_err(|e| io_error("rename into place", &dest, e))
+        })
+        .await
+        .map_err(|e| io_error("rename into place", &out_path, std::io::Error::other(e)))??;
         Ok(VerifiedFile {
-            path: self.out_path.clone(),
+            path: out_path,
             sha1_hex: actual,
             bytes,
         })

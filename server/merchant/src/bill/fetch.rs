@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::Date;
 use url::Url;
+use wxpay_combine_core::atomicfile::{self, Access};
 
 /// Reconciled, no discrepancy.
 pub const EXIT_OK: u8 = 0;
@@ -423,8 +424,8 @@ impl BillFetcher {
     }
 }
 
-/// Writes the report as pretty JSON (temporary file, then rename), with
-/// the bill file's path, size and SHA-1 added under `file`.
+/// Writes the report as pretty JSON (atomically: temporary file, fsync,
+/// rename), with the bill file's path, size and SHA-1 added under `file`.
 pub fn write_report(path: &Path, report: &Report, file: &VerifiedFile) -> Result<(), BillRunError> {
     let mut value = serde_json::to_value(report)
         .map_err(|e| BillRunError::Io(format!("cannot serialise the report: {e}")))?;
@@ -435,13 +436,9 @@ pub fn write_report(path: &Path, report: &Report, file: &VerifiedFile) -> Result
     });
     let text = serde_json::to_string_pretty(&value)
         .map_err(|e| BillRunError::Io(format!("cannot serialise the report: {e}")))?;
-    let tmp = path.with_extension(format!("json.{}.part", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&tmp, text.as_bytes())
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            BillRunError::Io(format!("cannot write {}: {e}", path.display()))
-        })
+    // The same permissions as before (fs::write's): only the bill is private.
+    atomicfile::write(path, text.as_bytes(), Access::Shared)
+        .map_err(|e| BillRunError::Io(format!("cannot write {}: {e}", path.display())))
 }
 
 pub use wxpay_combine_core::timefmt::parse_date;

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use time::{Date, Time};
+use wxpay_combine_core::atomicfile::{self, Access};
 
 /// Wait before asking again after `STATEMENT_CREATING` or a failure (the
 /// documented advice for a bill still being generated is every 30 min).
@@ -230,8 +231,12 @@ impl BillScheduler {
                     "bill_type": self.config.kind.as_str(),
                     "status": "NO_STATEMENT_EXIST",
                 });
-                if let Err(e) = std::fs::write(self.report_path(date), marker.to_string()) {
-                    tracing::error!(error = %e, "cannot write the bill report");
+                // Atomic: the report's existence marks the day done.
+                let path = self.report_path(date);
+                if let Err(e) =
+                    atomicfile::write(&path, marker.to_string().as_bytes(), Access::Shared)
+                {
+                    tracing::error!(error = %e, path = %path.display(), "cannot write the bill report");
                 }
                 tracing::info!(%date, "no trade bill for the day (NO_STATEMENT_EXIST)");
                 StepOutcome::NoStatement(date)

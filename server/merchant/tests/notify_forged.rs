@@ -10,17 +10,18 @@ mod support;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use axum::Router;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
-use support::{backend_tests, envelope, order, paid_txn, Kind, TestDb, APPID, MCHID};
-use tower::ServiceExt;
+use support::{
+    backend_tests, body_for, envelope, oneshot_json, paid_txn, sealed, transition, Kind,
+    TestDb, APPID, MCHID,
+};
 use wxpay_combine::apiv3::{
     aead, response_message, ApiV3Key, EncryptedResource, ManualClock, PrivateKey, Verifier,
 };
 use wxpay_combine::combine::wire::CombineTransaction;
-use wxpay_combine::combine::{ApplyOutcome, EventSource, TradeState, Transition};
+use wxpay_combine::combine::{ApplyOutcome, EventSource, TradeState};
 use wxpay_combine::notify::{self, NotifyConfig, NotifyHandler, NotifyOutcome};
 
 const NOW: i64 = 1_714_000_000;
@@ -83,14 +84,6 @@ fn log_lines_containing(needle: &str) -> Vec<String> {
         .filter(|l| l.contains(needle))
         .map(str::to_string)
         .collect()
-}
-
-fn sealed(plaintext: &[u8]) -> EncryptedResource {
-    EncryptedResource::seal(&apiv3_key(), "transaction", Some("transaction"), plaintext)
-}
-
-fn body_for(id: &str, txn: &CombineTransaction) -> Vec<u8> {
-    envelope(id, &sealed(&serde_json::to_vec(txn).unwrap()))
 }
 
 /// A request signed by `key` at `timestamp`, naming `serial`.
@@ -192,16 +185,6 @@ async fn dump(db: &TestDb) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Option<serde_json::Value>) {
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let json = (!bytes.is_empty()).then(|| serde_json::from_slice(&bytes).expect("reply is JSON"));
-    (status, json)
-}
-
 /// One forged or broken notification and what it must get.
 struct Case {
     name: &'static str,
@@ -243,22 +226,13 @@ async fn forged_and_broken_notifications_change_nothing(db: &TestDb) {
 
     // A: the NOTPAY order most cases aim at. B: another NOTPAY order.
     // P: paid by a genuine notification (for the replays). C: CLOSED.
-    let a = order(&no("A"), NOW - 60);
-    let b = order(&no("B"), NOW - 60);
-    let p = order(&no("P"), NOW - 60);
-    let c = order(&no("C"), NOW - 4000);
-    for o in [&a, &b, &p, &c] {
-        db.store.create_order(o).await.unwrap();
-    }
-    let (status, reply) = send(&app, signed(body_for("EV-FG-PAID", &paid_txn(&p)))).await;
+    let a = db.create(&no("A"), NOW - 60).await;
+    let b = db.create(&no("B"), NOW - 60).await;
+    let p = db.create(&no("P"), NOW - 60).await;
+    let c = db.create(&no("C"), NOW - 4000).await;
+    let (status, reply) = oneshot_json(&app, signed(body_for(&apiv3_key(), "EV-FG-PAID", &paid_txn(&p)))).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{reply:?}");
-    let closed = Transition {
-        to: TradeState::Closed,
-        source: EventSource::Expiry,
-        payments: vec![],
-        notification: None,
-        detail: "expired".into(),
-    };
+    let closed = transition(TradeState::Closed, EventSource::Expiry, "expired");
     assert!(matches!(
         db.store
             .apply_transition(&c.combine_out_trade_no, &closed, NOW - 10)
@@ -271,9 +245,9 @@ async fn forged_and_broken_notifications_change_nothing(db: &TestDb) {
     let variant = |f: &dyn Fn(&mut CombineTransaction)| {
         let mut t = good.clone();
         f(&mut t);
-        signed(body_for("EV-FG-1", &t))
+        signed(body_for(&apiv3_key(), "EV-FG-1", &t))
     };
-    let good_body = body_for("EV-FG-1", &good);
+    let good_body = body_for(&apiv3_key(), "EV-FG-1", &good);
     let ciphertext_of = |ad: &str, plaintext: &[u8]| {
         aead::encrypt(&apiv3_key(), "fgnonce00001", ad, plaintext).unwrap()
     };
@@ -437,19 +411,19 @@ async fn forged_and_broken_notifications_change_nothing(db: &TestDb) {
         ),
         case(
             "blank envelope id",
-            signed(envelope("   ", &sealed(&plaintext))),
+            signed(envelope("   ", &sealed(&apiv3_key(), &plaintext))),
             O::Malformed,
         ),
         case(
             "non-JSON plaintext",
-            signed(envelope("EV-FG-1", &sealed(b"SUCCESS, trust me"))),
+            signed(envelope("EV-FG-1", &sealed(&apiv3_key(), b"SUCCESS, trust me"))),
             O::Malformed,
         ),
         case(
             "JSON plaintext that is not a transaction",
             signed(envelope(
                 "EV-FG-1",
-                &sealed(br#"{"combine_out_trade_no":1}"#),
+                &sealed(&apiv3_key(), br#"{"combine_out_trade_no":1}"#),
             )),
             O::Malformed,
         ),
@@ -473,10 +447,8 @@ async fn forged_and_broken_notifications_change_nothing(db: &TestDb) {
             "sealed under another APIv3 key",
             signed(envelope(
                 "EV-FG-1",
-                &EncryptedResource::seal(
+                &sealed(
                     &ApiV3Key::from_text("Another0ApiV3Key0000000000000000").unwrap(),
-                    "transaction",
-                    Some("transaction"),
                     &plaintext,
                 ),
             )),
@@ -494,17 +466,17 @@ async fn forged_and_broken_notifications_change_nothing(db: &TestDb) {
         ),
         case(
             "replayed id with a different body (same, paid order)",
-            signed(body_for("EV-FG-PAID", &paid_txn(&p))),
+            signed(body_for(&apiv3_key(), "EV-FG-PAID", &paid_txn(&p))),
             O::Replayed,
         ),
         case(
             "replayed id with a different body (another, unpaid order)",
-            signed(body_for("EV-FG-PAID", &paid_txn(&a))),
+            signed(body_for(&apiv3_key(), "EV-FG-PAID", &paid_txn(&a))),
             O::Replayed,
         ),
         case(
             "genuine notification for a CLOSED order",
-            signed(body_for("EV-FG-CLOSED", &paid_txn(&c))),
+            signed(body_for(&apiv3_key(), "EV-FG-CLOSED", &paid_txn(&c))),
             O::Rejected,
         ),
     ];
@@ -523,7 +495,7 @@ async fn forged_and_broken_notifications_change_nothing(db: &TestDb) {
     {
         let before = dump(db).await;
         let count = handler.counters().get(expected);
-        let (status, reply) = send(&app, request).await;
+        let (status, reply) = oneshot_json(&app, request).await;
         let after = dump(db).await;
         let mut problems = Vec::new();
         if !(status.is_client_error() || status.is_server_error()) {

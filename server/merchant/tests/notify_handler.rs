@@ -11,10 +11,12 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use support::{backend_tests, envelope, order, paid_txn, TestDb, APPID, MCHID, OPENID};
-use tower::ServiceExt;
+use support::{
+    backend_tests, body_for, create, envelope, oneshot, oneshot_json, paid_txn, sealed,
+    transition, HookedStore, StoreHooks, TestDb, APPID, MCHID, OPENID,
+};
 use wxpay_combine::apiv3::{
-    generate_nonce, response_message, ApiV3Key, EncryptedResource, ManualClock, PrivateKey,
+    generate_nonce, response_message, ApiV3Key, ManualClock, PrivateKey,
     Verifier,
 };
 use wxpay_combine::combine::wire::{CombineTransaction, PayerInfo, TransactionSubOrder};
@@ -22,7 +24,7 @@ use wxpay_combine::combine::{
     ApplyOutcome, CombineOrder, EventSource, OrderEvent, TradeState, Transition,
 };
 use wxpay_combine::notify::{self, NotifyConfig, NotifyHandler, NotifyOutcome};
-use wxpay_combine::store::{Store, StoreError};
+use wxpay_combine::store::Store;
 
 const NOW: i64 = 1_714_000_000;
 const PUB_KEY_ID: &str = "PUB_KEY_ID_0114232134912410000000000000";
@@ -78,14 +80,6 @@ fn harness(db: &TestDb) -> Harness {
     harness_with(db.store.clone(), notify::DEFAULT_TIMEOUT)
 }
 
-fn sealed(plaintext: &[u8]) -> EncryptedResource {
-    EncryptedResource::seal(&apiv3_key(), "transaction", Some("transaction"), plaintext)
-}
-
-fn body_for(id: &str, txn: &CombineTransaction) -> Vec<u8> {
-    envelope(id, &sealed(&serde_json::to_vec(txn).unwrap()))
-}
-
 /// How to sign a request.
 #[derive(Clone)]
 struct Sig {
@@ -126,16 +120,6 @@ fn request(body: Vec<u8>, sig: &Sig) -> Request<Body> {
         .unwrap()
 }
 
-async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Option<serde_json::Value>) {
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let json = (!bytes.is_empty()).then(|| serde_json::from_slice(&bytes).expect("reply is JSON"));
-    (status, json)
-}
-
 /// Asserts a refusal: 4xx/5xx, `{"code":"FAIL","message":…}`.
 fn assert_fail(status: StatusCode, body: &Option<serde_json::Value>, what: &str) {
     assert!(
@@ -161,11 +145,10 @@ async fn snapshot(store: &Arc<dyn Store>, no: &str) -> (CombineOrder, Vec<OrderE
 
 async fn valid_notification_is_applied_once(db: &TestDb) {
     let h = harness(db);
-    let o = order("NT001", NOW - 60);
-    h.store.create_order(&o).await.unwrap();
-    let body = body_for("EV-0001", &paid_txn(&o));
+    let o = create(&*h.store, "NT001", NOW - 60).await;
+    let body = body_for(&apiv3_key(), "EV-0001", &paid_txn(&o));
 
-    let (status, reply) = send(&h.app, request(body.clone(), &Sig::good())).await;
+    let (status, reply) = oneshot_json(&h.app, request(body.clone(), &Sig::good())).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{reply:?}");
     assert!(reply.is_none());
     let (stored, events) = snapshot(&h.store, "NT001").await;
@@ -191,7 +174,7 @@ async fn valid_notification_is_applied_once(db: &TestDb) {
 
     // WeChat Pay resends the same notification (later, newly signed).
     h.clock.advance(15);
-    let (status, _) = send(
+    let (status, _) = oneshot_json(
         &h.app,
         request(
             body.clone(),
@@ -212,9 +195,8 @@ async fn valid_notification_is_applied_once(db: &TestDb) {
     assert_eq!(h.handler.counters().get(NotifyOutcome::Duplicate), 1);
 
     // Concurrent duplicates of a fresh order: one transition.
-    let o2 = order("NT002", NOW - 60);
-    h.store.create_order(&o2).await.unwrap();
-    let body2 = body_for("EV-0002", &paid_txn(&o2));
+    let o2 = create(&*h.store, "NT002", NOW - 60).await;
+    let body2 = body_for(&apiv3_key(), "EV-0002", &paid_txn(&o2));
     let sends: Vec<_> = (0..20)
         .map(|_| {
             let (app, req) = (
@@ -227,7 +209,7 @@ async fn valid_notification_is_applied_once(db: &TestDb) {
                     },
                 ),
             );
-            tokio::spawn(async move { send(&app, req).await.0 })
+            tokio::spawn(async move { oneshot_json(&app, req).await.0 })
         })
         .collect();
     for s in sends {
@@ -251,7 +233,7 @@ async fn valid_notification_is_applied_once(db: &TestDb) {
 async fn refused(h: &Harness, no: &str, req: Request<Body>, expected: NotifyOutcome, what: &str) {
     let before = snapshot(&h.store, no).await;
     let count = h.handler.counters().get(expected);
-    let (status, reply) = send(&h.app, req).await;
+    let (status, reply) = oneshot_json(&h.app, req).await;
     assert_fail(status, &reply, what);
     assert_eq!(status, expected.status(), "{what}");
     assert_eq!(
@@ -268,9 +250,8 @@ async fn refused(h: &Harness, no: &str, req: Request<Body>, expected: NotifyOutc
 
 async fn forged_and_stale_notifications_are_refused(db: &TestDb) {
     let h = harness(db);
-    let o = order("NF001", NOW - 60);
-    h.store.create_order(&o).await.unwrap();
-    let body = body_for("EV-F1", &paid_txn(&o));
+    let o = create(&*h.store, "NF001", NOW - 60).await;
+    let body = body_for(&apiv3_key(), "EV-F1", &paid_txn(&o));
     use NotifyOutcome as N;
 
     refused(
@@ -381,7 +362,7 @@ async fn forged_and_stale_notifications_are_refused(db: &TestDb) {
 
     // The window edges: 299 s either way is accepted (GO's `>= 300` rule).
     h.clock.set(NOW + 299);
-    let (status, _) = send(&h.app, request(body.clone(), &Sig::good())).await;
+    let (status, _) = oneshot_json(&h.app, request(body.clone(), &Sig::good())).await;
     assert_eq!(
         status,
         StatusCode::NO_CONTENT,
@@ -391,8 +372,7 @@ async fn forged_and_stale_notifications_are_refused(db: &TestDb) {
 
 async fn undecodable_notifications_are_refused(db: &TestDb) {
     let h = harness(db);
-    let o = order("NU001", NOW - 60);
-    h.store.create_order(&o).await.unwrap();
+    let o = create(&*h.store, "NU001", NOW - 60).await;
     let txn = paid_txn(&o);
     use NotifyOutcome as N;
 
@@ -415,7 +395,7 @@ async fn undecodable_notifications_are_refused(db: &TestDb) {
     refused(
         &h,
         "NU001",
-        request(envelope("EV-2", &sealed(b"not json at all")), &Sig::good()),
+        request(envelope("EV-2", &sealed(&apiv3_key(), b"not json at all")), &Sig::good()),
         N::Malformed,
         "non-JSON plaintext",
     )
@@ -424,7 +404,7 @@ async fn undecodable_notifications_are_refused(db: &TestDb) {
         &h,
         "NU001",
         request(
-            envelope("EV-3", &sealed(b"{\"combine_appid\":1}")),
+            envelope("EV-3", &sealed(&apiv3_key(), b"{\"combine_appid\":1}")),
             &Sig::good(),
         ),
         N::Malformed,
@@ -432,7 +412,7 @@ async fn undecodable_notifications_are_refused(db: &TestDb) {
     )
     .await;
 
-    let mut bad_tag = sealed(&serde_json::to_vec(&txn).unwrap());
+    let mut bad_tag = sealed(&apiv3_key(), &serde_json::to_vec(&txn).unwrap());
     {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD;
@@ -449,7 +429,7 @@ async fn undecodable_notifications_are_refused(db: &TestDb) {
     )
     .await;
 
-    let mut bad_ad = sealed(&serde_json::to_vec(&txn).unwrap());
+    let mut bad_ad = sealed(&apiv3_key(), &serde_json::to_vec(&txn).unwrap());
     bad_ad.associated_data = "certificate".into();
     refused(
         &h,
@@ -460,10 +440,8 @@ async fn undecodable_notifications_are_refused(db: &TestDb) {
     )
     .await;
 
-    let other_key = EncryptedResource::seal(
+    let other_key = sealed(
         &ApiV3Key::from_text("ffffffffffffffffffffffffffffffff").unwrap(),
-        "transaction",
-        Some("transaction"),
         &serde_json::to_vec(&txn).unwrap(),
     );
     refused(
@@ -475,7 +453,7 @@ async fn undecodable_notifications_are_refused(db: &TestDb) {
     )
     .await;
 
-    let mut bad_alg = sealed(&serde_json::to_vec(&txn).unwrap());
+    let mut bad_alg = sealed(&apiv3_key(), &serde_json::to_vec(&txn).unwrap());
     bad_alg.algorithm = "AEAD_AES_128_GCM".into();
     refused(
         &h,
@@ -511,16 +489,14 @@ async fn undecodable_notifications_are_refused(db: &TestDb) {
     .await;
 
     // After all that, the genuine notification still works.
-    let (status, _) = send(&h.app, request(body_for("EV-8", &txn), &Sig::good())).await;
+    let (status, _) = oneshot_json(&h.app, request(body_for(&apiv3_key(), "EV-8", &txn), &Sig::good())).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
 }
 
 async fn notifications_not_matching_the_order_are_refused(db: &TestDb) {
     let h = harness(db);
-    let o = order("NM001", NOW - 60);
-    h.store.create_order(&o).await.unwrap();
-    let other = order("NM002", NOW - 60);
-    h.store.create_order(&other).await.unwrap();
+    let o = create(&*h.store, "NM001", NOW - 60).await;
+    create(&*h.store, "NM002", NOW - 60).await;
     use NotifyOutcome as N;
 
     type Edit = Box<dyn Fn(&mut CombineTransaction)>;
@@ -581,7 +557,7 @@ async fn notifications_not_matching_the_order_are_refused(db: &TestDb) {
     for (i, (what, f)) in cases.iter().enumerate() {
         let mut t = paid_txn(&o);
         f(&mut t);
-        let req = request(body_for(&format!("EV-M{i}"), &t), &Sig::good());
+        let req = request(body_for(&apiv3_key(), &format!("EV-M{i}"), &t), &Sig::good());
         refused(&h, "NM001", req, N::Mismatch, what).await;
     }
     // combine_out_trade_no naming another stored order (with this order's
@@ -592,7 +568,7 @@ async fn notifications_not_matching_the_order_are_refused(db: &TestDb) {
     refused(
         &h,
         "NM001",
-        request(body_for("EV-MX", &t), &Sig::good()),
+        request(body_for(&apiv3_key(), "EV-MX", &t), &Sig::good()),
         N::Mismatch,
         "combine_out_trade_no",
     )
@@ -605,7 +581,7 @@ async fn notifications_not_matching_the_order_are_refused(db: &TestDb) {
     refused(
         &h,
         "NM001",
-        request(body_for("EV-MU", &t), &Sig::good()),
+        request(body_for(&apiv3_key(), "EV-MU", &t), &Sig::good()),
         N::UnknownOrder,
         "unknown order",
     )
@@ -615,11 +591,10 @@ async fn notifications_not_matching_the_order_are_refused(db: &TestDb) {
 
 async fn replays_and_closed_orders_are_refused(db: &TestDb) {
     let h = harness(db);
-    let o = order("NR001", NOW - 60);
-    h.store.create_order(&o).await.unwrap();
-    let (status, _) = send(
+    let o = create(&*h.store, "NR001", NOW - 60).await;
+    let (status, _) = oneshot_json(
         &h.app,
-        request(body_for("EV-R1", &paid_txn(&o)), &Sig::good()),
+        request(body_for(&apiv3_key(), "EV-R1", &paid_txn(&o)), &Sig::good()),
     )
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
@@ -628,7 +603,7 @@ async fn replays_and_closed_orders_are_refused(db: &TestDb) {
     refused(
         &h,
         "NR001",
-        request(body_for("EV-R1", &paid_txn(&o)), &Sig::good()),
+        request(body_for(&apiv3_key(), "EV-R1", &paid_txn(&o)), &Sig::good()),
         NotifyOutcome::Replayed,
         "replayed id, other body",
     )
@@ -636,15 +611,8 @@ async fn replays_and_closed_orders_are_refused(db: &TestDb) {
 
     // A genuine notification for an order already CLOSED: money taken for a
     // closed order — refused, alerted, unchanged.
-    let c = order("NR002", NOW - 4000);
-    h.store.create_order(&c).await.unwrap();
-    let closed = Transition {
-        to: TradeState::Closed,
-        source: EventSource::Expiry,
-        payments: vec![],
-        notification: None,
-        detail: "expired".into(),
-    };
+    let c = create(&*h.store, "NR002", NOW - 4000).await;
+    let closed = transition(TradeState::Closed, EventSource::Expiry, "expired");
     assert!(matches!(
         h.store
             .apply_transition("NR002", &closed, NOW - 10)
@@ -655,7 +623,7 @@ async fn replays_and_closed_orders_are_refused(db: &TestDb) {
     refused(
         &h,
         "NR002",
-        request(body_for("EV-R2", &paid_txn(&c)), &Sig::good()),
+        request(body_for(&apiv3_key(), "EV-R2", &paid_txn(&c)), &Sig::good()),
         NotifyOutcome::Rejected,
         "notification for a CLOSED order",
     )
@@ -664,7 +632,7 @@ async fn replays_and_closed_orders_are_refused(db: &TestDb) {
     refused(
         &h,
         "NR002",
-        request(body_for("EV-R2", &paid_txn(&c)), &Sig::good()),
+        request(body_for(&apiv3_key(), "EV-R2", &paid_txn(&c)), &Sig::good()),
         NotifyOutcome::Rejected,
         "retry for a CLOSED order",
     )
@@ -675,67 +643,26 @@ async fn replays_and_closed_orders_are_refused(db: &TestDb) {
     );
 }
 
-/// A store whose writes take `delay` (a stuck database).
-#[derive(Debug)]
-struct SlowStore {
-    inner: Arc<dyn Store>,
-    delay: Duration,
-}
+/// Hooks that make every state change take this long (a stuck database).
+struct Delay(Duration);
 
 #[async_trait]
-impl Store for SlowStore {
-    async fn create_order(&self, o: &CombineOrder) -> Result<(), StoreError> {
-        self.inner.create_order(o).await
-    }
-    async fn get_order(&self, no: &str) -> Result<Option<CombineOrder>, StoreError> {
-        self.inner.get_order(no).await
-    }
-    async fn set_prepay(&self, no: &str, id: &str, exp: i64) -> Result<(), StoreError> {
-        self.inner.set_prepay(no, id, exp).await
-    }
-    async fn apply_transition(
-        &self,
-        no: &str,
-        t: &Transition,
-        now: i64,
-    ) -> Result<ApplyOutcome, StoreError> {
-        tokio::time::sleep(self.delay).await;
-        self.inner.apply_transition(no, t, now).await
-    }
-    async fn touch_notified(&self, no: &str, now: i64) -> Result<(), StoreError> {
-        self.inner.touch_notified(no, now).await
-    }
-    async fn claim_open_orders(
-        &self,
-        a: i64,
-        b: i64,
-        c: i64,
-        d: i64,
-    ) -> Result<Vec<CombineOrder>, StoreError> {
-        self.inner.claim_open_orders(a, b, c, d).await
-    }
-    async fn set_lease(&self, no: &str, until: i64) -> Result<(), StoreError> {
-        self.inner.set_lease(no, until).await
-    }
-    async fn events(&self, no: &str) -> Result<Vec<OrderEvent>, StoreError> {
-        self.inner.events(no).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
+impl StoreHooks for Delay {
+    async fn before_apply(&self, _no: &str, _transition: &Transition) {
+        tokio::time::sleep(self.0).await;
     }
 }
 
 async fn slow_processing_answers_fail_in_time(db: &TestDb) {
-    let slow: Arc<dyn Store> = Arc::new(SlowStore {
+    let slow: Arc<dyn Store> = Arc::new(HookedStore {
         inner: db.store.clone(),
-        delay: Duration::from_millis(1500),
+        hooks: Delay(Duration::from_millis(1500)),
     });
     let h = harness_with(slow, Duration::from_millis(300));
-    let o = order("NS001", NOW - 60);
-    h.store.create_order(&o).await.unwrap();
-    let body = body_for("EV-S1", &paid_txn(&o));
+    let o = create(&*h.store, "NS001", NOW - 60).await;
+    let body = body_for(&apiv3_key(), "EV-S1", &paid_txn(&o));
     let started = std::time::Instant::now();
-    let (status, reply) = send(&h.app, request(body.clone(), &Sig::good())).await;
+    let (status, reply) = oneshot_json(&h.app, request(body.clone(), &Sig::good())).await;
     let took = started.elapsed();
     assert_fail(status, &reply, "timeout");
     assert!(status.is_server_error());
@@ -753,27 +680,23 @@ async fn slow_processing_answers_fail_in_time(db: &TestDb) {
         TradeState::Success
     );
     let fast = harness(db);
-    let (status, _) = send(&fast.app, request(body, &Sig::good())).await;
+    let (status, _) = oneshot_json(&fast.app, request(body, &Sig::good())).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(fast.handler.counters().get(NotifyOutcome::Duplicate), 1);
 }
 
 async fn other_methods_and_paths_are_not_served(db: &TestDb) {
     let h = harness(db);
-    let resp = h
-        .app
-        .clone()
-        .oneshot(Request::get(PATH).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let resp = oneshot(&h.app, Request::get(PATH).body(Body::empty()).unwrap()).await;
+    assert_eq!(resp.status, StatusCode::METHOD_NOT_ALLOWED);
     let custom = notify::router(h.handler.clone(), "/pay/callback");
-    let resp = custom
-        .oneshot(Request::post("/pay/callback").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let resp = oneshot(
+        &custom,
+        Request::post("/pay/callback").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(
-        resp.status(),
+        resp.status,
         StatusCode::UNAUTHORIZED,
         "configurable path, unsigned → FAIL"
     );
@@ -801,15 +724,14 @@ async fn unknown_serial_calls_the_refresh_hook(db: &TestDb) {
         }),
     );
     let app = notify::router(handler.clone(), PATH);
-    let o = order("NF-HOOK1", NOW - 60);
-    db.store.create_order(&o).await.unwrap();
-    let body = body_for("EV-HOOK1", &paid_txn(&o));
+    let o = db.create("NF-HOOK1", NOW - 60).await;
+    let body = body_for(&apiv3_key(), "EV-HOOK1", &paid_txn(&o));
 
     let unknown = Sig {
         serial: "5DEA10EF55877E3CF6C33255C2E7DEFFF7E427EC".into(),
         ..Sig::good()
     };
-    let (status, reply) = send(&app, request(body.clone(), &unknown)).await;
+    let (status, reply) = oneshot_json(&app, request(body.clone(), &unknown)).await;
     assert_fail(status, &reply, "unknown serial");
     assert_eq!(calls.load(Ordering::SeqCst), 1, "hook called once");
 
@@ -817,7 +739,7 @@ async fn unknown_serial_calls_the_refresh_hook(db: &TestDb) {
         key: other_key(),
         ..Sig::good()
     };
-    let (status, reply) = send(&app, request(body.clone(), &wrong_key)).await;
+    let (status, reply) = oneshot_json(&app, request(body.clone(), &wrong_key)).await;
     assert_fail(status, &reply, "bad signature");
     assert_eq!(
         calls.load(Ordering::SeqCst),
@@ -825,7 +747,7 @@ async fn unknown_serial_calls_the_refresh_hook(db: &TestDb) {
         "a bad signature is no reason to refresh"
     );
 
-    let (status, _) = send(&app, request(body, &Sig::good())).await;
+    let (status, _) = oneshot_json(&app, request(body, &Sig::good())).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
 }
 

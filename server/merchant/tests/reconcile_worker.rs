@@ -194,8 +194,7 @@ async fn dropped_notification_is_recovered_by_query(db: &TestDb) {
     let api = Arc::new(FakeApi::default());
     let clock = Arc::new(ManualClock::new(T0 + 30));
     let w = worker(db, &api, &clock);
-    let o = order("RQ001", T0);
-    db.store.create_order(&o).await.unwrap();
+    let o = db.create("RQ001", T0).await;
     api.put(&o, TradeState::Success);
 
     // Too young: left to the notification.
@@ -448,8 +447,7 @@ async fn two_workers_do_not_double_process(db: &TestDb) {
 
 async fn refresh_from_query_applies_through_the_same_path(db: &TestDb) {
     let api = FakeApi::default();
-    let o = order("RR001", T0);
-    db.store.create_order(&o).await.unwrap();
+    let o = db.create("RR001", T0).await;
     api.put(&o, TradeState::NotPay);
 
     let got = refresh_from_query(&*db.store, &api, "RR001", T0 + 5)
@@ -491,8 +489,7 @@ async fn refresh_from_query_applies_through_the_same_path(db: &TestDb) {
         Err(RefreshError::NotFound(_))
     ));
 
-    let ghost = order("RR002", T0);
-    db.store.create_order(&ghost).await.unwrap();
+    let ghost = db.create("RR002", T0).await;
     let e = refresh_from_query(&*db.store, &api, "RR002", T0)
         .await
         .unwrap_err();
@@ -501,8 +498,7 @@ async fn refresh_from_query_applies_through_the_same_path(db: &TestDb) {
         "{e:?}"
     );
 
-    let odd = order("RR003", T0);
-    db.store.create_order(&odd).await.unwrap();
+    let odd = db.create("RR003", T0).await;
     api.put(&odd, TradeState::Success);
     api.edit("RR003", |r| r.amount_override = Some(99));
     let e = refresh_from_query(&*db.store, &api, "RR003", T0)
@@ -518,8 +514,7 @@ async fn refresh_from_query_applies_through_the_same_path(db: &TestDb) {
 async fn run_stops_on_shutdown(db: &TestDb) {
     let api = Arc::new(FakeApi::default());
     let clock = Arc::new(ManualClock::new(T0 + 200));
-    let o = order("RS001", T0);
-    db.store.create_order(&o).await.unwrap();
+    let o = db.create("RS001", T0).await;
     api.put(&o, TradeState::Success);
     let w = worker(db, &api, &clock);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -4,40 +4,26 @@
 
 mod support;
 
-use support::{backend_tests, order, TestDb, MCHID, SUB_MCHID};
-use wxpay_combine::combine::{EventSource, SubOrderPayment, TradeState, Transition};
+use support::{backend_tests, paid, TestDb, MCHID, SUB_MCHID};
+use wxpay_combine::combine::{EventSource, TradeState, Transition};
 
 /// 2024-01-01 00:00 +08:00.
 const DAY: i64 = 1_704_038_400;
 
+/// Paid with 1 fen of discount per sub-order, at `times`.
 fn pay(no: &str, times: [&str; 2]) -> Transition {
-    let o = order(no, DAY - 3600);
-    Transition {
-        to: TradeState::Success,
-        source: EventSource::Query,
-        payments: o
-            .sub_orders
-            .iter()
-            .zip(times)
-            .enumerate()
-            .map(|(i, (s, t))| SubOrderPayment {
-                mchid: s.mchid.clone(),
-                out_trade_no: s.out_trade_no.clone(),
-                transaction_id: Some(format!("4200{no}{i}")),
-                payer_amount: Some(s.amount - 1),
-                bank_type: Some("OTHERS".into()),
-                success_time: Some(t.into()),
-            })
-            .collect(),
-        notification: None,
-        detail: "test".into(),
+    let mut t = paid(no, EventSource::Query, |i| format!("4200{no}{i}"));
+    for (p, time) in t.payments.iter_mut().zip(times) {
+        p.payer_amount = p.payer_amount.map(|a| a - 1);
+        p.success_time = Some(time.into());
     }
+    t
 }
 
 async fn paid_sub_orders_are_listed_by_instant(db: &TestDb) {
     let s = &db.store;
     // In the day, written in +08:00 and in UTC (the same instants).
-    s.create_order(&order("IN", DAY - 3600)).await.unwrap();
+    db.create("IN", DAY - 3600).await;
     s.apply_transition(
         "IN",
         &pay("IN", ["2024-01-01T00:00:00+08:00", "2024-01-01T15:59:59Z"]),
@@ -46,7 +32,7 @@ async fn paid_sub_orders_are_listed_by_instant(db: &TestDb) {
     .await
     .unwrap();
     // On the edges, outside the day: 1 s before, and the next midnight.
-    s.create_order(&order("OUT", DAY - 3600)).await.unwrap();
+    db.create("OUT", DAY - 3600).await;
     s.apply_transition(
         "OUT",
         &pay("OUT", ["2023-12-31T23:59:59+08:00", "2024-01-01T16:00:00Z"]),
@@ -55,7 +41,7 @@ async fn paid_sub_orders_are_listed_by_instant(db: &TestDb) {
     .await
     .unwrap();
     // Not paid.
-    s.create_order(&order("OPEN", DAY - 3600)).await.unwrap();
+    db.create("OPEN", DAY - 3600).await;
 
     let got = s.paid_sub_orders_between(DAY, DAY + 86_400).await.unwrap();
     let keys: Vec<(&str, &str)> = got

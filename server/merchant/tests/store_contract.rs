@@ -4,53 +4,31 @@ mod support;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use support::{backend_tests, order, Kind, TestDb, MCHID, SUB_MCHID};
+use support::{backend_tests, order, transition, Kind, TestDb, MCHID, SUB_MCHID};
 use wxpay_combine::combine::{
-    ApplyOutcome, EventSource, NotificationRef, RejectReason, SubOrderPayment, TradeState,
-    Transition,
+    ApplyOutcome, EventSource, NotificationRef, RejectReason, TradeState, Transition,
 };
 use wxpay_combine::store::{self, Store, StoreError};
 
 const T0: i64 = 1_714_000_000;
 
 fn paid(no: &str, notification: Option<(&str, &str)>) -> Transition {
-    let o = order(no, T0);
+    let source = if notification.is_some() {
+        EventSource::Notify
+    } else {
+        EventSource::Query
+    };
     Transition {
-        to: TradeState::Success,
-        source: if notification.is_some() {
-            EventSource::Notify
-        } else {
-            EventSource::Query
-        },
-        payments: o
-            .sub_orders
-            .iter()
-            .enumerate()
-            .map(|(i, s)| SubOrderPayment {
-                mchid: s.mchid.clone(),
-                out_trade_no: s.out_trade_no.clone(),
-                transaction_id: Some(format!("42000000{i}")),
-                payer_amount: Some(s.amount),
-                bank_type: Some("OTHERS".into()),
-                success_time: Some("2024-04-25T10:00:00+08:00".into()),
-            })
-            .collect(),
         notification: notification.map(|(id, sha)| NotificationRef {
             id: id.into(),
             body_sha256: sha.into(),
         }),
-        detail: "test".into(),
+        ..support::paid(no, source, |i| format!("42000000{i}"))
     }
 }
 
 fn to(state: TradeState, source: EventSource) -> Transition {
-    Transition {
-        to: state,
-        source,
-        payments: Vec::new(),
-        notification: None,
-        detail: format!("to {state}"),
-    }
+    transition(state, source, &format!("to {state}"))
 }
 
 async fn create_and_get_round_trip(db: &TestDb) {
@@ -100,7 +78,7 @@ async fn create_and_get_round_trip(db: &TestDb) {
 
 async fn duplicate_order_numbers_are_refused(db: &TestDb) {
     let s = &db.store;
-    s.create_order(&order("DUP01", T0)).await.unwrap();
+    db.create("DUP01", T0).await;
     let again = s.create_order(&order("DUP01", T0 + 1)).await;
     assert!(
         matches!(again, Err(StoreError::Duplicate(ref n)) if n == "DUP01"),
@@ -148,7 +126,7 @@ async fn duplicate_order_numbers_are_refused(db: &TestDb) {
 
 async fn transitions_follow_the_state_machine(db: &TestDb) {
     let s = &db.store;
-    s.create_order(&order("TR001", T0)).await.unwrap();
+    db.create("TR001", T0).await;
 
     let t = paid("TR001", None);
     let first = s.apply_transition("TR001", &t, T0 + 10).await.unwrap();
@@ -228,7 +206,7 @@ async fn transitions_follow_the_state_machine(db: &TestDb) {
     );
 
     // CLOSED → SUCCESS is refused and changes nothing.
-    s.create_order(&order("TR002", T0)).await.unwrap();
+    db.create("TR002", T0).await;
     let r = s
         .apply_transition(
             "TR002",
@@ -281,7 +259,7 @@ async fn transitions_follow_the_state_machine(db: &TestDb) {
     ));
 
     // A payment for a sub-order the order does not have.
-    s.create_order(&order("TR003", T0)).await.unwrap();
+    db.create("TR003", T0).await;
     let mut stranger = paid("TR003", None);
     stranger.payments[1].mchid = "1900000999".into();
     let r = s
@@ -335,7 +313,7 @@ async fn transitions_follow_the_state_machine(db: &TestDb) {
 }
 
 async fn concurrent_identical_applies_change_once(db: &TestDb) {
-    db.store.create_order(&order("CC001", T0)).await.unwrap();
+    db.create("CC001", T0).await;
     let t = Arc::new(paid("CC001", Some(("EV-CC001", "sha-1"))));
     let tasks: Vec<_> = (0..50)
         .map(|_| {
@@ -369,7 +347,7 @@ async fn concurrent_identical_applies_change_once(db: &TestDb) {
 
     // The same with different notification ids (WeChat Pay and a query
     // racing): still one transition.
-    db.store.create_order(&order("CC002", T0)).await.unwrap();
+    db.create("CC002", T0).await;
     let tasks: Vec<_> = (0..50)
         .map(|i| {
             let s = db.store.clone();
@@ -393,7 +371,7 @@ async fn concurrent_identical_applies_change_once(db: &TestDb) {
 
 async fn replayed_notification_id_with_other_body_is_refused(db: &TestDb) {
     let s = &db.store;
-    s.create_order(&order("RP001", T0)).await.unwrap();
+    db.create("RP001", T0).await;
     let r = s
         .apply_transition("RP001", &paid("RP001", Some(("EV-1", "digest-a"))), T0 + 1)
         .await
@@ -416,7 +394,7 @@ async fn replayed_notification_id_with_other_body_is_refused(db: &TestDb) {
     );
 
     // The id used for another order is a replay too.
-    s.create_order(&order("RP002", T0)).await.unwrap();
+    db.create("RP002", T0).await;
     let cross = s
         .apply_transition("RP002", &paid("RP002", Some(("EV-1", "digest-a"))), T0 + 4)
         .await
@@ -462,13 +440,13 @@ async fn claims_are_exclusive_and_leased(db: &TestDb) {
     let mut all = HashSet::new();
     for i in 0..40 {
         let no = format!("CL{i:03}");
-        a.create_order(&order(&no, T0 + i)).await.unwrap();
+        db.create(&no, T0 + i).await;
         all.insert(no);
     }
     // Not due yet: created after `created_before`.
-    a.create_order(&order("CLNEW", T0 + 500)).await.unwrap();
+    db.create("CLNEW", T0 + 500).await;
     // Final orders are never claimed.
-    a.create_order(&order("CLPAID", T0)).await.unwrap();
+    db.create("CLPAID", T0).await;
     a.apply_transition("CLPAID", &paid("CLPAID", None), T0 + 1)
         .await
         .unwrap();
@@ -540,7 +518,7 @@ async fn claims_are_exclusive_and_leased(db: &TestDb) {
 
 async fn events_are_append_only_and_ordered(db: &TestDb) {
     let s = &db.store;
-    s.create_order(&order("EV001", T0)).await.unwrap();
+    db.create("EV001", T0).await;
     s.apply_transition(
         "EV001",
         &to(TradeState::UserPaying, EventSource::Query),

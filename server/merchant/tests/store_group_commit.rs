@@ -10,9 +10,9 @@
 mod support;
 
 use std::sync::Arc;
-use support::{backend_tests, order, Kind, TestDb};
+use support::{backend_tests, order, transition, Kind, TestDb};
 use wxpay_combine::combine::{
-    ApplyOutcome, EventSource, NotificationRef, SubOrderPayment, TradeState, Transition,
+    ApplyOutcome, EventSource, NotificationRef, TradeState, Transition,
 };
 use wxpay_combine::store::{self, StoreError};
 
@@ -26,39 +26,18 @@ fn orders_count() -> usize {
 }
 
 fn paid(no: &str, notification_id: &str) -> Transition {
-    let o = order(no, T0);
     Transition {
-        to: TradeState::Success,
-        source: EventSource::Notify,
-        payments: o
-            .sub_orders
-            .iter()
-            .enumerate()
-            .map(|(i, s)| SubOrderPayment {
-                mchid: s.mchid.clone(),
-                out_trade_no: s.out_trade_no.clone(),
-                transaction_id: Some(format!("4200{no}{i}")),
-                payer_amount: Some(s.amount),
-                bank_type: Some("OTHERS".into()),
-                success_time: Some("2024-04-25T10:00:00+08:00".into()),
-            })
-            .collect(),
         notification: Some(NotificationRef {
             id: notification_id.into(),
             body_sha256: format!("sha-{notification_id}"),
         }),
         detail: "group commit test".into(),
+        ..support::paid(no, EventSource::Notify, |i| format!("4200{no}{i}"))
     }
 }
 
 fn closed() -> Transition {
-    Transition {
-        to: TradeState::Closed,
-        source: EventSource::Close,
-        payments: Vec::new(),
-        notification: None,
-        detail: "closed".into(),
-    }
+    transition(TradeState::Closed, EventSource::Close, "closed")
 }
 
 /// Holds SQLite's write lock from another connection until dropped, so the
@@ -168,7 +147,7 @@ async fn a_failing_request_leaves_its_batch_applied(db: &TestDb) {
             .await
             .unwrap();
     }
-    s.create_order(&order("SHUT", T0)).await.unwrap();
+    db.create("SHUT", T0).await;
     s.apply_transition("SHUT", &closed(), T0 + 1).await.unwrap();
 
     let holder = WriteLockHolder::take(db).await;
@@ -250,7 +229,7 @@ async fn a_failing_request_leaves_its_batch_applied(db: &TestDb) {
 
 async fn same_order_duplicates_make_one_transition(db: &TestDb) {
     let s = &db.store;
-    s.create_order(&order("DUPS", T0)).await.unwrap();
+    db.create("DUPS", T0).await;
     let holder = WriteLockHolder::take(db).await;
     // The same notification delivered 20 times, plus 20 other deliveries
     // (new notification ids) of the same payment.

@@ -15,45 +15,20 @@ use secrecy::SecretString;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use support::{backend_tests, order, TestDb, OPENID};
+use support::{backend_tests, transition, TestDb, OPENID};
 use wxpay_combine::apiv3::{Clock, ManualClock};
-use wxpay_combine::combine::{EventSource, SubOrderPayment, TradeState, Transition};
+use wxpay_combine::combine::{EventSource, TradeState, Transition};
 use wxpay_combine::webhook::{Delivery, WebhookSettings, WebhookWorker};
 
 const T0: i64 = 1_714_000_000;
 const SECRET: &str = "whsec_test_0123456789abcdef";
 
 fn paid(no: &str) -> Transition {
-    let o = order(no, T0);
-    Transition {
-        to: TradeState::Success,
-        source: EventSource::Query,
-        payments: o
-            .sub_orders
-            .iter()
-            .enumerate()
-            .map(|(i, s)| SubOrderPayment {
-                mchid: s.mchid.clone(),
-                out_trade_no: s.out_trade_no.clone(),
-                transaction_id: Some(format!("42000000{i}")),
-                payer_amount: Some(s.amount),
-                bank_type: Some("OTHERS".into()),
-                success_time: Some("2024-04-25T10:00:00+08:00".into()),
-            })
-            .collect(),
-        notification: None,
-        detail: "test".into(),
-    }
+    support::paid(no, EventSource::Query, |i| format!("42000000{i}"))
 }
 
 fn to(state: TradeState) -> Transition {
-    Transition {
-        to: state,
-        source: EventSource::Query,
-        payments: Vec::new(),
-        notification: None,
-        detail: format!("to {state}"),
-    }
+    transition(state, EventSource::Query, &format!("to {state}"))
 }
 
 /// One request the receiver saw.
@@ -158,7 +133,7 @@ fn independent_hmac(secret: &str, timestamp: &str, body: &[u8]) -> String {
 
 async fn outbox_row_commits_with_the_state_change(db: &TestDb) {
     let s = &db.store;
-    s.create_order(&order("OB001", T0)).await.unwrap();
+    db.create("OB001", T0).await;
     assert!(s.pending_outbox_events(10).await.unwrap().is_empty());
     s.apply_transition("OB001", &to(TradeState::UserPaying), T0 + 1)
         .await
@@ -194,11 +169,11 @@ async fn outbox_row_commits_with_the_state_change(db: &TestDb) {
     assert_eq!(v["order"]["total_amount"], 350);
     assert_eq!(v["order"]["sub_orders"][1]["transaction_id"], "420000001");
 
-    s.create_order(&order("OB002", T0)).await.unwrap();
+    db.create("OB002", T0).await;
     s.apply_transition("OB002", &to(TradeState::Closed), T0 + 5)
         .await
         .unwrap();
-    s.create_order(&order("OB003", T0)).await.unwrap();
+    db.create("OB003", T0).await;
     s.apply_transition("OB003", &to(TradeState::PayError), T0 + 6)
         .await
         .unwrap();
@@ -225,7 +200,7 @@ async fn delivery_retries_until_2xx_with_one_effect(db: &TestDb) {
     let (url, receiver) = Receiver::start(2).await;
     let clock = Arc::new(ManualClock::new(T0 + 10));
     let w = worker(db, url, clock.clone());
-    db.store.create_order(&order("WH001", T0)).await.unwrap();
+    db.create("WH001", T0).await;
     db.store
         .apply_transition("WH001", &paid("WH001"), T0 + 10)
         .await
@@ -284,7 +259,7 @@ async fn events_of_one_order_go_out_in_sequence(db: &TestDb) {
     let (url, receiver) = Receiver::start(1).await;
     let clock = Arc::new(ManualClock::new(T0 + 10));
     let w = worker(db, url, clock.clone());
-    db.store.create_order(&order("SQ001", T0)).await.unwrap();
+    db.create("SQ001", T0).await;
     db.store
         .apply_transition("SQ001", &paid("SQ001"), T0 + 10)
         .await
@@ -320,8 +295,8 @@ async fn events_of_one_order_go_out_in_sequence(db: &TestDb) {
 
 async fn claims_exclude_each_other(db: &TestDb) {
     let other = db.open_another().await;
-    db.store.create_order(&order("CL001", T0)).await.unwrap();
-    db.store.create_order(&order("CL002", T0)).await.unwrap();
+    db.create("CL001", T0).await;
+    db.create("CL002", T0).await;
     for no in ["CL001", "CL002"] {
         db.store
             .apply_transition(no, &paid(no), T0 + 10)
@@ -365,7 +340,7 @@ async fn pending_listing_and_redelivery(db: &TestDb) {
         format!("http://{closed}/hook").parse().unwrap(),
         clock.clone(),
     );
-    db.store.create_order(&order("RD001", T0)).await.unwrap();
+    db.create("RD001", T0).await;
     db.store
         .apply_transition("RD001", &paid("RD001"), T0 + 10)
         .await

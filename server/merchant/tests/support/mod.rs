@@ -5,17 +5,32 @@
 //! temporary file, PostgreSQL in a fresh schema of the database named by
 //! `WXPAY_TEST_DATABASE_URL` (dropped afterwards). Without that variable the
 //! PostgreSQL variants print why they are skipped — and fail under `CI=true`.
+//!
+//! Also the shapes the suites share: stored orders and the transitions that
+//! move them, requests through an in-process router (`oneshot`) and their
+//! answers, session cookies, and a store wrapper that observes or slows
+//! calls. Included by `server/cli/tests` too (via `#[path]`).
 
 #![allow(dead_code)] // each test binary uses a different part
 
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::Router;
+use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
-use wxpay_combine::apiv3::EncryptedResource;
+use tower::ServiceExt;
+use wxpay_combine::apiv3::{ApiV3Key, EncryptedResource};
 use wxpay_combine::combine::wire::{
     CombineTransaction, PayerInfo, TransactionAmount, TransactionSubOrder,
 };
-use wxpay_combine::combine::{CombineOrder, SubOrder, TradeState};
-use wxpay_combine::store::{self, Store};
+use wxpay_combine::combine::{
+    ApplyOutcome, CombineOrder, EventSource, OrderEvent, SubOrder, SubOrderPayment, TradeState,
+    Transition,
+};
+use wxpay_combine::http::session::{CookieSigner, Purpose, SessionData, SESSION_COOKIE};
+use wxpay_combine::store::{self, Store, StoreError};
 
 /// Which backend a [`TestDb`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +96,11 @@ impl TestDb {
             store,
             cleanup: Cleanup::Schema { admin_url, schema },
         })
+    }
+
+    /// Stores [`order`]`(no, created_at)` and returns it.
+    pub async fn create(&self, no: &str, created_at: i64) -> CombineOrder {
+        create(&*self.store, no, created_at).await
     }
 
     /// Another store (its own connection pool) on the same database — a
@@ -274,4 +294,221 @@ pub fn envelope(id: &str, resource: &EncryptedResource) -> Vec<u8> {
         "resource": resource,
     }))
     .unwrap()
+}
+
+/// Stores [`order`]`(no, created_at)` in `store` and returns it.
+pub async fn create(store: &dyn Store, no: &str, created_at: i64) -> CombineOrder {
+    let o = order(no, created_at);
+    store
+        .create_order(&o)
+        .await
+        .unwrap_or_else(|e| panic!("create order {no}: {e}"));
+    o
+}
+
+/// A transition to `to` without payments or notification.
+pub fn transition(to: TradeState, source: EventSource, detail: &str) -> Transition {
+    Transition {
+        to,
+        source,
+        payments: Vec::new(),
+        notification: None,
+        detail: detail.into(),
+    }
+}
+
+/// SUCCESS for [`order`]`(no, _)`: every sub-order paid in full at
+/// 2024-04-25T10:00:00+08:00, the i-th with transaction id `transaction_id(i)`;
+/// no notification, detail "test".
+pub fn paid(no: &str, source: EventSource, transaction_id: impl Fn(usize) -> String) -> Transition {
+    let o = order(no, 0);
+    Transition {
+        payments: o
+            .sub_orders
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SubOrderPayment {
+                mchid: s.mchid.clone(),
+                out_trade_no: s.out_trade_no.clone(),
+                transaction_id: Some(transaction_id(i)),
+                payer_amount: Some(s.amount),
+                bank_type: Some("OTHERS".into()),
+                success_time: Some("2024-04-25T10:00:00+08:00".into()),
+            })
+            .collect(),
+        ..transition(TradeState::Success, source, "test")
+    }
+}
+
+/// `plaintext` sealed under `key` as WeChat Pay seals a transaction.
+pub fn sealed(key: &ApiV3Key, plaintext: &[u8]) -> EncryptedResource {
+    EncryptedResource::seal(key, "transaction", Some("transaction"), plaintext)
+}
+
+/// A notification body (see [`envelope`]) carrying `txn` sealed under `key`.
+pub fn body_for(key: &ApiV3Key, id: &str, txn: &CombineTransaction) -> Vec<u8> {
+    envelope(id, &sealed(key, &serde_json::to_vec(txn).unwrap()))
+}
+
+/// An answer of an in-process router.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as JSON; panics (showing the body) when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {} {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+    /// `None` for an empty body, else the body as JSON.
+    pub fn json_if_any(&self) -> Option<Value> {
+        (!self.body.is_empty()).then(|| self.json())
+    }
+    /// The body as JSON, or `null` when it is not JSON.
+    pub fn json_or_null(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// A header's value, `None` when absent (or not text).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    /// Every `Set-Cookie` value.
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+/// Sends `req` through `app` (`tower::ServiceExt::oneshot`), reading the
+/// answer's body (up to 1 MiB).
+pub async fn oneshot(app: &Router, req: Request<Body>) -> Reply {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap()
+        .to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// [`oneshot`] for answers that are empty or JSON: the status, and the
+/// JSON when there is a body.
+pub async fn oneshot_json(app: &Router, req: Request<Body>) -> (StatusCode, Option<Value>) {
+    let r = oneshot(app, req).await;
+    (r.status, r.json_if_any())
+}
+
+/// A `Cookie` header value holding a session of `openid` sealed by
+/// `signer`, valid for an hour from `now`.
+pub fn session_cookie(signer: &CookieSigner, openid: &str, now: i64) -> String {
+    let v = signer.seal(
+        Purpose::Session,
+        &SessionData {
+            openid: openid.into(),
+            expires_at: now + 3600,
+        },
+    );
+    format!("{SESSION_COOKIE}={v}")
+}
+
+/// The order number of an API answer (`combine_out_trade_no`).
+pub fn order_no(v: &Value) -> String {
+    v["combine_out_trade_no"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no combine_out_trade_no in {v}"))
+        .to_string()
+}
+
+/// What a [`HookedStore`] does around the calls it observes.
+#[async_trait]
+pub trait StoreHooks: Send + Sync {
+    /// Before `apply_transition` reaches the real store.
+    async fn before_apply(&self, _no: &str, _transition: &Transition) {}
+    /// After `apply_transition` returned (whatever the result).
+    fn after_apply(&self) {}
+    /// When `claim_open_orders` is called.
+    fn on_claim(&self) {}
+}
+
+/// Delegates every call to `inner`, running `hooks` around state changes and
+/// claims (to hold writes in flight, or to record them).
+pub struct HookedStore<H> {
+    pub inner: Arc<dyn Store>,
+    pub hooks: H,
+}
+
+impl<H> std::fmt::Debug for HookedStore<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookedStore")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl<H: StoreHooks> Store for HookedStore<H> {
+    async fn create_order(&self, order: &CombineOrder) -> Result<(), StoreError> {
+        self.inner.create_order(order).await
+    }
+    async fn get_order(&self, no: &str) -> Result<Option<CombineOrder>, StoreError> {
+        self.inner.get_order(no).await
+    }
+    async fn set_prepay(&self, no: &str, id: &str, exp: i64) -> Result<(), StoreError> {
+        self.inner.set_prepay(no, id, exp).await
+    }
+    async fn apply_transition(
+        &self,
+        no: &str,
+        transition: &Transition,
+        now: i64,
+    ) -> Result<ApplyOutcome, StoreError> {
+        self.hooks.before_apply(no, transition).await;
+        let r = self.inner.apply_transition(no, transition, now).await;
+        self.hooks.after_apply();
+        r
+    }
+    async fn touch_notified(&self, no: &str, now: i64) -> Result<(), StoreError> {
+        self.inner.touch_notified(no, now).await
+    }
+    async fn claim_open_orders(
+        &self,
+        created_before: i64,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> Result<Vec<CombineOrder>, StoreError> {
+        self.hooks.on_claim();
+        self.inner
+            .claim_open_orders(created_before, now, lease_until, limit)
+            .await
+    }
+    async fn set_lease(&self, no: &str, lease_until: i64) -> Result<(), StoreError> {
+        self.inner.set_lease(no, lease_until).await
+    }
+    async fn events(&self, no: &str) -> Result<Vec<OrderEvent>, StoreError> {
+        self.inner.events(no).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
 }

@@ -10,10 +10,9 @@ use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use support::{backend_tests, TestDb};
-use tower::ServiceExt;
+use support::{backend_tests, oneshot, order_no, session_cookie, TestDb};
 use wxpay_combine::http::internal_settings::InternalApiConfig;
-use wxpay_combine::http::session::{CookieSigner, Purpose, SessionData, SESSION_COOKIE};
+use wxpay_combine::http::session::CookieSigner;
 use wxpay_combine::kit::Kit;
 use wxpay_combine::secrecy::{ExposeSecret, SecretString};
 use wxpay_combine::store::ClaimOutcome;
@@ -76,18 +75,13 @@ struct Answer {
     body: Value,
 }
 
+/// The answer with its body as JSON (`null` when it is not).
 async fn send(router: &Router, req: Request<Body>) -> Answer {
-    let resp = router.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let r = oneshot(router, req).await;
     Answer {
-        status,
-        headers,
-        body,
+        status: r.status,
+        body: r.json_or_null(),
+        headers: r.headers,
     }
 }
 
@@ -179,17 +173,11 @@ impl Harness {
     }
 
     async fn claim(&self, openid: &str, token: &str) -> Answer {
-        let cookie = self.cookies.seal(
-            Purpose::Session,
-            &SessionData {
-                openid: openid.into(),
-                expires_at: self.sim.now() + 3600,
-            },
-        );
+        let cookie = session_cookie(&self.cookies, openid, self.sim.now());
         let r = Request::builder()
             .method(Method::POST)
             .uri("/api/pay-links/claim")
-            .header(header::COOKIE, format!("{SESSION_COOKIE}={cookie}"))
+            .header(header::COOKIE, cookie)
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(json!({ "token": token }).to_string()))
             .unwrap();
@@ -291,10 +279,7 @@ async fn same_key_same_body_is_one_order(db: &TestDb) {
     let body = h.order_body(Some(&h.alice), [100, 250]);
     let first = h.create("order-42", &body).await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
-    let no = first.body["combine_out_trade_no"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let no = order_no(&first.body);
     assert_eq!(first.body["state"], "NOTPAY");
     assert_eq!(first.body["total_amount"], 350);
     assert_eq!(first.body["sub_orders"][0]["attach"], "cart-1");
@@ -351,10 +336,7 @@ async fn get_and_close(db: &TestDb) {
         .create("k1", &h.order_body(Some(&h.alice), [100, 200]))
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
-    let no = created.body["combine_out_trade_no"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let no = order_no(&created.body);
     let got = h.get(&no).await;
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(got.body["state"], "NOTPAY");
@@ -383,10 +365,7 @@ async fn pay_link_is_claimed_once(db: &TestDb) {
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
     assert_eq!(created.body["state"], "AWAITING_PAYER");
     assert!(created.body.get("payer_openid").is_none());
-    let no = created.body["combine_out_trade_no"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let no = order_no(&created.body);
     let token = link_token(&created);
     // A repeat gets the same link.
     let again = h.create("link-1", &body).await;
@@ -427,10 +406,7 @@ async fn pay_link_is_claimed_once(db: &TestDb) {
 
     // A link closed before anyone claims it cannot be claimed.
     let second = h.create("link-2", &h.order_body(None, [10, 20])).await;
-    let no2 = second.body["combine_out_trade_no"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let no2 = order_no(&second.body);
     let token2 = link_token(&second);
     let closed = h.close(&no2).await;
     assert_eq!(closed.status, StatusCode::OK, "{}", closed.body);

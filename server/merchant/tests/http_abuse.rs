@@ -6,24 +6,24 @@
 
 #[path = "../../core/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::Router;
-use http::{header, HeaderMap, Method, Request, StatusCode};
+use http::{header, Method, Request, StatusCode};
 use secrecy::SecretSlice;
-use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use tower::ServiceExt;
 use wxpay_combine::apiv3::{Clock, ManualClock, PrivateKey};
 use wxpay_combine::catalog::{Catalog, ItemSpec, Merchant};
 use wxpay_combine::combine::wire::{CloseRequest, CombineTransaction, PrepayRequest};
 use wxpay_combine::combine::{ApiError, CombineApi};
 use wxpay_combine::http::limits::LimitSettings;
-use wxpay_combine::http::session::{CookieSigner, Purpose, SessionData, SESSION_COOKIE};
+use support::{oneshot, order_no, session_cookie, Reply};
+use wxpay_combine::http::session::{CookieSigner, SESSION_COOKIE};
 use wxpay_combine::http::OrderPolicy;
 use wxpay_combine::http::{
     app, AppState, HttpSettings, OAuthClient, OAuthExchangeError, OAuthIdentity,
@@ -154,27 +154,6 @@ async fn harness(demo: bool, limits: LimitSettings) -> Harness {
     }
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {} {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
 /// A request being built.
 struct Req {
     builder: http::request::Builder,
@@ -183,14 +162,7 @@ struct Req {
 
 impl Harness {
     fn session(&self, openid: &str) -> String {
-        let v = self.cookies.seal(
-            Purpose::Session,
-            &SessionData {
-                openid: openid.into(),
-                expires_at: self.clock.now() + 3600,
-            },
-        );
-        format!("{SESSION_COOKIE}={v}")
+        session_cookie(&self.cookies, openid, self.clock.now())
     }
 
     fn req(&self, method: Method, uri: &str, peer: &str) -> Req {
@@ -203,18 +175,7 @@ impl Harness {
     async fn send(&self, r: Req, body: impl Into<Body>) -> Reply {
         let mut req = r.builder.body(body.into()).unwrap();
         req.extensions_mut().insert(ConnectInfo(r.peer));
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .unwrap()
-            .to_vec();
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        oneshot(&self.app, req).await
     }
 
     /// `POST /api/combine-orders` as `openid` from `peer`, same-origin JSON.
@@ -332,10 +293,7 @@ async fn per_session_rate_limit_covers_creation_and_pay_params() {
     .await;
     let created = h.create(ALICE, "203.0.113.1").await;
     assert_eq!(created.status, StatusCode::CREATED);
-    let no = created.json()["combine_out_trade_no"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let no = order_no(&created.json());
     let pay_params = |peer: &'static str| {
         let r = h.req(
             Method::POST,
@@ -510,12 +468,7 @@ async fn login_cookies(h: &Harness) -> Vec<String> {
             "",
         )
         .await;
-    let set: Vec<String> = start
-        .headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect();
+    let set = start.set_cookies();
     let location = url::Url::parse(start.header("location").expect("redirect")).unwrap();
     let state = location
         .query_pairs()
@@ -535,12 +488,7 @@ async fn login_cookies(h: &Harness) -> Vec<String> {
     let cb = h.send(r, "").await;
     assert!(cb.status.is_redirection(), "{}", cb.status);
     let mut all = set;
-    all.extend(
-        cb.headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .map(|v| v.to_str().unwrap().to_string()),
-    );
+    all.extend(cb.set_cookies());
     all
 }
 

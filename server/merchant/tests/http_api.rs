@@ -4,17 +4,17 @@
 
 #[path = "../../core/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::Router;
-use http::{header, HeaderMap, Method, Request, StatusCode};
+use http::{header, Method, Request, StatusCode};
 use secrecy::SecretSlice;
 use serde_json::{json, Value};
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use tower::ServiceExt;
 use wxpay_combine::apiv3::{Clock, JsapiPayParams, ManualClock, PrivateKey, Verifier};
 use wxpay_combine::catalog::{Catalog, ItemSpec, Merchant};
 use wxpay_combine::combine::wire::{
@@ -22,7 +22,8 @@ use wxpay_combine::combine::wire::{
     TransactionSubOrder,
 };
 use wxpay_combine::combine::{ApiError, CombineApi, EventSource, TradeState};
-use wxpay_combine::http::session::{CookieSigner, Purpose, SessionData, SESSION_COOKIE};
+use support::{oneshot, order_no, session_cookie, Reply};
+use wxpay_combine::http::session::CookieSigner;
 use wxpay_combine::http::OrderPolicy;
 use wxpay_combine::http::{
     app, AppState, HttpSettings, OAuthClient, OAuthExchangeError, OAuthIdentity,
@@ -270,60 +271,13 @@ async fn harness(demo: bool) -> Harness {
     }
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-    fn set_cookies(&self) -> Vec<String> {
-        self.headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .map(|v| v.to_str().unwrap().to_string())
-            .collect()
-    }
-}
-
 impl Harness {
     fn session(&self, openid: &str) -> String {
-        let v = self.cookies.seal(
-            Purpose::Session,
-            &SessionData {
-                openid: openid.into(),
-                expires_at: self.clock.now() + 3600,
-            },
-        );
-        format!("{SESSION_COOKIE}={v}")
+        session_cookie(&self.cookies, openid, self.clock.now())
     }
 
     async fn send(&self, req: Request<Body>) -> Reply {
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .unwrap()
-            .to_vec();
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        oneshot(&self.app, req).await
     }
 
     async fn call(
@@ -366,6 +320,17 @@ impl Harness {
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
         r.json()
+    }
+
+    /// `method /api/combine-orders/{no}{tail}` with `cookie`, no body.
+    async fn on_order(&self, method: Method, no: &str, tail: &str, cookie: &str) -> Reply {
+        let uri = format!("/api/combine-orders/{no}{tail}");
+        self.call(method, &uri, Some(cookie), None).await
+    }
+
+    /// Creates the [`Self::create_ok`] order and returns its number.
+    async fn create_no(&self, cookie: &str) -> String {
+        order_no(&self.create_ok(cookie).await)
     }
 }
 
@@ -437,7 +402,7 @@ async fn create_prices_groups_stores_prepays_and_signs() {
     let h = harness(false).await;
     let alice = h.session(ALICE);
     let v = h.create_ok(&alice).await;
-    let no = v["combine_out_trade_no"].as_str().unwrap().to_string();
+    let no = order_no(&v);
     assert!(no.starts_with("C20240501120000") && no.len() == 27, "{no}");
     assert_eq!(v["state"], json!("NOTPAY"));
     assert_eq!(v["total_amount"], json!(2 * 2380 + 1290 + 1800 + 9900));
@@ -619,17 +584,11 @@ async fn definitive_prepay_refusal_closes_the_order_for_good() {
     let v = r.json();
     assert_eq!(v["code"], json!("PREPAY_REFUSED"));
     assert!(v["message"].as_str().unwrap().contains("PARAM_ERROR"));
-    let no = v["combine_out_trade_no"].as_str().unwrap().to_string();
+    let no = order_no(&v);
     let stored = h.store.get_order(&no).await.unwrap().unwrap();
     assert_eq!(stored.state, TradeState::Closed);
     // It can never be paid, nor re-prepaid.
-    let r = h
-        .call(
-            Method::POST,
-            &format!("/api/combine-orders/{no}/pay-params"),
-            Some(&alice),
-            None,
-        )
+    let r = h.on_order(Method::POST, &no, "/pay-params", &alice)
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(r.json()["code"], json!("ORDER_FINAL"));
@@ -657,20 +616,14 @@ async fn unclear_prepay_failure_keeps_the_order_and_retries_identically() {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
     let v = r.json();
     assert_eq!(v["code"], json!("PREPAY_PENDING"));
-    let no = v["combine_out_trade_no"].as_str().unwrap().to_string();
+    let no = order_no(&v);
     let stored = h.store.get_order(&no).await.unwrap().unwrap();
     assert_eq!(stored.state, TradeState::NotPay);
     assert_eq!(stored.prepay_id, None);
 
     // Later (even after the clock moved) the same request is sent again.
     h.clock.advance(90);
-    let r = h
-        .call(
-            Method::POST,
-            &format!("/api/combine-orders/{no}/pay-params"),
-            Some(&alice),
-            None,
-        )
+    let r = h.on_order(Method::POST, &no, "/pay-params", &alice)
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let v = r.json();
@@ -690,10 +643,7 @@ async fn unclear_prepay_failure_keeps_the_order_and_retries_identically() {
 async fn pay_params_reuse_the_prepay_id_until_it_nears_expiry() {
     let h = harness(false).await;
     let alice = h.session(ALICE);
-    let no = h.create_ok(&alice).await["combine_out_trade_no"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let no = h.create_no(&alice).await;
     let url = format!("/api/combine-orders/{no}/pay-params");
     h.clock.advance(60);
     let r = h.call(Method::POST, &url, Some(&alice), None).await;
@@ -723,19 +673,10 @@ async fn pay_params_reuse_the_prepay_id_until_it_nears_expiry() {
 async fn stale_prepay_id_is_renewed_with_the_stored_parameters() {
     let h = harness(false).await;
     let alice = h.session(ALICE);
-    let no = h.create_ok(&alice).await["combine_out_trade_no"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let no = h.create_no(&alice).await;
     // Pretend the stored prepay_id is about to lapse.
     h.store.set_prepay(&no, "wx-old", T0 + 300).await.unwrap();
-    let r = h
-        .call(
-            Method::POST,
-            &format!("/api/combine-orders/{no}/pay-params"),
-            Some(&alice),
-            None,
-        )
+    let r = h.on_order(Method::POST, &no, "/pay-params", &alice)
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let p: JsapiPayParams = serde_json::from_value(r.json()["pay_params"].clone()).unwrap();
@@ -763,10 +704,7 @@ async fn only_the_payer_reads_an_order() {
     let h = harness(false).await;
     let alice = h.session(ALICE);
     let bob = h.session(BOB);
-    let no = h.create_ok(&alice).await["combine_out_trade_no"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let no = h.create_no(&alice).await;
     let url = format!("/api/combine-orders/{no}");
     let r = h.call(Method::GET, &url, Some(&alice), None).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -805,10 +743,7 @@ async fn only_the_payer_reads_an_order() {
 async fn query_on_read_after_the_delay_finds_a_lost_payment() {
     let h = harness(false).await;
     let alice = h.session(ALICE);
-    let no = h.create_ok(&alice).await["combine_out_trade_no"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let no = h.create_no(&alice).await;
     let url = format!("/api/combine-orders/{no}");
     h.api.mark_paid(&no); // paid, but the notification never arrives
     h.clock.advance(10);
@@ -839,10 +774,7 @@ async fn query_on_read_after_the_delay_finds_a_lost_payment() {
 async fn query_on_read_is_throttled_per_order() {
     let h = harness(false).await;
     let alice = h.session(ALICE);
-    let no = h.create_ok(&alice).await["combine_out_trade_no"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let no = h.create_no(&alice).await;
     let url = format!("/api/combine-orders/{no}");
     h.clock.advance(31);
     for _ in 0..5 {
@@ -863,10 +795,7 @@ async fn query_on_read_is_throttled_per_order() {
 async fn close_follows_the_five_minute_rule_and_records_closed() {
     let h = harness(false).await;
     let alice = h.session(ALICE);
-    let no = h.create_ok(&alice).await["combine_out_trade_no"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let no = h.create_no(&alice).await;
     let url = format!("/api/combine-orders/{no}/close");
     h.clock.advance(120);
     let r = h.call(Method::POST, &url, Some(&alice), None).await;
@@ -874,7 +803,7 @@ async fn close_follows_the_five_minute_rule_and_records_closed() {
     let v = r.json();
     assert_eq!(v["code"], json!("TOO_EARLY_TO_CLOSE"));
     assert_eq!(v["retry_after_secs"], json!(180));
-    assert_eq!(r.header("retry-after"), "180");
+    assert_eq!(r.header("retry-after"), Some("180"));
     assert!(h.api.closes.lock().unwrap().is_empty());
 
     h.clock.advance(180);
@@ -893,13 +822,7 @@ async fn close_follows_the_five_minute_rule_and_records_closed() {
     let r = h.call(Method::POST, &url, Some(&alice), None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(h.api.closes.lock().unwrap().len(), 1);
-    let r = h
-        .call(
-            Method::POST,
-            &format!("/api/combine-orders/{no}/pay-params"),
-            Some(&alice),
-            None,
-        )
+    let r = h.on_order(Method::POST, &no, "/pay-params", &alice)
         .await;
     assert_eq!(r.json()["code"], json!("ORDER_FINAL"));
 }
@@ -909,30 +832,16 @@ async fn paid_orders_are_never_closed() {
     let h = harness(false).await;
     let alice = h.session(ALICE);
     // Paid and known (query-on-read).
-    let no = h.create_ok(&alice).await["combine_out_trade_no"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let no = h.create_no(&alice).await;
     h.api.mark_paid(&no);
     h.clock.advance(400);
     assert_eq!(
-        h.call(
-            Method::GET,
-            &format!("/api/combine-orders/{no}"),
-            Some(&alice),
-            None
-        )
+        h.on_order(Method::GET, &no, "", &alice)
         .await
         .json()["state"],
         json!("SUCCESS")
     );
-    let r = h
-        .call(
-            Method::POST,
-            &format!("/api/combine-orders/{no}/close"),
-            Some(&alice),
-            None,
-        )
+    let r = h.on_order(Method::POST, &no, "/close", &alice)
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(r.json()["code"], json!("ORDER_PAID"));
@@ -940,10 +849,7 @@ async fn paid_orders_are_never_closed() {
 
     // Paid but not yet known: WeChat Pay refuses the close, the order is
     // refreshed and reported paid.
-    let no2 = h.create_ok(&alice).await["combine_out_trade_no"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let no2 = h.create_no(&alice).await;
     h.api.mark_paid(&no2);
     h.api
         .close_script
@@ -951,13 +857,7 @@ async fn paid_orders_are_never_closed() {
         .unwrap()
         .push_back(Err(service_error(400, "ORDER_PAID")));
     h.clock.advance(400);
-    let r = h
-        .call(
-            Method::POST,
-            &format!("/api/combine-orders/{no2}/close"),
-            Some(&alice),
-            None,
-        )
+    let r = h.on_order(Method::POST, &no2, "/close", &alice)
         .await;
     assert_eq!(r.json()["code"], json!("ORDER_PAID"));
     assert_eq!(
@@ -966,23 +866,14 @@ async fn paid_orders_are_never_closed() {
     );
 
     // The payer is paying right now.
-    let no3 = h.create_ok(&alice).await["combine_out_trade_no"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let no3 = h.create_no(&alice).await;
     h.api
         .close_script
         .lock()
         .unwrap()
         .push_back(Err(service_error(202, "USERPAYING")));
     h.clock.advance(400);
-    let r = h
-        .call(
-            Method::POST,
-            &format!("/api/combine-orders/{no3}/close"),
-            Some(&alice),
-            None,
-        )
+    let r = h.on_order(Method::POST, &no3, "/close", &alice)
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(r.json()["code"], json!("USER_PAYING"));
@@ -997,13 +888,7 @@ async fn paid_orders_are_never_closed() {
         .lock()
         .unwrap()
         .push_back(Err(service_error(500, "SYSTEM_ERROR")));
-    let r = h
-        .call(
-            Method::POST,
-            &format!("/api/combine-orders/{no3}/close"),
-            Some(&alice),
-            None,
-        )
+    let r = h.on_order(Method::POST, &no3, "/close", &alice)
         .await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     assert_eq!(r.json()["code"], json!("WECHATPAY_ERROR"));
@@ -1029,7 +914,7 @@ async fn oauth_round_trip_sets_a_signed_session() {
         )
         .await;
     assert_eq!(r.status, StatusCode::FOUND);
-    let location = r.header("location").to_string();
+    let location = r.header("location").unwrap_or_default().to_string();
     let prefix = "https://open.weixin.qq.com/connect/oauth2/authorize?appid=wxd678efh567hg6787&redirect_uri=https%3A%2F%2Fshop.example%2Foauth%2Fcallback&response_type=code&scope=snsapi_base&state=";
     assert!(location.starts_with(prefix), "{location}");
     assert!(location.ends_with("#wechat_redirect"));
@@ -1053,7 +938,7 @@ async fn oauth_round_trip_sets_a_signed_session() {
         )
         .await;
     assert_eq!(r.status, StatusCode::FOUND, "{}", r.text());
-    assert_eq!(r.header("location"), "/pay/?order=1");
+    assert_eq!(r.header("location"), Some("/pay/?order=1"));
     let cookies = r.set_cookies();
     let session = cookies
         .iter()
@@ -1147,6 +1032,7 @@ async fn oauth_state_and_return_are_checked() {
     let location = h.call(Method::GET, "/oauth/start", None, None).await;
     let state = location
         .header("location")
+        .unwrap_or_default()
         .split("state=")
         .nth(1)
         .unwrap()
@@ -1202,7 +1088,7 @@ async fn oauth_state_and_return_are_checked() {
         .body(Body::empty())
         .unwrap();
     let r = h.send(req).await;
-    assert!(r.header("content-type").starts_with("text/html"));
+    assert!(r.header("content-type").unwrap_or_default().starts_with("text/html"));
     assert!(r.text().contains("OAUTH_STATE_MISSING"));
 }
 
@@ -1212,11 +1098,11 @@ async fn pay_directory_is_served_and_nothing_else() {
     let r = h.call(Method::GET, "/pay/", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.text().contains("<title>pay</title>"));
-    assert_eq!(r.header("cache-control"), "no-cache");
-    assert_eq!(r.header("x-content-type-options"), "nosniff");
+    assert_eq!(r.header("cache-control"), Some("no-cache"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     let r = h.call(Method::GET, "/pay/app.js", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(r.header("content-type").contains("javascript"));
+    assert!(r.header("content-type").unwrap_or_default().contains("javascript"));
     let r = h
         .call(Method::GET, "/pay/pkg/wxpay_wasm.js", None, None)
         .await;
@@ -1225,7 +1111,7 @@ async fn pay_directory_is_served_and_nothing_else() {
     for (uri, location) in [("/pay", "/pay/"), ("/", "/pay/")] {
         let r = h.call(Method::GET, uri, None, None).await;
         assert_eq!(r.status, StatusCode::FOUND, "{uri}");
-        assert_eq!(r.header("location"), location);
+        assert_eq!(r.header("location"), Some(location));
     }
     for uri in [
         "/pay/../secret.txt",
@@ -1253,7 +1139,7 @@ async fn pay_directory_is_served_and_nothing_else() {
 async fn api_answers_are_not_cached_and_bodies_are_limited() {
     let h = harness(false).await;
     let r = h.call(Method::GET, "/api/catalog", None, None).await;
-    assert_eq!(r.header("cache-control"), "no-store");
+    assert_eq!(r.header("cache-control"), Some("no-store"));
     let alice = h.session(ALICE);
     let big = json!({"items": [{"sku": "x".repeat(100_000), "qty": 1}]});
     let r = h
@@ -1268,10 +1154,7 @@ async fn api_answers_are_not_cached_and_bodies_are_limited() {
 async fn a_refused_repeat_prepay_leaves_the_order_open() {
     let h = harness(false).await;
     let alice = h.session(ALICE);
-    let no = h.create_ok(&alice).await["combine_out_trade_no"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let no = h.create_no(&alice).await;
     // The stored prepay_id nears expiry; the repeat is refused (e.g. the
     // configuration changed and the parameters no longer match).
     h.store.set_prepay(&no, "wx-old", T0 + 300).await.unwrap();
@@ -1280,13 +1163,7 @@ async fn a_refused_repeat_prepay_leaves_the_order_open() {
         .lock()
         .unwrap()
         .push_back(Err(service_error(400, "INVALID_REQUEST")));
-    let r = h
-        .call(
-            Method::POST,
-            &format!("/api/combine-orders/{no}/pay-params"),
-            Some(&alice),
-            None,
-        )
+    let r = h.on_order(Method::POST, &no, "/pay-params", &alice)
         .await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
     assert_eq!(r.json()["code"], json!("WECHATPAY_ERROR"));
@@ -1304,10 +1181,9 @@ async fn readiness_requires_a_usable_wechatpay_key() {
     let ready = |verifier: Verifier| {
         let app = app(h.state.clone().with_readiness_verifier(Arc::new(verifier)));
         async move {
-            app.oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            oneshot(&app, Request::get("/readyz").body(Body::empty()).unwrap())
                 .await
-                .unwrap()
-                .status()
+                .status
         }
     };
     let clock: Arc<dyn Clock> = h.clock.clone();

@@ -188,6 +188,7 @@ pub fn postgres_url() -> Option<String> {
 }
 
 /// Instantiates `async fn name(db: &TestDb)` tests for both backends.
+#[allow(unused_macros)] // the HTTP suites include this module for its other helpers
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -210,6 +211,7 @@ macro_rules! backend_tests {
         }
     };
 }
+#[allow(unused_imports)]
 pub(crate) use backend_tests;
 
 pub const MCHID: &str = "1900000109";

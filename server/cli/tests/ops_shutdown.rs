@@ -10,17 +10,16 @@
 mod ops_support;
 
 use async_trait::async_trait;
+use ops_support::support::{HookedStore, StoreHooks};
 use ops_support::{demo, order_no, pay_params, Browser, TempDir};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wxpay_combine::apiv3::{Clock, SystemClock};
-use wxpay_combine::combine::{
-    ApplyOutcome, CombineApi, CombineOrder, EventSource, OrderEvent, TradeState, Transition,
-};
+use wxpay_combine::combine::{CombineApi, EventSource, TradeState, Transition};
 use wxpay_combine::kit::{Kit, Workers};
 use wxpay_combine::reconcile::{Worker, WorkerConfig};
-use wxpay_combine::store::{Store, StoreError};
+use wxpay_combine::store::Store;
 
 /// Orders paid while the server shuts down (`WXPAY_OPS_SHUTDOWN_ORDERS`).
 fn order_count() -> usize {
@@ -30,11 +29,11 @@ fn order_count() -> usize {
         .unwrap_or(4)
 }
 
-/// Delegates to the real store; holds notification state changes for
-/// `delay` (recording which orders entered), records claim times.
+/// Hooks over the real store: hold notification state changes for `delay`
+/// (recording which orders entered), count finished changes, record claim
+/// times.
 #[derive(Debug)]
-struct ObservedStore {
-    inner: Arc<dyn Store>,
+struct Observer {
     delay: Duration,
     entered: Mutex<Vec<String>>,
     finished: AtomicUsize,
@@ -42,57 +41,22 @@ struct ObservedStore {
 }
 
 #[async_trait]
-impl Store for ObservedStore {
-    async fn create_order(&self, order: &CombineOrder) -> Result<(), StoreError> {
-        self.inner.create_order(order).await
-    }
-    async fn get_order(&self, no: &str) -> Result<Option<CombineOrder>, StoreError> {
-        self.inner.get_order(no).await
-    }
-    async fn set_prepay(&self, no: &str, id: &str, exp: i64) -> Result<(), StoreError> {
-        self.inner.set_prepay(no, id, exp).await
-    }
-    async fn apply_transition(
-        &self,
-        no: &str,
-        transition: &Transition,
-        now: i64,
-    ) -> Result<ApplyOutcome, StoreError> {
+impl StoreHooks for Observer {
+    async fn before_apply(&self, no: &str, transition: &Transition) {
         if transition.source == EventSource::Notify {
             self.entered.lock().unwrap().push(no.to_string());
             tokio::time::sleep(self.delay).await;
         }
-        let r = self.inner.apply_transition(no, transition, now).await;
+    }
+    fn after_apply(&self) {
         self.finished.fetch_add(1, Ordering::SeqCst);
-        r
     }
-    async fn touch_notified(&self, no: &str, now: i64) -> Result<(), StoreError> {
-        self.inner.touch_notified(no, now).await
-    }
-    async fn claim_open_orders(
-        &self,
-        created_before: i64,
-        now: i64,
-        lease_until: i64,
-        limit: i64,
-    ) -> Result<Vec<CombineOrder>, StoreError> {
+    fn on_claim(&self) {
         self.claims.lock().unwrap().push(Instant::now());
-        self.inner
-            .claim_open_orders(created_before, now, lease_until, limit)
-            .await
-    }
-    async fn set_lease(&self, no: &str, lease_until: i64) -> Result<(), StoreError> {
-        self.inner.set_lease(no, lease_until).await
-    }
-    async fn events(&self, no: &str) -> Result<Vec<OrderEvent>, StoreError> {
-        self.inner.events(no).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
     }
 }
 
-impl ObservedStore {
+impl Observer {
     fn claims_after(&self, t: Instant) -> usize {
         self.claims
             .lock()
@@ -112,14 +76,17 @@ async fn in_flight_notifications_commit_and_the_worker_stops_claiming() {
     let real_store = wxpay_combine::store::connect(&config.store.database_url)
         .await
         .unwrap();
-    let observed = Arc::new(ObservedStore {
+    let observed = Arc::new(HookedStore {
         inner: real_store.clone(),
-        delay: Duration::from_millis(800),
-        entered: Mutex::new(Vec::new()),
-        finished: AtomicUsize::new(0),
-        claims: Mutex::new(Vec::new()),
+        hooks: Observer {
+            delay: Duration::from_millis(800),
+            entered: Mutex::new(Vec::new()),
+            finished: AtomicUsize::new(0),
+            claims: Mutex::new(Vec::new()),
+        },
     });
     let store: Arc<dyn Store> = observed.clone();
+    let observed = &observed.hooks;
     let mut server = Kit::builder(config.clone())
         .store(store.clone())
         .clock(clock.clone())

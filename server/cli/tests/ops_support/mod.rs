@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 use wxpay_combine::apiv3::JsapiPayParams;
 use wxpay_combine_cli::app::{self, Demo, DemoOptions};
 
+/// The merchant suites' helpers (order numbers, the hooked store, …).
+#[path = "../../../merchant/tests/support/mod.rs"]
+pub mod support;
+pub use support::order_no;
+
 /// A temporary directory removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -220,11 +225,6 @@ impl Browser {
 /// The pay params of a create or pay-params answer.
 pub fn pay_params(v: &Value) -> JsapiPayParams {
     serde_json::from_value(v["pay_params"].clone()).expect("pay_params")
-}
-
-/// The order number of an answer.
-pub fn order_no(v: &Value) -> String {
-    v["combine_out_trade_no"].as_str().unwrap().to_string()
 }
 
 /// Waits for `/readyz` to answer 200.

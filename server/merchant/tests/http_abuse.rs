@@ -17,12 +17,12 @@ use secrecy::SecretSlice;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use support::{oneshot, order_no, session_cookie, Reply};
 use wxpay_combine::apiv3::{Clock, ManualClock, PrivateKey};
 use wxpay_combine::catalog::{Catalog, ItemSpec, Merchant};
 use wxpay_combine::combine::wire::{CloseRequest, CombineTransaction, PrepayRequest};
 use wxpay_combine::combine::{ApiError, CombineApi};
 use wxpay_combine::http::limits::LimitSettings;
-use support::{oneshot, order_no, session_cookie, Reply};
 use wxpay_combine::http::session::{CookieSigner, SESSION_COOKIE};
 use wxpay_combine::http::OrderPolicy;
 use wxpay_combine::http::{

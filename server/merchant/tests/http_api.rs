@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use support::{oneshot, order_no, session_cookie, Reply};
+use support::{oneshot, order_no, session_cookie, Reply};
 use wxpay_combine::apiv3::{Clock, JsapiPayParams, ManualClock, PrivateKey, Verifier};
 use wxpay_combine::catalog::{Catalog, ItemSpec, Merchant};
 use wxpay_combine::combine::wire::{
@@ -22,7 +24,6 @@ use wxpay_combine::combine::wire::{
     TransactionSubOrder,
 };
 use wxpay_combine::combine::{ApiError, CombineApi, EventSource, TradeState};
-use support::{oneshot, order_no, session_cookie, Reply};
 use wxpay_combine::http::session::CookieSigner;
 use wxpay_combine::http::OrderPolicy;
 use wxpay_combine::http::{
@@ -588,8 +589,7 @@ async fn definitive_prepay_refusal_closes_the_order_for_good() {
     let stored = h.store.get_order(&no).await.unwrap().unwrap();
     assert_eq!(stored.state, TradeState::Closed);
     // It can never be paid, nor re-prepaid.
-    let r = h.on_order(Method::POST, &no, "/pay-params", &alice)
-        .await;
+    let r = h.on_order(Method::POST, &no, "/pay-params", &alice).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(r.json()["code"], json!("ORDER_FINAL"));
     assert_eq!(h.api.prepay_count(), 1);
@@ -623,8 +623,7 @@ async fn unclear_prepay_failure_keeps_the_order_and_retries_identically() {
 
     // Later (even after the clock moved) the same request is sent again.
     h.clock.advance(90);
-    let r = h.on_order(Method::POST, &no, "/pay-params", &alice)
-        .await;
+    let r = h.on_order(Method::POST, &no, "/pay-params", &alice).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let v = r.json();
     assert_eq!(v["combine_out_trade_no"], json!(no));
@@ -676,8 +675,7 @@ async fn stale_prepay_id_is_renewed_with_the_stored_parameters() {
     let no = h.create_no(&alice).await;
     // Pretend the stored prepay_id is about to lapse.
     h.store.set_prepay(&no, "wx-old", T0 + 300).await.unwrap();
-    let r = h.on_order(Method::POST, &no, "/pay-params", &alice)
-        .await;
+    let r = h.on_order(Method::POST, &no, "/pay-params", &alice).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let p: JsapiPayParams = serde_json::from_value(r.json()["pay_params"].clone()).unwrap();
     assert_eq!(p.prepay_id(), Some(format!("wx{no}").as_str()));
@@ -822,8 +820,7 @@ async fn close_follows_the_five_minute_rule_and_records_closed() {
     let r = h.call(Method::POST, &url, Some(&alice), None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(h.api.closes.lock().unwrap().len(), 1);
-    let r = h.on_order(Method::POST, &no, "/pay-params", &alice)
-        .await;
+    let r = h.on_order(Method::POST, &no, "/pay-params", &alice).await;
     assert_eq!(r.json()["code"], json!("ORDER_FINAL"));
 }
 
@@ -836,13 +833,10 @@ async fn paid_orders_are_never_closed() {
     h.api.mark_paid(&no);
     h.clock.advance(400);
     assert_eq!(
-        h.on_order(Method::GET, &no, "", &alice)
-        .await
-        .json()["state"],
+        h.on_order(Method::GET, &no, "", &alice).await.json()["state"],
         json!("SUCCESS")
     );
-    let r = h.on_order(Method::POST, &no, "/close", &alice)
-        .await;
+    let r = h.on_order(Method::POST, &no, "/close", &alice).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(r.json()["code"], json!("ORDER_PAID"));
     assert!(h.api.closes.lock().unwrap().is_empty());
@@ -857,8 +851,7 @@ async fn paid_orders_are_never_closed() {
         .unwrap()
         .push_back(Err(service_error(400, "ORDER_PAID")));
     h.clock.advance(400);
-    let r = h.on_order(Method::POST, &no2, "/close", &alice)
-        .await;
+    let r = h.on_order(Method::POST, &no2, "/close", &alice).await;
     assert_eq!(r.json()["code"], json!("ORDER_PAID"));
     assert_eq!(
         h.store.get_order(&no2).await.unwrap().unwrap().state,
@@ -873,8 +866,7 @@ async fn paid_orders_are_never_closed() {
         .unwrap()
         .push_back(Err(service_error(202, "USERPAYING")));
     h.clock.advance(400);
-    let r = h.on_order(Method::POST, &no3, "/close", &alice)
-        .await;
+    let r = h.on_order(Method::POST, &no3, "/close", &alice).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(r.json()["code"], json!("USER_PAYING"));
     assert_eq!(
@@ -888,8 +880,7 @@ async fn paid_orders_are_never_closed() {
         .lock()
         .unwrap()
         .push_back(Err(service_error(500, "SYSTEM_ERROR")));
-    let r = h.on_order(Method::POST, &no3, "/close", &alice)
-        .await;
+    let r = h.on_order(Method::POST, &no3, "/close", &alice).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     assert_eq!(r.json()["code"], json!("WECHATPAY_ERROR"));
     assert_eq!(
@@ -1088,7 +1079,10 @@ async fn oauth_state_and_return_are_checked() {
         .body(Body::empty())
         .unwrap();
     let r = h.send(req).await;
-    assert!(r.header("content-type").unwrap_or_default().starts_with("text/html"));
+    assert!(r
+        .header("content-type")
+        .unwrap_or_default()
+        .starts_with("text/html"));
     assert!(r.text().contains("OAUTH_STATE_MISSING"));
 }
 
@@ -1102,7 +1096,10 @@ async fn pay_directory_is_served_and_nothing_else() {
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     let r = h.call(Method::GET, "/pay/app.js", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(r.header("content-type").unwrap_or_default().contains("javascript"));
+    assert!(r
+        .header("content-type")
+        .unwrap_or_default()
+        .contains("javascript"));
     let r = h
         .call(Method::GET, "/pay/pkg/wxpay_wasm.js", None, None)
         .await;
@@ -1163,8 +1160,7 @@ async fn a_refused_repeat_prepay_leaves_the_order_open() {
         .lock()
         .unwrap()
         .push_back(Err(service_error(400, "INVALID_REQUEST")));
-    let r = h.on_order(Method::POST, &no, "/pay-params", &alice)
-        .await;
+    let r = h.on_order(Method::POST, &no, "/pay-params", &alice).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
     assert_eq!(r.json()["code"], json!("WECHATPAY_ERROR"));
     // The first prepay may have created the order at WeChat Pay and the old

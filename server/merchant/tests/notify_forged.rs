@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use support::{
-    backend_tests, body_for, envelope, oneshot_json, paid_txn, sealed, transition, Kind,
-    TestDb, APPID, MCHID,
+    backend_tests, body_for, envelope, oneshot_json, paid_txn, sealed, transition, Kind, TestDb,
+    APPID, MCHID,
 };
 use wxpay_combine::apiv3::{
     aead, response_message, ApiV3Key, EncryptedResource, ManualClock, PrivateKey, Verifier,
@@ -230,7 +230,11 @@ async fn forged_and_broken_notifications_change_nothing(db: &TestDb) {
     let b = db.create(&no("B"), NOW - 60).await;
     let p = db.create(&no("P"), NOW - 60).await;
     let c = db.create(&no("C"), NOW - 4000).await;
-    let (status, reply) = oneshot_json(&app, signed(body_for(&apiv3_key(), "EV-FG-PAID", &paid_txn(&p)))).await;
+    let (status, reply) = oneshot_json(
+        &app,
+        signed(body_for(&apiv3_key(), "EV-FG-PAID", &paid_txn(&p))),
+    )
+    .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{reply:?}");
     let closed = transition(TradeState::Closed, EventSource::Expiry, "expired");
     assert!(matches!(
@@ -416,7 +420,10 @@ async fn forged_and_broken_notifications_change_nothing(db: &TestDb) {
         ),
         case(
             "non-JSON plaintext",
-            signed(envelope("EV-FG-1", &sealed(&apiv3_key(), b"SUCCESS, trust me"))),
+            signed(envelope(
+                "EV-FG-1",
+                &sealed(&apiv3_key(), b"SUCCESS, trust me"),
+            )),
             O::Malformed,
         ),
         case(

@@ -12,12 +12,11 @@ use axum::Router;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use support::{
-    backend_tests, body_for, create, envelope, oneshot, oneshot_json, paid_txn, sealed,
-    transition, HookedStore, StoreHooks, TestDb, APPID, MCHID, OPENID,
+    backend_tests, body_for, create, envelope, oneshot, oneshot_json, paid_txn, sealed, transition,
+    HookedStore, StoreHooks, TestDb, APPID, MCHID, OPENID,
 };
 use wxpay_combine::apiv3::{
-    generate_nonce, response_message, ApiV3Key, ManualClock, PrivateKey,
-    Verifier,
+    generate_nonce, response_message, ApiV3Key, ManualClock, PrivateKey, Verifier,
 };
 use wxpay_combine::combine::wire::{CombineTransaction, PayerInfo, TransactionSubOrder};
 use wxpay_combine::combine::{
@@ -395,7 +394,10 @@ async fn undecodable_notifications_are_refused(db: &TestDb) {
     refused(
         &h,
         "NU001",
-        request(envelope("EV-2", &sealed(&apiv3_key(), b"not json at all")), &Sig::good()),
+        request(
+            envelope("EV-2", &sealed(&apiv3_key(), b"not json at all")),
+            &Sig::good(),
+        ),
         N::Malformed,
         "non-JSON plaintext",
     )
@@ -489,7 +491,11 @@ async fn undecodable_notifications_are_refused(db: &TestDb) {
     .await;
 
     // After all that, the genuine notification still works.
-    let (status, _) = oneshot_json(&h.app, request(body_for(&apiv3_key(), "EV-8", &txn), &Sig::good())).await;
+    let (status, _) = oneshot_json(
+        &h.app,
+        request(body_for(&apiv3_key(), "EV-8", &txn), &Sig::good()),
+    )
+    .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
 }
 
@@ -557,7 +563,10 @@ async fn notifications_not_matching_the_order_are_refused(db: &TestDb) {
     for (i, (what, f)) in cases.iter().enumerate() {
         let mut t = paid_txn(&o);
         f(&mut t);
-        let req = request(body_for(&apiv3_key(), &format!("EV-M{i}"), &t), &Sig::good());
+        let req = request(
+            body_for(&apiv3_key(), &format!("EV-M{i}"), &t),
+            &Sig::good(),
+        );
         refused(&h, "NM001", req, N::Mismatch, what).await;
     }
     // combine_out_trade_no naming another stored order (with this order's

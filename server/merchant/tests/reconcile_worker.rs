@@ -489,7 +489,7 @@ async fn refresh_from_query_applies_through_the_same_path(db: &TestDb) {
         Err(RefreshError::NotFound(_))
     ));
 
-    let ghost = db.create("RR002", T0).await;
+    db.create("RR002", T0).await;
     let e = refresh_from_query(&*db.store, &api, "RR002", T0)
         .await
         .unwrap_err();

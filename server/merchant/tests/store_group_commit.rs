@@ -11,9 +11,7 @@ mod support;
 
 use std::sync::Arc;
 use support::{backend_tests, order, transition, Kind, TestDb};
-use wxpay_combine::combine::{
-    ApplyOutcome, EventSource, NotificationRef, TradeState, Transition,
-};
+use wxpay_combine::combine::{ApplyOutcome, EventSource, NotificationRef, TradeState, Transition};
 use wxpay_combine::store::{self, StoreError};
 
 const T0: i64 = 1_714_000_000;

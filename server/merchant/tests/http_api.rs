@@ -16,7 +16,6 @@ use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use support::{oneshot, order_no, session_cookie, Reply};
-use support::{oneshot, order_no, session_cookie, Reply};
 use wxpay_combine::apiv3::{Clock, JsapiPayParams, ManualClock, PrivateKey, Verifier};
 use wxpay_combine::catalog::{Catalog, ItemSpec, Merchant};
 use wxpay_combine::combine::wire::{

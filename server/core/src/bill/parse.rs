@@ -6,6 +6,13 @@
 //! with the line number: wrong column count, an amount with more places
 //! than its column has, a bad time, a stray CR, a missing summary, anything
 //! after the summary row.
+//!
+//! Written by hand rather than on a CSV crate: the bill is not RFC 4180 CSV
+//! (no quoting or escaping; fields carry a back-quote prefix instead; two
+//! header rows of different layouts in one file), and every refusal must
+//! name its line and column, which a generic reader's errors do not. The
+//! parser also runs in one pass without copying field text (see
+//! BENCHMARKS.md "Trade-bill parsing and formatting").
 
 use super::amount::{parse_count, parse_scaled, AMOUNT_SCALE, FEE_SCALE};
 use super::error::{BillError, MalformedReason};

@@ -472,6 +472,12 @@ impl WechatPayClient {
 
     /// Sends with retries and failover; returns a 2xx answer (unverified) or
     /// the typed error.
+    ///
+    /// A loop of our own rather than a retry middleware (tower's `Retry`,
+    /// reqwest-middleware): every attempt must be signed anew (the
+    /// `Authorization` header carries a timestamp and a nonce), a request
+    /// that is not safe to repeat may only be re-sent when its connection
+    /// never opened, and failing over switches the base URL mid-loop.
     async fn exchange(
         &self,
         endpoint: &'static str,

@@ -2,7 +2,7 @@
 //! sessions and the static pay directory.
 //!
 //! [`app`] builds the router from an [`AppState`]; the notification endpoint
-//! ([`crate::notify::router`]) is merged in by [`crate::app`].
+//! ([`crate::notify::router`]) is merged in by [`crate::kit`].
 //!
 //! | route | what |
 //! |---|---|

@@ -18,9 +18,9 @@
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, OnceLock};
 use wxpay_combine_core::apiv3::{
-    Authorization, ManualClock, SignatureHeaders, Verifier, VerifyError, MAX_CLOCK_SKEW_SECS,
+    timestamp_skew, Authorization, ManualClock, SignatureHeaders, Verifier, VerifyError,
+    MAX_CLOCK_SKEW_SECS, MAX_REQUEST_SKEW_SECS,
 };
-
 use wxpay_combine_fuzz as fx;
 
 fn verifier() -> &'static (Arc<ManualClock>, Verifier) {
@@ -31,7 +31,8 @@ fn verifier() -> &'static (Arc<ManualClock>, Verifier) {
     })
 }
 
-/// The simulator's request-timestamp check: canonical decimal only, and a
+/// The request-timestamp check (WeChat Pay's, as the simulator runs it):
+/// canonical decimal only, and a
 /// distance from any `now` without overflow.
 fn skew(now: i64, text: &str) {
     if let Some((ts, skew)) = timestamp_skew(now, text) {

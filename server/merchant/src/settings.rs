@@ -33,6 +33,37 @@ pub fn env_var_name(key: &str) -> String {
     format!("WXPAY_{}", key.to_ascii_uppercase())
 }
 
+/// A numeric key's default and accepted range, declared once next to the
+/// subsystem that reads it (see [`Validator::bounded`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounded {
+    /// The key.
+    pub key: &'static str,
+    /// The value when the key is unset.
+    pub default: u64,
+    /// The smallest accepted value.
+    pub min: u64,
+    /// The largest accepted value.
+    pub max: u64,
+}
+
+impl Bounded {
+    /// `key` defaulting to `default`, accepted within `min..=max`.
+    pub const fn new(key: &'static str, default: u64, min: u64, max: u64) -> Self {
+        Self {
+            key,
+            default,
+            min,
+            max,
+        }
+    }
+
+    /// The same key and range with another default (e.g. the demo's).
+    pub const fn default_to(self, default: u64) -> Self {
+        Self { default, ..self }
+    }
+}
+
 /// One configuration problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -226,6 +257,12 @@ impl<'a> Validator<'a> {
         value.clamp(min, max)
     }
 
+    /// The value of the numeric key `b` (its default when unset), checked
+    /// like [`Validator::range`].
+    pub fn bounded(&mut self, value: Option<u64>, b: Bounded) -> u64 {
+        self.range(b.key, value.unwrap_or(b.default), b.min, b.max)
+    }
+
     /// An optional socket address (unset or empty: `None`); `example` shows
     /// the expected form in the message.
     pub fn socket_addr(
@@ -352,6 +389,9 @@ mod tests {
         std::fs::write(dir.join("s.txt"), "  sekrit \n").unwrap();
         let mut v = Validator::new(&dir);
         assert_eq!(v.range("a", 5, 1, 3), 3);
+        let d = Bounded::new("d", 7, 1, 9);
+        assert_eq!(v.bounded(None, d), 7);
+        assert_eq!(v.bounded(Some(2), d.default_to(8)), 2);
         let s = v.secret_text("b", &v.path(Path::new("s.txt")), |_| Ok(()));
         assert_eq!(secrecy::ExposeSecret::expose_secret(&s.unwrap()), "sekrit");
         assert!(v.secret_bytes("c", &dir.join("none"), |_| Ok(())).is_none());

@@ -6,7 +6,7 @@
 //! `api_*`, `*_timeout_ms`, `max_attempts`.
 
 use crate::apiv3::{ApiV3Key, Certificate, PrivateKey, PublicKey};
-use crate::settings::{FieldKind, FieldTable, Validator};
+use crate::settings::{Bounded, FieldKind, FieldTable, Validator};
 use std::path::Path;
 use std::time::Duration;
 use url::Url;
@@ -33,6 +33,10 @@ pub const FIELDS: FieldTable = &[
     ("request_timeout_ms", FieldKind::Int),
     ("max_attempts", FieldKind::Int),
 ];
+
+const CONNECT_TIMEOUT_MS: Bounded = Bounded::new("connect_timeout_ms", 5_000, 100, 60_000);
+const REQUEST_TIMEOUT_MS: Bounded = Bounded::new("request_timeout_ms", 15_000, 500, 300_000);
+const MAX_ATTEMPTS: Bounded = Bounded::new("max_attempts", 3, 1, 10);
 
 /// The raw values of the merchant-credential keys, as written.
 #[derive(Debug, Clone, Copy, Default)]
@@ -302,24 +306,9 @@ fn validate_api(raw: &WechatPayRaw<'_>, demo: bool, v: &mut Validator<'_>) -> Op
         None | Some("") => None,
         Some(s) => v.base_url("api_backup_url", s, demo),
     };
-    let connect_timeout_ms = v.range(
-        "connect_timeout_ms",
-        raw.connect_timeout_ms.unwrap_or(5_000),
-        100,
-        60_000,
-    );
-    let request_timeout_ms = v.range(
-        "request_timeout_ms",
-        raw.request_timeout_ms.unwrap_or(15_000),
-        500,
-        300_000,
-    );
-    let max_attempts = v.range(
-        "max_attempts",
-        u64::from(raw.max_attempts.unwrap_or(3)),
-        1,
-        10,
-    );
+    let connect_timeout_ms = v.bounded(raw.connect_timeout_ms, CONNECT_TIMEOUT_MS);
+    let request_timeout_ms = v.bounded(raw.request_timeout_ms, REQUEST_TIMEOUT_MS);
+    let max_attempts = v.bounded(raw.max_attempts.map(u64::from), MAX_ATTEMPTS);
     Some(ApiSettings {
         base_url: base_url?,
         backup_url,

@@ -2,7 +2,7 @@
 //! `internal_listen`, `internal_on_public_listener`, `pay_link_ttl_secs`.
 //! See `docs/internal-api.md`.
 
-use crate::settings::{FieldKind, FieldTable, Validator};
+use crate::settings::{Bounded, FieldKind, FieldTable, Validator};
 use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,6 +17,8 @@ pub const FIELDS: FieldTable = &[
 
 /// Shortest accepted internal API token.
 pub const MIN_INTERNAL_TOKEN_LEN: usize = 32;
+
+const PAY_LINK_TTL_SECS: Bounded = Bounded::new("pay_link_ttl_secs", 3600, 60, 7 * 86400);
 
 /// The server-to-server order API (`/internal/…`), see `docs/internal-api.md`.
 #[derive(Debug, Clone)]
@@ -49,12 +51,7 @@ pub struct InternalApiRaw<'a> {
 pub fn validate(raw: &InternalApiRaw<'_>, v: &mut Validator<'_>) -> Option<InternalApiConfig> {
     let listen = v.socket_addr("internal_listen", raw.internal_listen, "127.0.0.1:8081");
     let on_public = raw.internal_on_public_listener.unwrap_or(false);
-    let ttl = v.range(
-        "pay_link_ttl_secs",
-        raw.pay_link_ttl_secs.unwrap_or(3600),
-        60,
-        7 * 86400,
-    );
+    let ttl = v.bounded(raw.pay_link_ttl_secs, PAY_LINK_TTL_SECS);
     let Some(file) = raw
         .internal_token_file
         .filter(|p| !p.as_os_str().is_empty())

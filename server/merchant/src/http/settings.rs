@@ -7,7 +7,7 @@
 //! `cors_allowed_origins`, `max_body_bytes`).
 
 use super::limits::{parse_ip_net, LimitSettings, DEFAULT_MAX_BODY_BYTES};
-use crate::settings::{FieldKind, FieldTable, Validator};
+use crate::settings::{Bounded, FieldKind, FieldTable, Validator};
 use secrecy::{SecretSlice, SecretString};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -98,13 +98,20 @@ pub struct OrderPolicy {
     pub prepay_reuse_margin_secs: i64,
 }
 
+// WeChat Pay requires time_expire at least one minute ahead; prepay_id
+// lives 2 hours, so longer expiries need fresh prepay calls (handled).
+const ORDER_EXPIRE_SECS: Bounded = Bounded::new("order_expire_secs", 1800, 60, 7 * 86400);
+const QUERY_AFTER_SECS: Bounded = Bounded::new("query_after_secs", 30, 1, 3600);
+const CLOSE_MIN_AGE_SECS: Bounded = Bounded::new("close_min_age_secs", 300, 0, 86400);
+const PREPAY_REUSE_MARGIN_SECS: Bounded = Bounded::new("prepay_reuse_margin_secs", 600, 0, 3600);
+
 impl Default for OrderPolicy {
     fn default() -> Self {
         Self {
-            expire_secs: 1800,
-            query_after_secs: 30,
-            close_min_age_secs: 300,
-            prepay_reuse_margin_secs: 600,
+            expire_secs: ORDER_EXPIRE_SECS.default as i64,
+            query_after_secs: QUERY_AFTER_SECS.default as i64,
+            close_min_age_secs: CLOSE_MIN_AGE_SECS.default as i64,
+            prepay_reuse_margin_secs: PREPAY_REUSE_MARGIN_SECS.default as i64,
         }
     }
 }
@@ -260,6 +267,8 @@ pub fn validate(raw: &ServerRaw<'_>, demo: bool, v: &mut Validator<'_>) -> Optio
     })
 }
 
+const SESSION_TTL_SECS: Bounded = Bounded::new("session_ttl_secs", 7200, 60, 30 * 86400);
+
 fn validate_oauth(raw: &ServerRaw<'_>, demo: bool, v: &mut Validator<'_>) -> Option<OAuthSettings> {
     let authorize_url = v.base_url(
         "oauth_authorize_url",
@@ -272,12 +281,7 @@ fn validate_oauth(raw: &ServerRaw<'_>, demo: bool, v: &mut Validator<'_>) -> Opt
         raw.oauth_api_base_url.unwrap_or(DEFAULT_OAUTH_API_BASE_URL),
         demo,
     );
-    let session_ttl_secs = v.range(
-        "session_ttl_secs",
-        raw.session_ttl_secs.unwrap_or(7200),
-        60,
-        30 * 86400,
-    );
+    let session_ttl_secs = v.bounded(raw.session_ttl_secs, SESSION_TTL_SECS);
     let app_secret = v
         .required_path(
             raw.app_secret_file,
@@ -302,42 +306,21 @@ fn validate_oauth(raw: &ServerRaw<'_>, demo: bool, v: &mut Validator<'_>) -> Opt
 }
 
 fn validate_orders(raw: &ServerRaw<'_>, demo: bool, v: &mut Validator<'_>) -> OrderPolicy {
-    let defaults = OrderPolicy::default();
-    // WeChat Pay requires time_expire at least one minute ahead; prepay_id
-    // lives 2 hours, so longer expiries need fresh prepay calls (handled).
-    let expire_secs = v.range(
-        "order_expire_secs",
-        raw.order_expire_secs.unwrap_or(defaults.expire_secs as u64),
-        60,
-        7 * 86400,
-    );
-    let query_after_secs = v.range(
-        "query_after_secs",
-        raw.query_after_secs.unwrap_or(if demo {
-            5
-        } else {
-            defaults.query_after_secs as u64
-        }),
-        1,
-        3600,
-    );
-    let close_min_age_secs = v.range(
-        "close_min_age_secs",
-        raw.close_min_age_secs.unwrap_or(300),
-        0,
-        86400,
-    );
+    let expire_secs = v.bounded(raw.order_expire_secs, ORDER_EXPIRE_SECS);
+    let query_after = if demo {
+        QUERY_AFTER_SECS.default_to(5)
+    } else {
+        QUERY_AFTER_SECS
+    };
+    let query_after_secs = v.bounded(raw.query_after_secs, query_after);
+    let close_min_age_secs = v.bounded(raw.close_min_age_secs, CLOSE_MIN_AGE_SECS);
     if close_min_age_secs < 300 && !demo {
         v.warn(format!(
             "close_min_age_secs = {close_min_age_secs}: the product document forbids closing an order within 5 minutes of creation"
         ));
     }
-    let prepay_reuse_margin_secs = v.range(
-        "prepay_reuse_margin_secs",
-        raw.prepay_reuse_margin_secs.unwrap_or(600),
-        0,
-        3600,
-    );
+    let prepay_reuse_margin_secs =
+        v.bounded(raw.prepay_reuse_margin_secs, PREPAY_REUSE_MARGIN_SECS);
     OrderPolicy {
         expire_secs: expire_secs as i64,
         query_after_secs: query_after_secs as i64,
@@ -345,6 +328,15 @@ fn validate_orders(raw: &ServerRaw<'_>, demo: bool, v: &mut Validator<'_>) -> Or
         prepay_reuse_margin_secs: prepay_reuse_margin_secs as i64,
     }
 }
+
+const RATE_LIMIT_IP: Bounded = Bounded::new("rate_limit_ip_per_minute", 120, 0, 1_000_000);
+const RATE_LIMIT_SESSION: Bounded = Bounded::new("rate_limit_session_per_minute", 30, 0, 1_000_000);
+const MAX_BODY_BYTES: Bounded = Bounded::new(
+    "max_body_bytes",
+    DEFAULT_MAX_BODY_BYTES as u64,
+    1024,
+    1 << 20,
+);
 
 fn validate_limits(raw: &ServerRaw<'_>, demo: bool, v: &mut Validator<'_>) -> LimitSettings {
     let list = |s: Option<&str>| -> Vec<String> {
@@ -356,20 +348,16 @@ fn validate_limits(raw: &ServerRaw<'_>, demo: bool, v: &mut Validator<'_>) -> Li
             .collect()
     };
     // The demo is one tester on one machine: no rate limits unless asked.
-    let ip = v.range(
-        "rate_limit_ip_per_minute",
-        raw.rate_limit_ip_per_minute
-            .unwrap_or(if demo { 0 } else { 120 }),
-        0,
-        1_000_000,
-    );
-    let session = v.range(
-        "rate_limit_session_per_minute",
-        raw.rate_limit_session_per_minute
-            .unwrap_or(if demo { 0 } else { 30 }),
-        0,
-        1_000_000,
-    );
+    let (ip, session) = if demo {
+        (
+            RATE_LIMIT_IP.default_to(0),
+            RATE_LIMIT_SESSION.default_to(0),
+        )
+    } else {
+        (RATE_LIMIT_IP, RATE_LIMIT_SESSION)
+    };
+    let ip = v.bounded(raw.rate_limit_ip_per_minute, ip);
+    let session = v.bounded(raw.rate_limit_session_per_minute, session);
     let mut trusted_proxies = Vec::new();
     for p in list(raw.trusted_proxies) {
         match parse_ip_net(&p) {
@@ -385,12 +373,7 @@ fn validate_limits(raw: &ServerRaw<'_>, demo: bool, v: &mut Validator<'_>) -> Li
             cors_allowed_origins.push(o);
         }
     }
-    let max_body_bytes = v.range(
-        "max_body_bytes",
-        raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES as u64),
-        1024,
-        1 << 20,
-    );
+    let max_body_bytes = v.bounded(raw.max_body_bytes, MAX_BODY_BYTES);
     LimitSettings {
         ip_per_minute: ip as u32,
         session_per_minute: session as u32,

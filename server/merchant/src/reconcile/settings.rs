@@ -1,13 +1,17 @@
 //! The reconciliation worker's keys: `reconcile_interval_secs`,
 //! `reconcile_after_secs`.
 
-use crate::settings::{FieldKind, FieldTable, Validator};
+use crate::settings::{Bounded, FieldKind, FieldTable, Validator};
 
 /// The keys of this subsystem.
 pub const FIELDS: FieldTable = &[
     ("reconcile_interval_secs", FieldKind::Int),
     ("reconcile_after_secs", FieldKind::Int),
 ];
+
+// Production defaults; the demo sweeps sooner.
+const INTERVAL_SECS: Bounded = Bounded::new("reconcile_interval_secs", 30, 1, 3600);
+const AFTER_SECS: Bounded = Bounded::new("reconcile_after_secs", 60, 0, 86400);
 
 /// Reconciliation worker settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,18 +29,13 @@ pub fn validate(
     demo: bool,
     v: &mut Validator<'_>,
 ) -> ReconcileSettings {
-    let interval_secs = v.range(
-        "reconcile_interval_secs",
-        interval_secs.unwrap_or(if demo { 5 } else { 30 }),
-        1,
-        3600,
-    );
-    let after_secs = v.range(
-        "reconcile_after_secs",
-        after_secs.unwrap_or(if demo { 10 } else { 60 }),
-        0,
-        86400,
-    );
+    let (interval, after) = if demo {
+        (INTERVAL_SECS.default_to(5), AFTER_SECS.default_to(10))
+    } else {
+        (INTERVAL_SECS, AFTER_SECS)
+    };
+    let interval_secs = v.bounded(interval_secs, interval);
+    let after_secs = v.bounded(after_secs, after);
     ReconcileSettings {
         interval_secs,
         after_secs: after_secs as i64,

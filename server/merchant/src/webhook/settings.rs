@@ -3,7 +3,7 @@
 //! `webhook_max_backoff_secs`.
 
 use super::WebhookSettings;
-use crate::settings::{is_loopback, FieldKind, FieldTable, Validator};
+use crate::settings::{is_loopback, Bounded, FieldKind, FieldTable, Validator};
 use std::path::Path;
 use std::time::Duration;
 use url::Url;
@@ -19,6 +19,10 @@ pub const FIELDS: FieldTable = &[
 
 /// Shortest accepted signing secret.
 pub const MIN_SECRET_LEN: usize = 16;
+
+const TIMEOUT_MS: Bounded = Bounded::new("webhook_timeout_ms", 10_000, 100, 120_000);
+const INITIAL_BACKOFF_SECS: Bounded = Bounded::new("webhook_initial_backoff_secs", 5, 1, 3600);
+const MAX_BACKOFF_SECS: Bounded = Bounded::new("webhook_max_backoff_secs", 3600, 1, 7 * 86400);
 
 /// The raw values of this subsystem's keys, as written.
 #[derive(Debug, Clone, Copy, Default)]
@@ -84,24 +88,9 @@ pub fn validate(
                 }
             })
         });
-    let timeout_ms = v.range(
-        "webhook_timeout_ms",
-        raw.webhook_timeout_ms.unwrap_or(10_000),
-        100,
-        120_000,
-    );
-    let initial = v.range(
-        "webhook_initial_backoff_secs",
-        raw.webhook_initial_backoff_secs.unwrap_or(5),
-        1,
-        3600,
-    );
-    let max = v.range(
-        "webhook_max_backoff_secs",
-        raw.webhook_max_backoff_secs.unwrap_or(3600),
-        1,
-        7 * 86400,
-    );
+    let timeout_ms = v.bounded(raw.webhook_timeout_ms, TIMEOUT_MS);
+    let initial = v.bounded(raw.webhook_initial_backoff_secs, INITIAL_BACKOFF_SECS);
+    let max = v.bounded(raw.webhook_max_backoff_secs, MAX_BACKOFF_SECS);
     let mut w = WebhookSettings::new(url?, secret?);
     w.timeout = Duration::from_millis(timeout_ms);
     w.initial_backoff_secs = initial;

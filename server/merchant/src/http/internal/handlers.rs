@@ -193,18 +193,25 @@ async fn create_link(
     Ok((created_or_repeat(created), Json(view)).into_response())
 }
 
+/// What every route about one order does first: a number that cannot be an
+/// order is not found without a lookup, a possible one is recorded in the
+/// request's span. Returns the time the route acts at.
+fn order_route(api: &InternalApi, no: &str) -> Result<i64, InternalError> {
+    if !is_order_number(no) {
+        return Err(InternalError::NotFound);
+    }
+    record_order(no);
+    Ok(api.app.clock.now())
+}
+
 /// `GET /internal/combine-orders/{no}`: the order, asking WeChat Pay first
 /// when its notification is overdue.
 pub(super) async fn get_order(
     State(api): State<InternalApi>,
     Path(no): Path<String>,
 ) -> Result<Json<OrderView>, InternalError> {
-    if !is_order_number(&no) {
-        return Err(InternalError::NotFound);
-    }
-    record_order(&no);
+    let now = order_route(&api, &no)?;
     let st = &api.app;
-    let now = st.clock.now();
     let link = st.store.pay_link_for_order(&no).await?;
     let mut order = st.store.get_order(&no).await?;
     if let Some(o) = &order {
@@ -223,12 +230,8 @@ pub(super) async fn close(
     State(api): State<InternalApi>,
     Path(no): Path<String>,
 ) -> Result<Json<OrderView>, InternalError> {
-    if !is_order_number(&no) {
-        return Err(InternalError::NotFound);
-    }
-    record_order(&no);
+    let now = order_route(&api, &no)?;
     let st = &api.app;
-    let now = st.clock.now();
     // An unclaimed link closes at once: WeChat Pay never saw the order.
     if st.store.close_pay_link(&no).await? {
         tracing::info!(order = %no, "unclaimed pay link closed by the internal API");

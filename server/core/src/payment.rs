@@ -296,31 +296,16 @@ mod tests {
     use crate::combine::SubOrder;
 
     fn order() -> CombineOrder {
-        let sub = |m: &str, n: &str, a| SubOrder {
-            mchid: m.into(),
-            out_trade_no: n.into(),
-            description: "d".into(),
-            attach: String::new(),
-            amount: a,
-            transaction_id: None,
-            payer_amount: None,
-            bank_type: None,
-            success_time: None,
-        };
-        CombineOrder {
-            combine_out_trade_no: "C100".into(),
-            combine_mchid: "1900000109".into(),
-            combine_appid: "wxd678efh567hg6787".into(),
-            payer_openid: "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".into(),
-            state: TradeState::NotPay,
-            sub_orders: vec![sub("1900000109", "S1", 100), sub("1900000110", "S2", 250)],
-            prepay_id: None,
-            prepay_expires_at: None,
-            time_expire: None,
-            created_at: 0,
-            updated_at: 0,
-            notified_at: None,
-        }
+        let sub = |m: &str, n: &str, a| SubOrder::unpaid(m, n, "d", "", a);
+        CombineOrder::unpaid(
+            "C100",
+            "1900000109",
+            "wxd678efh567hg6787",
+            "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
+            vec![sub("1900000109", "S1", 100), sub("1900000110", "S2", 250)],
+            None,
+            0,
+        )
     }
 
     fn txn(state: &str) -> CombineTransaction {

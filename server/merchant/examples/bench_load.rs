@@ -332,34 +332,29 @@ fn order_for(m: &MerchantCredentials, no: &str, now: i64) -> CombineOrder {
         m.sub_mchids.first().unwrap_or(&m.mchid).clone(),
         m.sub_mchids.get(1).unwrap_or(&m.mchid).clone(),
     ];
-    CombineOrder {
-        combine_out_trade_no: no.into(),
-        combine_mchid: m.mchid.clone(),
-        combine_appid: m.appid.clone(),
-        payer_openid: m.demo_openid.clone(),
-        state: TradeState::NotPay,
-        sub_orders: mchids
-            .iter()
-            .enumerate()
-            .map(|(i, mchid)| SubOrder {
-                mchid: mchid.clone(),
-                out_trade_no: format!("{no}-{}", i + 1),
-                description: format!("bench item {}", i + 1),
-                attach: no.into(),
-                amount: 100 + i as i64,
-                transaction_id: None,
-                payer_amount: None,
-                bank_type: None,
-                success_time: None,
-            })
-            .collect(),
-        prepay_id: None,
-        prepay_expires_at: None,
-        time_expire: Some(now + 3600),
-        created_at: now,
-        updated_at: now,
-        notified_at: None,
-    }
+    let sub_orders = mchids
+        .iter()
+        .enumerate()
+        .map(|(i, mchid)| {
+            let n = i + 1;
+            SubOrder::unpaid(
+                mchid.clone(),
+                format!("{no}-{n}"),
+                format!("bench item {n}"),
+                no,
+                100 + i as i64,
+            )
+        })
+        .collect();
+    CombineOrder::unpaid(
+        no,
+        m.mchid.clone(),
+        m.appid.clone(),
+        m.demo_openid.clone(),
+        sub_orders,
+        Some(now + 3600),
+        now,
+    )
 }
 
 /// A signed, encrypted notification: headers and body.

@@ -147,7 +147,58 @@ pub struct CombineOrder {
     pub notified_at: Option<i64>,
 }
 
+impl SubOrder {
+    /// A sub-order not paid yet: WeChat Pay's fields are filled in once it
+    /// is.
+    pub fn unpaid(
+        mchid: impl Into<String>,
+        out_trade_no: impl Into<String>,
+        description: impl Into<String>,
+        attach: impl Into<String>,
+        amount: i64,
+    ) -> Self {
+        Self {
+            mchid: mchid.into(),
+            out_trade_no: out_trade_no.into(),
+            description: description.into(),
+            attach: attach.into(),
+            amount,
+            transaction_id: None,
+            payer_amount: None,
+            bank_type: None,
+            success_time: None,
+        }
+    }
+}
+
 impl CombineOrder {
+    /// A new order awaiting payment (`NOTPAY`, no prepay_id yet), created
+    /// at `now`.
+    pub fn unpaid(
+        combine_out_trade_no: impl Into<String>,
+        combine_mchid: impl Into<String>,
+        combine_appid: impl Into<String>,
+        payer_openid: impl Into<String>,
+        sub_orders: Vec<SubOrder>,
+        time_expire: Option<i64>,
+        now: i64,
+    ) -> Self {
+        Self {
+            combine_out_trade_no: combine_out_trade_no.into(),
+            combine_mchid: combine_mchid.into(),
+            combine_appid: combine_appid.into(),
+            payer_openid: payer_openid.into(),
+            state: TradeState::NotPay,
+            sub_orders,
+            prepay_id: None,
+            prepay_expires_at: None,
+            time_expire,
+            created_at: now,
+            updated_at: now,
+            notified_at: None,
+        }
+    }
+
     /// Sum of the sub-order amounts, in fen.
     pub fn total_amount(&self) -> i64 {
         self.sub_orders.iter().map(|s| s.amount).sum()

@@ -10,9 +10,7 @@ use super::error::AppError;
 use super::{AppState, Session};
 use crate::apiv3::{generate_nonce, JsapiPayParams};
 use crate::catalog::{is_service_text, MAX_SUB_ORDER_FEN};
-use crate::combine::wire::{
-    CloseRequest, CloseSubOrder, PayerInfo, PrepayRequest, PrepaySubOrder, RequestAmount,
-};
+use crate::combine::wire::{PayerInfo, PrepayRequest, PrepaySubOrder, RequestAmount};
 use crate::combine::{
     ApiError, ApplyOutcome, CombineOrder, EventSource, SubOrder, TradeState, Transition,
 };
@@ -102,20 +100,7 @@ pub fn prepay_request(order: &CombineOrder, notify_url: &str) -> PrepayRequest {
     }
 }
 
-/// The close request: every sub-order of the original order, exactly.
-pub fn close_request(order: &CombineOrder) -> CloseRequest {
-    CloseRequest {
-        combine_appid: order.combine_appid.clone(),
-        sub_orders: order
-            .sub_orders
-            .iter()
-            .map(|s| CloseSubOrder {
-                mchid: s.mchid.clone(),
-                out_trade_no: s.out_trade_no.clone(),
-            })
-            .collect(),
-    }
-}
+pub use crate::combine::close_request;
 
 /// Truncates to at most `max` bytes on a character boundary, marking the cut.
 fn truncate_bytes(s: &str, max: usize) -> String {
@@ -310,33 +295,38 @@ fn build_order(
         // service counts, and only with characters it accepts.
         let description = truncate_bytes(&parts.join("；"), 127);
         debug_assert!(is_service_text(&description));
-        sub_orders.push(SubOrder {
+        sub_orders.push(SubOrder::unpaid(
             mchid,
-            out_trade_no: format!("{number}-{}", i + 1),
+            format!("{number}-{}", i + 1),
             description,
             // Links the sub-order to its combined order in bills.
-            attach: number.to_string(),
+            number,
             amount,
-            transaction_id: None,
-            payer_amount: None,
-            bank_type: None,
-            success_time: None,
-        });
+        ));
     }
-    Ok(CombineOrder {
-        combine_out_trade_no: number.to_string(),
-        combine_mchid: st.settings.mchid.clone(),
-        combine_appid: st.settings.appid.clone(),
-        payer_openid: openid.to_string(),
-        state: TradeState::NotPay,
+    Ok(new_order(st, number, openid, sub_orders, now))
+}
+
+/// A new order `no` of this merchant for `openid`, created at `now` and
+/// expiring after the configured `order_expire_secs`.
+pub(crate) fn new_order(
+    st: &AppState,
+    no: &str,
+    openid: &str,
+    sub_orders: Vec<SubOrder>,
+    now: i64,
+) -> CombineOrder {
+    let expire = Some(now + st.settings.orders.expire_secs);
+    let settings = &st.settings;
+    CombineOrder::unpaid(
+        no,
+        &*settings.mchid,
+        &*settings.appid,
+        openid,
         sub_orders,
-        prepay_id: None,
-        prepay_expires_at: None,
-        time_expire: Some(now + st.settings.orders.expire_secs),
-        created_at: now,
-        updated_at: now,
-        notified_at: None,
-    })
+        expire,
+        now,
+    )
 }
 
 pub(crate) fn sign_pay_params(st: &AppState, prepay_id: &str) -> Result<JsapiPayParams, AppError> {

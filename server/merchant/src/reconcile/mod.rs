@@ -17,7 +17,7 @@
 pub mod settings;
 
 use crate::apiv3::Clock;
-use crate::combine::wire::{CloseRequest, CloseSubOrder, CombineTransaction};
+use crate::combine::wire::CombineTransaction;
 use crate::combine::{
     ApiError, ApplyOutcome, CombineApi, CombineOrder, EventSource, TradeState, Transition,
 };
@@ -304,17 +304,7 @@ impl Worker {
     /// Closes an expired unpaid order at WeChat Pay, then records CLOSED.
     async fn close_expired(&self, order: &CombineOrder, now: i64) -> Step {
         let no = &order.combine_out_trade_no;
-        let request = CloseRequest {
-            combine_appid: order.combine_appid.clone(),
-            sub_orders: order
-                .sub_orders
-                .iter()
-                .map(|s| CloseSubOrder {
-                    mchid: s.mchid.clone(),
-                    out_trade_no: s.out_trade_no.clone(),
-                })
-                .collect(),
-        };
+        let request = crate::combine::close_request(order);
         match self.api.close(no, &request).await {
             Ok(()) => {
                 self.record_closed(order, "time_expire passed; closed at WeChat Pay", now)

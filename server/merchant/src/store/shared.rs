@@ -510,29 +510,10 @@ pub(crate) mod tests {
 
     /// An order with one sub-order (also the SQLite store's tests' fixture).
     pub(crate) fn order(state: TradeState) -> CombineOrder {
+        let sub = SubOrder::unpaid("m", "s1", "d", "", 5);
         CombineOrder {
-            combine_out_trade_no: "C1".into(),
-            combine_mchid: "1".into(),
-            combine_appid: "wx".into(),
-            payer_openid: "o".into(),
             state,
-            sub_orders: vec![SubOrder {
-                mchid: "m".into(),
-                out_trade_no: "s1".into(),
-                description: "d".into(),
-                attach: String::new(),
-                amount: 5,
-                transaction_id: None,
-                payer_amount: None,
-                bank_type: None,
-                success_time: None,
-            }],
-            prepay_id: None,
-            prepay_expires_at: None,
-            time_expire: None,
-            created_at: 0,
-            updated_at: 0,
-            notified_at: None,
+            ..CombineOrder::unpaid("C1", "1", "wx", "o", vec![sub], None, 0)
         }
     }
 

@@ -221,31 +221,17 @@ pub const OPENID: &str = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
 
 /// A NOTPAY order with two sub-orders (100 and 250 fen) created at `now`.
 pub fn order(no: &str, now: i64) -> CombineOrder {
-    let sub = |mchid: &str, n: &str, amount| SubOrder {
-        mchid: mchid.into(),
-        out_trade_no: format!("{no}-{n}"),
-        description: format!("goods {n}"),
-        attach: format!("attach-{n}"),
-        amount,
-        transaction_id: None,
-        payer_amount: None,
-        bank_type: None,
-        success_time: None,
+    let sub = |mchid: &str, n: &str, amount| {
+        SubOrder::unpaid(
+            mchid,
+            format!("{no}-{n}"),
+            format!("goods {n}"),
+            format!("attach-{n}"),
+            amount,
+        )
     };
-    CombineOrder {
-        combine_out_trade_no: no.into(),
-        combine_mchid: MCHID.into(),
-        combine_appid: APPID.into(),
-        payer_openid: OPENID.into(),
-        state: TradeState::NotPay,
-        sub_orders: vec![sub(MCHID, "S1", 100), sub(SUB_MCHID, "S2", 250)],
-        prepay_id: None,
-        prepay_expires_at: None,
-        time_expire: Some(now + 1800),
-        created_at: now,
-        updated_at: now,
-        notified_at: None,
-    }
+    let subs = vec![sub(MCHID, "S1", 100), sub(SUB_MCHID, "S2", 250)];
+    CombineOrder::unpaid(no, MCHID, APPID, OPENID, subs, Some(now + 1800), now)
 }
 
 /// WeChat Pay's decrypted view of `order`, paid (for notification tests).

@@ -10,8 +10,9 @@
 
 use super::{invalid, InternalError};
 use crate::catalog::{is_service_text, MAX_SUB_ORDER_FEN};
-use crate::combine::{CombineOrder, SubOrder, TradeState};
+use crate::combine::{CombineOrder, SubOrder};
 use crate::http::error::AppError;
+use crate::http::orders::new_order;
 use crate::http::AppState;
 use axum::http::HeaderMap;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -170,38 +171,23 @@ impl NewOrder {
 
     /// The order it makes under `no` for `openid` at `now`.
     pub(super) fn to_order(&self, st: &AppState, no: &str, openid: &str, now: i64) -> CombineOrder {
-        CombineOrder {
-            combine_out_trade_no: no.to_string(),
-            combine_mchid: st.settings.mchid.clone(),
-            combine_appid: st.settings.appid.clone(),
-            payer_openid: openid.to_string(),
-            state: TradeState::NotPay,
-            sub_orders: self
-                .sub_orders
-                .iter()
-                .enumerate()
-                .map(|(i, s)| SubOrder {
-                    mchid: s.mchid.clone(),
-                    out_trade_no: s
-                        .out_trade_no
+        let sub_orders = self
+            .sub_orders
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                SubOrder::unpaid(
+                    s.mchid.clone(),
+                    s.out_trade_no
                         .clone()
                         .unwrap_or_else(|| format!("{no}-{}", i + 1)),
-                    description: s.description.clone(),
-                    attach: s.attach.clone().unwrap_or_else(|| no.to_string()),
-                    amount: s.amount,
-                    transaction_id: None,
-                    payer_amount: None,
-                    bank_type: None,
-                    success_time: None,
-                })
-                .collect(),
-            prepay_id: None,
-            prepay_expires_at: None,
-            time_expire: Some(now + st.settings.orders.expire_secs),
-            created_at: now,
-            updated_at: now,
-            notified_at: None,
-        }
+                    s.description.clone(),
+                    s.attach.clone().unwrap_or_else(|| no.to_string()),
+                    s.amount,
+                )
+            })
+            .collect();
+        new_order(st, no, openid, sub_orders, now)
     }
 
     /// Whether the stored order `o` is what this request asks for under

@@ -193,6 +193,28 @@ fn nonempty(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
+/// A finding about the bill row `r`, attributed to the local sub-order `l`'s
+/// combined order when there is one.
+fn row_discrepancy(
+    kind: DiscrepancyKind,
+    r: &BillRecord,
+    l: Option<&LocalSubOrder>,
+    bill_amount_fen: Option<i64>,
+    local_amount_fen: Option<i64>,
+    detail: String,
+) -> Discrepancy {
+    Discrepancy {
+        kind,
+        mchid: r.mchid.clone(),
+        out_trade_no: r.out_trade_no.clone(),
+        combine_out_trade_no: l.map(|l| l.combine_out_trade_no.clone()),
+        transaction_id: nonempty(&r.transaction_id),
+        bill_amount_fen,
+        local_amount_fen,
+        detail,
+    }
+}
+
 /// Reconciles `bill` (of Beijing day `date`) with the local sub-orders.
 ///
 /// - `paid_in_day`: every local sub-order whose `success_time` falls in the
@@ -228,15 +250,8 @@ pub fn reconcile(
     let mut seen: HashMap<Key, usize> = HashMap::new();
     let mut matched = 0usize;
     let mut matched_amount = 0i64;
-    let mismatch = |kind, r: &BillRecord, l: &LocalSubOrder, b, lo, detail: String| Discrepancy {
-        kind,
-        mchid: r.mchid.clone(),
-        out_trade_no: r.out_trade_no.clone(),
-        combine_out_trade_no: Some(l.combine_out_trade_no.clone()),
-        transaction_id: nonempty(&r.transaction_id),
-        bill_amount_fen: b,
-        local_amount_fen: lo,
-        detail,
+    let mismatch = |kind, r: &BillRecord, l: &LocalSubOrder, b, lo, detail: String| {
+        row_discrepancy(kind, r, Some(l), b, lo, detail)
     };
 
     for r in &bill.details {
@@ -245,16 +260,14 @@ pub fn reconcile(
             side.refund_rows += 1;
             side.refund_amount_fen = side.refund_amount_fen.saturating_add(rf.refund_amount_fen);
             if !local_any.contains_key(&key) {
-                out.push(Discrepancy {
-                    kind: DiscrepancyKind::RefundForUnknownOrder,
-                    mchid: r.mchid.clone(),
-                    out_trade_no: r.out_trade_no.clone(),
-                    combine_out_trade_no: None,
-                    transaction_id: nonempty(&r.transaction_id),
-                    bill_amount_fen: Some(rf.refund_amount_fen),
-                    local_amount_fen: None,
-                    detail: format!("refund {} of an order unknown locally", rf.out_refund_no),
-                });
+                out.push(row_discrepancy(
+                    DiscrepancyKind::RefundForUnknownOrder,
+                    r,
+                    None,
+                    Some(rf.refund_amount_fen),
+                    None,
+                    format!("refund {} of an order unknown locally", rf.out_refund_no),
+                ));
             }
             continue;
         }
@@ -263,31 +276,27 @@ pub fn reconcile(
         let n = seen.entry(key.clone()).or_insert(0);
         *n += 1;
         if *n == 2 {
-            out.push(Discrepancy {
-                kind: DiscrepancyKind::DuplicateInBill,
-                mchid: r.mchid.clone(),
-                out_trade_no: r.out_trade_no.clone(),
-                combine_out_trade_no: local_any.get(&key).map(|l| l.combine_out_trade_no.clone()),
-                transaction_id: nonempty(&r.transaction_id),
-                bill_amount_fen: Some(r.order_amount_fen),
-                local_amount_fen: None,
-                detail: "more than one payment row for this sub-order".into(),
-            });
+            out.push(row_discrepancy(
+                DiscrepancyKind::DuplicateInBill,
+                r,
+                local_any.get(&key).copied(),
+                Some(r.order_amount_fen),
+                None,
+                "more than one payment row for this sub-order".into(),
+            ));
         }
         if *n > 1 {
             continue;
         }
         if r.trade_state != "SUCCESS" {
-            out.push(Discrepancy {
-                kind: DiscrepancyKind::UnexpectedTradeState,
-                mchid: r.mchid.clone(),
-                out_trade_no: r.out_trade_no.clone(),
-                combine_out_trade_no: local_any.get(&key).map(|l| l.combine_out_trade_no.clone()),
-                transaction_id: nonempty(&r.transaction_id),
-                bill_amount_fen: Some(r.order_amount_fen),
-                local_amount_fen: None,
-                detail: format!("交易状态 {:?} on a payment row", r.trade_state),
-            });
+            out.push(row_discrepancy(
+                DiscrepancyKind::UnexpectedTradeState,
+                r,
+                local_any.get(&key).copied(),
+                Some(r.order_amount_fen),
+                None,
+                format!("交易状态 {:?} on a payment row", r.trade_state),
+            ));
         }
         let local = match local_day.get(&key) {
             Some(l) => *l,
@@ -312,16 +321,16 @@ pub fn reconcile(
                         format!("local order state {}", l.order_state.as_str()),
                     ),
                 };
-                out.push(Discrepancy {
+                let local_amount = l.map(|l| l.amount_fen);
+                let bill_amount = Some(r.order_amount_fen);
+                out.push(row_discrepancy(
                     kind,
-                    mchid: r.mchid.clone(),
-                    out_trade_no: r.out_trade_no.clone(),
-                    combine_out_trade_no: l.map(|l| l.combine_out_trade_no.clone()),
-                    transaction_id: nonempty(&r.transaction_id),
-                    bill_amount_fen: Some(r.order_amount_fen),
-                    local_amount_fen: l.map(|l| l.amount_fen),
+                    r,
+                    l,
+                    bill_amount,
+                    local_amount,
                     detail,
-                });
+                ));
                 continue;
             }
         };

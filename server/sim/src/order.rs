@@ -157,15 +157,20 @@ async fn business_checks(
     Ok(())
 }
 
-/// `POST /v3/combine-transactions/jsapi`.
-pub async fn prepay(st: &SimState, caller: &Caller, body: &[u8]) -> Result<Reply, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+/// The request body as JSON, or WeChat Pay's PARAM_ERROR.
+fn json_body(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "PARAM_ERROR",
             format!("请求体不是合法的JSON：{e}"),
         )
-    })?;
+    })
+}
+
+/// `POST /v3/combine-transactions/jsapi`.
+pub async fn prepay(st: &SimState, caller: &Caller, body: &[u8]) -> Result<Reply, ApiError> {
+    let value = json_body(body)?;
     let r = validate::prepay(&value, st.clock.now())?;
     business_checks(st, caller, &r).await?;
 
@@ -276,13 +281,7 @@ pub async fn close(
     no: &str,
     body: &[u8],
 ) -> Result<Reply, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "PARAM_ERROR",
-            format!("请求体不是合法的JSON：{e}"),
-        )
-    })?;
+    let value = json_body(body)?;
     let req = validate::close(&value)?;
     let mchid = &caller.merchant.creds.mchid;
     let _guard = st.write_lock.lock().await;

@@ -108,6 +108,14 @@ fn req(
     }
 }
 
+/// An order nobody created.
+const UNKNOWN_ORDER: &str = "/internal/combine-orders/C1234567";
+
+/// A `GET` of [`UNKNOWN_ORDER`] (a 404 once past the token check).
+fn get_unknown(token: Option<&str>) -> Request<Body> {
+    req(Method::GET, UNKNOWN_ORDER, token, None, None)
+}
+
 impl Harness {
     fn internal(&self) -> &Router {
         self.kit
@@ -116,46 +124,31 @@ impl Harness {
             .expect("internal API configured")
     }
 
+    /// A call of the internal API with the token.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+    ) -> Answer {
+        send(self.internal(), req(method, path, Some(TOKEN), key, body)).await
+    }
+
     async fn create(&self, key: &str, body: &Value) -> Answer {
-        send(
-            self.internal(),
-            req(
-                Method::POST,
-                "/internal/combine-orders",
-                Some(TOKEN),
-                Some(key),
-                Some(&body.to_string()),
-            ),
-        )
-        .await
+        let body = body.to_string();
+        let path = "/internal/combine-orders";
+        self.call(Method::POST, path, Some(key), Some(&body)).await
     }
 
     async fn get(&self, no: &str) -> Answer {
-        send(
-            self.internal(),
-            req(
-                Method::GET,
-                &format!("/internal/combine-orders/{no}"),
-                Some(TOKEN),
-                None,
-                None,
-            ),
-        )
-        .await
+        let path = format!("/internal/combine-orders/{no}");
+        self.call(Method::GET, &path, None, None).await
     }
 
     async fn close(&self, no: &str) -> Answer {
-        send(
-            self.internal(),
-            req(
-                Method::POST,
-                &format!("/internal/combine-orders/{no}/close"),
-                Some(TOKEN),
-                None,
-                None,
-            ),
-        )
-        .await
+        let path = format!("/internal/combine-orders/{no}/close");
+        self.call(Method::POST, &path, None, None).await
     }
 
     fn order_body(&self, openid: Option<&str>, amounts: [i64; 2]) -> Value {
@@ -201,7 +194,7 @@ async fn auth_is_required(db: &TestDb) {
         (Some("wrong-token"), "wrong"),
         (Some(&TOKEN[1..]), "truncated"),
     ] {
-        for uri in ["/internal/combine-orders/C1234567", "/internal/anything"] {
+        for uri in [UNKNOWN_ORDER, "/internal/anything"] {
             let a = send(r, req(Method::GET, uri, token, None, None)).await;
             assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{what} token on {uri}");
             let challenge = a.headers[header::WWW_AUTHENTICATE].to_str().unwrap();
@@ -211,23 +204,13 @@ async fn auth_is_required(db: &TestDb) {
     }
     // Another scheme with the right secret is not a bearer token.
     let basic = Request::builder()
-        .uri("/internal/combine-orders/C1234567")
+        .uri(UNKNOWN_ORDER)
         .header(header::AUTHORIZATION, format!("Basic {TOKEN}"))
         .body(Body::empty())
         .unwrap();
     assert_eq!(send(r, basic).await.status, StatusCode::UNAUTHORIZED);
     // The right token gets through (to a 404 for an unknown order).
-    let a = send(
-        r,
-        req(
-            Method::GET,
-            "/internal/combine-orders/C1234567",
-            Some(TOKEN),
-            None,
-            None,
-        ),
-    )
-    .await;
+    let a = send(r, get_unknown(Some(TOKEN))).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.body);
     assert_eq!(a.body["code"], "NOT_FOUND");
 }
@@ -443,16 +426,7 @@ async fn pay_link_is_claimed_once(db: &TestDb) {
 async fn listeners(db: &TestDb) {
     // Default: the public router does not serve /internal.
     let h = harness(db, |_| {}).await;
-    let probe = || {
-        req(
-            Method::GET,
-            "/internal/combine-orders/C1234567",
-            Some(TOKEN),
-            None,
-            None,
-        )
-    };
-    let a = send(&h.kit.router, probe()).await;
+    let a = send(&h.kit.router, get_unknown(Some(TOKEN))).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert_ne!(
         a.body["code"], "NOT_FOUND",
@@ -462,20 +436,10 @@ async fn listeners(db: &TestDb) {
 
     // Opt-in: mounted on the public listener, still behind the token.
     let h = harness(db, |c| c.on_public_listener = true).await;
-    let a = send(&h.kit.router, probe()).await;
+    let a = send(&h.kit.router, get_unknown(Some(TOKEN))).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert_eq!(a.body["code"], "NOT_FOUND");
-    let anon = send(
-        &h.kit.router,
-        req(
-            Method::GET,
-            "/internal/combine-orders/C1234567",
-            None,
-            None,
-            None,
-        ),
-    )
-    .await;
+    let anon = send(&h.kit.router, get_unknown(None)).await;
     assert_eq!(anon.status, StatusCode::UNAUTHORIZED);
     drop(h);
 
@@ -486,7 +450,7 @@ async fn listeners(db: &TestDb) {
     let workers = std::mem::take(&mut h.kit.workers);
     let running = workers.start();
     let client = reqwest::Client::new();
-    let url = format!("http://{addr}/internal/combine-orders/C1234567");
+    let url = format!("http://{addr}{UNKNOWN_ORDER}");
     let anon = client.get(&url).send().await.unwrap();
     assert_eq!(anon.status().as_u16(), 401);
     let authed = client.get(&url).bearer_auth(TOKEN).send().await.unwrap();

@@ -7,12 +7,9 @@ use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{backend_tests, order, TestDb, OPENID};
+use support::{backend_tests, order, txn_in, TestDb};
 use wxpay_combine::apiv3::ManualClock;
-use wxpay_combine::combine::wire::{
-    CloseRequest, CombineTransaction, PayerInfo, PrepayRequest, TransactionAmount,
-    TransactionSubOrder,
-};
+use wxpay_combine::combine::wire::{CloseRequest, CombineTransaction, PrepayRequest};
 use wxpay_combine::combine::{ApiError, CombineApi, CombineOrder, EventSource, TradeState};
 use wxpay_combine::reconcile::{
     refresh_from_query, RefreshError, RunSummary, Worker, WorkerConfig,
@@ -89,45 +86,12 @@ fn service(status: u16, code: &str) -> ApiError {
 }
 
 fn transaction(r: &Remote) -> CombineTransaction {
-    let paid = matches!(r.state, TradeState::Success | TradeState::Refund);
-    CombineTransaction {
-        combine_appid: r.order.combine_appid.clone(),
-        combine_mchid: r.order.combine_mchid.clone(),
-        combine_out_trade_no: r.order.combine_out_trade_no.clone(),
-        scene_info: None,
-        sub_orders: r
-            .order
-            .sub_orders
-            .iter()
-            .enumerate()
-            .map(|(i, s)| TransactionSubOrder {
-                mchid: s.mchid.clone(),
-                trade_type: Some("JSAPI".into()),
-                trade_state: r.state.as_str().into(),
-                bank_type: paid.then(|| "OTHERS".into()),
-                attach: Some(s.attach.clone()),
-                success_time: paid.then(|| "2024-04-25T07:06:40+08:00".into()),
-                transaction_id: paid.then(|| format!("4200{i}{}", r.order.combine_out_trade_no)),
-                out_trade_no: s.out_trade_no.clone(),
-                sub_mchid: None,
-                amount: TransactionAmount {
-                    total_amount: if i == 0 {
-                        r.amount_override.unwrap_or(s.amount)
-                    } else {
-                        s.amount
-                    },
-                    payer_amount: paid.then_some(s.amount),
-                    currency: Some("CNY".into()),
-                    payer_currency: None,
-                    settlement_rate: None,
-                },
-                promotion_detail: None,
-            })
-            .collect(),
-        combine_payer_info: Some(PayerInfo {
-            openid: OPENID.into(),
-        }),
+    let no = &r.order.combine_out_trade_no;
+    let mut t = txn_in(&r.order, r.state, |i| format!("4200{i}{no}"));
+    if let Some(amount) = r.amount_override {
+        t.sub_orders[0].amount.total_amount = amount;
     }
+    t
 }
 
 #[async_trait]
@@ -190,10 +154,32 @@ fn worker(db: &TestDb, api: &Arc<FakeApi>, clock: &Arc<ManualClock>) -> Worker {
     Worker::new(db.store.clone(), api.clone(), config(), clock.clone())
 }
 
-async fn dropped_notification_is_recovered_by_query(db: &TestDb) {
+/// Where the last recorded change of order `no` came from.
+async fn last_source(db: &TestDb, no: &str) -> EventSource {
+    let events = db.store.events(no).await.unwrap();
+    events.last().expect("the order has events").source
+}
+
+/// A worker over `db` and a fresh fake WeChat Pay, its clock at `now`.
+fn setup(db: &TestDb, now: i64) -> (Arc<FakeApi>, Arc<ManualClock>, Worker) {
     let api = Arc::new(FakeApi::default());
-    let clock = Arc::new(ManualClock::new(T0 + 30));
+    let clock = Arc::new(ManualClock::new(now));
     let w = worker(db, &api, &clock);
+    (api, clock, w)
+}
+
+/// Order `no`, created at `T0` and expiring at `time_expire`, stored and
+/// open (NOTPAY) at WeChat Pay.
+async fn open_order(db: &TestDb, api: &FakeApi, no: &str, time_expire: i64) -> CombineOrder {
+    let mut o = order(no, T0);
+    o.time_expire = Some(time_expire);
+    db.store.create_order(&o).await.unwrap();
+    api.put(&o, TradeState::NotPay);
+    o
+}
+
+async fn dropped_notification_is_recovered_by_query(db: &TestDb) {
+    let (api, clock, w) = setup(db, T0 + 30);
     let o = db.create("RQ001", T0).await;
     api.put(&o, TradeState::Success);
 
@@ -222,13 +208,8 @@ async fn dropped_notification_is_recovered_by_query(db: &TestDb) {
 }
 
 async fn open_orders_are_requeried_with_backoff(db: &TestDb) {
-    let api = Arc::new(FakeApi::default());
-    let clock = Arc::new(ManualClock::new(T0 + 200));
-    let w = worker(db, &api, &clock);
-    let mut o = order("RB001", T0);
-    o.time_expire = Some(T0 + 10 * 3600);
-    db.store.create_order(&o).await.unwrap();
-    api.put(&o, TradeState::NotPay);
+    let (api, clock, w) = setup(db, T0 + 200);
+    open_order(db, &api, "RB001", T0 + 10 * 3600).await;
 
     let s = w.run_once().await.unwrap();
     assert_eq!((s.claimed, s.unchanged), (1, 1), "{s:?}");
@@ -264,13 +245,8 @@ async fn open_orders_are_requeried_with_backoff(db: &TestDb) {
 }
 
 async fn expired_orders_are_closed(db: &TestDb) {
-    let api = Arc::new(FakeApi::default());
-    let clock = Arc::new(ManualClock::new(T0 + 200));
-    let w = worker(db, &api, &clock);
-    let mut o = order("RX001", T0);
-    o.time_expire = Some(T0 + 600);
-    db.store.create_order(&o).await.unwrap();
-    api.put(&o, TradeState::NotPay);
+    let (api, clock, w) = setup(db, T0 + 200);
+    let o = open_order(db, &api, "RX001", T0 + 600).await;
 
     // Before expiry: queried, not closed.
     let s = w.run_once().await.unwrap();
@@ -330,9 +306,7 @@ async fn expired_orders_are_closed(db: &TestDb) {
 }
 
 async fn close_answers_are_handled(db: &TestDb) {
-    let api = Arc::new(FakeApi::default());
-    let clock = Arc::new(ManualClock::new(T0 + 1000));
-    let w = worker(db, &api, &clock);
+    let (api, _clock, w) = setup(db, T0 + 1000);
     let mk = |no: &str| {
         let mut o = order(no, T0);
         o.time_expire = Some(T0 + 600);
@@ -367,30 +341,12 @@ async fn close_answers_are_handled(db: &TestDb) {
         async move { store.get_order(no).await.unwrap().unwrap().state }
     };
     assert_eq!(state("RC001").await, TradeState::Success);
-    assert_eq!(
-        db.store
-            .events("RC001")
-            .await
-            .unwrap()
-            .last()
-            .unwrap()
-            .source,
-        EventSource::Query
-    );
+    assert_eq!(last_source(db, "RC001").await, EventSource::Query);
     assert_eq!(state("RC002").await, TradeState::Closed);
     assert_eq!(state("RC003").await, TradeState::NotPay);
     assert_eq!(state("RC004").await, TradeState::Closed);
     assert_eq!(api.closes_of("RC004"), 0);
-    assert_eq!(
-        db.store
-            .events("RC004")
-            .await
-            .unwrap()
-            .last()
-            .unwrap()
-            .source,
-        EventSource::Expiry
-    );
+    assert_eq!(last_source(db, "RC004").await, EventSource::Expiry);
     assert_eq!(state("RC005").await, TradeState::NotPay);
     assert_eq!(api.closes_of("RC005"), 0);
     assert_eq!(db.store.events("RC005").await.unwrap().len(), 1);
@@ -466,16 +422,7 @@ async fn refresh_from_query_applies_through_the_same_path(db: &TestDb) {
         .unwrap();
     assert_eq!(got.state, TradeState::Success);
     assert_eq!(got, db.store.get_order("RR001").await.unwrap().unwrap());
-    assert_eq!(
-        db.store
-            .events("RR001")
-            .await
-            .unwrap()
-            .last()
-            .unwrap()
-            .source,
-        EventSource::Query
-    );
+    assert_eq!(last_source(db, "RR001").await, EventSource::Query);
 
     // Final orders are returned without asking WeChat Pay.
     let before = api.queries_of("RR001");

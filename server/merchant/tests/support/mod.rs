@@ -236,6 +236,20 @@ pub fn order(no: &str, now: i64) -> CombineOrder {
 
 /// WeChat Pay's decrypted view of `order`, paid (for notification tests).
 pub fn paid_txn(order: &CombineOrder) -> CombineTransaction {
+    txn_in(order, TradeState::Success, |i| {
+        format!("42000020{i}2024042512345678")
+    })
+}
+
+/// WeChat Pay's view of `order` in `state`; a paid one (SUCCESS or REFUND)
+/// carries `transaction_id(i)` for sub-order `i`, a bank type and a success
+/// time.
+pub fn txn_in(
+    order: &CombineOrder,
+    state: TradeState,
+    transaction_id: impl Fn(usize) -> String,
+) -> CombineTransaction {
+    let paid = matches!(state, TradeState::Success | TradeState::Refund);
     CombineTransaction {
         combine_appid: order.combine_appid.clone(),
         combine_mchid: order.combine_mchid.clone(),
@@ -248,18 +262,18 @@ pub fn paid_txn(order: &CombineOrder) -> CombineTransaction {
             .map(|(i, s)| TransactionSubOrder {
                 mchid: s.mchid.clone(),
                 trade_type: Some("JSAPI".into()),
-                trade_state: "SUCCESS".into(),
-                bank_type: Some("OTHERS".into()),
+                trade_state: state.as_str().into(),
+                bank_type: paid.then(|| "OTHERS".into()),
                 attach: Some(s.attach.clone()),
-                success_time: Some("2024-04-25T07:06:40+08:00".into()),
-                transaction_id: Some(format!("42000020{i}2024042512345678")),
+                success_time: paid.then(|| "2024-04-25T07:06:40+08:00".into()),
+                transaction_id: paid.then(|| transaction_id(i)),
                 out_trade_no: s.out_trade_no.clone(),
                 sub_mchid: None,
                 amount: TransactionAmount {
                     total_amount: s.amount,
-                    payer_amount: Some(s.amount),
+                    payer_amount: paid.then_some(s.amount),
                     currency: Some("CNY".into()),
-                    payer_currency: Some("CNY".into()),
+                    payer_currency: paid.then(|| "CNY".into()),
                     settlement_rate: None,
                 },
                 promotion_detail: None,

@@ -8,8 +8,8 @@
 
 use super::amount::{write_scaled, AMOUNT_SCALE, FEE_SCALE};
 use super::error::FormatError;
-use super::layout::{BillKind, Col, SumCol};
-use super::record::{BillRecord, TradeBill};
+use super::layout::{BillKind, Col};
+use super::record::{BillRecord, TotalField, TradeBill};
 use crate::timefmt::write_bill_time;
 
 /// Line terminator of the written file.
@@ -70,19 +70,21 @@ pub fn format(bill: &TradeBill, options: FormatOptions) -> Result<String, Format
         out.push('`');
         // check_summary_layout made every present column Some.
         match col {
-            SumCol::Count => out.push_str(&s.total_count.to_string()),
-            SumCol::SettlementTotal => write_scaled(&mut out, s.settlement_total_fen, AMOUNT_SCALE),
-            SumCol::RefundTotal => {
+            TotalField::Count => out.push_str(&s.total_count.to_string()),
+            TotalField::SettlementTotal => {
+                write_scaled(&mut out, s.settlement_total_fen, AMOUNT_SCALE)
+            }
+            TotalField::RefundTotal => {
                 write_scaled(&mut out, s.refund_total_fen.unwrap_or(0), AMOUNT_SCALE)
             }
-            SumCol::RechargeCouponRefundTotal => write_scaled(
+            TotalField::RechargeCouponRefundTotal => write_scaled(
                 &mut out,
                 s.recharge_coupon_refund_total_fen.unwrap_or(0),
                 AMOUNT_SCALE,
             ),
-            SumCol::FeeTotal => write_scaled(&mut out, s.fee_total_milli_fen, FEE_SCALE),
-            SumCol::OrderTotal => write_scaled(&mut out, s.order_total_fen, AMOUNT_SCALE),
-            SumCol::RequestedRefundTotal => write_scaled(
+            TotalField::FeeTotal => write_scaled(&mut out, s.fee_total_milli_fen, FEE_SCALE),
+            TotalField::OrderTotal => write_scaled(&mut out, s.order_total_fen, AMOUNT_SCALE),
+            TotalField::RequestedRefundTotal => write_scaled(
                 &mut out,
                 s.requested_refund_total_fen.unwrap_or(0),
                 AMOUNT_SCALE,

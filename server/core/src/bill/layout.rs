@@ -2,6 +2,7 @@
 //! header text. Parser and formatter both walk these tables, so a column can
 //! only be added in one place.
 
+use super::record::TotalField;
 use std::fmt;
 use std::str::FromStr;
 
@@ -44,7 +45,7 @@ impl BillKind {
     }
 
     /// The summary columns, in file order.
-    pub(crate) fn summary_columns(self) -> &'static [SumCol] {
+    pub(crate) fn summary_columns(self) -> &'static [TotalField] {
         match self {
             BillKind::Success => &SUCCESS_SUMMARY,
             BillKind::All | BillKind::Refund => &FULL_SUMMARY,
@@ -235,47 +236,21 @@ const REFUND_COLUMNS: [Col; 29] = [
     Col::RateRemark,
 ];
 
-/// One summary column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SumCol {
-    Count,
-    SettlementTotal,
-    RefundTotal,
-    RechargeCouponRefundTotal,
-    FeeTotal,
-    OrderTotal,
-    RequestedRefundTotal,
-}
-
-impl SumCol {
-    pub(crate) fn header(self) -> &'static str {
-        match self {
-            SumCol::Count => "总交易单数",
-            SumCol::SettlementTotal => "应结订单总金额",
-            SumCol::RefundTotal => "退款总金额",
-            SumCol::RechargeCouponRefundTotal => "充值券退款总金额",
-            SumCol::FeeTotal => "手续费总金额",
-            SumCol::OrderTotal => "订单总金额",
-            SumCol::RequestedRefundTotal => "申请退款总金额",
-        }
-    }
-}
-
-const FULL_SUMMARY: [SumCol; 7] = [
-    SumCol::Count,
-    SumCol::SettlementTotal,
-    SumCol::RefundTotal,
-    SumCol::RechargeCouponRefundTotal,
-    SumCol::FeeTotal,
-    SumCol::OrderTotal,
-    SumCol::RequestedRefundTotal,
+const FULL_SUMMARY: [TotalField; 7] = [
+    TotalField::Count,
+    TotalField::SettlementTotal,
+    TotalField::RefundTotal,
+    TotalField::RechargeCouponRefundTotal,
+    TotalField::FeeTotal,
+    TotalField::OrderTotal,
+    TotalField::RequestedRefundTotal,
 ];
 
-const SUCCESS_SUMMARY: [SumCol; 4] = [
-    SumCol::Count,
-    SumCol::SettlementTotal,
-    SumCol::FeeTotal,
-    SumCol::OrderTotal,
+const SUCCESS_SUMMARY: [TotalField; 4] = [
+    TotalField::Count,
+    TotalField::SettlementTotal,
+    TotalField::FeeTotal,
+    TotalField::OrderTotal,
 ];
 
 /// The first header cell of the summary part.

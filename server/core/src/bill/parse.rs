@@ -17,10 +17,10 @@
 use super::amount::{parse_count, parse_scaled, AMOUNT_SCALE, FEE_SCALE};
 use super::error::{BillError, MalformedReason};
 use super::layout::{
-    match_header, summary_header_matches, BillKind, Col, HeaderMatch, SumCol, COL_COUNT,
+    match_header, summary_header_matches, BillKind, Col, HeaderMatch, COL_COUNT,
     SUMMARY_FIRST_HEADER,
 };
-use super::record::{BillRecord, BillSummary, Openid, RefundColumns, TradeBill};
+use super::record::{BillRecord, BillSummary, Openid, RefundColumns, TotalField, TradeBill};
 use crate::timefmt::parse_bill_time as parse_time;
 
 /// A detail row that lenient parsing skipped.
@@ -302,7 +302,7 @@ fn read_summary(kind: BillKind, cells: &[&str]) -> Result<BillSummary, Malformed
         let value = unquote(cell);
         let amount = || number(col.header(), value, AMOUNT_SCALE);
         match col {
-            SumCol::Count => {
+            TotalField::Count => {
                 summary.total_count =
                     parse_count(value).map_err(|problem| MalformedReason::Number {
                         column: col.header(),
@@ -310,17 +310,19 @@ fn read_summary(kind: BillKind, cells: &[&str]) -> Result<BillSummary, Malformed
                         problem,
                     })?
             }
-            SumCol::SettlementTotal => summary.settlement_total_fen = amount()?,
-            SumCol::RefundTotal => summary.refund_total_fen = Some(amount()?),
-            SumCol::RechargeCouponRefundTotal => {
+            TotalField::SettlementTotal => summary.settlement_total_fen = amount()?,
+            TotalField::RefundTotal => summary.refund_total_fen = Some(amount()?),
+            TotalField::RechargeCouponRefundTotal => {
                 summary.recharge_coupon_refund_total_fen = Some(amount()?)
             }
             // The real service writes 5 places, SDK fixtures 2: both exact.
-            SumCol::FeeTotal => {
+            TotalField::FeeTotal => {
                 summary.fee_total_milli_fen = number(col.header(), value, FEE_SCALE)?
             }
-            SumCol::OrderTotal => summary.order_total_fen = amount()?,
-            SumCol::RequestedRefundTotal => summary.requested_refund_total_fen = Some(amount()?),
+            TotalField::OrderTotal => summary.order_total_fen = amount()?,
+            TotalField::RequestedRefundTotal => {
+                summary.requested_refund_total_fen = Some(amount()?)
+            }
         }
     }
     Ok(summary)

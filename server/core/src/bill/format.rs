@@ -8,8 +8,8 @@
 
 use super::amount::{write_scaled, AMOUNT_SCALE, FEE_SCALE};
 use super::error::FormatError;
-use super::layout::{BillKind, Col};
-use super::record::{BillRecord, TotalField, TradeBill};
+use super::layout::{BillKind, Col, TotalField};
+use super::record::{BillRecord, TradeBill};
 use crate::timefmt::write_bill_time;
 
 /// Line terminator of the written file.

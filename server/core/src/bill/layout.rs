@@ -2,7 +2,6 @@
 //! header text. Parser and formatter both walk these tables, so a column can
 //! only be added in one place.
 
-use super::record::TotalField;
 use std::fmt;
 use std::str::FromStr;
 
@@ -235,6 +234,41 @@ const REFUND_COLUMNS: [Col; 29] = [
     Col::RequestedRefundAmount,
     Col::RateRemark,
 ];
+
+/// A summary total (a column of the summary part), as named by
+/// [`TotalMismatch`](super::TotalMismatch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TotalField {
+    /// 总交易单数 vs the number of detail rows.
+    Count,
+    /// 应结订单总金额.
+    SettlementTotal,
+    /// 退款总金额.
+    RefundTotal,
+    /// 充值券退款总金额.
+    RechargeCouponRefundTotal,
+    /// 手续费总金额 (thousandths of a fen).
+    FeeTotal,
+    /// 订单总金额.
+    OrderTotal,
+    /// 申请退款总金额.
+    RequestedRefundTotal,
+}
+
+impl TotalField {
+    /// The summary header text of the total.
+    pub fn header(self) -> &'static str {
+        match self {
+            TotalField::Count => "总交易单数",
+            TotalField::SettlementTotal => "应结订单总金额",
+            TotalField::RefundTotal => "退款总金额",
+            TotalField::RechargeCouponRefundTotal => "充值券退款总金额",
+            TotalField::FeeTotal => "手续费总金额",
+            TotalField::OrderTotal => "订单总金额",
+            TotalField::RequestedRefundTotal => "申请退款总金额",
+        }
+    }
+}
 
 const FULL_SUMMARY: [TotalField; 7] = [
     TotalField::Count,

@@ -45,8 +45,6 @@ pub use amount::{fen_to_yuan, parse_count, parse_scaled, AMOUNT_SCALE, FEE_SCALE
 pub use error::{AmountError, BillError, FormatError, MalformedReason};
 pub use format::{format, FormatOptions, LineEnding};
 pub use hash::{sha1_hex, HashingWriter};
-pub use layout::{BillKind, UnknownBillKind};
+pub use layout::{BillKind, TotalField, UnknownBillKind};
 pub use parse::{parse, parse_file, parse_lenient, LenientBill, RowError};
-pub use record::{
-    BillRecord, BillSummary, Openid, RefundColumns, TotalField, TotalMismatch, TradeBill,
-};
+pub use record::{BillRecord, BillSummary, Openid, RefundColumns, TotalMismatch, TradeBill};

@@ -17,10 +17,10 @@
 use super::amount::{parse_count, parse_scaled, AMOUNT_SCALE, FEE_SCALE};
 use super::error::{BillError, MalformedReason};
 use super::layout::{
-    match_header, summary_header_matches, BillKind, Col, HeaderMatch, COL_COUNT,
+    match_header, summary_header_matches, BillKind, Col, HeaderMatch, TotalField, COL_COUNT,
     SUMMARY_FIRST_HEADER,
 };
-use super::record::{BillRecord, BillSummary, Openid, RefundColumns, TotalField, TradeBill};
+use super::record::{BillRecord, BillSummary, Openid, RefundColumns, TradeBill};
 use crate::timefmt::parse_bill_time as parse_time;
 
 /// A detail row that lenient parsing skipped.

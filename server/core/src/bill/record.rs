@@ -2,7 +2,7 @@
 //! thousandths of a fen (the file gives it to 0.00001 yuan); times are the
 //! file's Beijing times as `OffsetDateTime` at +08:00.
 
-use super::layout::BillKind;
+use super::layout::{BillKind, TotalField};
 use crate::redact::mask_openid;
 use std::fmt;
 use time::OffsetDateTime;
@@ -168,40 +168,6 @@ pub struct BillSummary {
     pub order_total_fen: i64,
     /// 申请退款总金额, fen (ALL/REFUND).
     pub requested_refund_total_fen: Option<i64>,
-}
-
-/// A summary total, as named by [`TotalMismatch`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TotalField {
-    /// 总交易单数 vs the number of detail rows.
-    Count,
-    /// 应结订单总金额.
-    SettlementTotal,
-    /// 退款总金额.
-    RefundTotal,
-    /// 充值券退款总金额.
-    RechargeCouponRefundTotal,
-    /// 手续费总金额 (thousandths of a fen).
-    FeeTotal,
-    /// 订单总金额.
-    OrderTotal,
-    /// 申请退款总金额.
-    RequestedRefundTotal,
-}
-
-impl TotalField {
-    /// The summary header text of the total.
-    pub fn header(self) -> &'static str {
-        match self {
-            TotalField::Count => "总交易单数",
-            TotalField::SettlementTotal => "应结订单总金额",
-            TotalField::RefundTotal => "退款总金额",
-            TotalField::RechargeCouponRefundTotal => "充值券退款总金额",
-            TotalField::FeeTotal => "手续费总金额",
-            TotalField::OrderTotal => "订单总金额",
-            TotalField::RequestedRefundTotal => "申请退款总金额",
-        }
-    }
 }
 
 /// A summary total that disagrees with the sum over the detail rows.

@@ -11,6 +11,8 @@
 //!   transaction addressed to this merchant (or the refusal).
 //! - [`payment`]: a transaction compared with the stored order, to a state
 //!   transition or a typed mismatch.
+//! - [`refund`]: per-sub-order refunds: statuses, wire types and the
+//!   rules a new refund must satisfy.
 //! - [`bill`]: the trade-bill file format (parse, format, SHA-1).
 //! - [`paydir`]: the 支付授权目录 (pay directory) matching rule.
 //! - [`redact`]: masking of personal identifiers for logs.
@@ -24,6 +26,7 @@
 //! - `notify`
 //! - `payment`
 //! - `bill`
+//! - `refund`
 //! - `combine`, `paydir`
 //! - `apiv3`, `atomicfile`, `redact`, `timefmt`
 //!
@@ -40,4 +43,5 @@ pub mod notify;
 pub mod paydir;
 pub mod payment;
 pub mod redact;
+pub mod refund;
 pub mod timefmt;

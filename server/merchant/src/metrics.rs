@@ -271,7 +271,7 @@ fn latency_histogram() -> Histogram {
 
 /// Notification outcomes exported at zero from the start (all of
 /// [`crate::notify::NotifyOutcome`]'s names).
-const NOTIFICATION_OUTCOMES: [&str; 16] = [
+const NOTIFICATION_OUTCOMES: [&str; 17] = [
     "applied",
     "duplicate",
     "missing_headers",
@@ -282,6 +282,7 @@ const NOTIFICATION_OUTCOMES: [&str; 16] = [
     "too_large",
     "malformed",
     "undecryptable",
+    "wrong_event",
     "mismatch",
     "unknown_order",
     "replayed",

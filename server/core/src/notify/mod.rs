@@ -1,4 +1,4 @@
-//! Payment notifications before any database: verify the raw body's
+//! Payment and refund notifications before any database: verify the raw body's
 //! signature, decrypt the resource, parse the transaction and check it is
 //! addressed to this merchant ([`verify_notification`]), and the outcome
 //! vocabulary the merchant's endpoint answers with ([`NotifyOutcome`]).
@@ -12,7 +12,8 @@ mod verify;
 
 pub use outcome::NotifyOutcome;
 pub use verify::{
-    open_notification, verify_notification, Refusal, VerifiedNotification, MAX_ID_LEN,
+    check_signature, open_notification, open_refund_notification, verify_notification, Refusal,
+    VerifiedNotification, VerifiedRefundNotice, MAX_ID_LEN,
 };
 
 /// The prefix of `Wechatpay-Signature` on WeChat Pay's signature probes.

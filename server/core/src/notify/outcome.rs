@@ -34,6 +34,9 @@ pub enum NotifyOutcome {
     Malformed,
     /// The resource does not decrypt (wrong tag, associated data, nonce…).
     Undecryptable,
+    /// Authentic, but an `event_type` this endpoint does not handle (a
+    /// refund event sent to the pay endpoint, or the other way round).
+    WrongEvent,
     /// Authentic, but disagrees with the stored order (ids, amounts,
     /// sub-order set): an alert.
     Mismatch,
@@ -52,7 +55,7 @@ pub enum NotifyOutcome {
 
 impl NotifyOutcome {
     /// Every outcome, in counter order.
-    pub const ALL: [NotifyOutcome; 16] = [
+    pub const ALL: [NotifyOutcome; 17] = [
         NotifyOutcome::Applied,
         NotifyOutcome::Duplicate,
         NotifyOutcome::MissingHeaders,
@@ -63,6 +66,7 @@ impl NotifyOutcome {
         NotifyOutcome::TooLarge,
         NotifyOutcome::Malformed,
         NotifyOutcome::Undecryptable,
+        NotifyOutcome::WrongEvent,
         NotifyOutcome::Mismatch,
         NotifyOutcome::UnknownOrder,
         NotifyOutcome::Replayed,
@@ -84,6 +88,7 @@ impl NotifyOutcome {
             NotifyOutcome::TooLarge => "too_large",
             NotifyOutcome::Malformed => "malformed",
             NotifyOutcome::Undecryptable => "undecryptable",
+            NotifyOutcome::WrongEvent => "wrong_event",
             NotifyOutcome::Mismatch => "mismatch",
             NotifyOutcome::UnknownOrder => "unknown_order",
             NotifyOutcome::Replayed => "replayed",
@@ -108,7 +113,9 @@ impl NotifyOutcome {
             | NotifyOutcome::Stale
             | NotifyOutcome::UnknownSerial => StatusCode::UNAUTHORIZED,
             NotifyOutcome::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            NotifyOutcome::Malformed | NotifyOutcome::Undecryptable => StatusCode::BAD_REQUEST,
+            NotifyOutcome::Malformed | NotifyOutcome::Undecryptable | NotifyOutcome::WrongEvent => {
+                StatusCode::BAD_REQUEST
+            }
             NotifyOutcome::UnknownOrder => StatusCode::NOT_FOUND,
             NotifyOutcome::Mismatch | NotifyOutcome::Replayed | NotifyOutcome::Rejected => {
                 StatusCode::CONFLICT

@@ -8,6 +8,7 @@ use super::{NotifyOutcome, SIGNTEST_PREFIX};
 use crate::apiv3::{ApiV3Key, SignatureHeaders, Verifier, VerifyError};
 use crate::combine::wire::{CombineTransaction, NotificationEnvelope};
 use crate::payment::{self, clip};
+use crate::refund::wire::RefundNotice;
 
 /// Longest envelope `id` accepted (real ones are 36 characters).
 pub const MAX_ID_LEN: usize = 128;
@@ -36,11 +37,10 @@ fn refuse(outcome: NotifyOutcome, message: &'static str) -> Refusal {
     Refusal { outcome, message }
 }
 
-/// Runs the store-free checks in order: `Wechatpay-*` headers (looked up
-/// case-insensitively through `header`) → `WECHATPAY/SIGNTEST/` probe →
-/// signature and 300 s window over the raw `body` → envelope JSON and id →
-/// AEAD decryption with `key` → plaintext JSON → `combine_mchid` and
-/// `combine_appid`. Each refusal is logged here.
+/// Runs the store-free checks in order: [`check_signature`] → envelope
+/// JSON, id and `event_type` (`TRANSACTION.*`) → AEAD decryption with
+/// `key` → plaintext JSON → `combine_mchid` and `combine_appid`. Each
+/// refusal is logged here.
 pub fn verify_notification<'a>(
     verifier: &Verifier,
     key: &ApiV3Key,
@@ -49,6 +49,19 @@ pub fn verify_notification<'a>(
     header: impl Fn(&str) -> Option<&'a str>,
     body: &[u8],
 ) -> Result<VerifiedNotification, Refusal> {
+    check_signature(verifier, header, body)?;
+    open_notification(key, combine_mchid, combine_appid, body)
+}
+
+/// The signature step every notification goes through first:
+/// `Wechatpay-*` headers (looked up case-insensitively through `header`)
+/// → `WECHATPAY/SIGNTEST/` probe → signature and 300 s window over the
+/// raw `body`.
+pub fn check_signature<'a>(
+    verifier: &Verifier,
+    header: impl Fn(&str) -> Option<&'a str>,
+    body: &[u8],
+) -> Result<(), Refusal> {
     use NotifyOutcome as O;
     let sig = match SignatureHeaders::from_lookup(header) {
         Ok(s) => s,
@@ -74,21 +87,37 @@ pub fn verify_notification<'a>(
         tracing::warn!(error = %e, serial = %clip(&sig.serial), "notification refused: verification failed");
         return Err(refuse(outcome, "signature verification failed"));
     }
-    open_notification(key, combine_mchid, combine_appid, body)
+    Ok(())
 }
 
-/// The checks after the signature (the second half of
-/// [`verify_notification`], which calls it only for a verified `body`):
-/// envelope JSON and id → AEAD decryption with `key` → plaintext JSON →
-/// `combine_mchid` and `combine_appid`. Public so the fuzz target can drive
-/// it without an RSA signature per input; never call it on an unverified
-/// body.
-pub fn open_notification(
-    key: &ApiV3Key,
-    combine_mchid: &str,
-    combine_appid: &str,
-    body: &[u8],
-) -> Result<VerifiedNotification, Refusal> {
+/// Which notifications an endpoint handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `TRANSACTION.*`, resource `transaction`.
+    Payment,
+    /// `REFUND.*`, resource `refund`.
+    Refund,
+}
+
+impl Kind {
+    fn handles(self, event_type: &str, original_type: Option<&str>) -> bool {
+        let (prefix, resource) = match self {
+            Kind::Payment => ("TRANSACTION.", "transaction"),
+            Kind::Refund => ("REFUND.", "refund"),
+        };
+        event_type.starts_with(prefix)
+            && original_type.is_none_or(|t| t.is_empty() || t == resource)
+    }
+}
+
+/// A verified body's envelope, opened: id and decrypted plaintext.
+struct Opened {
+    id: String,
+    plaintext: Vec<u8>,
+}
+
+/// Envelope JSON and id → `event_type` for `kind` → AEAD decryption.
+fn open_envelope(key: &ApiV3Key, kind: Kind, body: &[u8]) -> Result<Opened, Refusal> {
     use NotifyOutcome as O;
     let envelope: NotificationEnvelope = match serde_json::from_slice(body) {
         Ok(e) => e,
@@ -102,13 +131,52 @@ pub fn open_notification(
         tracing::warn!("signed notification refused: bad id");
         return Err(refuse(O::Malformed, "malformed notification id"));
     }
-    let plaintext = match envelope.resource.open(key) {
-        Ok(p) => p,
+    if !kind.handles(
+        &envelope.event_type,
+        envelope.resource.original_type.as_deref(),
+    ) {
+        tracing::warn!(
+            notification_id = %id, event_type = %clip(&envelope.event_type),
+            "signed notification refused: this endpoint does not handle its event type"
+        );
+        return Err(refuse(
+            O::WrongEvent,
+            match kind {
+                Kind::Payment => {
+                    "event type not handled here (refund events go to the refund notification URL)"
+                }
+                Kind::Refund => {
+                    "event type not handled here (payment events go to the pay notification URL)"
+                }
+            },
+        ));
+    }
+    match envelope.resource.open(key) {
+        Ok(plaintext) => Ok(Opened {
+            id: id.to_string(),
+            plaintext,
+        }),
         Err(e) => {
             tracing::warn!(notification_id = %id, error = %e, "signed notification refused: resource does not decrypt");
-            return Err(refuse(O::Undecryptable, "resource decryption failed"));
+            Err(refuse(O::Undecryptable, "resource decryption failed"))
         }
-    };
+    }
+}
+
+/// The checks after the signature (the second half of
+/// [`verify_notification`], which calls it only for a verified `body`):
+/// envelope JSON, id and event type → AEAD decryption with `key` →
+/// plaintext JSON → `combine_mchid` and `combine_appid`. Public so the
+/// fuzz target can drive it without an RSA signature per input; never call
+/// it on an unverified body.
+pub fn open_notification(
+    key: &ApiV3Key,
+    combine_mchid: &str,
+    combine_appid: &str,
+    body: &[u8],
+) -> Result<VerifiedNotification, Refusal> {
+    use NotifyOutcome as O;
+    let Opened { id, plaintext } = open_envelope(key, Kind::Payment, body)?;
     let transaction: CombineTransaction = match serde_json::from_slice(&plaintext) {
         Ok(t) => t,
         Err(e) => {
@@ -123,8 +191,50 @@ pub fn open_notification(
         );
         return Err(refuse(O::Mismatch, "notification does not match the order"));
     }
-    Ok(VerifiedNotification {
-        id: id.to_string(),
-        transaction,
-    })
+    Ok(VerifiedNotification { id, transaction })
+}
+
+/// A refund notification that passed every check that needs no stored
+/// refund.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedRefundNotice {
+    /// The envelope `id`, trimmed.
+    pub id: String,
+    /// The decrypted resource; its merchant (when named) is `mchid`.
+    pub notice: RefundNotice,
+}
+
+/// The checks after the signature for a refund notification, verified by
+/// the WeChat Pay key of merchant `mchid`: envelope JSON, id and event
+/// type (`REFUND.*`) → AEAD decryption with that merchant's APIv3 `key`
+/// → plaintext JSON → the merchant it names is `mchid` (notices without a
+/// merchant field, the Java SDK's shape, are matched by the stored refund
+/// alone). Never call it on an unverified body.
+pub fn open_refund_notification(
+    key: &ApiV3Key,
+    mchid: &str,
+    body: &[u8],
+) -> Result<VerifiedRefundNotice, Refusal> {
+    use NotifyOutcome as O;
+    let Opened { id, plaintext } = open_envelope(key, Kind::Refund, body)?;
+    let notice: RefundNotice = match serde_json::from_slice(&plaintext) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(notification_id = %id, error = %e, "signed notification refused: decrypted resource is not a refund");
+            return Err(refuse(O::Malformed, "malformed resource"));
+        }
+    };
+    if let Some(named) = notice.merchant() {
+        if named != mchid {
+            tracing::error!(
+                notification_id = %id, named = %clip(named), verified_for = %mchid,
+                "ALERT: signed refund notification names another merchant; nothing changed"
+            );
+            return Err(refuse(
+                O::Mismatch,
+                "notification does not match the refund",
+            ));
+        }
+    }
+    Ok(VerifiedRefundNotice { id, notice })
 }

@@ -214,6 +214,14 @@ pub fn transition_for(
             .trade_state
             .parse()
             .map_err(|_| Mismatch::UnknownTradeState(clip(&t.trade_state)))?;
+        // A refunded sub-order reports REFUND (转入退款) while the others
+        // stay SUCCESS: the combined payment succeeded as a whole, and the
+        // refunds are tracked per sub-order, so both read as paid.
+        let s = if s == TradeState::Refund {
+            TradeState::Success
+        } else {
+            s
+        };
         match state {
             None => state = Some(s),
             Some(prev) if prev != s => {
@@ -427,6 +435,24 @@ mod tests {
         assert!(matches!(
             transition_for(&o, &t, EventSource::Query, None),
             Err(Mismatch::UnknownTradeState(_))
+        ));
+    }
+
+    #[test]
+    fn partly_refunded_orders_read_as_paid() {
+        // One sub-order refunded (REFUND), the other not (SUCCESS): the
+        // combined payment succeeded; refunds are kept per sub-order.
+        let mut t = txn("SUCCESS");
+        t.sub_orders[1].trade_state = "REFUND".into();
+        let tr = transition_for(&order(), &t, EventSource::Query, None).unwrap();
+        assert_eq!(tr.to, TradeState::Success);
+        let tr = transition_for(&order(), &txn("REFUND"), EventSource::Query, None).unwrap();
+        assert_eq!(tr.to, TradeState::Success);
+        // A refund still needs the transaction id of the payment.
+        t.sub_orders[1].transaction_id = None;
+        assert!(matches!(
+            transition_for(&order(), &t, EventSource::Query, None),
+            Err(Mismatch::MissingTransactionId { .. })
         ));
     }
 

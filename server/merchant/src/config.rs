@@ -12,7 +12,7 @@
 //! `wxpay.example.toml` at the repository root documents every key.
 
 use crate::bill::schedule::BillScheduleConfig;
-use crate::combine::settings::{CredentialsRaw, WechatPayRaw, WechatPaySettings};
+use crate::combine::settings::{CredentialsRaw, MerchantEntry, WechatPayRaw, WechatPaySettings};
 use crate::http::internal_settings::{InternalApiConfig, InternalApiRaw};
 use crate::http::settings::{ServerRaw, ServerSettings};
 use crate::metrics::settings::MetricsSettings;
@@ -171,6 +171,11 @@ pub struct RawConfig {
     /// Webhooks: longest delay between attempts, seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_max_backoff_secs: Option<u64>,
+    /// The participating merchants besides the initiator, each with its
+    /// own API credentials or none (`[[merchants]]`; no environment
+    /// override).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merchants: Vec<MerchantEntry>,
     /// Abuse limits: order creations + pay-params calls per minute per client IP (0: off).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit_ip_per_minute: Option<u64>,
@@ -483,8 +488,6 @@ impl RawConfig {
     fn wechatpay_raw(&self) -> WechatPayRaw<'_> {
         WechatPayRaw {
             appid: self.appid.as_deref(),
-            // The one merchant of today's flat file; a list of merchants
-            // would carry one of these each.
             credentials: CredentialsRaw {
                 mchid: self.mchid.as_deref(),
                 merchant_serial_no: self.merchant_serial_no.as_deref(),
@@ -495,6 +498,7 @@ impl RawConfig {
                 wechatpay_public_key_file: self.wechatpay_public_key_file.as_deref(),
                 platform_certificates: self.platform_certificates,
             },
+            merchants: &self.merchants,
             api_base_url: self.api_base_url.as_deref(),
             api_backup_url: self.api_backup_url.as_deref(),
             connect_timeout_ms: self.connect_timeout_ms,
@@ -547,7 +551,9 @@ mod tests {
             .split("expected one of")
             .nth(1)
             .expect("serde lists the fields");
-        let declared: BTreeSet<&str> = expected.split('`').skip(1).step_by(2).collect();
+        let mut declared: BTreeSet<&str> = expected.split('`').skip(1).step_by(2).collect();
+        // The one list (an array of tables, not overridable from the environment).
+        assert!(declared.remove("merchants"));
         assert_eq!(declared, seen, "RawConfig and the field tables differ");
     }
 

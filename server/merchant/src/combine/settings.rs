@@ -3,11 +3,19 @@
 //! theirs), how WeChat Pay's signatures are verified, and the outbound API
 //! hosts and timeouts. Keys: `appid`, `mchid`, `merchant_*`,
 //! `apiv3_key_file`, `wechatpay_public_key_*`, `platform_certificates`,
-//! `api_*`, `*_timeout_ms`, `max_attempts`.
+//! `api_*`, `*_timeout_ms`, `max_attempts`, and the `[[merchants]]` list.
+//!
+//! The top-level credential keys are the initiator's (`combine_mchid`).
+//! Every other participating merchant is a `[[merchants]]` entry with the
+//! same credential keys: a sub-order is refunded, and its trade bill
+//! fetched, by its own merchant with its own credentials. An entry with only
+//! `mchid` is a merchant that receives sub-orders but has no API access
+//! here; its refunds and bills are refused with an error naming it.
 
 use crate::apiv3::{ApiV3Key, Certificate, PrivateKey, PublicKey};
 use crate::settings::{Bounded, FieldKind, FieldTable, Validator};
-use std::path::Path;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use url::Url;
 
@@ -59,13 +67,71 @@ pub struct CredentialsRaw<'a> {
     pub platform_certificates: Option<bool>,
 }
 
+/// One `[[merchants]]` entry as written: a participating merchant and,
+/// optionally, its API credentials (all of them, or none).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantEntry {
+    /// The merchant id.
+    pub mchid: String,
+    /// `merchant_serial_no`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_serial_no: Option<String>,
+    /// `merchant_private_key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_private_key_file: Option<PathBuf>,
+    /// `merchant_cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_cert_file: Option<PathBuf>,
+    /// `apiv3_key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apiv3_key_file: Option<PathBuf>,
+    /// `wechatpay_public_key_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wechatpay_public_key_id: Option<String>,
+    /// `wechatpay_public_key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wechatpay_public_key_file: Option<PathBuf>,
+    /// `platform_certificates`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_certificates: Option<bool>,
+}
+
+impl MerchantEntry {
+    fn credentials_raw(&self) -> CredentialsRaw<'_> {
+        CredentialsRaw {
+            mchid: Some(&self.mchid),
+            merchant_serial_no: self.merchant_serial_no.as_deref(),
+            merchant_private_key_file: self.merchant_private_key_file.as_deref(),
+            merchant_cert_file: self.merchant_cert_file.as_deref(),
+            apiv3_key_file: self.apiv3_key_file.as_deref(),
+            wechatpay_public_key_id: self.wechatpay_public_key_id.as_deref(),
+            wechatpay_public_key_file: self.wechatpay_public_key_file.as_deref(),
+            platform_certificates: self.platform_certificates,
+        }
+    }
+
+    /// Whether any credential key is set.
+    fn has_credentials(&self) -> bool {
+        self.merchant_serial_no.is_some()
+            || self.merchant_private_key_file.is_some()
+            || self.merchant_cert_file.is_some()
+            || self.apiv3_key_file.is_some()
+            || self.wechatpay_public_key_id.is_some()
+            || self.wechatpay_public_key_file.is_some()
+            || self.platform_certificates.is_some()
+    }
+}
+
 /// The raw values of this subsystem's keys, as written.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WechatPayRaw<'a> {
     /// `appid`.
     pub appid: Option<&'a str>,
-    /// The merchant's credentials.
+    /// The initiating merchant's credentials (the top-level keys).
     pub credentials: CredentialsRaw<'a>,
+    /// `[[merchants]]`.
+    pub merchants: &'a [MerchantEntry],
     /// `api_base_url`.
     pub api_base_url: Option<&'a str>,
     /// `api_backup_url`.
@@ -118,15 +184,47 @@ pub struct ApiSettings {
     pub max_attempts: u32,
 }
 
-/// Everything the WeChat Pay client is built from.
+/// Everything the WeChat Pay clients are built from.
 #[derive(Debug, Clone)]
 pub struct WechatPaySettings {
     /// The 公众号 appid (combine_appid).
     pub appid: String,
     /// The initiating merchant's credentials.
     pub merchant: MerchantCredentials,
+    /// The other participating merchants (`[[merchants]]`), in file order;
+    /// `None` credentials: listed without API access.
+    pub merchants: Vec<(String, Option<MerchantCredentials>)>,
     /// The outbound API client.
     pub api: ApiSettings,
+}
+
+impl WechatPaySettings {
+    /// The credentials of merchant `mchid`: the initiator's or a listed
+    /// merchant's; `None` when it has none here.
+    pub fn credentials_for(&self, mchid: &str) -> Option<&MerchantCredentials> {
+        if self.merchant.mchid == mchid {
+            return Some(&self.merchant);
+        }
+        self.merchants
+            .iter()
+            .find(|(m, _)| m == mchid)
+            .and_then(|(_, c)| c.as_ref())
+    }
+
+    /// Every merchant with credentials, the initiator first.
+    pub fn credentialed(&self) -> impl Iterator<Item = &MerchantCredentials> {
+        std::iter::once(&self.merchant).chain(self.merchants.iter().filter_map(|(_, c)| c.as_ref()))
+    }
+
+    /// Every listed merchant, the initiator first, each once.
+    pub fn mchids(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.merchant.mchid.as_str()).chain(
+            self.merchants
+                .iter()
+                .map(|(m, _)| m.as_str())
+                .filter(|m| *m != self.merchant.mchid),
+        )
+    }
 }
 
 /// Validates this subsystem's keys; plain http API hosts only in `demo`.
@@ -143,12 +241,72 @@ pub fn validate(
         )
         .and_then(|s| v.ident("appid", s));
     let merchant = validate_credentials(&raw.credentials, v);
+    let merchants = validate_merchants(raw, v);
     let api = validate_api(raw, demo, v);
     Some(WechatPaySettings {
         appid: appid?,
         merchant: merchant?,
+        merchants: merchants?,
         api: api?,
     })
+}
+
+/// Validates the `[[merchants]]` entries. An entry's problems are reported
+/// under the key `merchants`, naming the entry's mchid and the inner key.
+fn validate_merchants(
+    raw: &WechatPayRaw<'_>,
+    v: &mut Validator<'_>,
+) -> Option<Vec<(String, Option<MerchantCredentials>)>> {
+    let mut out: Vec<(String, Option<MerchantCredentials>)> = Vec::new();
+    let mut ok = true;
+    for (i, entry) in raw.merchants.iter().enumerate() {
+        let label = format!("entry {} (mchid {:?})", i + 1, entry.mchid);
+        let mchid = entry.mchid.trim();
+        if mchid.is_empty() || mchid.len() > 32 || !mchid.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            ok = false;
+            v.invalid::<()>(
+                "merchants",
+                format!("{label}: mchid must be 1–32 letters or digits"),
+            );
+            continue;
+        }
+        if out.iter().any(|(m, _)| m == mchid) {
+            ok = false;
+            v.invalid::<()>("merchants", format!("{label}: merchant listed twice"));
+            continue;
+        }
+        if raw.credentials.mchid == Some(mchid) {
+            if entry.has_credentials() {
+                ok = false;
+                v.invalid::<()>(
+                    "merchants",
+                    format!("{label}: this is the initiator (mchid); its credentials are the top-level keys"),
+                );
+            }
+            continue;
+        }
+        let credentials = if entry.has_credentials() {
+            let mut sub = Validator::new(v.base_dir());
+            let creds = validate_credentials(&entry.credentials_raw(), &mut sub);
+            match sub.finish() {
+                Ok(warnings) => warnings
+                    .into_iter()
+                    .for_each(|w| v.warn(format!("merchants {label}: {w}"))),
+                Err(errors) => {
+                    ok = false;
+                    for e in errors.0 {
+                        v.invalid::<()>("merchants", format!("{label}: {e}"));
+                    }
+                }
+            }
+            creds
+        } else {
+            None
+        };
+        out.push((mchid.to_string(), credentials));
+    }
+    ok.then_some(out)
 }
 
 /// Validates one merchant's credentials.

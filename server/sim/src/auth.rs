@@ -49,7 +49,7 @@ pub fn requested_serial(headers: &HeaderMap) -> Option<String> {
 /// (used to sign error answers).
 pub fn claimed_merchant(st: &SimState, headers: &HeaderMap) -> Option<Arc<Merchant>> {
     let h = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    st.merchant(&Authorization::parse(h).ok()?.mchid).cloned()
+    st.account(&Authorization::parse(h).ok()?.mchid).cloned()
 }
 
 fn sign_information(method: &str, url: &str, message: &[u8]) -> Value {
@@ -91,8 +91,9 @@ pub fn authenticate(
         })?;
     let auth = Authorization::parse(raw)
         .map_err(|e| ApiError::sign_error("authorization", &e.to_string(), no_info()))?;
+    // Any merchant with credentials, verified with its own key.
     let merchant = st
-        .merchant(&auth.mchid)
+        .account(&auth.mchid)
         .cloned()
         .ok_or_else(|| ApiError::sign_error("mchid", "mchid does not exist", no_info()))?;
     if !auth

@@ -113,7 +113,7 @@ pub async fn apply(st: &SimState, body: &Value) -> Result<ControlState, SimError
     let mchid = text("mchid")?;
     let order_no = text("combine_out_trade_no")?;
     if let Some(m) = &mchid {
-        if st.merchant(m).is_none() {
+        if st.account(m).is_none() {
             return Err(refuse(format!("no merchant {m}")));
         }
     }

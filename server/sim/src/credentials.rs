@@ -44,6 +44,11 @@ pub struct MerchantCredentials {
     pub demo_openid: String,
     /// How responses and notifications are signed.
     pub key_mode: KeyMode,
+    /// Every merchant of the simulator with its own credentials (the
+    /// initiators and the sub-merchants), key files relative to the data
+    /// directory; written into the primary merchant's `merchant.json` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merchants: Vec<MerchantEntry>,
     /// The directory holding this merchant's files.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -103,6 +108,12 @@ impl MerchantCredentials {
         Ok(PublicKey::from_pem_file(path)?)
     }
 
+    /// Replaces the `merchants` list and rewrites `merchant.json`.
+    pub(crate) fn set_roster(&mut self, entries: Vec<MerchantEntry>) -> Result<(), SimError> {
+        self.merchants = entries;
+        self.write()
+    }
+
     fn write(&self) -> Result<(), SimError> {
         let text =
             serde_json::to_string_pretty(self).map_err(|e| SimError::Config(e.to_string()))?;
@@ -110,6 +121,57 @@ impl MerchantCredentials {
             &self.dir.join(MERCHANT_JSON),
             format!("{text}\n").as_bytes(),
         )
+    }
+}
+
+/// One merchant of `merchant.json`'s `merchants` list: what any APIv3
+/// client needs to call the simulator as that merchant. File names are
+/// relative to the data directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MerchantEntry {
+    /// Merchant id.
+    pub mchid: String,
+    /// Display name.
+    pub name: String,
+    /// Merchant API certificate serial (`serial_no` in Authorization).
+    pub serial_no: String,
+    /// PKCS#8 merchant API private key; absent when the merchant brought
+    /// its own key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_file: Option<String>,
+    /// The 32-character APIv3 key.
+    pub apiv3_key: String,
+    /// `PUB_KEY_ID_…`; absent in certificate mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wechatpay_public_key_id: Option<String>,
+    /// SPKI WeChat Pay public key; absent in certificate mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wechatpay_public_key_file: Option<String>,
+}
+
+impl MerchantEntry {
+    /// The entry of `creds`, its file names relative to `root`.
+    pub fn of(creds: &MerchantCredentials, root: &Path) -> Self {
+        let rel = |p: &Option<PathBuf>| {
+            p.as_ref().map(|p| {
+                p.strip_prefix(root)
+                    .unwrap_or(p)
+                    .to_string_lossy()
+                    .replace('\\', "/")
+            })
+        };
+        Self {
+            mchid: creds.mchid.clone(),
+            name: creds.merchant_name.clone(),
+            serial_no: creds.serial_no.clone(),
+            private_key_file: rel(&creds.private_key_path),
+            apiv3_key: creds.apiv3_key.clone(),
+            wechatpay_public_key_id: creds
+                .wechatpay_public_key_path
+                .as_ref()
+                .and(creds.wechatpay_public_key_id.clone()),
+            wechatpay_public_key_file: rel(&creds.wechatpay_public_key_path),
+        }
     }
 }
 
@@ -127,6 +189,9 @@ pub struct Merchant {
     pub apiv3_key: ApiV3Key,
     /// WeChat Pay's signing keys for this merchant.
     pub platform: PlatformKeys,
+    /// Whether it may initiate combined orders (a configured merchant);
+    /// sub-merchants may only refund and fetch bills.
+    pub initiator: bool,
 }
 
 impl Merchant {
@@ -271,6 +336,7 @@ pub fn establish(
         sub_mchids,
         merchant_name,
         key_mode,
+        merchants: existing.map(|e| e.merchants).unwrap_or_default(),
         dir: dir.to_path_buf(),
         private_key_path,
         wechatpay_public_key_path,
@@ -282,6 +348,7 @@ pub fn establish(
         api_public_key,
         private_key,
         platform,
+        initiator: true,
     })
 }
 

@@ -41,7 +41,7 @@ pub use cashier::{CashierAction, CashierOutcome};
 pub use cli::{run, SimArgs};
 pub use config::{KeyMode, MerchantConfig, SimConfig};
 pub use control::{ControlState, NotificationLog, NotificationSummary, ScopedFaults, SimStats};
-pub use credentials::MerchantCredentials;
+pub use credentials::{MerchantCredentials, MerchantEntry};
 pub use error::SimError;
 pub use faults::{FaultScope, Faults};
 pub use notify::RETRY_SCHEDULE_SECS;
@@ -97,7 +97,11 @@ impl SimOptions {
 #[derive(Debug)]
 pub(crate) struct SimState {
     pub db: Db,
+    /// The configured merchants (combined-order initiators), primary first.
     pub merchants: Vec<Arc<Merchant>>,
+    /// Every merchant with credentials: the initiators, then the
+    /// sub-merchants (each signs its own refunds and bill requests).
+    pub accounts: Vec<Arc<Merchant>>,
     pub faults: FaultBook,
     pub clock: clock::SimClock,
     pub time_scale: f64,
@@ -113,6 +117,11 @@ pub(crate) struct SimState {
 impl SimState {
     pub fn merchant(&self, mchid: &str) -> Option<&Arc<Merchant>> {
         self.merchants.iter().find(|m| m.creds.mchid == mchid)
+    }
+
+    /// Any merchant with credentials, initiator or sub-merchant.
+    pub fn account(&self, mchid: &str) -> Option<&Arc<Merchant>> {
+        self.accounts.iter().find(|m| m.creds.mchid == mchid)
     }
 
     pub fn merchant_by_appid(&self, appid: &str) -> Option<&Arc<Merchant>> {
@@ -156,7 +165,7 @@ impl Simulator {
         // RSA key generation is CPU-bound: keep it off the async workers.
         let cfg = config.clone();
         let load_dir = dir.clone();
-        let merchants =
+        let (merchants, accounts) =
             tokio::task::spawn_blocking(move || load_merchants(&load_dir, cfg.as_ref(), now))
                 .await
                 .map_err(|e| SimError::Config(format!("merchant setup panicked: {e}")))??;
@@ -215,6 +224,7 @@ impl Simulator {
         let st = Arc::new(SimState {
             db,
             merchants,
+            accounts,
             faults,
             clock: sim_clock,
             time_scale: opts.time_scale,
@@ -258,11 +268,58 @@ impl Simulator {
     }
 }
 
-fn load_merchants(
+/// The initiators and every merchant with credentials (initiators first,
+/// then the sub-merchants they declare).
+type Roster = (Vec<Arc<Merchant>>, Vec<Arc<Merchant>>);
+
+fn load_merchants(dir: &Path, config: Option<&SimConfig>, now: i64) -> Result<Roster, SimError> {
+    let mut initiators = load_initiators(dir, config, now)?;
+    // Each sub-merchant gets credentials of its own under
+    // `merchants/<mchid>/`, like a further initiator's, made once and
+    // reloaded on every start.
+    let platform_root = dir.join("platform");
+    let mut subs: Vec<Merchant> = Vec::new();
+    for mchid in initiators.iter().flat_map(|m| m.creds.sub_mchids.iter()) {
+        if initiators.iter().any(|m| &m.creds.mchid == mchid)
+            || subs.iter().any(|m| &m.creds.mchid == mchid)
+        {
+            continue;
+        }
+        let cfg = MerchantConfig {
+            mchid: mchid.clone(),
+            mode: Some(KeyMode::PublicKey),
+            sub_mchids: Some(Vec::new()),
+            ..Default::default()
+        };
+        let mut m = credentials::establish(
+            &dir.join("merchants").join(mchid),
+            &platform_root.join(mchid),
+            Some(&cfg),
+            now,
+        )?;
+        m.initiator = false;
+        subs.push(m);
+    }
+    let roster: Vec<MerchantEntry> = initiators
+        .iter()
+        .chain(subs.iter())
+        .map(|m| MerchantEntry::of(&m.creds, dir))
+        .collect();
+    initiators[0].creds.set_roster(roster)?;
+    let initiators: Vec<Arc<Merchant>> = initiators.into_iter().map(Arc::new).collect();
+    let accounts = initiators
+        .iter()
+        .cloned()
+        .chain(subs.into_iter().map(Arc::new))
+        .collect();
+    Ok((initiators, accounts))
+}
+
+fn load_initiators(
     dir: &Path,
     config: Option<&SimConfig>,
     now: i64,
-) -> Result<Vec<Arc<Merchant>>, SimError> {
+) -> Result<Vec<Merchant>, SimError> {
     let platform_root = dir.join("platform");
     let declared = config.map(|c| c.merchants.as_slice()).unwrap_or_default();
     if declared.is_empty() {
@@ -280,7 +337,7 @@ fn load_merchants(
             None => credentials::MerchantCredentials::load(dir)?.mchid,
         };
         let m = credentials::establish(dir, &platform_root.join(&mchid), fresh.as_ref(), now)?;
-        return Ok(vec![Arc::new(m)]);
+        return Ok(vec![m]);
     }
     declared
         .iter()
@@ -292,7 +349,6 @@ fn load_merchants(
                 dir.join("merchants").join(&mc.mchid)
             };
             credentials::establish(&mdir, &platform_root.join(&mc.mchid), Some(mc), now)
-                .map(Arc::new)
         })
         .collect()
 }
@@ -355,9 +411,19 @@ impl SimHandle {
         &self.st.primary().creds
     }
 
-    /// Every merchant's credentials, primary first.
+    /// Every initiator's credentials, primary first.
     pub fn merchants(&self) -> Vec<&MerchantCredentials> {
         self.st.merchants.iter().map(|m| &m.creds).collect()
+    }
+
+    /// Every merchant with credentials (initiators, then sub-merchants).
+    pub fn accounts(&self) -> Vec<&MerchantCredentials> {
+        self.st.accounts.iter().map(|m| &m.creds).collect()
+    }
+
+    /// The credentials of merchant `mchid` (initiator or sub-merchant).
+    pub fn account(&self, mchid: &str) -> Option<&MerchantCredentials> {
+        self.st.account(mchid).map(|m| &m.creds)
     }
 
     /// The openid of user `name` under `appid` (registered, so prepay

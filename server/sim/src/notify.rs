@@ -253,7 +253,7 @@ fn scaled_ms(secs: u64, scale: f64) -> i64 {
 }
 
 async fn deliver(st: Arc<SimState>, n: NotificationRow) {
-    let Some(merchant) = st.merchant(&n.combine_mchid).cloned() else {
+    let Some(merchant) = st.account(&n.combine_mchid).cloned() else {
         let _ = st
             .db
             .update_notification(&n.id, "failed", n.attempts, 0)

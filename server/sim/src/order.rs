@@ -116,6 +116,13 @@ async fn business_checks(
     r: &PrepayRequest,
 ) -> Result<(), ApiError> {
     let m = &caller.merchant;
+    if !m.initiator {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "NO_AUTH",
+            "商户号未开通合单支付权限",
+        ));
+    }
     if r.combine_mchid != m.creds.mchid {
         return Err(ApiError::invalid_request(
             "combine_mchid与请求头Authorization中的商户号不一致",

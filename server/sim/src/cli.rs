@@ -75,6 +75,7 @@ impl SimArgs {
                 tamper_pay_sign: flag(self.tamper_pay_sign),
                 notify_targets: None,
                 notify_max_inflight: None,
+                ..Default::default()
             },
             oauth_domains: (!self.oauth_domains.is_empty()).then(|| self.oauth_domains.clone()),
         }

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
+use wxpay_combine_core::refund::RefundStatus;
 
 /// The faults in force. Every field is optional so scopes can layer: an
 /// order's value wins over its merchant's, which wins over the global one.
@@ -54,6 +55,17 @@ pub struct Faults {
     /// Read from the global scope only. Unset: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_max_inflight: Option<u32>,
+    /// Refuse refund requests with 429 `FREQUENCY_LIMITED`, unprocessed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_frequency_limited: Option<bool>,
+    /// The final status of refunds accepted while set: `SUCCESS` (the
+    /// default), `CLOSED` or `ABNORMAL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_outcome: Option<RefundStatus>,
+    /// Simulated seconds from acceptance to the final status (scaled by
+    /// `time_scale`); default 60.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_delay_secs: Option<u64>,
 }
 
 /// The field names, for checking control requests.
@@ -69,6 +81,9 @@ pub const FAULT_FIELDS: &[&str] = &[
     "tamper_pay_sign",
     "notify_targets",
     "notify_max_inflight",
+    "refund_frequency_limited",
+    "refund_outcome",
+    "refund_delay_secs",
 ];
 
 impl Faults {
@@ -91,6 +106,11 @@ impl Faults {
                 .clone()
                 .or_else(|| self.notify_targets.clone()),
             notify_max_inflight: over.notify_max_inflight.or(self.notify_max_inflight),
+            refund_frequency_limited: over
+                .refund_frequency_limited
+                .or(self.refund_frequency_limited),
+            refund_outcome: over.refund_outcome.or(self.refund_outcome),
+            refund_delay_secs: over.refund_delay_secs.or(self.refund_delay_secs),
         }
     }
 
@@ -117,6 +137,9 @@ impl Faults {
             if !(0.0..=1.0).contains(&share) {
                 return Err(format!("a share must be between 0 and 1, got {share}"));
             }
+        }
+        if out.refund_outcome == Some(RefundStatus::Processing) {
+            return Err("refund_outcome must be SUCCESS, CLOSED or ABNORMAL".into());
         }
         if out.notify_max_inflight == Some(0) {
             return Err("notify_max_inflight must be at least 1 (null clears it)".into());

@@ -9,7 +9,7 @@ use super::error::ApiError;
 use super::faults::ApiFault;
 use super::reply::Reply;
 use super::state::ApiCallRecord;
-use super::{bill, ids, order, SimState};
+use super::{bill, ids, order, refund, SimState};
 use axum::body::Body;
 use axum::extract::{OriginalUri, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -29,12 +29,15 @@ pub enum Endpoint {
     Certificates,
     TradeBill,
     BillDownload,
+    RefundCreate,
+    RefundQuery(String),
     Unknown,
 }
 
 impl Endpoint {
     fn parse(method: &Method, path: &str) -> Self {
         const ORDER: &str = "/v3/combine-transactions/out-trade-no/";
+        const REFUNDS: &str = "/v3/refund/domestic/refunds";
         let get = method == Method::GET;
         let post = method == Method::POST;
         match path {
@@ -42,6 +45,17 @@ impl Endpoint {
             "/v3/certificates" if get => Self::Certificates,
             "/v3/bill/tradebill" if get => Self::TradeBill,
             "/v3/billdownload/file" if get => Self::BillDownload,
+            REFUNDS if post => Self::RefundCreate,
+            p if get
+                && p.starts_with(REFUNDS)
+                && p.as_bytes().get(REFUNDS.len()) == Some(&b'/') =>
+            {
+                let rest = &p[REFUNDS.len() + 1..];
+                match percent_decode(rest) {
+                    Some(no) if !no.is_empty() && !rest.contains('/') => Self::RefundQuery(no),
+                    _ => Self::Unknown,
+                }
+            }
             p if p.starts_with(ORDER) => {
                 let rest = &p[ORDER.len()..];
                 match (rest.strip_suffix("/close"), percent_decode(rest)) {
@@ -67,6 +81,8 @@ impl Endpoint {
             Self::Certificates => "certificates",
             Self::TradeBill => "tradebill",
             Self::BillDownload => "billdownload",
+            Self::RefundCreate => "refund",
+            Self::RefundQuery(_) => "refund_query",
             Self::Unknown => "unknown",
         }
     }
@@ -150,6 +166,8 @@ pub async fn v3_entry(
             Endpoint::Certificates => certificates(&st, &caller),
             Endpoint::TradeBill => bill::trade_bill(&st, &caller, uri.query().unwrap_or("")).await,
             Endpoint::BillDownload => bill::download(&st, &caller, uri.query().unwrap_or("")).await,
+            Endpoint::RefundCreate => refund::create(&st, &caller, &body).await,
+            Endpoint::RefundQuery(no) => refund::query(&st, &caller, no).await,
             Endpoint::Unknown => unreachable!("answered above"),
         }?;
         Ok((caller, reply))
@@ -301,6 +319,18 @@ mod tests {
         assert_eq!(
             p(Method::POST, "/v3/combine-transactions/jsapi"),
             Endpoint::Prepay
+        );
+        assert_eq!(
+            p(Method::POST, "/v3/refund/domestic/refunds"),
+            Endpoint::RefundCreate
+        );
+        assert_eq!(
+            p(Method::GET, "/v3/refund/domestic/refunds/R%7C1"),
+            Endpoint::RefundQuery("R|1".into())
+        );
+        assert_eq!(
+            p(Method::GET, "/v3/refund/domestic/refundsX"),
+            Endpoint::Unknown
         );
         assert_eq!(percent_decode("%E4%B8%AD"), Some("中".into()));
         assert_eq!(percent_decode("%ZZ"), None);

@@ -33,6 +33,7 @@ mod notify;
 mod oauth;
 mod order;
 mod platform;
+mod refund;
 mod reply;
 mod state;
 mod validate;

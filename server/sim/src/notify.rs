@@ -1,4 +1,5 @@
-//! Payment notifications: built at payment, delivered by a background
+//! Payment and refund notifications: payment ones built at payment (refund
+//! ones in `refund`), delivered by a background
 //! worker on the real retry schedule, persisted so deliveries resume after
 //! a restart.
 
@@ -82,6 +83,8 @@ pub async fn run(st: Arc<SimState>, mut stop: watch::Receiver<bool>) {
             break;
         }
         while inflight.try_join_next().is_some() {}
+        // Refunds whose outcome is due queue their notifications first.
+        super::refund::complete_due(&st).await;
         // The optional global cap on notifications in delivery; a finished
         // delivery wakes this loop.
         let cap = st

@@ -132,6 +132,20 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 ];
 
+/// Columns added to `refunds` for the refund API; added to databases made
+/// before it (SQLite has no `ADD COLUMN IF NOT EXISTS`, so a duplicate
+/// column error is ignored). Refunds made through `/sim/control` are
+/// SUCCESS at once.
+const REFUND_COLUMNS: &[&str] = &[
+    "status TEXT NOT NULL DEFAULT 'SUCCESS'",
+    "success_time INTEGER",
+    "notify_url TEXT",
+    "reason TEXT",
+    "funds_account TEXT",
+    "outcome TEXT",
+    "due_ms INTEGER",
+];
+
 /// Order-level state. Sub-orders carry the same `trade_state` except after a
 /// refund.
 pub mod order_state {
@@ -214,6 +228,8 @@ pub struct BillRefundRow {
     pub out_refund_no: String,
     pub amount: i64,
     pub created_at: i64,
+    pub status: String,
+    pub success_time: Option<i64>,
     pub combine_appid: String,
     pub openid: String,
     pub device_id: Option<String>,
@@ -224,6 +240,40 @@ pub struct BillRefundRow {
     pub transaction_id: Option<String>,
     pub bank_type: Option<String>,
 }
+
+/// A refund with its sub-order's transaction and amount.
+#[derive(Debug, Clone)]
+pub struct RefundRow {
+    pub refund_id: String,
+    pub out_refund_no: String,
+    pub combine_mchid: String,
+    pub combine_out_trade_no: String,
+    pub mchid: String,
+    pub out_trade_no: String,
+    pub amount: i64,
+    pub created_at: i64,
+    pub status: String,
+    pub success_time: Option<i64>,
+    pub notify_url: Option<String>,
+    pub reason: Option<String>,
+    pub funds_account: Option<String>,
+    pub outcome: Option<String>,
+    pub due_ms: Option<i64>,
+    /// The sub-order's (joined).
+    pub transaction_id: Option<String>,
+    /// The sub-order's amount (joined).
+    pub total_amount: i64,
+}
+
+/// The `SELECT … FROM` of [`RefundRow`]s.
+const REFUND_SELECT: &str = "SELECT r.refund_id AS refund_id, r.out_refund_no AS out_refund_no,
+        r.combine_mchid AS combine_mchid, r.combine_out_trade_no AS combine_out_trade_no,
+        r.mchid AS mchid, r.out_trade_no AS out_trade_no, r.amount AS amount,
+        r.created_at AS created_at, r.status AS status, r.success_time AS success_time,
+        r.notify_url AS notify_url, r.reason AS reason, r.funds_account AS funds_account,
+        r.outcome AS outcome, r.due_ms AS due_ms, s.transaction_id AS transaction_id,
+        s.total_amount AS total_amount
+    FROM refunds r JOIN sub_orders s ON s.mchid = r.mchid AND s.out_trade_no = r.out_trade_no";
 
 /// A notification to deliver.
 #[derive(Debug, Clone)]
@@ -378,6 +428,8 @@ row_type!(BillRefundRow {
     out_refund_no,
     amount,
     created_at,
+    status,
+    success_time,
     combine_appid,
     openid,
     device_id,
@@ -387,6 +439,26 @@ row_type!(BillRefundRow {
     description,
     transaction_id,
     bank_type,
+});
+
+row_type!(RefundRow {
+    refund_id,
+    out_refund_no,
+    combine_mchid,
+    combine_out_trade_no,
+    mchid,
+    out_trade_no,
+    amount,
+    created_at,
+    status,
+    success_time,
+    notify_url,
+    reason,
+    funds_account,
+    outcome,
+    due_ms,
+    transaction_id,
+    total_amount,
 });
 
 row_type!(NotificationRow {
@@ -571,6 +643,18 @@ impl Db {
         for stmt in SCHEMA {
             conn.execute(stmt, [])?;
         }
+        for col in REFUND_COLUMNS {
+            match conn.execute(&format!("ALTER TABLE refunds ADD COLUMN {col}"), []) {
+                Ok(_) => {}
+                Err(rusqlite::Error::SqliteFailure(_, Some(m)))
+                    if m.contains("duplicate column") => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS refunds_by_no ON refunds (mchid, out_refund_no)",
+            [],
+        )?;
         conn.set_prepared_statement_cache_capacity(32);
         let conn = Arc::new(Mutex::new(conn));
         Ok(Self {
@@ -752,8 +836,8 @@ impl Db {
         )?;
         tx.execute(
             "INSERT INTO refunds (refund_id, out_refund_no, combine_mchid, combine_out_trade_no, mchid, out_trade_no,
-                 amount, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 amount, created_at, status, success_time)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'SUCCESS', ?8)",
             params![refund_id, out_refund_no, combine_mchid, no, mchid, out_trade_no, amount, at],
         )?;
         tx.execute(
@@ -772,11 +856,145 @@ impl Db {
         let sum: Option<i64> = self.conn().query_row(
             "SELECT SUM(r.amount) FROM refunds r JOIN sub_orders s
                ON s.mchid = r.mchid AND s.out_trade_no = r.out_trade_no
-             WHERE s.combine_mchid = ? AND s.combine_out_trade_no = ? AND s.idx = ?",
+             WHERE r.status <> 'CLOSED' AND s.combine_mchid = ? AND s.combine_out_trade_no = ? AND s.idx = ?",
             params![combine_mchid, no, idx],
             |r| r.get(0),
         )?;
         Ok(sum.unwrap_or(0))
+    }
+
+    /// The sub-order holding WeChat Pay transaction `transaction_id`, with
+    /// its combined order's (combine_mchid, combine_out_trade_no).
+    pub async fn sub_order_by_transaction(
+        &self,
+        transaction_id: &str,
+    ) -> rusqlite::Result<Option<(String, String, SubOrderRow)>> {
+        self.conn()
+            .prepare_cached(
+                "SELECT combine_mchid, combine_out_trade_no, idx, mchid, out_trade_no, attach, description,
+                        total_amount, currency, trade_state, transaction_id, success_time, payer_amount, bank_type
+                 FROM sub_orders WHERE transaction_id = ?",
+            )?
+            .query_row([transaction_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, SubOrderRow::from_row(r)?))
+            })
+            .optional()
+    }
+
+    /// Sub-order `out_trade_no` of merchant `mchid`, with its combined
+    /// order's (combine_mchid, combine_out_trade_no).
+    pub async fn sub_order_by_number(
+        &self,
+        mchid: &str,
+        out_trade_no: &str,
+    ) -> rusqlite::Result<Option<(String, String, SubOrderRow)>> {
+        self.conn()
+            .prepare_cached(
+                "SELECT combine_mchid, combine_out_trade_no, idx, mchid, out_trade_no, attach, description,
+                        total_amount, currency, trade_state, transaction_id, success_time, payer_amount, bank_type
+                 FROM sub_orders WHERE mchid = ? AND out_trade_no = ?",
+            )?
+            .query_row(params![mchid, out_trade_no], |r| {
+                Ok((r.get(0)?, r.get(1)?, SubOrderRow::from_row(r)?))
+            })
+            .optional()
+    }
+
+    /// Merchant `mchid`'s refund `out_refund_no`.
+    pub async fn refund_by_no(
+        &self,
+        mchid: &str,
+        out_refund_no: &str,
+    ) -> rusqlite::Result<Option<RefundRow>> {
+        self.conn()
+            .prepare_cached(&format!(
+                "{REFUND_SELECT} WHERE r.mchid = ? AND r.out_refund_no = ?"
+            ))?
+            .query_row(params![mchid, out_refund_no], RefundRow::from_row)
+            .optional()
+    }
+
+    /// The refunds of one sub-order: (amount, status).
+    pub async fn refunds_of_sub_order(
+        &self,
+        mchid: &str,
+        out_trade_no: &str,
+    ) -> rusqlite::Result<Vec<(i64, String)>> {
+        self.conn()
+            .prepare_cached(
+                "SELECT amount, status FROM refunds WHERE mchid = ? AND out_trade_no = ?",
+            )?
+            .query_map(params![mchid, out_trade_no], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+    }
+
+    /// Records a refund accepted by the refund API and marks its sub-order
+    /// `REFUND`, atomically.
+    pub async fn insert_refund(&self, r: &RefundRow) -> rusqlite::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO refunds (refund_id, out_refund_no, combine_mchid, combine_out_trade_no, mchid, out_trade_no,
+                 amount, created_at, status, success_time, notify_url, reason, funds_account, outcome, due_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            params![
+                r.refund_id,
+                r.out_refund_no,
+                r.combine_mchid,
+                r.combine_out_trade_no,
+                r.mchid,
+                r.out_trade_no,
+                r.amount,
+                r.created_at,
+                r.status,
+                r.success_time,
+                r.notify_url,
+                r.reason,
+                r.funds_account,
+                r.outcome,
+                r.due_ms
+            ],
+        )?;
+        tx.execute(
+            "UPDATE sub_orders SET trade_state = 'REFUND' WHERE mchid = ? AND out_trade_no = ?",
+            params![r.mchid, r.out_trade_no],
+        )?;
+        tx.commit()
+    }
+
+    /// Refunds still PROCESSING whose outcome is due by `now_ms`.
+    pub async fn due_refunds(&self, now_ms: i64) -> rusqlite::Result<Vec<RefundRow>> {
+        self.conn()
+            .prepare_cached(&format!(
+                "{REFUND_SELECT} WHERE r.status = 'PROCESSING' AND r.due_ms IS NOT NULL AND r.due_ms <= ?
+                 ORDER BY r.due_ms LIMIT 64"
+            ))?
+            .query_map([now_ms], RefundRow::from_row)?
+            .collect()
+    }
+
+    /// Moves a PROCESSING refund to its final status and queues its
+    /// notification, atomically; `false` if it was no longer PROCESSING.
+    pub async fn finish_refund(
+        &self,
+        refund_id: &str,
+        status: &str,
+        success_time: Option<i64>,
+        notification: Option<&NotificationRow>,
+    ) -> rusqlite::Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = tx.execute(
+            "UPDATE refunds SET status = ?, success_time = ? WHERE refund_id = ? AND status = 'PROCESSING'",
+            params![status, success_time, refund_id],
+        )?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        if let Some(n) = notification {
+            insert_notification(&tx, n)?;
+        }
+        tx.commit().map(|()| true)
     }
 
     // ---- bills --------------------------------------------------------
@@ -794,7 +1012,7 @@ impl Db {
                         s.total_amount, s.transaction_id, s.success_time, s.bank_type
                  FROM sub_orders s JOIN orders o
                    ON o.combine_mchid = s.combine_mchid AND o.combine_out_trade_no = s.combine_out_trade_no
-                 WHERE (s.combine_mchid = ?1 OR s.mchid = ?1) AND s.success_time >= ?2 AND s.success_time < ?3
+                 WHERE s.mchid = ?1 AND s.success_time >= ?2 AND s.success_time < ?3
                  ORDER BY s.success_time, s.combine_out_trade_no, s.idx",
             )?
             .query_map(params![mchid, from, to], BillTradeRow::from_row)?
@@ -810,12 +1028,12 @@ impl Db {
     ) -> rusqlite::Result<Vec<BillRefundRow>> {
         self.conn()
             .prepare_cached(
-                "SELECT r.refund_id, r.out_refund_no, r.amount, r.created_at, o.combine_appid, o.openid, o.device_id,
+                "SELECT r.refund_id, r.out_refund_no, r.amount, r.created_at, r.status, r.success_time, o.combine_appid, o.openid, o.device_id,
                         s.mchid, s.out_trade_no, s.attach, s.description, s.transaction_id, s.bank_type
                  FROM refunds r
                  JOIN sub_orders s ON s.mchid = r.mchid AND s.out_trade_no = r.out_trade_no
                  JOIN orders o ON o.combine_mchid = s.combine_mchid AND o.combine_out_trade_no = s.combine_out_trade_no
-                 WHERE (r.combine_mchid = ?1 OR r.mchid = ?1) AND r.created_at >= ?2 AND r.created_at < ?3
+                 WHERE r.mchid = ?1 AND r.created_at >= ?2 AND r.created_at < ?3
                  ORDER BY r.created_at, r.refund_id",
             )?
             .query_map(params![mchid, from, to], BillRefundRow::from_row)?

@@ -1,5 +1,6 @@
 //! Trade bills (reference §7): `GET /v3/bill/tradebill` builds the file from
-//! the sub-orders paid (and refunds made) on a +08:00 day and hands out a
+//! the requesting merchant's own sub-orders paid (and its refunds accepted)
+//! on a +08:00 day and hands out a
 //! one-time download token valid 30 s; `GET /v3/billdownload/file` serves it
 //! unsigned.
 //!
@@ -73,9 +74,16 @@ fn trade_record(t: &BillTradeRow, kind: BillKind) -> BillRecord {
     }
 }
 
+/// A refund row: 交易时间 is the acceptance time; 退款状态 is the refund's
+/// status when the bill is made (a real bill is made the next day and then
+/// never updated), with 退款成功时间 once it succeeded.
 fn refund_record(r: &BillRefundRow, kind: BillKind) -> BillRecord {
     let at = bill_time(r.created_at);
-    let times = (kind == BillKind::Refund).then_some(at);
+    let refund_bill = kind == BillKind::Refund;
+    let success = r
+        .success_time
+        .filter(|_| refund_bill && r.status == "SUCCESS")
+        .map(bill_time);
     BillRecord {
         trade_time: at,
         appid: r.combine_appid.clone(),
@@ -92,14 +100,14 @@ fn refund_record(r: &BillRefundRow, kind: BillKind) -> BillRecord {
         settlement_amount_fen: 0,
         coupon_amount_fen: 0,
         refund: Some(RefundColumns {
-            refund_apply_time: times,
-            refund_success_time: times,
+            refund_apply_time: refund_bill.then_some(at),
+            refund_success_time: success,
             refund_id: r.refund_id.clone(),
             out_refund_no: r.out_refund_no.clone(),
             refund_amount_fen: r.amount,
             recharge_coupon_refund_amount_fen: 0,
             refund_type: "ORIGINAL".into(),
-            refund_status: "SUCCESS".into(),
+            refund_status: r.status.clone(),
             requested_refund_amount_fen: r.amount,
         }),
         goods_name: r.description.clone(),

@@ -342,7 +342,7 @@ pub struct ApiCallRecord {
     /// Path and query as sent.
     pub path: String,
     /// `prepay`, `query`, `close`, `certificates`, `tradebill`,
-    /// `billdownload` or `unknown`.
+    /// `billdownload`, `refund`, `refund_query` or `unknown`.
     pub endpoint: String,
     /// The mchid of the Authorization header, when it parsed.
     pub mchid: Option<String>,

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wxpay_combine_core::apiv3::{
-    ApiV3Key, EncryptedResource, PrivateKey, PublicKey, RequestSigner, SignatureHeaders,
-    SystemClock, Verifier,
+    ApiV3Key, Clock, EncryptedResource, ManualClock, PrivateKey, PublicKey, RequestSigner,
+    SignatureHeaders, SystemClock, Verifier,
 };
 use wxpay_combine_core::bill::BillKind;
 use wxpay_combine_core::refund::wire::RefundNotice;
@@ -56,9 +56,10 @@ struct Client {
     base: String,
     mchid: String,
     signer: RequestSigner,
-    verifier: Verifier,
+    wechatpay_key: PublicKey,
     apiv3_key: ApiV3Key,
     key_id: String,
+    clock: Arc<dyn Clock>,
 }
 
 struct Answer {
@@ -101,17 +102,30 @@ impl Client {
             base: base.to_string(),
             mchid: mchid.to_string(),
             signer: RequestSigner::new(mchid, s("serial_no"), key),
-            verifier: Verifier::new(Arc::new(SystemClock)).with_public_key(key_id.clone(), public),
+            wechatpay_key: public,
             apiv3_key: ApiV3Key::from_text(&s("apiv3_key")).unwrap(),
             key_id,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same client on a clock shifted like the simulator's.
+    fn shifted(mut self, secs: i64) -> Self {
+        self.clock = Arc::new(ManualClock::new(SystemClock.now() + secs));
+        self
+    }
+
+    /// Verifies WeChat Pay signatures with this merchant's listed key.
+    fn verifier(&self) -> Verifier {
+        Verifier::new(self.clock.clone())
+            .with_public_key(self.key_id.clone(), self.wechatpay_key.clone())
     }
 
     async fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Answer {
         let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
         let auth = self
             .signer
-            .authorization(&SystemClock, method, path, &bytes)
+            .authorization(self.clock.as_ref(), method, path, &bytes)
             .unwrap();
         let mut rb = self
             .http
@@ -141,7 +155,7 @@ impl Client {
                 h.serial, self.key_id,
                 "answer signed with the merchant's key"
             );
-            self.verifier
+            self.verifier()
                 .verify(&h, &a.body)
                 .expect("answer verifies with the merchant's WeChat Pay public key");
         }
@@ -301,10 +315,22 @@ async fn every_merchant_is_listed_with_usable_credentials_and_reloads_unchanged(
         .send(
             "POST",
             "/v3/combine-transactions/jsapi",
-            Some(&json!({"combine_appid": "wx0", "combine_mchid": sub})),
+            Some(&json!({
+                "combine_appid": file["appid"],
+                "combine_mchid": sub,
+                "combine_out_trade_no": "CSUB1",
+                "sub_orders": [
+                    {"mchid": sub, "attach": "a", "amount": {"total_amount": 1, "currency": "CNY"},
+                     "out_trade_no": "CSUB1A", "description": "a"},
+                    {"mchid": sub, "attach": "b", "amount": {"total_amount": 1, "currency": "CNY"},
+                     "out_trade_no": "CSUB1B", "description": "b"}
+                ],
+                "combine_payer_info": {"openid": file["demo_openid"]},
+                "notify_url": "http://127.0.0.1:9/n"
+            })),
         )
         .await;
-    assert_ne!(r.status, 200);
+    assert_eq!((r.status, r.code().as_str()), (403, "NO_AUTH"));
 
     // A restart on the same directory keeps every credential.
     let key_file = t.dir.join(list[1]["private_key_file"].as_str().unwrap());
@@ -403,7 +429,9 @@ async fn refund_lifecycle_notification_query_and_combined_state() {
     let h =
         SignatureHeaders::from_lookup(|n| headers.get(n).and_then(|v| v.to_str().ok())).unwrap();
     assert_eq!(h.serial, c.key_id);
-    c.verifier.verify(&h, &body).expect("notification verifies");
+    c.verifier()
+        .verify(&h, &body)
+        .expect("notification verifies");
     let env: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(env["event_type"], "REFUND.SUCCESS");
     assert_eq!(env["summary"], "退款成功");
@@ -581,7 +609,7 @@ async fn frequency_limit_and_outcomes_are_injectable() {
 }
 
 async fn bill(c: &Client, kind: &str) -> Option<wxpay_combine_core::bill::TradeBill> {
-    let date = wxpay_combine_core::timefmt::beijing(SystemClock_now())
+    let date = wxpay_combine_core::timefmt::beijing(SystemClock.now())
         .unwrap()
         .date()
         .to_string();
@@ -609,12 +637,6 @@ async fn bill(c: &Client, kind: &str) -> Option<wxpay_combine_core::bill::TradeB
         bytes = out;
     }
     Some(wxpay_combine_core::bill::parse(&bytes).unwrap())
-}
-
-#[allow(non_snake_case)]
-fn SystemClock_now() -> i64 {
-    use wxpay_combine_core::apiv3::Clock;
-    SystemClock.now()
 }
 
 #[tokio::test]
@@ -675,4 +697,33 @@ async fn bills_are_per_merchant_with_refund_rows() {
     let file = merchant_json(&t.dir);
     let initiator = Client::from_file(&t.dir, t.sim.base_url(), file["mchid"].as_str().unwrap());
     assert!(bill(&initiator, "ALL").await.is_none());
+}
+
+#[tokio::test]
+async fn at_most_fifty_refunds_within_one_year() {
+    let t = start().await;
+    let order = paid_order(&t, true).await;
+    let sub = &order.subs[0];
+    let c = sub_client(&t, sub);
+    for i in 0..50 {
+        let r = c.refund(&refund_body(sub, &format!("N{i}"), 1, None)).await;
+        assert_eq!(
+            r.status,
+            200,
+            "refund {i}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let r = c.refund(&refund_body(sub, "N50", 1, None)).await;
+    assert_eq!((r.status, r.code().as_str()), (400, "INVALID_REQUEST"));
+    assert!(r.json()["message"].as_str().unwrap().contains("50"));
+
+    // A year and a day later the other sub-order can no longer be refunded.
+    let later = 366 * 86_400;
+    t.sim.set_clock_offset(later).await.unwrap();
+    let other = &order.subs[1];
+    let c2 = sub_client(&t, other).shifted(later);
+    let r = c2.refund(&refund_body(other, "W1", 1, None)).await;
+    assert_eq!((r.status, r.code().as_str()), (400, "INVALID_REQUEST"));
+    assert!(r.json()["message"].as_str().unwrap().contains("一年"));
 }

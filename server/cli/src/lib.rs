@@ -6,7 +6,7 @@
 //! logging set-up, the shutdown signal, and the demo's preparation.
 //!
 //! ## Layers
-//! - `bill`, `demo`, `events`, `paydir`, `serve`, `tools`
+//! - `bill`, `demo`, `events`, `paydir`, `refund`, `serve`, `tools`
 //! - `app`
 //!
 //! Each item may use the items below it, never those above (checked by
@@ -19,5 +19,6 @@ pub mod bill;
 pub mod demo;
 pub mod events;
 pub mod paydir;
+pub mod refund;
 pub mod serve;
 pub mod tools;

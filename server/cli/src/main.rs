@@ -42,6 +42,8 @@ enum Command {
     Events(cli::events::EventsArgs),
     /// Download a day's trade bill (SHA-1 verified) and reconcile it with the orders.
     Bill(cli::bill::BillArgs),
+    /// Refund a sub-order (by its own merchant) or look a refund up.
+    Refund(cli::refund::RefundArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => cli::tools::verify(a),
         Command::Decrypt(a) => cli::tools::decrypt(a),
         Command::Sim(a) => wxpay_combine_sim::run(a),
+        Command::Refund(a) => cli::refund::run(a),
         Command::Serve(a) => cli::serve::run(a),
         Command::Demo(a) => cli::demo::run(a),
         Command::CheckPayDir(a) => cli::paydir::run(a),

@@ -111,6 +111,9 @@ pub struct RawConfig {
     /// The notify_url sent with every order (https, no query string).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notify_url: Option<String>,
+    /// The notify_url sent with every refund (default: notify_url's origin + /wxpay/refund-notify).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refund_notify_url: Option<String>,
     /// The OAuth authorize page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oauth_authorize_url: Option<String>,
@@ -397,6 +400,7 @@ impl RawConfig {
         // The notification route must stay clear of the page's directory.
         let notify = crate::notify::settings::validate(
             self.notify_url.as_deref(),
+            self.refund_notify_url.as_deref(),
             demo,
             crate::http::settings::pay_directory(&server_raw),
             &mut v,

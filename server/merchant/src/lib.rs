@@ -20,6 +20,7 @@
 //! - [`reconcile`]: the worker that queries open orders.
 //! - [`webhook`]: signed outbox webhooks to the merchant's backend.
 //! - [`bill`]: verified bill download, reconciliation and the schedule.
+//! - [`refund`]: refunds per sub-order, by each sub-order's own merchant.
 //! - [`payment`]: the one path that turns what WeChat Pay reports into a
 //!   state change, shared by [`notify`] and [`reconcile`].
 //! - [`store`]: durable order state (SQLite or PostgreSQL).
@@ -37,7 +38,7 @@
 //! - `config`
 //! - `http`
 //! - `notify`, `reconcile`, `bill`
-//! - `webhook`, `payment`
+//! - `webhook`, `payment`, `refund`
 //! - `store`
 //! - `events`, `outbox`
 //! - `combine`, `catalog`
@@ -66,6 +67,7 @@ pub mod notify;
 pub mod outbox;
 pub mod payment;
 pub mod reconcile;
+pub mod refund;
 pub mod settings;
 pub mod store;
 pub mod webhook;

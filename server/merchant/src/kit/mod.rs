@@ -48,7 +48,10 @@ mod start;
 mod workers;
 
 pub use serve::{serve, serve_with_metrics};
-pub use start::{bind, build_client, prepare_client, redact_database_url, StartError};
+pub use start::{
+    bind, build_client, build_client_for, prepare_client, prepare_client_for, prepare_refunds,
+    redact_database_url, StartError,
+};
 pub use workers::{RunningWorkers, Workers, WORKER_STOP_GRACE};
 
 use crate::apiv3::{Clock, SystemClock};
@@ -58,8 +61,10 @@ use crate::combine::CombineApi;
 use crate::config::Config;
 use crate::events::{EventHub, OrderEventHandler};
 use crate::http::{self, AppState, HttpOAuthClient, HttpSettings};
+use crate::notify::refund::{RefundMerchantKeys, RefundNotifyHandler};
 use crate::notify::{self, NotifyConfig, NotifyHandler};
 use crate::reconcile::{Worker, WorkerConfig};
+use crate::refund::RefundService;
 use crate::store::{self, Store};
 use axum::Router;
 use std::sync::Arc;
@@ -95,6 +100,8 @@ pub struct Kit {
     pub client: Arc<WechatPayClient>,
     /// The notification handler.
     pub notify: Arc<NotifyHandler>,
+    /// Refunds per sub-order, each by its own merchant.
+    pub refunds: Arc<RefundService>,
     /// The in-process order events of [`Kit::store`].
     pub events: EventHub,
     /// The validated configuration the kit was built from.
@@ -203,6 +210,22 @@ impl KitBuilder {
         let client = prepare_client(&config, clock.clone()).await?;
         let api: Arc<dyn CombineApi> = client.clone();
 
+        let (refunds, merchant_clients) =
+            prepare_refunds(&config, store.clone(), clock.clone(), client.clone()).await?;
+        let refund_notify = Arc::new(RefundNotifyHandler::new(
+            merchant_clients
+                .iter()
+                .map(|(c, client)| RefundMerchantKeys {
+                    mchid: c.mchid.clone(),
+                    verifier: client.verifier().clone(),
+                    apiv3_key: c.apiv3_key.clone(),
+                })
+                .collect(),
+            refunds.clone(),
+            notify::DEFAULT_MAX_BODY_BYTES,
+            notify::DEFAULT_TIMEOUT,
+        ));
+
         let mut notify = NotifyHandler::new(
             store.clone(),
             client.verifier().clone(),
@@ -275,20 +298,24 @@ impl KitBuilder {
         )
         .with_readiness_verifier(client.verifier().clone())
         .with_limits(config.http.limits.clone());
-        let mut router = http::app(state.clone()).merge(http::traced(notify::router(
-            notify.clone(),
-            &config.notify.notify_path,
-        )));
+        let mut router = http::app(state.clone())
+            .merge(http::traced(notify::router(
+                notify.clone(),
+                &config.notify.notify_path,
+            )))
+            .merge(http::traced(notify::refund::router(
+                refund_notify,
+                &config.notify.refund_notify_path,
+            )));
         if config.metrics.on_public_listener {
             router = router.merge(http::traced(crate::metrics::router()));
         }
         // Intake: the server-to-server API, on its own listener by default.
         let internal_router = config.internal.as_ref().map(|ic| {
-            http::internal::router(http::internal::InternalApi::new(
-                state.clone(),
-                ic,
-                config.page_url(),
-            ))
+            http::internal::router(
+                http::internal::InternalApi::new(state.clone(), ic, config.page_url())
+                    .with_refunds(refunds.clone()),
+            )
         });
         if let (Some(r), Some(ic)) = (&internal_router, &config.internal) {
             if ic.on_public_listener {
@@ -311,6 +338,23 @@ impl KitBuilder {
         workers.add("reconcile", move |stop| async move {
             worker.run(stop.cancelled_owned()).await
         });
+        // Refunds still PROCESSING past the query delay: re-sent (never
+        // accepted) or queried, on the reconciliation interval.
+        {
+            let refunds = refunds.clone();
+            let every = Duration::from_secs(config.reconcile.interval_secs.max(1));
+            workers.add("refund-sweep", move |stop| async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    if let Err(e) = refunds.sweep(100).await {
+                        tracing::warn!(error = %e, "refund sweep failed");
+                    }
+                }
+            });
+        }
         if let Some(webhook) = webhook {
             workers.add("webhook", move |stop| async move {
                 webhook.run(stop.cancelled_owned()).await
@@ -370,6 +414,7 @@ impl KitBuilder {
             store,
             client,
             notify,
+            refunds,
             events,
             config: Arc::new(config),
         })

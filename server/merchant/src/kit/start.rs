@@ -6,9 +6,12 @@
 use crate::apiv3::{Clock, RequestSigner, Verifier};
 use crate::catalog::CatalogError;
 use crate::combine::client::{ClientBuildError, ClientOptions, RefreshOutcome, WechatPayClient};
+use crate::combine::settings::{ApiSettings, MerchantCredentials};
 use crate::combine::ApiError;
 use crate::config::{Config, ConfigErrors};
-use crate::store::StoreError;
+use crate::refund::{MerchantClients, RefundService};
+use crate::store::{Store, StoreError};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -60,31 +63,40 @@ pub fn redact_database_url(url: &str) -> String {
     }
 }
 
-/// The WeChat Pay client of a configuration (not yet holding platform
-/// certificates; see [`prepare_client`]). The `bill` command uses this too.
+/// The WeChat Pay client of a configuration's initiating merchant (not yet
+/// holding platform certificates; see [`prepare_client`]). The `bill`
+/// command uses this too.
 pub fn build_client(config: &Config, clock: Arc<dyn Clock>) -> Result<WechatPayClient, StartError> {
+    build_client_for(&config.wechatpay.merchant, &config.wechatpay.api, clock)
+}
+
+/// The WeChat Pay client signing as merchant `creds` and verifying with its
+/// WeChat Pay key (or, in certificate mode, its platform certificates).
+pub fn build_client_for(
+    creds: &MerchantCredentials,
+    api: &ApiSettings,
+    clock: Arc<dyn Clock>,
+) -> Result<WechatPayClient, StartError> {
     let mut verifier = Verifier::new(clock);
-    if let Some((id, key)) = &config.wechatpay.merchant.verification.public_key {
+    if let Some((id, key)) = &creds.verification.public_key {
         verifier = verifier.with_public_key(id.clone(), key.clone());
     }
     let signer = RequestSigner::new(
-        config.wechatpay.merchant.mchid.clone(),
-        config.wechatpay.merchant.serial_no.clone(),
-        config.wechatpay.merchant.private_key.clone(),
+        creds.mchid.clone(),
+        creds.serial_no.clone(),
+        creds.private_key.clone(),
     );
-    let mut opts = ClientOptions::new(config.wechatpay.api.base_url.clone());
-    opts.backup_url = config.wechatpay.api.backup_url.clone();
-    opts.connect_timeout = config.wechatpay.api.connect_timeout;
-    opts.request_timeout = config.wechatpay.api.request_timeout;
-    opts.max_attempts = config.wechatpay.api.max_attempts;
+    let mut opts = ClientOptions::new(api.base_url.clone());
+    opts.backup_url = api.backup_url.clone();
+    opts.connect_timeout = api.connect_timeout;
+    opts.request_timeout = api.request_timeout;
+    opts.max_attempts = api.max_attempts;
     let client = WechatPayClient::new(opts, signer, Arc::new(verifier))?;
-    Ok(
-        if config.wechatpay.merchant.verification.platform_certificates {
-            client.with_platform_certificates(config.wechatpay.merchant.apiv3_key.clone())
-        } else {
-            client
-        },
-    )
+    Ok(if creds.verification.platform_certificates {
+        client.with_platform_certificates(creds.apiv3_key.clone())
+    } else {
+        client
+    })
 }
 
 /// [`build_client`], then, in certificate mode, the first certificate
@@ -93,11 +105,21 @@ pub async fn prepare_client(
     config: &Config,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<WechatPayClient>, StartError> {
-    let client = build_client(config, clock)?;
+    prepare_client_for(&config.wechatpay.merchant, &config.wechatpay.api, clock).await
+}
+
+/// [`build_client_for`], then, in certificate mode, the first certificate
+/// download (a failure refuses to start: nothing could be verified).
+pub async fn prepare_client_for(
+    creds: &MerchantCredentials,
+    api: &ApiSettings,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<WechatPayClient>, StartError> {
+    let client = build_client_for(creds, api, clock)?;
     if client.certificate_mode() {
         match client.refresh_certificates(true).await {
             Ok(RefreshOutcome::Refreshed(_)) | Ok(_) => {}
-            Err(e) if config.wechatpay.merchant.verification.public_key.is_some() => {
+            Err(e) if creds.verification.public_key.is_some() => {
                 // Migration mode: the public key still verifies responses.
                 tracing::warn!(error = %e, "platform certificates unavailable; continuing with the WeChat Pay public key");
             }
@@ -105,6 +127,44 @@ pub async fn prepare_client(
         }
     }
     Ok(Arc::new(client))
+}
+
+/// The refund service of a configuration: one client per merchant with
+/// credentials (`initiator` is the initiating merchant's, already
+/// prepared), since each sub-order is refunded by its own merchant. Also
+/// returns each merchant's credentials with its client (the refund
+/// notification endpoint verifies and decrypts with them).
+pub async fn prepare_refunds(
+    config: &Config,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    initiator: Arc<WechatPayClient>,
+) -> Result<
+    (
+        Arc<RefundService>,
+        Vec<(MerchantCredentials, Arc<WechatPayClient>)>,
+    ),
+    StartError,
+> {
+    let mut clients = vec![(config.wechatpay.merchant.clone(), initiator)];
+    for creds in config.wechatpay.credentialed().skip(1) {
+        let c = prepare_client_for(creds, &config.wechatpay.api, clock.clone()).await?;
+        clients.push((creds.clone(), c));
+    }
+    let credentialed: HashSet<String> = clients.iter().map(|(c, _)| c.mchid.clone()).collect();
+    let service = RefundService::new(
+        store,
+        Arc::new(MerchantClients::new(
+            clients
+                .iter()
+                .map(|(c, client)| (c.mchid.clone(), client.clone())),
+        )),
+        Arc::new(move |mchid: &str| credentialed.contains(mchid)),
+        config.notify.refund_notify_url.to_string(),
+        clock,
+        config.reconcile.after_secs,
+    );
+    Ok((Arc::new(service), clients))
 }
 
 /// Binds `addr` (port 0 picks a free port).

@@ -18,6 +18,7 @@
 //! that reaches us from WeChat Pay's side.
 
 mod outcome;
+pub mod refund;
 pub mod settings;
 
 pub use outcome::{NotifyCounters, NotifyReply};
@@ -320,13 +321,13 @@ impl FromRequest<Arc<NotifyHandler>> for RawNotification {
     }
 }
 
-enum ReadError {
+pub(crate) enum ReadError {
     TooLarge,
     Body(axum::Error),
 }
 
 /// Reads the body, stopping as soon as it exceeds `limit`.
-async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ReadError> {
+pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ReadError> {
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {

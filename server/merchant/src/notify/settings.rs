@@ -5,7 +5,10 @@ use crate::settings::{FieldKind, FieldTable, Validator};
 use url::Url;
 
 /// The keys of this subsystem.
-pub const FIELDS: FieldTable = &[("notify_url", FieldKind::Str)];
+pub const FIELDS: FieldTable = &[
+    ("notify_url", FieldKind::Str),
+    ("refund_notify_url", FieldKind::Str),
+];
 
 /// Where WeChat Pay posts payment results.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +17,11 @@ pub struct NotifySettings {
     pub notify_url: Url,
     /// The path part of notify_url, where the notification handler is mounted.
     pub notify_path: String,
+    /// The `notify_url` sent with every refund (default: `notify_url`'s
+    /// origin with the path `/wxpay/refund-notify`).
+    pub refund_notify_url: Url,
+    /// Its path: where the refund-notification handler is mounted.
+    pub refund_notify_path: String,
 }
 
 /// Validates `notify_url` (plain http only in `demo`). Its path must not
@@ -21,6 +29,7 @@ pub struct NotifySettings {
 /// routes.
 pub fn validate(
     notify_url: Option<&str>,
+    refund_notify_url: Option<&str>,
     demo: bool,
     pay_directory: Option<&str>,
     v: &mut Validator<'_>,
@@ -46,9 +55,33 @@ pub fn validate(
             );
         }
     }
+    let refund_url = match refund_notify_url {
+        Some(s) => match check_notify_url(s, demo) {
+            Ok(u) => u,
+            Err(detail) => return v.invalid("refund_notify_url", detail),
+        },
+        None => {
+            let mut u = url.clone();
+            u.set_path(super::refund::DEFAULT_REFUND_PATH);
+            u
+        }
+    };
+    let refund_path = refund_url.path().to_string();
+    if refund_path == path
+        || pay_directory.is_some_and(|dir| refund_path.starts_with(dir))
+        || refund_path.starts_with("/api/")
+        || refund_path.starts_with("/oauth/")
+    {
+        return v.invalid(
+            "refund_notify_url",
+            format!("its path {refund_path} collides with notify_url or the page/API routes; use e.g. /wxpay/refund-notify"),
+        );
+    }
     Some(NotifySettings {
         notify_url: url,
         notify_path: path,
+        refund_notify_url: refund_url,
+        refund_notify_path: refund_path,
     })
 }
 

@@ -12,12 +12,17 @@ use std::sync::Arc;
 
 pub mod intake;
 pub mod postgres;
+pub mod refunds;
 pub mod settings;
 mod shared;
 pub mod sqlite;
 
 pub use intake::{ClaimOutcome, IdempotencyRecord, PayLink, PayLinkStatus};
 pub use postgres::PgStore;
+pub use refunds::{
+    NewRefund, RefundApplied, RefundCreateError, RefundCreated, RefundEvent, RefundRecord,
+    RefundSource, RefundUpdate,
+};
 pub use sqlite::SqliteStore;
 
 /// Storage failures.
@@ -258,6 +263,70 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// oldest (for metrics).
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
         Ok(OutboxStats::default())
+    }
+
+    // Refunds:
+    // Per sub-order ([`refunds`]). The defaults (for wrapper stores in
+    // tests) keep no refunds.
+
+    /// Checks a new refund against the rules with the order row locked and
+    /// records it (PROCESSING, not yet sent) with a `create` event; the same
+    /// idempotency key with the same request finds the earlier refund.
+    async fn create_refund(
+        &self,
+        new: &NewRefund,
+        now: i64,
+    ) -> Result<RefundCreated, RefundCreateError> {
+        let _ = (new, now);
+        Err(RefundCreateError::Store(StoreError::Invalid(
+            "this store does not keep refunds".into(),
+        )))
+    }
+
+    /// One refund.
+    async fn get_refund(&self, out_refund_no: &str) -> Result<Option<RefundRecord>, StoreError> {
+        let _ = out_refund_no;
+        Ok(None)
+    }
+
+    /// The refunds of an order's sub-orders, oldest first.
+    async fn refunds_of_order(
+        &self,
+        combine_out_trade_no: &str,
+    ) -> Result<Vec<RefundRecord>, StoreError> {
+        let _ = combine_out_trade_no;
+        Ok(Vec::new())
+    }
+
+    /// Records WeChat Pay's view of a refund under its row lock: a legal
+    /// status change is written with an event; a repeat only fills in
+    /// missing facts; an illegal change writes nothing. No such refund →
+    /// [`StoreError::NotFound`].
+    async fn update_refund(
+        &self,
+        out_refund_no: &str,
+        update: &RefundUpdate,
+        now: i64,
+    ) -> Result<RefundApplied, StoreError> {
+        let _ = (update, now);
+        Err(StoreError::NotFound(out_refund_no.to_string()))
+    }
+
+    /// Refunds still PROCESSING, last changed at or before `updated_before`,
+    /// oldest first (at most `limit`).
+    async fn processing_refunds(
+        &self,
+        updated_before: i64,
+        limit: i64,
+    ) -> Result<Vec<RefundRecord>, StoreError> {
+        let _ = (updated_before, limit);
+        Ok(Vec::new())
+    }
+
+    /// The transition log of a refund, oldest first.
+    async fn refund_events(&self, out_refund_no: &str) -> Result<Vec<RefundEvent>, StoreError> {
+        let _ = out_refund_no;
+        Ok(Vec::new())
     }
 
     // Bills:

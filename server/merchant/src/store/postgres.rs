@@ -19,6 +19,27 @@ use std::time::Duration;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
+mod refund_ops {
+    crate::store::refunds::refund_ops!(
+        sqlx::postgres::PgConnection,
+        "SELECT state FROM combine_orders WHERE combine_out_trade_no = $1 FOR UPDATE"
+    );
+
+    /// Reads a refund with its row locked until the transaction ends.
+    pub(super) async fn lock_refund(
+        conn: &mut sqlx::postgres::PgConnection,
+        out_refund_no: &str,
+    ) -> Result<Option<RefundRecord>, StoreError> {
+        let row: Option<RefundRow> = sqlx::query_as(crate::store::refunds::select_refunds!(
+            "WHERE out_refund_no = $1 FOR UPDATE"
+        ))
+        .bind(out_refund_no)
+        .fetch_optional(&mut *conn)
+        .await?;
+        row.map(record).transpose()
+    }
+}
+
 /// Default pool size. Each transaction commits on its own connection and
 /// PostgreSQL flushes the WAL of concurrent commits together, so the pool
 /// must hold enough connections for a notification storm (64–256 in flight)
@@ -557,6 +578,63 @@ impl Store for PgStore {
     }
 
     // Bills:
+    // Refunds:
+    async fn create_refund(
+        &self,
+        new: &super::NewRefund,
+        now: i64,
+    ) -> Result<super::RefundCreated, super::RefundCreateError> {
+        let mut tx = self.pool.begin().await?;
+        let created = refund_ops::create_refund(&mut tx, new, now).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn get_refund(
+        &self,
+        out_refund_no: &str,
+    ) -> Result<Option<super::RefundRecord>, StoreError> {
+        refund_ops::get_refund(&mut *self.pool.acquire().await?, out_refund_no).await
+    }
+
+    async fn refunds_of_order(
+        &self,
+        combine_out_trade_no: &str,
+    ) -> Result<Vec<super::RefundRecord>, StoreError> {
+        refund_ops::refunds_of_order(&mut *self.pool.acquire().await?, combine_out_trade_no).await
+    }
+
+    async fn update_refund(
+        &self,
+        out_refund_no: &str,
+        update: &super::RefundUpdate,
+        now: i64,
+    ) -> Result<super::RefundApplied, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let current = refund_ops::lock_refund(&mut tx, out_refund_no)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(out_refund_no.to_string()))?;
+        let applied = refund_ops::update_refund(&mut tx, current, update, now).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    async fn processing_refunds(
+        &self,
+        updated_before: i64,
+        limit: i64,
+    ) -> Result<Vec<super::RefundRecord>, StoreError> {
+        refund_ops::processing_refunds(&mut *self.pool.acquire().await?, updated_before, limit)
+            .await
+    }
+
+    async fn refund_events(
+        &self,
+        out_refund_no: &str,
+    ) -> Result<Vec<super::RefundEvent>, StoreError> {
+        refund_ops::refund_events(&mut *self.pool.acquire().await?, out_refund_no).await
+    }
+
     async fn paid_sub_orders_between(
         &self,
         from: i64,

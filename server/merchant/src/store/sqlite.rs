@@ -30,6 +30,14 @@ use tokio::sync::{mpsc, oneshot};
 mod group_commit;
 mod order_reads;
 
+mod refund_ops {
+    // The transaction already holds the database write lock (BEGIN IMMEDIATE).
+    crate::store::refunds::refund_ops!(
+        sqlx::SqliteConnection,
+        "SELECT state FROM combine_orders WHERE combine_out_trade_no = $1"
+    );
+}
+
 use group_commit::{Job, WriteDone, WriteOp};
 use order_reads::OrderReaders;
 
@@ -538,6 +546,65 @@ impl Store for SqliteStore {
     }
 
     // Bills:
+    // Refunds:
+    async fn create_refund(
+        &self,
+        new: &super::NewRefund,
+        now: i64,
+    ) -> Result<super::RefundCreated, super::RefundCreateError> {
+        let mut conn = self.exclusive().await?;
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+        let created = refund_ops::create_refund(&mut tx, new, now).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn get_refund(
+        &self,
+        out_refund_no: &str,
+    ) -> Result<Option<super::RefundRecord>, StoreError> {
+        refund_ops::get_refund(&mut *self.reader.acquire().await?, out_refund_no).await
+    }
+
+    async fn refunds_of_order(
+        &self,
+        combine_out_trade_no: &str,
+    ) -> Result<Vec<super::RefundRecord>, StoreError> {
+        refund_ops::refunds_of_order(&mut *self.reader.acquire().await?, combine_out_trade_no).await
+    }
+
+    async fn update_refund(
+        &self,
+        out_refund_no: &str,
+        update: &super::RefundUpdate,
+        now: i64,
+    ) -> Result<super::RefundApplied, StoreError> {
+        let mut conn = self.exclusive().await?;
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+        let current = refund_ops::get_refund(&mut tx, out_refund_no)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(out_refund_no.to_string()))?;
+        let applied = refund_ops::update_refund(&mut tx, current, update, now).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    async fn processing_refunds(
+        &self,
+        updated_before: i64,
+        limit: i64,
+    ) -> Result<Vec<super::RefundRecord>, StoreError> {
+        refund_ops::processing_refunds(&mut *self.reader.acquire().await?, updated_before, limit)
+            .await
+    }
+
+    async fn refund_events(
+        &self,
+        out_refund_no: &str,
+    ) -> Result<Vec<super::RefundEvent>, StoreError> {
+        refund_ops::refund_events(&mut *self.reader.acquire().await?, out_refund_no).await
+    }
+
     async fn paid_sub_orders_between(
         &self,
         from: i64,

@@ -221,7 +221,9 @@ pub(super) async fn get_order(
             }
         }
     }
-    Ok(Json(answer(&api, order.as_ref(), link.as_ref(), now)?))
+    let view = answer(&api, order.as_ref(), link.as_ref(), now)?;
+    let refunds = st.store.refunds_of_order(&no).await?;
+    Ok(Json(view.with_refunds(&refunds)))
 }
 
 /// `POST /internal/combine-orders/{no}/close`: an unclaimed pay link closes

@@ -34,6 +34,7 @@
 
 mod auth;
 mod handlers;
+mod refunds;
 mod request;
 mod views;
 
@@ -73,6 +74,7 @@ pub struct InternalApi {
     link_secret: Arc<SecretString>,
     pay_link_ttl_secs: i64,
     page_url: String,
+    refunds: Option<Arc<crate::refund::RefundService>>,
 }
 
 impl std::fmt::Debug for InternalApi {
@@ -94,7 +96,14 @@ impl InternalApi {
             link_secret: Arc::new(config.token.clone()),
             pay_link_ttl_secs: config.pay_link_ttl_secs,
             page_url,
+            refunds: None,
         }
+    }
+
+    /// With the refund routes served by `service`.
+    pub fn with_refunds(mut self, service: Arc<crate::refund::RefundService>) -> Self {
+        self.refunds = Some(service);
+        self
     }
 
     /// The token of an order's pay link: derived from the order number under
@@ -120,6 +129,11 @@ pub fn router(api: InternalApi) -> Router {
         .route("/internal/combine-orders", post(handlers::create))
         .route("/internal/combine-orders/{no}", get(handlers::get_order))
         .route("/internal/combine-orders/{no}/close", post(handlers::close))
+        .route(
+            "/internal/combine-orders/{no}/refunds",
+            post(refunds::create),
+        )
+        .route("/internal/refunds/{out_refund_no}", get(refunds::get))
         .route("/internal/{*rest}", any(handlers::not_found))
         .route("/internal", any(handlers::not_found))
         .layer(axum::middleware::from_fn_with_state(

@@ -5,7 +5,7 @@ use super::InternalApi;
 use crate::apiv3::JsapiPayParams;
 use crate::combine::{CombineOrder, SubOrder, TradeState};
 use crate::http::orders::{self, rfc3339_cst};
-use crate::store::{PayLink, PayLinkStatus};
+use crate::store::{PayLink, PayLinkStatus, RefundRecord};
 use serde::Serialize;
 
 /// The state reported for a pay-link order nobody claimed yet.
@@ -47,6 +47,48 @@ struct SubOrderView {
     payer_amount: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     success_time: Option<String>,
+    /// Its refunds, oldest first (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    refunds: Vec<RefundView>,
+}
+
+/// A refund of a sub-order: the answer of the refund routes, and listed
+/// under each sub-order of an order.
+#[derive(Debug, Serialize)]
+pub(super) struct RefundView {
+    out_refund_no: String,
+    status: &'static str,
+    amount: i64,
+    out_trade_no: String,
+    mchid: String,
+    combine_out_trade_no: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refund_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_received_account: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    success_time: Option<String>,
+    created_at: String,
+}
+
+impl RefundView {
+    pub(super) fn of(r: &RefundRecord) -> Self {
+        Self {
+            out_refund_no: r.out_refund_no.clone(),
+            status: r.status.as_str(),
+            amount: r.amount,
+            out_trade_no: r.out_trade_no.clone(),
+            mchid: r.mchid.clone(),
+            combine_out_trade_no: r.combine_out_trade_no.clone(),
+            reason: r.reason.clone(),
+            refund_id: r.refund_id.clone(),
+            user_received_account: r.user_received_account.clone(),
+            success_time: r.success_time.clone(),
+            created_at: rfc3339_cst(r.created_at),
+        }
+    }
 }
 
 /// What the merchant's own page needs to pay: the prepay and the signed
@@ -111,6 +153,18 @@ impl OrderView {
         }
     }
 
+    /// With each sub-order's refunds.
+    pub(super) fn with_refunds(mut self, refunds: &[RefundRecord]) -> Self {
+        for sub in &mut self.sub_orders {
+            sub.refunds = refunds
+                .iter()
+                .filter(|r| r.mchid == sub.mchid && r.out_trade_no == sub.out_trade_no)
+                .map(RefundView::of)
+                .collect();
+        }
+        self
+    }
+
     /// With what the page needs to pay.
     pub(super) fn with_prepay(self, prepay: PrepayView) -> Self {
         Self {
@@ -131,6 +185,7 @@ impl SubOrderView {
             transaction_id: s.transaction_id.clone(),
             payer_amount: s.payer_amount,
             success_time: s.success_time.clone(),
+            refunds: Vec::new(),
         }
     }
 }

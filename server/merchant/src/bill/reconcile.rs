@@ -42,6 +42,8 @@ pub enum DiscrepancyKind {
     UnexpectedTradeState,
     /// A refund row whose sub-order the local database does not know.
     RefundForUnknownOrder,
+    /// A row whose 商户号 is not the merchant whose bill this is.
+    OtherMerchantRow,
 }
 
 /// One disagreement between the bill and the local database.
@@ -108,6 +110,9 @@ pub struct LocalSide {
 /// The reconciliation result (the `--report` JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
+    /// The merchant whose bill this is (absent when not known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mchid: Option<String>,
     /// The bill's day, `YYYY-MM-DD` (Beijing time).
     pub bill_date: String,
     /// `ALL`, `SUCCESS` or `REFUND`.
@@ -137,8 +142,13 @@ pub struct Report {
 impl Report {
     /// A few lines for a terminal.
     pub fn human_summary(&self) -> String {
+        let merchant = self
+            .mchid
+            .as_deref()
+            .map(|m| format!(" of merchant {m}"))
+            .unwrap_or_default();
         let mut s = format!(
-            "bill {} {}: {} rows ({} payments, {} refunds); local paid sub-orders: {} ({} fen); matched: {} ({} fen)\n",
+            "bill{merchant} {} {}: {} rows ({} payments, {} refunds); local paid sub-orders: {} ({} fen); matched: {} ({} fen)\n",
             self.bill_date,
             self.bill_type,
             self.bill.detail_rows,
@@ -227,11 +237,26 @@ pub fn reconcile(
     paid_in_day: &[LocalSubOrder],
     others: &[LocalSubOrder],
 ) -> Report {
+    reconcile_for(bill, date, None, paid_in_day, others)
+}
+
+/// [`reconcile()`] of merchant `mchid`'s own bill: only its sub-orders are
+/// expected in it (others' sub-orders are in their own merchants' bills),
+/// and a row of another merchant is a discrepancy. `None`: every local
+/// sub-order is expected (a bill of unknown owner).
+pub fn reconcile_for(
+    bill: &TradeBill,
+    date: Date,
+    mchid: Option<&str>,
+    paid_in_day: &[LocalSubOrder],
+    others: &[LocalSubOrder],
+) -> Report {
     let (from, to) = beijing_day_bounds(date);
     let in_day = |l: &LocalSubOrder| l.success_unix().is_some_and(|t| t >= from && t < to);
+    let ours = |m: &str| mchid.is_none_or(|own| own == m);
     let local_day: HashMap<Key, &LocalSubOrder> = paid_in_day
         .iter()
-        .filter(|l| l.is_paid() && in_day(l))
+        .filter(|l| ours(&l.mchid) && l.is_paid() && in_day(l))
         .map(|l| ((l.mchid.clone(), l.out_trade_no.clone()), l))
         .collect();
     let local_any: HashMap<Key, &LocalSubOrder> = others
@@ -256,10 +281,25 @@ pub fn reconcile(
 
     for r in &bill.details {
         let key = key_of(r);
+        if !ours(&r.mchid) {
+            // Counted below like any row, but matched with nothing.
+            out.push(row_discrepancy(
+                DiscrepancyKind::OtherMerchantRow,
+                r,
+                None,
+                Some(r.order_amount_fen),
+                None,
+                format!(
+                    "商户号 {} in the bill of merchant {}",
+                    r.mchid,
+                    mchid.unwrap_or_default()
+                ),
+            ));
+        }
         if let Some(rf) = r.refund_id().and(r.refund.as_ref()) {
             side.refund_rows += 1;
             side.refund_amount_fen = side.refund_amount_fen.saturating_add(rf.refund_amount_fen);
-            if !local_any.contains_key(&key) {
+            if ours(&r.mchid) && !local_any.contains_key(&key) {
                 out.push(row_discrepancy(
                     DiscrepancyKind::RefundForUnknownOrder,
                     r,
@@ -273,6 +313,9 @@ pub fn reconcile(
         }
         side.payment_rows += 1;
         side.payment_amount_fen = side.payment_amount_fen.saturating_add(r.order_amount_fen);
+        if !ours(&r.mchid) {
+            continue;
+        }
         let n = seen.entry(key.clone()).or_insert(0);
         *n += 1;
         if *n == 2 {
@@ -420,6 +463,7 @@ pub fn reconcile(
         paid_amount_fen: local_day.values().map(|l| l.amount_fen).sum(),
     };
     Report {
+        mchid: mchid.map(str::to_string),
         bill_date: date.to_string(),
         bill_type: bill.kind.as_str().to_string(),
         window_from_unix: from,
@@ -580,5 +624,57 @@ mod tests {
             (r.total_mismatches[0].summary, r.total_mismatches[0].details),
             (99, 100)
         );
+    }
+
+    #[test]
+    fn a_merchants_bill_is_reconciled_against_its_own_sub_orders_only() {
+        let d = date!(2024 - 01 - 01);
+        let noon = 1_704_081_600;
+        let in_day = "2024-01-01T12:00:00+08:00";
+        let mut refund = row("A", "ok", 100, noon);
+        refund.refund = Some(RefundColumns {
+            refund_id: "50R1".into(),
+            out_refund_no: "RF1".into(),
+            refund_amount_fen: 30,
+            ..RefundColumns::of_payment_row()
+        });
+        let mut unknown_refund = refund.clone();
+        unknown_refund.out_trade_no = "gone".into();
+        let bill = TradeBill::from_details(
+            BillKind::All,
+            vec![
+                row("A", "ok", 100, noon),
+                row("B", "b1", 200, noon),
+                refund,
+                unknown_refund,
+            ],
+        )
+        .unwrap();
+        // B's sub-orders are in B's bill: neither expected nor matched here.
+        let paid = vec![
+            local("A", "ok", 100, Some(in_day)),
+            local("B", "b1", 200, Some(in_day)),
+            local("B", "b2", 300, Some(in_day)),
+        ];
+        let r = reconcile_for(&bill, d, Some("A"), &paid, &[]);
+        let kinds: Vec<(DiscrepancyKind, &str)> = r
+            .discrepancies
+            .iter()
+            .map(|x| (x.kind, x.out_trade_no.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (DiscrepancyKind::RefundForUnknownOrder, "gone"),
+                (DiscrepancyKind::OtherMerchantRow, "b1"),
+            ]
+        );
+        assert_eq!((r.matched, r.local.paid_sub_orders), (1, 1));
+        assert_eq!(r.mchid.as_deref(), Some("A"));
+        assert_eq!(serde_json::to_value(&r).unwrap()["mchid"], "A");
+        // Without a merchant every local sub-order is expected.
+        let all = reconcile(&bill, d, &paid, &[]);
+        assert_eq!(all.counts[&DiscrepancyKind::MissingFromBill], 1);
+        assert!(serde_json::to_value(&all).unwrap().get("mchid").is_none());
     }
 }

@@ -63,12 +63,17 @@ pub struct BillJob {
 #[derive(Debug, thiserror::Error)]
 pub enum BillRunError {
     /// `NO_STATEMENT_EXIST`.
-    #[error("NO_STATEMENT_EXIST: WeChat Pay has no {kind} bill for {date} (no trades that day)")]
+    #[error("NO_STATEMENT_EXIST: WeChat Pay has no {kind} bill of merchant {mchid} for {date} (no trades that day){}",
+        if *local_paid > 0 { format!(", although {local_paid} of its sub-orders were paid locally that day") } else { String::new() })]
     NoStatement {
+        /// The merchant.
+        mchid: String,
         /// The day.
         date: Date,
         /// The layout.
         kind: BillKind,
+        /// The merchant's sub-orders paid locally that day (0 when not counted).
+        local_paid: usize,
     },
     /// `STATEMENT_CREATING`.
     #[error("STATEMENT_CREATING: the {kind} bill for {date} is still being generated; try again later (bills are ready after 10:00 the next day)")]
@@ -116,6 +121,14 @@ pub enum BillRunError {
     /// A file could not be written.
     #[error("{0}")]
     Io(String),
+    /// The merchant's WeChat Pay client could not be prepared.
+    #[error("cannot prepare the client of merchant {mchid}: {detail}")]
+    Client {
+        /// The merchant.
+        mchid: String,
+        /// Why.
+        detail: String,
+    },
 }
 
 impl BillRunError {
@@ -127,7 +140,8 @@ impl BillRunError {
             BillRunError::HashMismatch { .. } => EXIT_HASH_MISMATCH,
             BillRunError::ForeignDownloadUrl { .. }
             | BillRunError::Expired { .. }
-            | BillRunError::Api(_) => EXIT_API,
+            | BillRunError::Api(_)
+            | BillRunError::Client { .. } => EXIT_API,
             BillRunError::Bill(
                 BillError::Body(_) | BillError::Gzip(_) | BillError::InvalidExpectedHash(_),
             ) => EXIT_API,
@@ -150,6 +164,7 @@ impl BillRunError {
             BillRunError::Bill(_) => "malformed",
             BillRunError::Store(_) => "store_error",
             BillRunError::Io(_) => "io_error",
+            BillRunError::Client { .. } => "client_error",
         }
     }
 }
@@ -172,7 +187,20 @@ struct TradeBillAnswer {
     download_url: String,
 }
 
-/// Fetches and reconciles bills with one configuration's client and store.
+/// How one merchant's run ended without error.
+#[derive(Debug, Clone)]
+pub enum MerchantOutcome {
+    /// The bill was fetched and reconciled.
+    Reconciled(BillOutcome),
+    /// `NO_STATEMENT_EXIST` while none of the merchant's sub-orders was paid
+    /// locally that day (an initiator without own sub-orders): nothing to
+    /// reconcile, a clean result.
+    Empty,
+}
+
+/// Fetches and reconciles one merchant's bills: the merchant whose
+/// credentials `client` signs with (each merchant's bill holds only its own
+/// sub-orders).
 #[derive(Clone)]
 pub struct BillFetcher {
     client: Arc<WechatPayClient>,
@@ -218,6 +246,19 @@ impl BillFetcher {
         })
     }
 
+    /// The merchant whose bills this fetches.
+    pub fn mchid(&self) -> &str {
+        self.client.signer().mchid()
+    }
+
+    /// The merchant's sub-orders paid locally on `date`.
+    pub async fn local_paid(&self, date: Date) -> Result<Vec<LocalSubOrder>, BillRunError> {
+        let (from, to) = bill::reconcile::beijing_day_bounds(date);
+        let mut paid = self.store.paid_sub_orders_between(from, to).await?;
+        paid.retain(|l| l.mchid == self.mchid());
+        Ok(paid)
+    }
+
     /// Applies for the bill (`GET /v3/bill/tradebill`, verified).
     async fn apply(&self, job: &BillJob) -> Result<TradeBillAnswer, BillRunError> {
         let mut path = format!(
@@ -233,8 +274,10 @@ impl BillFetcher {
             Err(e) => {
                 return Err(match e.code() {
                     Some("NO_STATEMENT_EXIST") => BillRunError::NoStatement {
+                        mchid: self.mchid().to_string(),
                         date: job.date,
                         kind: job.kind,
+                        local_paid: 0,
                     },
                     Some("STATEMENT_CREATING") => BillRunError::NotReady {
                         date: job.date,
@@ -372,8 +415,7 @@ impl BillFetcher {
 
     /// Reads the local side of `bill` (day `date`) and reconciles.
     pub async fn reconcile(&self, bill: &TradeBill, date: Date) -> Result<Report, BillRunError> {
-        let (from, to) = bill::reconcile::beijing_day_bounds(date);
-        let paid = self.store.paid_sub_orders_between(from, to).await?;
+        let paid = self.local_paid(date).await?;
         let known: HashSet<(&str, &str)> = paid
             .iter()
             .map(|l| (l.mchid.as_str(), l.out_trade_no.as_str()))
@@ -382,14 +424,21 @@ impl BillFetcher {
         let mut looked_up: HashSet<(&str, &str)> = HashSet::new();
         for r in &bill.details {
             let key = (r.mchid.as_str(), r.out_trade_no.as_str());
-            if known.contains(&key) || !looked_up.insert(key) {
+            // Another merchant's row is reported as such, not looked up.
+            if key.0 != self.mchid() || known.contains(&key) || !looked_up.insert(key) {
                 continue;
             }
             if let Some(l) = self.store.bill_sub_order(key.0, key.1).await? {
                 others.push(l);
             }
         }
-        Ok(bill::reconcile(bill, date, &paid, &others))
+        Ok(bill::reconcile::reconcile_for(
+            bill,
+            date,
+            Some(self.mchid()),
+            &paid,
+            &others,
+        ))
     }
 
     /// The whole run: fetch, parse, reconcile, write the report. The result
@@ -403,6 +452,31 @@ impl BillFetcher {
             Err(e) => e.kind(),
         });
         result
+    }
+
+    /// [`Self::fetch_and_reconcile`], except that `NO_STATEMENT_EXIST` for a
+    /// merchant with no sub-order paid locally that day is
+    /// [`MerchantOutcome::Empty`]; with some, the error counts them.
+    pub async fn fetch_merchant(&self, job: &BillJob) -> Result<MerchantOutcome, BillRunError> {
+        match self.fetch_and_reconcile(job).await {
+            Ok(o) => Ok(MerchantOutcome::Reconciled(o)),
+            Err(BillRunError::NoStatement {
+                mchid, date, kind, ..
+            }) => {
+                let local_paid = self.local_paid(date).await?.len();
+                if local_paid == 0 {
+                    Ok(MerchantOutcome::Empty)
+                } else {
+                    Err(BillRunError::NoStatement {
+                        mchid,
+                        date,
+                        kind,
+                        local_paid,
+                    })
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn run_job(&self, job: &BillJob) -> Result<BillOutcome, BillRunError> {
@@ -427,16 +501,219 @@ impl BillFetcher {
 /// Writes the report as pretty JSON (atomically: temporary file, fsync,
 /// rename), with the bill file's path, size and SHA-1 added under `file`.
 pub fn write_report(path: &Path, report: &Report, file: &VerifiedFile) -> Result<(), BillRunError> {
-    let mut value = serde_json::to_value(report)
-        .map_err(|e| BillRunError::Io(format!("cannot serialise the report: {e}")))?;
+    // The same permissions as before (fs::write's): only the bill is private.
+    write_json(path, &report_value(report, file))
+}
+
+/// The file name stem of merchant `mchid`'s bill of `date` and `kind`:
+/// `YYYY-MM-DD-TYPE-MCHID` (the bill is `STEM.csv`, its report `STEM.json`).
+pub fn bill_file_stem(date: Date, kind: BillKind, mchid: &str) -> String {
+    format!("{date}-{}-{mchid}", kind.as_str())
+}
+
+/// A merchant whose bill is not fetched for lack of credentials here.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SkippedMerchant {
+    /// The merchant.
+    pub mchid: String,
+    /// Why (`no_credentials`).
+    pub reason: &'static str,
+    /// Listed in `[[merchants]]` (else only seen on paid sub-orders).
+    pub listed: bool,
+    /// Its sub-orders paid locally that day (left unreconciled).
+    pub paid_sub_orders: usize,
+    /// Their amounts, fen.
+    pub paid_amount_fen: i64,
+}
+
+/// The merchants of a day that are skipped: `listed_without_credentials`
+/// (from `[[merchants]]`) and the mchids of sub-orders paid locally that
+/// day that are not in `credentialed`. Sorted by mchid.
+pub async fn skipped_merchants(
+    store: &dyn Store,
+    date: Date,
+    credentialed: &[String],
+    listed_without_credentials: &[String],
+) -> Result<Vec<SkippedMerchant>, BillRunError> {
+    let (from, to) = bill::reconcile::beijing_day_bounds(date);
+    let paid = store.paid_sub_orders_between(from, to).await?;
+    let mut out: std::collections::BTreeMap<String, SkippedMerchant> = listed_without_credentials
+        .iter()
+        .filter(|m| !credentialed.contains(m))
+        .map(|m| {
+            let s = SkippedMerchant {
+                mchid: m.clone(),
+                reason: "no_credentials",
+                listed: true,
+                paid_sub_orders: 0,
+                paid_amount_fen: 0,
+            };
+            (m.clone(), s)
+        })
+        .collect();
+    for l in paid.iter().filter(|l| l.is_paid()) {
+        if credentialed.contains(&l.mchid) {
+            continue;
+        }
+        let s = out
+            .entry(l.mchid.clone())
+            .or_insert_with(|| SkippedMerchant {
+                mchid: l.mchid.clone(),
+                reason: "no_credentials",
+                listed: false,
+                paid_sub_orders: 0,
+                paid_amount_fen: 0,
+            });
+        s.paid_sub_orders += 1;
+        s.paid_amount_fen = s.paid_amount_fen.saturating_add(l.amount_fen);
+    }
+    Ok(out.into_values().collect())
+}
+
+/// One merchant's part of a run.
+#[derive(Debug)]
+pub struct MerchantRun {
+    /// The merchant.
+    pub mchid: String,
+    /// Where its report was written, if anywhere.
+    pub report_path: Option<PathBuf>,
+    /// How it ended.
+    pub result: Result<MerchantOutcome, BillRunError>,
+}
+
+/// Every merchant's result of one day's run, and the merchants skipped.
+#[derive(Debug)]
+pub struct RunSummary {
+    /// The day.
+    pub date: Date,
+    /// The layout.
+    pub kind: BillKind,
+    /// The merchants fetched, in order.
+    pub merchants: Vec<MerchantRun>,
+    /// The merchants not fetched.
+    pub skipped: Vec<SkippedMerchant>,
+}
+
+impl RunSummary {
+    /// Every merchant fetched reconciled without discrepancy (or had no
+    /// bill and nothing paid). Skipped merchants do not count.
+    pub fn ok(&self) -> bool {
+        self.merchants.iter().all(|m| match &m.result {
+            Ok(MerchantOutcome::Reconciled(o)) => o.report.ok,
+            Ok(MerchantOutcome::Empty) => true,
+            Err(_) => false,
+        })
+    }
+
+    /// The exit code: the first merchant's error, else
+    /// [`EXIT_DISCREPANCIES`] when any report has one, else [`EXIT_OK`].
+    pub fn exit_code(&self) -> u8 {
+        if let Some(e) = self.merchants.iter().find_map(|m| m.result.as_ref().err()) {
+            return e.exit_code();
+        }
+        if self.ok() {
+            EXIT_OK
+        } else {
+            EXIT_DISCREPANCIES
+        }
+    }
+
+    /// The run report (`--report`, and the scheduled run's day file).
+    pub fn to_json(&self) -> serde_json::Value {
+        let merchants: Vec<serde_json::Value> = self
+            .merchants
+            .iter()
+            .map(|m| {
+                let mut v = serde_json::json!({ "mchid": m.mchid });
+                match &m.result {
+                    Ok(MerchantOutcome::Reconciled(o)) => {
+                        v["status"] = "reconciled".into();
+                        v["ok"] = o.report.ok.into();
+                        v["report"] = report_value(&o.report, &o.file);
+                    }
+                    Ok(MerchantOutcome::Empty) => {
+                        v["status"] = "no_statement".into();
+                        v["ok"] = true.into();
+                    }
+                    Err(e) => {
+                        v["status"] = "error".into();
+                        v["ok"] = false.into();
+                        v["error"] = serde_json::json!({
+                            "kind": e.kind(),
+                            "exit_code": e.exit_code(),
+                            "message": e.to_string(),
+                        });
+                    }
+                }
+                if let Some(p) = &m.report_path {
+                    v["report_path"] = p.display().to_string().into();
+                }
+                v
+            })
+            .collect();
+        serde_json::json!({
+            "bill_date": self.date.to_string(),
+            "bill_type": self.kind.as_str(),
+            "ok": self.ok(),
+            "merchants": merchants,
+            "skipped": self.skipped,
+        })
+    }
+
+    /// A few lines per merchant for a terminal.
+    pub fn human_summary(&self) -> String {
+        let mut s = String::new();
+        for m in &self.merchants {
+            match &m.result {
+                Ok(MerchantOutcome::Reconciled(o)) => {
+                    s.push_str(&format!(
+                        "merchant {}: bill written: {} ({} bytes, SHA-1 {})\n",
+                        m.mchid,
+                        o.file.path.display(),
+                        o.file.bytes,
+                        o.file.sha1_hex
+                    ));
+                    s.push_str(&o.report.human_summary());
+                }
+                Ok(MerchantOutcome::Empty) => s.push_str(&format!(
+                    "merchant {}: no bill (NO_STATEMENT_EXIST) and no sub-order paid locally: nothing to reconcile\n",
+                    m.mchid
+                )),
+                Err(e) => s.push_str(&format!("merchant {}: FAILED: {e}\n", m.mchid)),
+            }
+        }
+        for k in &self.skipped {
+            s.push_str(&format!(
+                "SKIPPED merchant {}: no credentials in this configuration ({}); {} sub-orders paid locally that day ({} fen) not reconciled\n",
+                k.mchid,
+                if k.listed { "listed in [[merchants]]" } else { "not listed in [[merchants]]" },
+                k.paid_sub_orders,
+                k.paid_amount_fen
+            ));
+        }
+        s
+    }
+}
+
+fn report_value(report: &Report, file: &VerifiedFile) -> serde_json::Value {
+    let mut value = serde_json::to_value(report).unwrap_or_default();
     value["file"] = serde_json::json!({
         "path": file.path.display().to_string(),
         "sha1": file.sha1_hex,
         "bytes": file.bytes,
     });
-    let text = serde_json::to_string_pretty(&value)
+    value
+}
+
+/// Writes [`RunSummary::to_json`] as pretty JSON, atomically.
+pub fn write_run_report(path: &Path, summary: &RunSummary) -> Result<(), BillRunError> {
+    write_json(path, &summary.to_json())
+}
+
+/// Writes `value` as pretty JSON, atomically.
+pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), BillRunError> {
+    let text = serde_json::to_string_pretty(value)
         .map_err(|e| BillRunError::Io(format!("cannot serialise the report: {e}")))?;
-    // The same permissions as before (fs::write's): only the bill is private.
     atomicfile::write(path, text.as_bytes(), Access::Shared)
         .map_err(|e| BillRunError::Io(format!("cannot write {}: {e}", path.display())))
 }

@@ -1,22 +1,30 @@
 //! The daily bill run inside `serve`: at a configured Beijing time it
-//! fetches and reconciles the previous day's trade bill through the same
-//! code path as `wxpay-combine bill` ([`super::fetch::BillFetcher`]),
-//! keeping `DIR/YYYY-MM-DD.csv` and `DIR/YYYY-MM-DD.json`.
+//! fetches and reconciles the previous day's trade bill of every merchant
+//! with credentials through the same code path as `wxpay-combine bill`
+//! ([`super::fetch::BillFetcher`], one per merchant), keeping
+//! `DIR/YYYY-MM-DD-TYPE-MCHID.csv` and `.json` per merchant and the day's
+//! summary `DIR/YYYY-MM-DD.json` (which also lists the merchants skipped
+//! for lack of credentials).
 //!
-//! A day is done once its report exists (a `NO_STATEMENT_EXIST` day gets a
-//! small report saying so). `STATEMENT_CREATING` and failures are retried
-//! every [`RETRY_AFTER_SECS`] until the day is done or the next day is due.
-//! The clock is injected, so a test can move it to the run time.
+//! A merchant's day is done once its report exists (`NO_STATEMENT_EXIST`
+//! gets a small report saying so); the day is done once its summary exists,
+//! written when every merchant is done. `STATEMENT_CREATING` and failures
+//! are retried, for the merchants not done, every [`RETRY_AFTER_SECS`]
+//! until the day is done or the next day is due. The clock is injected, so
+//! a test can move it to the run time.
 
-use super::fetch::{BillFetcher, BillJob, BillRunError};
+use super::fetch::{
+    bill_file_stem, skipped_merchants, write_json, BillFetcher, BillJob, BillRunError,
+    MerchantOutcome,
+};
 use super::BillKind;
 use crate::apiv3::Clock;
 use crate::settings::{ConfigError, FieldKind, FieldTable};
+use crate::store::Store;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use time::{Date, Time};
-use wxpay_combine_core::atomicfile::{self, Access};
 
 /// Wait before asking again after `STATEMENT_CREATING` or a failure (the
 /// documented advice for a bill still being generated is every 30 min).
@@ -120,20 +128,22 @@ fn parse_hh_mm(text: &str) -> Option<Time> {
 pub enum StepOutcome {
     /// Nothing due (before the run time, day done, or waiting to retry).
     Idle,
-    /// The day's bill was fetched and reconciled (`ok`: no discrepancy).
+    /// Every merchant's bill of the day was fetched and reconciled, or had
+    /// none (`ok`: no discrepancy anywhere).
     Reconciled {
         /// The day.
         date: Date,
         /// No discrepancy.
         ok: bool,
     },
-    /// WeChat Pay has no bill for the day; recorded as done.
+    /// No merchant has a bill for the day; recorded as done.
     NoStatement(Date),
-    /// Not ready or failed; retried after [`RETRY_AFTER_SECS`].
+    /// A merchant's bill is not ready or failed; retried after
+    /// [`RETRY_AFTER_SECS`] (the others done are kept).
     RetryLater {
         /// The day.
         date: Date,
-        /// The error's kind (`not_ready`, `api_error`, …).
+        /// The first error's kind (`not_ready`, `api_error`, …).
         reason: &'static str,
     },
 }
@@ -141,7 +151,9 @@ pub enum StepOutcome {
 /// The daily bill job.
 #[derive(Debug)]
 pub struct BillScheduler {
-    fetcher: BillFetcher,
+    fetchers: Vec<BillFetcher>,
+    store: Arc<dyn Store>,
+    listed_without_credentials: Vec<String>,
     config: BillScheduleConfig,
     clock: Arc<dyn Clock>,
     tick: Duration,
@@ -149,10 +161,21 @@ pub struct BillScheduler {
 }
 
 impl BillScheduler {
-    /// A scheduler fetching with `fetcher`, reading time from `clock`.
-    pub fn new(fetcher: BillFetcher, config: BillScheduleConfig, clock: Arc<dyn Clock>) -> Self {
+    /// A scheduler fetching each merchant's bill with its fetcher (one per
+    /// merchant with credentials), reading the local orders from `store`
+    /// and time from `clock`. `listed_without_credentials`: the
+    /// `[[merchants]]` without credentials, listed as skipped.
+    pub fn new(
+        fetchers: Vec<BillFetcher>,
+        store: Arc<dyn Store>,
+        listed_without_credentials: Vec<String>,
+        config: BillScheduleConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
-            fetcher,
+            fetchers,
+            store,
+            listed_without_credentials,
             config,
             clock,
             tick: Duration::from_secs(30),
@@ -166,18 +189,26 @@ impl BillScheduler {
         self
     }
 
-    /// `DIR/YYYY-MM-DD.json`.
+    /// The day's summary, `DIR/YYYY-MM-DD.json` (its existence marks the
+    /// day done).
     pub fn report_path(&self, date: Date) -> PathBuf {
         self.config.dir.join(format!("{date}.json"))
     }
 
-    /// `DIR/YYYY-MM-DD.csv`.
-    pub fn bill_path(&self, date: Date) -> PathBuf {
-        self.config.dir.join(format!("{date}.csv"))
+    /// Merchant `mchid`'s bill, `DIR/YYYY-MM-DD-TYPE-MCHID.csv`.
+    pub fn bill_path(&self, date: Date, mchid: &str) -> PathBuf {
+        let stem = bill_file_stem(date, self.config.kind, mchid);
+        self.config.dir.join(format!("{stem}.csv"))
+    }
+
+    /// Merchant `mchid`'s report, `DIR/YYYY-MM-DD-TYPE-MCHID.json`.
+    pub fn merchant_report_path(&self, date: Date, mchid: &str) -> PathBuf {
+        let stem = bill_file_stem(date, self.config.kind, mchid);
+        self.config.dir.join(format!("{stem}.json"))
     }
 
     /// The day due at `now`: the previous Beijing day once the run time
-    /// has passed, unless its report exists.
+    /// has passed, unless its summary exists.
     pub fn due_day(&self, now: i64) -> Option<Date> {
         let local = wxpay_combine_core::timefmt::beijing(now)?;
         if local.time() < self.config.at {
@@ -185,6 +216,113 @@ impl BillScheduler {
         }
         let day = local.date().previous_day()?;
         (!self.report_path(day).exists()).then_some(day)
+    }
+
+    /// Fetches merchant `f`'s bill of `date` unless its report exists.
+    /// `Err`: retry later.
+    async fn step_merchant(&self, f: &BillFetcher, date: Date) -> Result<(), BillRunError> {
+        let report = self.merchant_report_path(date, f.mchid());
+        if report.exists() {
+            return Ok(());
+        }
+        let job = BillJob {
+            date,
+            kind: self.config.kind,
+            gzip: true,
+            out: self.bill_path(date, f.mchid()),
+            report: Some(report.clone()),
+        };
+        let no_statement = |local_paid: usize| {
+            serde_json::json!({
+                "mchid": f.mchid(),
+                "bill_date": date.to_string(),
+                "bill_type": self.config.kind.as_str(),
+                "status": "NO_STATEMENT_EXIST",
+                "local_paid_sub_orders": local_paid,
+                "ok": local_paid == 0,
+            })
+        };
+        match f.fetch_merchant(&job).await {
+            Ok(MerchantOutcome::Reconciled(o)) => {
+                let r = &o.report;
+                if r.ok {
+                    tracing::info!(%date, mchid = f.mchid(), matched = r.matched, "trade bill reconciled: no discrepancies");
+                } else {
+                    tracing::warn!(%date, mchid = f.mchid(), discrepancies = r.discrepancies.len(), total_mismatches = r.total_mismatches.len(), report = %report.display(), "trade bill reconciled with discrepancies");
+                }
+                Ok(())
+            }
+            Ok(MerchantOutcome::Empty) => {
+                tracing::info!(%date, mchid = f.mchid(), "no trade bill and nothing paid locally (NO_STATEMENT_EXIST)");
+                write_json(&report, &no_statement(0))
+            }
+            Err(BillRunError::NoStatement { local_paid, .. }) => {
+                // Recorded as done, like a day without trades, but not ok.
+                tracing::warn!(%date, mchid = f.mchid(), local_paid, "no trade bill (NO_STATEMENT_EXIST) although sub-orders were paid locally");
+                write_json(&report, &no_statement(local_paid))
+            }
+            Err(e) => {
+                if matches!(e, BillRunError::NotReady { .. }) {
+                    tracing::info!(%date, mchid = f.mchid(), "trade bill not ready yet (STATEMENT_CREATING); retrying in 30 min");
+                } else {
+                    tracing::error!(%date, mchid = f.mchid(), error = %e, "trade bill run failed; retrying in 30 min");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the day's summary from the merchants' reports.
+    async fn finish_day(&self, date: Date) -> Result<StepOutcome, BillRunError> {
+        let credentialed: Vec<String> = self
+            .fetchers
+            .iter()
+            .map(|f| f.mchid().to_string())
+            .collect();
+        let skipped = skipped_merchants(
+            self.store.as_ref(),
+            date,
+            &credentialed,
+            &self.listed_without_credentials,
+        )
+        .await?;
+        for k in &skipped {
+            tracing::warn!(%date, mchid = %k.mchid, paid_sub_orders = k.paid_sub_orders, "trade bill skipped: no credentials for this merchant");
+        }
+        let mut merchants = Vec::new();
+        let (mut ok, mut all_empty) = (true, true);
+        for mchid in &credentialed {
+            let path = self.merchant_report_path(date, mchid);
+            let text = std::fs::read(&path)
+                .map_err(|e| BillRunError::Io(format!("cannot read {}: {e}", path.display())))?;
+            let report: serde_json::Value = serde_json::from_slice(&text)
+                .map_err(|e| BillRunError::Io(format!("{}: {e}", path.display())))?;
+            let empty = report["status"] == "NO_STATEMENT_EXIST";
+            let merchant_ok = report["ok"] == true;
+            ok &= merchant_ok;
+            all_empty &= empty;
+            merchants.push(serde_json::json!({
+                "mchid": mchid,
+                "status": if empty { "no_statement" } else { "reconciled" },
+                "ok": merchant_ok,
+                "report_path": path.display().to_string(),
+                "report": report,
+            }));
+        }
+        let summary = serde_json::json!({
+            "bill_date": date.to_string(),
+            "bill_type": self.config.kind.as_str(),
+            "ok": ok,
+            "merchants": merchants,
+            "skipped": skipped,
+        });
+        // Atomic: the summary's existence marks the day done.
+        write_json(&self.report_path(date), &summary)?;
+        Ok(if all_empty {
+            StepOutcome::NoStatement(date)
+        } else {
+            StepOutcome::Reconciled { date, ok }
+        })
     }
 
     /// Runs the job if it is due at the clock's time.
@@ -206,52 +344,27 @@ impl BillScheduler {
                 reason: "io_error",
             };
         }
-        let job = BillJob {
-            date,
-            kind: self.config.kind,
-            gzip: true,
-            out: self.bill_path(date),
-            report: Some(self.report_path(date)),
+        let mut first_error = None;
+        for f in &self.fetchers {
+            if let Err(e) = self.step_merchant(f, date).await {
+                first_error.get_or_insert(e.kind());
+            }
+        }
+        let outcome = match first_error {
+            Some(reason) => Err(reason),
+            None => self.finish_day(date).await.map_err(|e| {
+                tracing::error!(%date, error = %e, "cannot write the day's bill summary");
+                e.kind()
+            }),
         };
-        match self.fetcher.fetch_and_reconcile(&job).await {
-            Ok(outcome) => {
+        match outcome {
+            Ok(o) => {
                 self.retry_at = None;
-                let r = &outcome.report;
-                if r.ok {
-                    tracing::info!(%date, matched = r.matched, "trade bill reconciled: no discrepancies");
-                } else {
-                    tracing::warn!(%date, discrepancies = r.discrepancies.len(), total_mismatches = r.total_mismatches.len(), report = %self.report_path(date).display(), "trade bill reconciled with discrepancies");
-                }
-                StepOutcome::Reconciled { date, ok: r.ok }
+                o
             }
-            Err(BillRunError::NoStatement { .. }) => {
-                self.retry_at = None;
-                let marker = serde_json::json!({
-                    "bill_date": date.to_string(),
-                    "bill_type": self.config.kind.as_str(),
-                    "status": "NO_STATEMENT_EXIST",
-                });
-                // Atomic: the report's existence marks the day done.
-                let path = self.report_path(date);
-                if let Err(e) =
-                    atomicfile::write(&path, marker.to_string().as_bytes(), Access::Shared)
-                {
-                    tracing::error!(error = %e, path = %path.display(), "cannot write the bill report");
-                }
-                tracing::info!(%date, "no trade bill for the day (NO_STATEMENT_EXIST)");
-                StepOutcome::NoStatement(date)
-            }
-            Err(e) => {
+            Err(reason) => {
                 self.retry_at = Some((date, now + RETRY_AFTER_SECS));
-                if matches!(e, BillRunError::NotReady { .. }) {
-                    tracing::info!(%date, "trade bill not ready yet (STATEMENT_CREATING); retrying in 30 min");
-                } else {
-                    tracing::error!(%date, error = %e, "trade bill run failed; retrying in 30 min");
-                }
-                StepOutcome::RetryLater {
-                    date,
-                    reason: e.kind(),
-                }
+                StepOutcome::RetryLater { date, reason }
             }
         }
     }

@@ -49,7 +49,8 @@ mod workers;
 
 pub use serve::{serve, serve_with_metrics};
 pub use start::{
-    bind, build_client, build_client_for, prepare_client, prepare_client_for, prepare_refunds,
+    bind, build_client, build_merchant_client, merchants_without_credentials,
+    prepare_bill_fetchers, prepare_client, prepare_merchant_client, prepare_refunds,
     redact_database_url, StartError,
 };
 pub use workers::{RunningWorkers, Workers, WORKER_STOP_GRACE};
@@ -389,16 +390,16 @@ impl KitBuilder {
         }
         // Bills: the daily trade-bill run (bill_schedule = true).
         if config.bill_schedule.enabled {
-            let fetcher = crate::bill::fetch::BillFetcher::new(
-                &config.wechatpay.api,
-                client.clone(),
-                store.clone(),
-            )
-            .map_err(StartError::Other)?;
+            let clock = client.verifier().clock().clone();
+            let fetchers =
+                start::prepare_bill_fetchers(&config, client.clone(), store.clone(), clock.clone())
+                    .await?;
             let scheduler = crate::bill::schedule::BillScheduler::new(
-                fetcher,
+                fetchers,
+                store.clone(),
+                start::merchants_without_credentials(&config),
                 config.bill_schedule.clone(),
-                client.verifier().clock().clone(),
+                clock,
             );
             workers.add("bill-schedule", move |stop| async move {
                 scheduler.run(stop.cancelled_owned()).await

@@ -4,6 +4,7 @@
 //! refuse a start.
 
 use crate::apiv3::{Clock, RequestSigner, Verifier};
+use crate::bill::fetch::BillFetcher;
 use crate::catalog::CatalogError;
 use crate::combine::client::{ClientBuildError, ClientOptions, RefreshOutcome, WechatPayClient};
 use crate::combine::settings::{ApiSettings, MerchantCredentials};
@@ -63,28 +64,28 @@ pub fn redact_database_url(url: &str) -> String {
     }
 }
 
-/// The WeChat Pay client of a configuration's initiating merchant (not yet
-/// holding platform certificates; see [`prepare_client`]). The `bill`
-/// command uses this too.
+/// The WeChat Pay client of a configuration's initiator (not yet holding
+/// platform certificates; see [`prepare_client`]).
 pub fn build_client(config: &Config, clock: Arc<dyn Clock>) -> Result<WechatPayClient, StartError> {
-    build_client_for(&config.wechatpay.merchant, &config.wechatpay.api, clock)
+    build_merchant_client(&config.wechatpay.merchant, &config.wechatpay.api, clock)
 }
 
-/// The WeChat Pay client signing as merchant `creds` and verifying with its
-/// WeChat Pay key (or, in certificate mode, its platform certificates).
-pub fn build_client_for(
-    creds: &MerchantCredentials,
+/// A WeChat Pay client signing as `merchant` and verifying answers with
+/// that merchant's WeChat Pay key (each merchant's answers are signed with
+/// its own key), on the hosts and timeouts of `api`.
+pub fn build_merchant_client(
+    merchant: &MerchantCredentials,
     api: &ApiSettings,
     clock: Arc<dyn Clock>,
 ) -> Result<WechatPayClient, StartError> {
     let mut verifier = Verifier::new(clock);
-    if let Some((id, key)) = &creds.verification.public_key {
+    if let Some((id, key)) = &merchant.verification.public_key {
         verifier = verifier.with_public_key(id.clone(), key.clone());
     }
     let signer = RequestSigner::new(
-        creds.mchid.clone(),
-        creds.serial_no.clone(),
-        creds.private_key.clone(),
+        merchant.mchid.clone(),
+        merchant.serial_no.clone(),
+        merchant.private_key.clone(),
     );
     let mut opts = ClientOptions::new(api.base_url.clone());
     opts.backup_url = api.backup_url.clone();
@@ -92,8 +93,8 @@ pub fn build_client_for(
     opts.request_timeout = api.request_timeout;
     opts.max_attempts = api.max_attempts;
     let client = WechatPayClient::new(opts, signer, Arc::new(verifier))?;
-    Ok(if creds.verification.platform_certificates {
-        client.with_platform_certificates(creds.apiv3_key.clone())
+    Ok(if merchant.verification.platform_certificates {
+        client.with_platform_certificates(merchant.apiv3_key.clone())
     } else {
         client
     })
@@ -105,28 +106,56 @@ pub async fn prepare_client(
     config: &Config,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<WechatPayClient>, StartError> {
-    prepare_client_for(&config.wechatpay.merchant, &config.wechatpay.api, clock).await
+    prepare_merchant_client(&config.wechatpay.merchant, &config.wechatpay.api, clock).await
 }
 
-/// [`build_client_for`], then, in certificate mode, the first certificate
-/// download (a failure refuses to start: nothing could be verified).
-pub async fn prepare_client_for(
-    creds: &MerchantCredentials,
+/// [`build_merchant_client`], then, in certificate mode, the merchant's
+/// first certificate download.
+pub async fn prepare_merchant_client(
+    merchant: &MerchantCredentials,
     api: &ApiSettings,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<WechatPayClient>, StartError> {
-    let client = build_client_for(creds, api, clock)?;
+    let client = build_merchant_client(merchant, api, clock)?;
     if client.certificate_mode() {
         match client.refresh_certificates(true).await {
             Ok(RefreshOutcome::Refreshed(_)) | Ok(_) => {}
-            Err(e) if creds.verification.public_key.is_some() => {
+            Err(e) if merchant.verification.public_key.is_some() => {
                 // Migration mode: the public key still verifies responses.
-                tracing::warn!(error = %e, "platform certificates unavailable; continuing with the WeChat Pay public key");
+                tracing::warn!(mchid = %merchant.mchid, error = %e, "platform certificates unavailable; continuing with the WeChat Pay public key");
             }
             Err(e) => return Err(StartError::Certificates(e)),
         }
     }
     Ok(Arc::new(client))
+}
+
+/// One bill fetcher per merchant with credentials, the initiator first
+/// (with `initiator`, its prepared client), for the scheduled bill run.
+pub async fn prepare_bill_fetchers(
+    config: &Config,
+    initiator: Arc<WechatPayClient>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> Result<Vec<BillFetcher>, StartError> {
+    let api = &config.wechatpay.api;
+    let mut out = vec![BillFetcher::new(api, initiator, store.clone()).map_err(StartError::Other)?];
+    for creds in config.wechatpay.credentialed().skip(1) {
+        let client = prepare_merchant_client(creds, api, clock.clone()).await?;
+        out.push(BillFetcher::new(api, client, store.clone()).map_err(StartError::Other)?);
+    }
+    Ok(out)
+}
+
+/// The `[[merchants]]` listed without credentials (their bills are skipped).
+pub fn merchants_without_credentials(config: &Config) -> Vec<String> {
+    config
+        .wechatpay
+        .merchants
+        .iter()
+        .filter(|(_, c)| c.is_none())
+        .map(|(m, _)| m.clone())
+        .collect()
 }
 
 /// The refund service of a configuration: one client per merchant with
@@ -148,7 +177,7 @@ pub async fn prepare_refunds(
 > {
     let mut clients = vec![(config.wechatpay.merchant.clone(), initiator)];
     for creds in config.wechatpay.credentialed().skip(1) {
-        let c = prepare_client_for(creds, &config.wechatpay.api, clock.clone()).await?;
+        let c = prepare_merchant_client(creds, &config.wechatpay.api, clock.clone()).await?;
         clients.push((creds.clone(), c));
     }
     let credentialed: HashSet<String> = clients.iter().map(|(c, _)| c.mchid.clone()).collect();

@@ -148,6 +148,40 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), StartError>
         .map_err(|e| StartError::Other(format!("cannot write {}: {e}", path.display())))
 }
 
+/// Every simulator merchant but the initiator as a `[[merchants]]` entry
+/// with its own credentials (refunds and bills are per merchant), its
+/// APIv3 key written to `secrets/apiv3_key_<mchid>.txt` (owner-only).
+fn demo_merchants(
+    m: &wxpay_combine_sim::MerchantCredentials,
+    secrets: &std::path::Path,
+) -> Result<Vec<wxpay_combine::combine::settings::MerchantEntry>, StartError> {
+    let mut out = Vec::new();
+    for e in m.merchants.iter().filter(|e| e.mchid != m.mchid) {
+        let Some(key) = &e.private_key_file else {
+            // A merchant that brought its own key: listed without API access.
+            out.push(wxpay_combine::combine::settings::MerchantEntry {
+                mchid: e.mchid.clone(),
+                ..Default::default()
+            });
+            continue;
+        };
+        let apiv3_key_file = secrets.join(format!("apiv3_key_{}.txt", e.mchid));
+        write_private(&apiv3_key_file, e.apiv3_key.as_bytes())?;
+        let public_key_file = e.wechatpay_public_key_file.as_ref().map(|f| m.dir.join(f));
+        out.push(wxpay_combine::combine::settings::MerchantEntry {
+            mchid: e.mchid.clone(),
+            merchant_serial_no: Some(e.serial_no.clone()),
+            merchant_private_key_file: Some(m.dir.join(key)),
+            apiv3_key_file: Some(apiv3_key_file),
+            platform_certificates: Some(public_key_file.is_none()),
+            wechatpay_public_key_id: e.wechatpay_public_key_id.clone(),
+            wechatpay_public_key_file: public_key_file,
+            ..Default::default()
+        });
+    }
+    Ok(out)
+}
+
 /// Starts the embedded simulator, writes the demo's secrets, catalog and
 /// configuration into the data directory, and binds the merchant server's
 /// listener. Keys are created on the first run and reused afterwards.
@@ -185,6 +219,8 @@ pub async fn prepare_demo(opts: &DemoOptions) -> Result<Demo, StartError> {
     let private_key_file = m.private_key_path.clone().ok_or_else(|| {
         StartError::Other("the simulator's merchant has no generated private key".into())
     })?;
+
+    let merchants = demo_merchants(&m, &secrets)?;
 
     let catalog = Catalog::demo(&m.sub_mchids)?;
     let catalog_file = dir.join("catalog.toml");
@@ -238,6 +274,7 @@ pub async fn prepare_demo(opts: &DemoOptions) -> Result<Demo, StartError> {
         close_min_age_secs: Some(opts.close_min_age_secs),
         reconcile_interval_secs: Some(opts.reconcile_interval_secs),
         reconcile_after_secs: Some(opts.reconcile_after_secs),
+        merchants,
         ..RawConfig::default()
     };
     let config_path = dir.join("wxpay.toml");

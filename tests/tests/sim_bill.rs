@@ -1,5 +1,8 @@
 //! Trade bills over HTTP: layouts, summaries, hashes (plain and gzip),
 //! one-time 30 s tokens, foreign tokens, NO_STATEMENT_EXIST, corrupt hash.
+//! Bills are per merchant: each sub-merchant's bill holds only its own
+//! sub-orders and refunds, signed for and fetched with its own credentials;
+//! the initiator, with no sub-orders of its own, has none.
 
 use serde_json::json;
 use sha1::{Digest, Sha1};
@@ -61,7 +64,16 @@ async fn trade_bills() {
     )
     .unwrap();
     let t = TestSim::start_with(|o| o.config = Some(dir.path().join("sim.toml"))).await;
-    let c = t.client();
+    let initiator = t.client();
+    let sub = |i: usize| {
+        let mchid = &t.creds().sub_mchids[i];
+        ApiClient::new(
+            t.base(),
+            t.sim.account(mchid).expect("sub-merchant account"),
+        )
+    };
+    // The first sub-merchant's bill is the one examined in detail.
+    let c = sub(0);
     let v = c.verifier();
     let today = cst_date(0);
 
@@ -75,16 +87,18 @@ async fn trade_bills() {
     );
 
     let no1 = unique("B");
-    c.create_and_pay(&prepay_body(t.creds(), &no1, NOTIFY))
-        .await; // 12.34 + 0.01
+    initiator
+        .create_and_pay(&prepay_body(t.creds(), &no1, NOTIFY))
+        .await; // 12.34 (sub-merchant 0) + 0.01 (sub-merchant 1)
     let no2 = unique("B");
     let mut b2 = prepay_body(t.creds(), &no2, NOTIFY);
     b2["sub_orders"][0]["amount"]["total_amount"] = json!(500);
     b2["sub_orders"][1]["amount"]["total_amount"] = json!(700);
-    c.create_and_pay(&b2).await;
+    initiator.create_and_pay(&b2).await;
     let unpaid = unique("B");
     assert_eq!(
-        c.prepay(&prepay_body(t.creds(), &unpaid, NOTIFY))
+        initiator
+            .prepay(&prepay_body(t.creds(), &unpaid, NOTIFY))
             .await
             .status,
         200
@@ -95,8 +109,17 @@ async fn trade_bills() {
         .await
         .unwrap();
     assert_eq!(
-        c.query(&no1).await.json()["sub_orders"][0]["trade_state"],
+        initiator.query(&no1).await.json()["sub_orders"][0]["trade_state"],
         "REFUND"
+    );
+
+    // The initiator has no sub-order of its own, hence no bill.
+    let r = apply(&initiator, &format!("bill_date={today}")).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (400, "NO_STATEMENT_EXIST"),
+        "{}",
+        r.text()
     );
 
     // ALL, uncompressed.
@@ -119,16 +142,21 @@ async fn trade_bills() {
     assert_eq!(sha1_hex(&file.body), j["hash_value"].as_str().unwrap());
     let l = lines(&file.body);
     assert_eq!(l[0], ALL);
-    assert_eq!(l.len(), 1 + 5 + 2, "{l:#?}");
-    for row in &l[1..6] {
+    // Sub-merchant 0: two trades and the refund of one of them.
+    assert_eq!(l.len(), 1 + 3 + 2, "{l:#?}");
+    for row in &l[1..4] {
         assert_data_row(row, 27);
+        assert!(
+            row.contains(&format!(",`{},`0,", t.creds().sub_mchids[0])),
+            "only its own rows: {row}"
+        );
     }
-    let refund_row = l[1..6]
+    let refund_row = l[1..4]
         .iter()
         .find(|r| r.contains("`REFUND,"))
         .expect("a refund row");
     assert!(refund_row.contains("`RF0001,`2.34,"), "{refund_row}");
-    let trade = l[1..6]
+    let trade = l[1..4]
         .iter()
         .find(|r| r.contains(&format!("`{no1}A,")) && r.contains("`SUCCESS,"))
         .unwrap();
@@ -147,9 +175,23 @@ async fn trade_bills() {
     );
     assert_eq!(f[7], format!("`{}", t.creds().demo_openid));
     assert_eq!(f[26], "`");
-    assert_eq!(l[6], ALL_SUMMARY);
-    // 4 trades + 1 refund; 24.35 settled; 0.07+0+0.03+0.04 fees.
-    assert_eq!(l[7], "`5,`24.35,`2.34,`0.00,`0.14000,`24.35,`2.34");
+    assert_eq!(l[4], ALL_SUMMARY);
+    // 2 trades + 1 refund; 17.34 settled; 0.07+0.03 fees.
+    assert_eq!(l[5], "`3,`17.34,`2.34,`0.00,`0.10000,`17.34,`2.34");
+
+    // Sub-merchant 1's bill: its two trades only, no refund.
+    let c1 = sub(1);
+    let r = apply(&c1, &format!("bill_date={today}&bill_type=ALL")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.verify(&c1.verifier()).unwrap();
+    let file = download(&c1, r.json()["download_url"].as_str().unwrap()).await;
+    let l1 = lines(&file.body);
+    assert_eq!(l1.len(), 1 + 2 + 2, "{l1:#?}");
+    assert!(l1[1..3]
+        .iter()
+        .all(|r| r.contains(&format!(",`{},`0,", t.creds().sub_mchids[1]))));
+    // 0.01 + 7.00 settled; 0 + 0.04 fees.
+    assert_eq!(l1[4], "`2,`7.01,`0.00,`0.00,`0.04000,`7.01,`0.00");
 
     // The token is single-use.
     let again = download(&c, &url).await;
@@ -181,12 +223,12 @@ async fn trade_bills() {
     );
     let l = lines(&plain);
     assert_eq!(l[0], SUCCESS);
-    assert_eq!(l.len(), 1 + 4 + 2);
-    for row in &l[1..5] {
+    assert_eq!(l.len(), 1 + 2 + 2);
+    for row in &l[1..3] {
         assert_data_row(row, 20);
     }
-    assert_eq!(l[5], SUCCESS_SUMMARY);
-    assert_eq!(l[6], "`4,`24.35,`0.14000,`24.35");
+    assert_eq!(l[3], SUCCESS_SUMMARY);
+    assert_eq!(l[4], "`2,`17.34,`0.10000,`17.34");
 
     // REFUND.
     let r = apply(&c, &format!("bill_date={today}&bill_type=REFUND")).await;
@@ -201,7 +243,7 @@ async fn trade_bills() {
     let r = apply(&c, &format!("bill_date={today}")).await;
     let url = r.json()["download_url"].as_str().unwrap().to_string();
     t.sim.set_clock_offset(31).await.unwrap();
-    let late = ApiClient::new(t.base(), t.creds()).shifted(31);
+    let late = sub(0).shifted(31);
     let expired = download(&late, &url).await;
     assert_eq!(
         (expired.status, expired.code().as_str()),
@@ -211,13 +253,16 @@ async fn trade_bills() {
     );
     t.sim.set_clock_offset(0).await.unwrap();
 
-    // Another merchant cannot use the token; it has no bill of its own.
+    // Another merchant cannot use the token (neither the initiator of the
+    // orders nor another sub-merchant); a merchant without trades has no bill.
     let other_creds = t.sim.merchants()[1].clone();
     let other = ApiClient::new(t.base(), &other_creds);
     let r = apply(&c, &format!("bill_date={today}")).await;
     let url = r.json()["download_url"].as_str().unwrap().to_string();
-    let foreign = download(&other, &url).await;
-    assert_eq!((foreign.status, foreign.code().as_str()), (403, "NO_AUTH"));
+    for someone_else in [&other, &initiator, &c1] {
+        let foreign = download(someone_else, &url).await;
+        assert_eq!((foreign.status, foreign.code().as_str()), (403, "NO_AUTH"));
+    }
     assert_eq!(
         download(&c, &url).await.status,
         200,
@@ -255,7 +300,7 @@ async fn trade_bills() {
 
     // The corrupt-hash fault announces a hash the file does not have.
     t.sim
-        .control(json!({"mchid": t.creds().mchid, "corrupt_bill_hash": true}))
+        .control(json!({"mchid": t.creds().sub_mchids[0], "corrupt_bill_hash": true}))
         .await
         .unwrap();
     let r = apply(&c, &format!("bill_date={today}")).await;

@@ -1,6 +1,8 @@
 //! `wxpay-combine bill`, run as the binary against an in-process simulator
-//! (through the demo's configuration), and the scheduled run with an
-//! injected clock.
+//! (through the demo's configuration, where every sub-merchant is a
+//! `[[merchants]]` entry with its own credentials), and the scheduled run
+//! with an injected clock. Bills are per merchant: each sub-merchant's bill
+//! holds only its own sub-orders.
 //!
 //! A small forwarding proxy stands in front of the simulator as the
 //! configured API host, to add what the simulator does not do by itself:
@@ -17,14 +19,13 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use wxpay_combine::apiv3::{ManualClock, SystemClock};
-use wxpay_combine::bill::fetch::BillFetcher;
 use wxpay_combine::bill::schedule::{BillScheduleConfig, BillScheduler, StepOutcome};
 use wxpay_combine::bill::BillKind;
 use wxpay_combine::combine::wire::{PayerInfo, PrepayRequest, PrepaySubOrder, RequestAmount};
 use wxpay_combine::combine::{
     CombineApi, CombineOrder, EventSource, SubOrder, SubOrderPayment, TradeState, Transition,
 };
-use wxpay_combine::config::Config;
+use wxpay_combine::config::{Config, RawConfig};
 use wxpay_combine::store::Store;
 use wxpay_combine_cli::app::{self, DemoOptions};
 use wxpay_combine_sim::SimHandle;
@@ -105,6 +106,10 @@ struct Env {
     store: Arc<dyn Store>,
     config: Config,
     today: time::Date,
+    /// The initiator (no sub-orders of its own).
+    initiator: String,
+    /// The sub-merchants, in the order `pay_in_sim` uses them.
+    subs: Vec<String>,
 }
 
 impl Env {
@@ -137,6 +142,18 @@ impl Env {
             .unwrap()
             .to_offset(wxpay_combine::bill::BEIJING)
             .date();
+        let initiator = sim.merchant().mchid.clone();
+        let subs = sim.merchant().sub_mchids.clone();
+        // The demo configures every sub-merchant with its own credentials.
+        let configured: Vec<&str> = demo
+            .config
+            .wechatpay
+            .credentialed()
+            .map(|c| c.mchid.as_str())
+            .collect();
+        let mut want = vec![initiator.as_str()];
+        want.extend(subs.iter().map(String::as_str));
+        assert_eq!(configured, want);
         Env {
             dir,
             config_path: demo.config_path,
@@ -146,16 +163,38 @@ impl Env {
             store,
             config: demo.config,
             today,
+            initiator,
+            subs,
         }
+    }
+
+    /// A copy of the demo's configuration in which `mchid`'s
+    /// `[[merchants]]` entry has no credentials.
+    fn config_without_keys_of(&self, mchid: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        let mut raw = RawConfig::parse(&text, "demo", &|_| None).unwrap();
+        let entry = raw.merchants.iter_mut().find(|e| e.mchid == mchid).unwrap();
+        *entry = wxpay_combine::combine::settings::MerchantEntry {
+            mchid: mchid.to_string(),
+            ..Default::default()
+        };
+        let path = self.path("wxpay-without-keys.toml");
+        std::fs::write(&path, raw.to_toml()).unwrap();
+        path
     }
 
     /// Runs `bill` through the proxy; `backup` adds the simulator's own
     /// host as a configured API host (so its download URLs are accepted).
     fn bill(&self, args: &[&str], backup: bool) -> Output {
+        self.bill_with(&self.config_path, args, backup)
+    }
+
+    /// [`Self::bill`] with another configuration file.
+    fn bill_with(&self, config: &Path, args: &[&str], backup: bool) -> Output {
         Command::new(env!("CARGO_BIN_EXE_wxpay-combine"))
             .arg("bill")
             .arg("--config")
-            .arg(&self.config_path)
+            .arg(config)
             .args(args)
             .env_remove("WXPAY_CONFIG")
             .env("WXPAY_API_BASE_URL", &self.proxy_base)
@@ -296,6 +335,20 @@ fn no_part_files(dir: &Path) {
     }
 }
 
+/// The run report's entry of merchant `mchid`.
+fn merchant<'a>(run: &'a Value, mchid: &str) -> &'a Value {
+    run["merchants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mchid"] == mchid)
+        .unwrap_or_else(|| panic!("{mchid} not in {run:#}"))
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
 fn kinds(report: &Value, kind: &str) -> Vec<String> {
     report["discrepancies"]
         .as_array()
@@ -311,10 +364,11 @@ async fn bill_command_downloads_verifies_and_reconciles() {
     let env = Env::start().await;
     let today = env.today.to_string();
     let no = |p: &str| format!("{p}{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let (initiator, s0, s1, s2) = (&env.initiator, &env.subs[0], &env.subs[1], &env.subs[2]);
 
-    // WeChat Pay has two paid orders; locally one matches, one has a
-    // different amount on its first sub-order, and a third order was paid
-    // locally only.
+    // WeChat Pay has two paid orders (sub-orders of s0 and s1); locally one
+    // matches, one has a different amount on its s0 sub-order, and a third
+    // order was paid locally only.
     let matching = env.pay_in_sim(&no("BM"), &[1234, 100]).await;
     env.store_paid(&matching).await;
     let mut differing = env.pay_in_sim(&no("BD"), &[500, 700]).await;
@@ -328,39 +382,71 @@ async fn bill_command_downloads_verifies_and_reconciles() {
         s.transaction_id = Some(format!("4200LOCAL{i}"));
     }
     env.store_paid(&local_only).await;
+    assert_eq!(
+        (&matching.sub_orders[0].mchid, &matching.sub_orders[1].mchid),
+        (s0, s1)
+    );
 
-    // Plain download, with report: discrepancies → exit 1.
-    let out = env.path("plain.csv");
-    let report = env.path("plain.json");
+    // Every merchant's bill, each to its own file: discrepancies → exit 1.
+    let all = env.path("all");
+    let run = env.path("run.json");
     let o = env.bill(
         &[
             "--date",
             &today,
-            "--out",
-            out.to_str().unwrap(),
+            "--out-dir",
+            all.to_str().unwrap(),
             "--report",
-            report.to_str().unwrap(),
+            run.to_str().unwrap(),
         ],
         true,
     );
     assert_eq!(code(&o), 1, "{}", text(&o));
-    assert!(text(&o).contains("DISCREPANCIES: 4"), "{}", text(&o));
-    let plain = std::fs::read(&out).unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(stdout.contains("DISCREPANCIES: 3"), "{}", text(&o));
+    assert!(stdout.contains("DISCREPANCIES: 1"), "{}", text(&o));
+    assert!(
+        stdout.contains(&format!("merchant {initiator}: no bill")),
+        "{}",
+        text(&o)
+    );
+    let r = read_json(&run);
+    assert_eq!(r["bill_date"], today);
+    assert_eq!(r["ok"], false);
+    assert_eq!(r["skipped"], json!([]));
+    let order: Vec<&str> = r["merchants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mchid"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, [initiator, s0, s1, s2]);
+    let file = |m: &str, ext: &str| all.join(format!("{today}-ALL-{m}.{ext}"));
+    // The initiator and s2 have no bill and nothing paid: clean and empty.
+    for m in [initiator, s2] {
+        assert_eq!(merchant(&r, m)["status"], "no_statement", "{r:#}");
+        assert_eq!(merchant(&r, m)["ok"], true);
+        assert!(!file(m, "csv").exists());
+    }
+    // s0: its own rows only, reconciled against its own sub-orders only.
+    let plain = std::fs::read(file(s0, "csv")).unwrap();
     let bill = wxpay_combine::bill::parse(&plain).unwrap();
     assert_eq!(bill.kind, BillKind::All);
-    assert_eq!(bill.details.len(), 4);
-    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    assert_eq!(r["bill_date"], today);
-    assert_eq!(r["matched"], 3, "{r:#}");
-    assert_eq!(r["matched_amount_fen"], 1234 + 100 + 700);
-    assert_eq!(r["local"]["paid_sub_orders"], 6);
-    assert_eq!(r["bill"]["payment_rows"], 4);
-    assert_eq!(r["bill"]["summary_order_total_fen"], 1234 + 100 + 500 + 700);
-    assert_eq!(r["total_mismatches"], json!([]));
-    assert_eq!(r["ok"], false);
+    assert_eq!(bill.details.len(), 2);
+    assert!(bill.details.iter().all(|d| d.mchid == *s0));
+    let r0 = read_json(&file(s0, "json"));
+    assert_eq!(merchant(&r, s0)["report"]["matched"], r0["matched"]);
+    assert_eq!(r0["mchid"], s0.as_str());
+    assert_eq!(r0["matched"], 1, "{r0:#}");
+    assert_eq!(r0["matched_amount_fen"], 1234);
+    assert_eq!(r0["local"]["paid_sub_orders"], 3);
+    assert_eq!(r0["bill"]["payment_rows"], 2);
+    assert_eq!(r0["bill"]["summary_order_total_fen"], 1234 + 500);
+    assert_eq!(r0["total_mismatches"], json!([]));
+    assert_eq!(r0["ok"], false);
     let d0 = &differing.sub_orders[0].out_trade_no;
-    assert_eq!(kinds(&r, "amount_mismatch"), vec![d0.clone()]);
-    let mismatch = r["discrepancies"]
+    assert_eq!(kinds(&r0, "amount_mismatch"), vec![d0.clone()]);
+    let mismatch = r0["discrepancies"]
         .as_array()
         .unwrap()
         .iter()
@@ -370,25 +456,54 @@ async fn bill_command_downloads_verifies_and_reconciles() {
         (&mismatch["bill_amount_fen"], &mismatch["local_amount_fen"]),
         (&json!(500), &json!(501))
     );
-    let mut missing = kinds(&r, "missing_from_bill");
-    missing.sort();
-    assert_eq!(
-        missing,
-        local_only
-            .sub_orders
-            .iter()
-            .map(|s| s.out_trade_no.clone())
-            .collect::<Vec<_>>()
-    );
     // Only the amount differs (payer amount is compared separately).
-    assert_eq!(kinds(&r, "payer_amount_mismatch"), vec![d0.clone()]);
-    assert_eq!(r["discrepancies"].as_array().unwrap().len(), 4);
-    assert_eq!(r["file"]["sha1"], wxpay_combine::bill::sha1_hex(&plain));
+    assert_eq!(kinds(&r0, "payer_amount_mismatch"), vec![d0.clone()]);
+    // The local-only sub-orders are missing each from its own merchant's bill.
+    assert_eq!(
+        kinds(&r0, "missing_from_bill"),
+        vec![local_only.sub_orders[0].out_trade_no.clone()]
+    );
+    assert_eq!(r0["discrepancies"].as_array().unwrap().len(), 3);
+    assert_eq!(r0["file"]["sha1"], wxpay_combine::bill::sha1_hex(&plain));
+    let r1 = read_json(&file(s1, "json"));
+    assert_eq!(
+        (&r1["matched"], &r1["matched_amount_fen"]),
+        (&json!(2), &json!(800))
+    );
+    assert_eq!(
+        kinds(&r1, "missing_from_bill"),
+        vec![local_only.sub_orders[1].out_trade_no.clone()]
+    );
+    assert_eq!(r1["discrepancies"].as_array().unwrap().len(), 1, "{r1:#}");
+
+    // One merchant to one file: the same bill.
+    let out = env.path("plain.csv");
+    let o = env.bill(
+        &[
+            "--date",
+            &today,
+            "--merchant",
+            s0,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        true,
+    );
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert_eq!(std::fs::read(&out).unwrap(), plain);
 
     // Gzip: the same file after decompression.
     let gz = env.path("gzip.csv");
     let o = env.bill(
-        &["--date", &today, "--gzip", "--out", gz.to_str().unwrap()],
+        &[
+            "--date",
+            &today,
+            "--merchant",
+            s0,
+            "--gzip",
+            "--out",
+            gz.to_str().unwrap(),
+        ],
         true,
     );
     assert_eq!(code(&o), 1, "{}", text(&o));
@@ -401,7 +516,14 @@ async fn bill_command_downloads_verifies_and_reconciles() {
         .unwrap();
     for gzip in [false, true] {
         let bad = env.path(&format!("corrupt-{gzip}.csv"));
-        let mut args = vec!["--date", &today, "--out", bad.to_str().unwrap()];
+        let mut args = vec![
+            "--date",
+            &today,
+            "--merchant",
+            s0,
+            "--out",
+            bad.to_str().unwrap(),
+        ];
         if gzip {
             args.push("--gzip");
         }
@@ -423,7 +545,19 @@ async fn bill_command_downloads_verifies_and_reconciles() {
     let before = env.proxy.applications.load(Ordering::SeqCst);
     env.proxy.expire_next.store(1, Ordering::SeqCst);
     let again = env.path("again.csv");
-    let o = env.bill(&["--date", &today, "--out", again.to_str().unwrap()], true);
+    let one_s0 = |out: &Path| {
+        vec![
+            "--date".to_string(),
+            today.clone(),
+            "--merchant".into(),
+            s0.clone(),
+            "--out".into(),
+            out.to_str().unwrap().to_string(),
+        ]
+    };
+    let args = one_s0(&again);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = env.bill(&args, true);
     assert_eq!(code(&o), 1, "{}", text(&o));
     assert_eq!(env.proxy.applications.load(Ordering::SeqCst) - before, 2);
     assert_eq!(std::fs::read(&again).unwrap(), plain);
@@ -432,7 +566,9 @@ async fn bill_command_downloads_verifies_and_reconciles() {
     let before = env.proxy.applications.load(Ordering::SeqCst);
     env.proxy.expire_next.store(100, Ordering::SeqCst);
     let never = env.path("never.csv");
-    let o = env.bill(&["--date", &today, "--out", never.to_str().unwrap()], true);
+    let args = one_s0(&never);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = env.bill(&args, true);
     assert_eq!(code(&o), 6, "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("expired"),
@@ -450,10 +586,9 @@ async fn bill_command_downloads_verifies_and_reconciles() {
         |s: &wxpay_combine_sim::SimStats| s.api_calls.get("billdownload").copied().unwrap_or(0);
     let seen = downloads(&env.sim.stats().await.unwrap());
     let foreign = env.path("foreign.csv");
-    let o = env.bill(
-        &["--date", &today, "--out", foreign.to_str().unwrap()],
-        false,
-    );
+    let args = one_s0(&foreign);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = env.bill(&args, false);
     assert_eq!(code(&o), 6, "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("refusing download_url"),
@@ -464,30 +599,73 @@ async fn bill_command_downloads_verifies_and_reconciles() {
     assert_eq!(env.proxy.downloads.load(Ordering::SeqCst), 0);
     assert!(!foreign.exists());
 
-    // STATEMENT_CREATING → 4; NO_STATEMENT_EXIST (a day without trades) → 3.
+    // STATEMENT_CREATING → 4.
     env.proxy.creating.store(true, Ordering::SeqCst);
-    let o = env.bill(
-        &["--date", &today, "--out", foreign.to_str().unwrap()],
-        true,
-    );
+    let o = env.bill(&args, true);
     assert_eq!(code(&o), 4, "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("STATEMENT_CREATING"));
     env.proxy.creating.store(false, Ordering::SeqCst);
+
+    // NO_STATEMENT_EXIST: an error (3) for a merchant with a sub-order paid
+    // locally that day, a clean empty result for one without (the initiator).
     let yesterday = env.today.previous_day().unwrap().to_string();
+    let mut paid_yesterday = matching.clone();
+    paid_yesterday.combine_out_trade_no = no("BY");
+    paid_yesterday.sub_orders.truncate(1);
+    paid_yesterday.sub_orders[0].out_trade_no =
+        format!("{}S0", paid_yesterday.combine_out_trade_no);
+    paid_yesterday.sub_orders[0].transaction_id = Some("4200YESTERDAY".into());
+    paid_yesterday.sub_orders[0].success_time = Some(format!("{yesterday}T12:00:00+08:00"));
+    env.store_paid(&paid_yesterday).await;
     let o = env.bill(
-        &["--date", &yesterday, "--out", foreign.to_str().unwrap()],
+        &[
+            "--date",
+            &yesterday,
+            "--merchant",
+            s0,
+            "--out",
+            foreign.to_str().unwrap(),
+        ],
         true,
     );
     assert_eq!(code(&o), 3, "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("NO_STATEMENT_EXIST"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("NO_STATEMENT_EXIST"), "{err}");
+    assert!(err.contains(&format!("merchant {s0}")), "{err}");
+    assert!(err.contains("1 of its sub-orders"), "{err}");
+    assert!(!foreign.exists());
+    let o = env.bill(
+        &[
+            "--date",
+            &yesterday,
+            "--merchant",
+            initiator,
+            "--out",
+            foreign.to_str().unwrap(),
+        ],
+        true,
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(text(&o).contains("nothing to reconcile"), "{}", text(&o));
     assert!(!foreign.exists());
 
-    // Usage errors → 2.
+    // Usage errors → 2: a bad date; --out for several merchants.
     let o = env.bill(
         &["--date", "2024-13-01", "--out", foreign.to_str().unwrap()],
         true,
     );
     assert_eq!(code(&o), 2, "{}", text(&o));
+    let o = env.bill(
+        &["--date", &today, "--out", foreign.to_str().unwrap()],
+        true,
+    );
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--out-dir"),
+        "{}",
+        text(&o)
+    );
+    assert!(!foreign.exists());
 
     // The scheduled run: the clock says 10:01 (Beijing) the next day.
     let mut config = Config::load_with_env(&env.config_path, &|k| match k {
@@ -502,12 +680,26 @@ async fn bill_command_downloads_verifies_and_reconciles() {
     let client = wxpay_combine::kit::prepare_client(&config, Arc::new(SystemClock))
         .await
         .unwrap();
-    let fetcher = BillFetcher::new(&config.wechatpay.api, client, env.store.clone()).unwrap();
+    let fetchers = wxpay_combine::kit::prepare_bill_fetchers(
+        &config,
+        client,
+        env.store.clone(),
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fetchers.len(), 4);
     let schedule = BillScheduleConfig {
         enabled: true,
         ..config.bill_schedule.clone()
     };
-    let mut scheduler = BillScheduler::new(fetcher, schedule, clock.clone());
+    let mut scheduler = BillScheduler::new(
+        fetchers,
+        env.store.clone(),
+        wxpay_combine::kit::merchants_without_credentials(&config),
+        schedule,
+        clock.clone(),
+    );
     assert_eq!(scheduler.step().await, StepOutcome::Idle, "09:00: not yet");
     clock.advance(3600 + 60);
     env.proxy.creating.store(true, Ordering::SeqCst);
@@ -528,13 +720,19 @@ async fn bill_command_downloads_verifies_and_reconciles() {
             ok: false
         }
     );
-    let kept: Value = serde_json::from_slice(
-        &std::fs::read(env.path("bills").join(format!("{today}.json"))).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(kept["matched"], 3);
+    let bills = env.path("bills");
+    let day = read_json(&bills.join(format!("{today}.json")));
+    assert_eq!(day["ok"], false);
+    assert_eq!(day["merchants"].as_array().unwrap().len(), 4, "{day:#}");
+    assert_eq!(merchant(&day, initiator)["status"], "no_statement");
+    assert_eq!(merchant(&day, s0)["report"]["matched"], 1);
+    assert_eq!(merchant(&day, s1)["report"]["matched"], 2);
     assert_eq!(
-        std::fs::read(env.path("bills").join(format!("{today}.csv"))).unwrap(),
+        read_json(&bills.join(format!("{today}-ALL-{s0}.json")))["matched"],
+        1
+    );
+    assert_eq!(
+        std::fs::read(bills.join(format!("{today}-ALL-{s0}.csv"))).unwrap(),
         plain
     );
     assert_eq!(scheduler.step().await, StepOutcome::Idle, "the day is done");
@@ -555,6 +753,143 @@ async fn bill_command_downloads_verifies_and_reconciles() {
             kit.workers
         );
     }
+    let _ = std::fs::remove_dir_all(&env.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_merchants_reconcile_clean_and_merchants_without_credentials_are_skipped() {
+    let env = Env::start().await;
+    let today = env.today.to_string();
+    let no = |p: &str| format!("{p}{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let (initiator, s0, s1, s2) = (&env.initiator, &env.subs[0], &env.subs[1], &env.subs[2]);
+    let three = env.pay_in_sim(&no("T"), &[300, 400, 500]).await;
+    env.store_paid(&three).await;
+    let two = env.pay_in_sim(&no("U"), &[600, 700]).await;
+    env.store_paid(&two).await;
+
+    // A day with payments over three merchants: each reconciles clean.
+    let dir = env.path("clean");
+    let run = env.path("clean.json");
+    let o = env.bill(
+        &[
+            "--date",
+            &today,
+            "--gzip",
+            "--out-dir",
+            dir.to_str().unwrap(),
+            "--report",
+            run.to_str().unwrap(),
+        ],
+        true,
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let r = read_json(&run);
+    assert_eq!(r["ok"], true, "{r:#}");
+    assert_eq!(r["skipped"], json!([]));
+    assert_eq!(merchant(&r, initiator)["status"], "no_statement");
+    for (m, matched, amount) in [(s0, 2, 900), (s1, 2, 1100), (s2, 1, 500)] {
+        let entry = merchant(&r, m);
+        assert_eq!(entry["status"], "reconciled");
+        assert_eq!(entry["report"]["ok"], true, "{entry:#}");
+        assert_eq!(entry["report"]["mchid"], m.as_str());
+        assert_eq!(entry["report"]["matched"], matched);
+        assert_eq!(entry["report"]["matched_amount_fen"], amount);
+        assert_eq!(entry["report"]["local"]["paid_sub_orders"], matched);
+        let stem = format!("{today}-ALL-{m}");
+        assert_eq!(
+            read_json(&dir.join(format!("{stem}.json")))["matched"],
+            matched
+        );
+        let bill = wxpay_combine::bill::parse_file(&dir.join(format!("{stem}.csv"))).unwrap();
+        assert_eq!(bill.details.len(), matched as usize);
+        assert!(bill.details.iter().all(|d| d.mchid == *m));
+    }
+
+    // s2 without credentials: skipped and listed as such, with its payment.
+    let without = env.config_without_keys_of(s2);
+    let dir2 = env.path("skipping");
+    let run2 = env.path("skipping.json");
+    let o = env.bill_with(
+        &without,
+        &[
+            "--date",
+            &today,
+            "--out-dir",
+            dir2.to_str().unwrap(),
+            "--report",
+            run2.to_str().unwrap(),
+        ],
+        true,
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("SKIPPED merchant {s2}")),
+        "{}",
+        text(&o)
+    );
+    let r2 = read_json(&run2);
+    let fetched: Vec<&str> = r2["merchants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mchid"].as_str().unwrap())
+        .collect();
+    assert_eq!(fetched, [initiator, s0, s1]);
+    assert_eq!(
+        r2["skipped"],
+        json!([{"mchid": s2, "reason": "no_credentials", "listed": true,
+                "paid_sub_orders": 1, "paid_amount_fen": 500}])
+    );
+    assert!(!dir2.join(format!("{today}-ALL-{s2}.csv")).exists());
+
+    // --merchant for it: an error naming it, nothing fetched.
+    let before = env.proxy.applications.load(Ordering::SeqCst);
+    let nothing = env.path("nothing.csv");
+    let o = env.bill_with(
+        &without,
+        &[
+            "--date",
+            &today,
+            "--merchant",
+            s2,
+            "--out",
+            nothing.to_str().unwrap(),
+        ],
+        true,
+    );
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(s2.as_str()) && err.contains("no credentials"),
+        "{err}"
+    );
+    assert!(!nothing.exists());
+    assert_eq!(env.proxy.applications.load(Ordering::SeqCst), before);
+
+    // --merchant fetches just that one bill.
+    let one = env.path("one.csv");
+    let one_report = env.path("one.json");
+    let o = env.bill(
+        &[
+            "--date",
+            &today,
+            "--merchant",
+            s1,
+            "--out",
+            one.to_str().unwrap(),
+            "--report",
+            one_report.to_str().unwrap(),
+        ],
+        true,
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(env.proxy.applications.load(Ordering::SeqCst) - before, 1);
+    let bill = wxpay_combine::bill::parse_file(&one).unwrap();
+    assert_eq!(bill.details.len(), 2);
+    assert!(bill.details.iter().all(|d| d.mchid == *s1));
+    let r3 = read_json(&one_report);
+    assert_eq!(r3["merchants"].as_array().unwrap().len(), 1);
+    assert_eq!(merchant(&r3, s1)["report"]["matched"], 2);
     let _ = std::fs::remove_dir_all(&env.dir);
 }
 

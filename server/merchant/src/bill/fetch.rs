@@ -191,7 +191,7 @@ struct TradeBillAnswer {
 #[derive(Debug, Clone)]
 pub enum MerchantOutcome {
     /// The bill was fetched and reconciled.
-    Reconciled(BillOutcome),
+    Reconciled(Box<BillOutcome>),
     /// `NO_STATEMENT_EXIST` while none of the merchant's sub-orders was paid
     /// locally that day (an initiator without own sub-orders): nothing to
     /// reconcile, a clean result.
@@ -459,7 +459,7 @@ impl BillFetcher {
     /// [`MerchantOutcome::Empty`]; with some, the error counts them.
     pub async fn fetch_merchant(&self, job: &BillJob) -> Result<MerchantOutcome, BillRunError> {
         match self.fetch_and_reconcile(job).await {
-            Ok(o) => Ok(MerchantOutcome::Reconciled(o)),
+            Ok(o) => Ok(MerchantOutcome::Reconciled(Box::new(o))),
             Err(BillRunError::NoStatement {
                 mchid, date, kind, ..
             }) => {

@@ -295,8 +295,7 @@ macro_rules! refund_ops {
         async fn insert_event(
             conn: &mut $conn,
             out_refund_no: &str,
-            from: Option<RefundStatus>,
-            to: RefundStatus,
+            (from, to): (Option<RefundStatus>, RefundStatus),
             source: &str,
             notification_id: Option<&str>,
             detail: &str,
@@ -415,8 +414,7 @@ macro_rules! refund_ops {
             insert_event(
                 conn,
                 &new.out_refund_no,
-                None,
-                RefundStatus::Processing,
+                (None, RefundStatus::Processing),
                 "create",
                 None,
                 &format!("refund of {} fen of sub-order {} recorded before the call", new.amount, new.out_trade_no),
@@ -466,8 +464,7 @@ macro_rules! refund_ops {
                 insert_event(
                     conn,
                     &no,
-                    Some(current.status),
-                    update.status,
+                    (Some(current.status), update.status),
                     update.source.as_str(),
                     update.notification_id.as_deref(),
                     &update.detail,

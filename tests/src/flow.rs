@@ -26,6 +26,8 @@ pub struct Flow {
     pub base: String,
     pub config: Config,
     pub store: Arc<dyn Store>,
+    /// The server's refund service (`Kit::refunds`).
+    pub refunds: Arc<wxpay_combine::refund::RefundService>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<Result<(), wxpay_combine::kit::StartError>>>,
     _pg: Option<PgSchema>,
@@ -61,6 +63,7 @@ impl Flow {
             .await
             .expect("server builds");
         let store = server.store.clone();
+        let refunds = server.refunds.clone();
         let base = demo.config.http.public_base_url.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(wxpay_combine::kit::serve(server, demo.listener, async {
@@ -71,6 +74,7 @@ impl Flow {
             base,
             config: demo.config,
             store,
+            refunds,
             shutdown: Some(tx),
             server: Some(task),
             _pg: pg,

@@ -15,6 +15,8 @@
 mod api;
 
 pub use api::{MerchantClients, RefundApi, RefundCallError};
+// The protocol's refund vocabulary, for users of this module.
+pub use wxpay_combine_core::refund::{wire, RefundRule, RefundStatus};
 
 use crate::apiv3::Clock;
 use crate::combine::ApiError;
@@ -23,8 +25,7 @@ use crate::store::{
     RefundUpdate, Store, StoreError,
 };
 use std::sync::Arc;
-use wxpay_combine_core::refund::wire::{Refund, RefundRequest, RefundRequestAmount};
-use wxpay_combine_core::refund::{RefundRule, RefundStatus};
+use wire::{Refund, RefundRequest, RefundRequestAmount};
 
 /// Longest `reason` WeChat Pay accepts, in bytes.
 pub const MAX_REASON_BYTES: usize = 80;

@@ -8,8 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 use wxpay_combine::apiv3::{Clock, SystemClock};
+use wxpay_combine::bill::fetch::{BillJob, MerchantOutcome};
+use wxpay_combine::bill::BillKind;
 use wxpay_combine::combine::{ApplyOutcome, CombineApi, CombineOrder, EventSource, TradeState};
-use wxpay_combine::kit::prepare_client;
+use wxpay_combine::kit::{prepare_bill_fetchers, prepare_client};
 use wxpay_combine::refund::wire::{RefundRequest, RefundRequestAmount};
 use wxpay_combine::refund::{
     MerchantClients, RefundApi, RefundError, RefundOrder, RefundRule, RefundStatus,
@@ -152,6 +154,47 @@ async fn refund_a_sub_order_end_to_end(db: Db) {
         .expect_err("refused");
     let text = refused.to_string();
     assert!(text.contains("INVALID_REQUEST"), "{text}");
+
+    // Today's bills reconcile clean per merchant: the refunded merchant's
+    // has its payment and its refund row; every merchant's has only its own.
+    let today = wxpay_combine_core::timefmt::beijing(clock.now())
+        .unwrap()
+        .date();
+    let dir = tempfile::tempdir().unwrap();
+    let fetchers = prepare_bill_fetchers(&f.config, initiator, f.store.clone(), clock.clone())
+        .await
+        .unwrap();
+    let mut reconciled = 0;
+    for fetcher in &fetchers {
+        let job = BillJob {
+            date: today,
+            kind: BillKind::All,
+            gzip: false,
+            out: dir.path().join(format!("{}.csv", fetcher.mchid())),
+            report: None,
+        };
+        match fetcher.fetch_merchant(&job).await.unwrap() {
+            MerchantOutcome::Empty => continue,
+            MerchantOutcome::Reconciled(o) => {
+                reconciled += 1;
+                assert!(
+                    o.report.ok,
+                    "{}: {:#?}",
+                    fetcher.mchid(),
+                    o.report.discrepancies
+                );
+                let own = order
+                    .sub_orders
+                    .iter()
+                    .filter(|s| s.mchid == fetcher.mchid())
+                    .count();
+                assert_eq!(o.report.matched, own, "{}", fetcher.mchid());
+                let refunds = usize::from(fetcher.mchid() == sub.mchid);
+                assert_eq!(o.report.bill.refund_rows, refunds, "{}", fetcher.mchid());
+            }
+        }
+    }
+    assert_eq!(reconciled, 3, "one bill per sub-merchant");
     f.stop().await;
 }
 

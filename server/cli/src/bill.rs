@@ -80,7 +80,7 @@ pub struct BillArgs {
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Where every merchant's bill and report are written:
-    /// DIR/<date>-<type>-<mchid>.csv and .json.
+    /// `DIR/<date>-<type>-<mchid>.csv` and `.json`.
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
     /// Where the run report (JSON: every merchant's result, the merchants skipped) is written.

@@ -432,12 +432,27 @@ impl BillFetcher {
                 others.push(l);
             }
         }
+        // The local refunds: those recorded on the day, and those the
+        // bill's refund rows name (recorded late on the day before, say).
+        let (from, to) = wxpay_combine_core::timefmt::beijing_day_bounds(date);
+        let mut refunds = self.store.refunds_created_between(from, to).await?;
+        for r in &bill.details {
+            let Some(rf) = r.refund_id().and(r.refund.as_ref()) else {
+                continue;
+            };
+            if !refunds.iter().any(|l| l.out_refund_no == rf.out_refund_no) {
+                if let Some(l) = self.store.get_refund(&rf.out_refund_no).await? {
+                    refunds.push(l);
+                }
+            }
+        }
         Ok(bill::reconcile::reconcile_for(
             bill,
             date,
             Some(self.mchid()),
             &paid,
             &others,
+            &refunds,
         ))
     }
 

@@ -11,8 +11,9 @@
 
 use super::{BillRecord, TradeBill};
 pub use crate::store::LocalSubOrder;
+use crate::store::RefundRecord;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use time::Date;
 
 pub use wxpay_combine_core::timefmt::beijing_day_bounds;
@@ -44,6 +45,12 @@ pub enum DiscrepancyKind {
     RefundForUnknownOrder,
     /// A row whose 商户号 is not the merchant whose bill this is.
     OtherMerchantRow,
+    /// A refund row whose 商户退款单号 no local refund has.
+    RefundUnknownLocally,
+    /// A refund row whose 退款金额 differs from the local refund.
+    RefundAmountMismatch,
+    /// A refund accepted locally on the bill's day, but no refund row.
+    RefundMissingFromBill,
 }
 
 /// One disagreement between the bill and the local database.
@@ -237,19 +244,24 @@ pub fn reconcile(
     paid_in_day: &[LocalSubOrder],
     others: &[LocalSubOrder],
 ) -> Report {
-    reconcile_for(bill, date, None, paid_in_day, others)
+    reconcile_for(bill, date, None, paid_in_day, others, &[])
 }
 
 /// [`reconcile()`] of merchant `mchid`'s own bill: only its sub-orders are
 /// expected in it (others' sub-orders are in their own merchants' bills),
 /// and a row of another merchant is a discrepancy. `None`: every local
-/// sub-order is expected (a bill of unknown owner).
+/// sub-order is expected (a bill of unknown owner). `refunds`: the local
+/// refunds accepted on the day and those the bill's refund rows name; each
+/// refund row must match one (number and amount), and each of the
+/// merchant's refunds accepted that day must have a row (ALL and REFUND
+/// bills).
 pub fn reconcile_for(
     bill: &TradeBill,
     date: Date,
     mchid: Option<&str>,
     paid_in_day: &[LocalSubOrder],
     others: &[LocalSubOrder],
+    refunds: &[RefundRecord],
 ) -> Report {
     let (from, to) = beijing_day_bounds(date);
     let in_day = |l: &LocalSubOrder| l.success_unix().is_some_and(|t| t >= from && t < to);
@@ -272,6 +284,11 @@ pub fn reconcile_for(
         summary_count: bill.summary.total_count,
         ..BillSide::default()
     };
+    let local_refunds: HashMap<&str, &RefundRecord> = refunds
+        .iter()
+        .map(|r| (r.out_refund_no.as_str(), r))
+        .collect();
+    let mut refunds_seen: HashSet<&str> = HashSet::new();
     let mut seen: HashMap<Key, usize> = HashMap::new();
     let mut matched = 0usize;
     let mut matched_amount = 0i64;
@@ -308,6 +325,30 @@ pub fn reconcile_for(
                     None,
                     format!("refund {} of an order unknown locally", rf.out_refund_no),
                 ));
+            } else if ours(&r.mchid) {
+                refunds_seen.insert(rf.out_refund_no.as_str());
+                match local_refunds.get(rf.out_refund_no.as_str()) {
+                    None => out.push(row_discrepancy(
+                        DiscrepancyKind::RefundUnknownLocally,
+                        r,
+                        local_any.get(&key).copied(),
+                        Some(rf.refund_amount_fen),
+                        None,
+                        format!("refund {} is not a refund made here", rf.out_refund_no),
+                    )),
+                    Some(l) if l.amount != rf.refund_amount_fen => out.push(row_discrepancy(
+                        DiscrepancyKind::RefundAmountMismatch,
+                        r,
+                        local_any.get(&key).copied(),
+                        Some(rf.refund_amount_fen),
+                        Some(l.amount),
+                        format!(
+                            "退款金额 of refund {} differs from the local refund",
+                            rf.out_refund_no
+                        ),
+                    )),
+                    Some(_) => {}
+                }
             }
             continue;
         }
@@ -437,6 +478,29 @@ pub fn reconcile_for(
                     detail: format!(
                         "paid locally at {} but not in the bill",
                         l.success_time.as_deref().unwrap_or_default()
+                    ),
+                });
+            }
+        }
+    }
+    // A SUCCESS bill lists no refunds: nothing can be missing from it.
+    if bill.kind != super::BillKind::Success {
+        for l in refunds {
+            let accepted_in_day =
+                l.refund_id.is_some() && l.created_at >= from && l.created_at < to;
+            if accepted_in_day && ours(&l.mchid) && !refunds_seen.contains(l.out_refund_no.as_str())
+            {
+                out.push(Discrepancy {
+                    kind: DiscrepancyKind::RefundMissingFromBill,
+                    mchid: l.mchid.clone(),
+                    out_trade_no: l.out_trade_no.clone(),
+                    combine_out_trade_no: Some(l.combine_out_trade_no.clone()),
+                    transaction_id: Some(l.transaction_id.clone()),
+                    bill_amount_fen: None,
+                    local_amount_fen: Some(l.amount),
+                    detail: format!(
+                        "refund {} accepted locally but not in the bill",
+                        l.out_refund_no
                     ),
                 });
             }
@@ -656,7 +720,14 @@ mod tests {
             local("B", "b1", 200, Some(in_day)),
             local("B", "b2", 300, Some(in_day)),
         ];
-        let r = reconcile_for(&bill, d, Some("A"), &paid, &[]);
+        let r = reconcile_for(
+            &bill,
+            d,
+            Some("A"),
+            &paid,
+            &[],
+            &[local_refund("RF1", "ok", 30, noon)],
+        );
         let kinds: Vec<(DiscrepancyKind, &str)> = r
             .discrepancies
             .iter()
@@ -676,5 +747,76 @@ mod tests {
         let all = reconcile(&bill, d, &paid, &[]);
         assert_eq!(all.counts[&DiscrepancyKind::MissingFromBill], 1);
         assert!(serde_json::to_value(&all).unwrap().get("mchid").is_none());
+    }
+
+    fn local_refund(no: &str, out_trade_no: &str, amount: i64, at: i64) -> RefundRecord {
+        RefundRecord {
+            out_refund_no: no.into(),
+            combine_out_trade_no: "C1".into(),
+            mchid: "A".into(),
+            out_trade_no: out_trade_no.into(),
+            transaction_id: "4200".into(),
+            amount,
+            total: 100,
+            reason: None,
+            status: crate::refund::RefundStatus::Success,
+            refund_id: Some(format!("50{no}")),
+            user_received_account: None,
+            success_time: None,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[test]
+    fn refund_rows_are_matched_with_the_local_refunds() {
+        let d = date!(2024 - 05 - 20);
+        let (from, _) = beijing_day_bounds(d);
+        let noon = from + 12 * 3600;
+        let in_day = "2024-05-20T12:00:00+08:00";
+        let refund_row = |no: &str, amount| {
+            let mut r = row("A", "ok", 100, noon);
+            r.refund = Some(RefundColumns {
+                refund_id: format!("50{no}"),
+                out_refund_no: no.into(),
+                refund_amount_fen: amount,
+                ..RefundColumns::of_payment_row()
+            });
+            r
+        };
+        let bill = TradeBill::from_details(
+            BillKind::All,
+            vec![
+                row("A", "ok", 100, noon),
+                refund_row("RF1", 30),
+                refund_row("RF2", 20),
+                refund_row("RF9", 5),
+            ],
+        )
+        .unwrap();
+        let paid = vec![local("A", "ok", 100, Some(in_day))];
+        let refunds = vec![
+            local_refund("RF1", "ok", 30, noon),
+            local_refund("RF2", "ok", 25, noon),
+            local_refund("RF3", "ok", 10, noon),
+            // Accepted the day before: not expected in this bill.
+            local_refund("RF4", "ok", 10, from - 60),
+        ];
+        let r = reconcile_for(&bill, d, Some("A"), &paid, &[], &refunds);
+        let kinds: Vec<(DiscrepancyKind, Option<i64>, Option<i64>)> = r
+            .discrepancies
+            .iter()
+            .map(|x| (x.kind, x.bill_amount_fen, x.local_amount_fen))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (DiscrepancyKind::RefundUnknownLocally, Some(5), None),
+                (DiscrepancyKind::RefundAmountMismatch, Some(20), Some(25)),
+                (DiscrepancyKind::RefundMissingFromBill, None, Some(10)),
+            ]
+        );
+        assert!(!r.ok);
+        assert_eq!(r.bill.refund_rows, 3);
     }
 }

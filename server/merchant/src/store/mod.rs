@@ -323,6 +323,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         Ok(Vec::new())
     }
 
+    /// Refunds recorded in `[from, to)` (Unix seconds), oldest first (for
+    /// bill reconciliation).
+    async fn refunds_created_between(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<RefundRecord>, StoreError> {
+        let _ = (from, to);
+        Ok(Vec::new())
+    }
+
     /// The transition log of a refund, oldest first.
     async fn refund_events(&self, out_refund_no: &str) -> Result<Vec<RefundEvent>, StoreError> {
         let _ = out_refund_no;

@@ -628,6 +628,14 @@ impl Store for PgStore {
             .await
     }
 
+    async fn refunds_created_between(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<super::RefundRecord>, StoreError> {
+        refund_ops::refunds_created_between(&mut *self.pool.acquire().await?, from, to).await
+    }
+
     async fn refund_events(
         &self,
         out_refund_no: &str,

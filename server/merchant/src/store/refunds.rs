@@ -279,6 +279,21 @@ macro_rules! refund_ops {
             rows.into_iter().map(record).collect()
         }
 
+        pub(super) async fn refunds_created_between(
+            conn: &mut $conn,
+            from: i64,
+            to: i64,
+        ) -> Result<Vec<RefundRecord>, StoreError> {
+            let rows: Vec<RefundRow> = sqlx::query_as($crate::store::refunds::select_refunds!(
+                "WHERE created_at >= $1 AND created_at < $2 ORDER BY created_at, out_refund_no"
+            ))
+            .bind(from)
+            .bind(to)
+            .fetch_all(&mut *conn)
+            .await?;
+            rows.into_iter().map(record).collect()
+        }
+
         pub(super) async fn refund_events(
             conn: &mut $conn,
             out_refund_no: &str,

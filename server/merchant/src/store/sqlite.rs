@@ -598,6 +598,14 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn refunds_created_between(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<super::RefundRecord>, StoreError> {
+        refund_ops::refunds_created_between(&mut *self.reader.acquire().await?, from, to).await
+    }
+
     async fn refund_events(
         &self,
         out_refund_no: &str,

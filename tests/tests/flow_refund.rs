@@ -5,6 +5,7 @@
 //! service does; and a refund whose answer was lost re-sent with the same
 //! number, so the simulator holds one refund.
 
+use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use wxpay_combine::apiv3::{Clock, SystemClock};
@@ -18,7 +19,7 @@ use wxpay_combine::refund::{
 };
 use wxpay_combine_sim::{FaultScope, Faults};
 use wxpay_combine_tests::database::Db;
-use wxpay_combine_tests::flow::Flow;
+use wxpay_combine_tests::flow::{transitions_to, Flow};
 use wxpay_combine_tests::on_both_databases;
 use wxpay_combine_tests::payer::{order_no, pay_params};
 use wxpay_combine_tests::wait::wait_for;
@@ -26,6 +27,8 @@ use wxpay_combine_tests::wait::wait_for;
 on_both_databases!(
     refund_a_sub_order_end_to_end,
     timed_out_refund_is_resent_with_the_same_number,
+    partly_refunded_order_is_settled_by_the_worker,
+    dropped_refund_notification_recovered_by_the_sweep,
 );
 
 /// An order over three sub-merchants, paid.
@@ -279,5 +282,76 @@ async fn timed_out_refund_is_resent_with_the_same_number(db: Db) {
         .filter(|c| c.endpoint == "refund" && c.mchid.as_deref() == Some(sub.mchid.as_str()))
         .count();
     assert_eq!(refund_calls, 3, "lost, re-sent, rest");
+    f.stop().await;
+}
+
+async fn partly_refunded_order_is_settled_by_the_worker(db: Db) {
+    let Some(f) = Flow::start(db, |o| {
+        o.reconcile_interval_secs = 1;
+        o.reconcile_after_secs = 3;
+    })
+    .await
+    else {
+        return;
+    };
+    f.sim
+        .control(json!({"drop_notifications": true}))
+        .await
+        .unwrap();
+    let alice = f.login("alice").await;
+    let created = alice.create_order(3).await;
+    let no = order_no(&created);
+    let outcome = f.sim.pay(&pay_params(&created)).await;
+    assert_eq!(outcome.err_msg, "get_brand_wcpay_request:ok", "{outcome:?}");
+    // Refunded on the merchant platform before the worker looks: WeChat Pay
+    // then reports that sub-order REFUND and the others SUCCESS.
+    let sub = created["sub_orders"][0]["out_trade_no"].as_str().unwrap();
+    f.sim
+        .control(json!({"combine_out_trade_no": no, "refund": {"out_trade_no": sub, "amount": 1, "out_refund_no": "RFPLATFORM1"}}))
+        .await
+        .unwrap();
+    f.wait_state(&no, TradeState::Success, Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        transitions_to(&f.events(&no).await, TradeState::Success),
+        vec![EventSource::Query]
+    );
+    f.stop().await;
+}
+
+async fn dropped_refund_notification_recovered_by_the_sweep(db: Db) {
+    let Some(f) = Flow::start(db, |o| {
+        o.reconcile_interval_secs = 1;
+        o.reconcile_after_secs = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let (no, order) = paid_order(&f).await;
+    f.sim
+        .control(json!({"drop_notifications": true}))
+        .await
+        .unwrap();
+    let sub = &order.sub_orders[2];
+    let r = f
+        .refunds
+        .refund(refund_of(&no, &sub.out_trade_no, 1, None))
+        .await
+        .unwrap();
+    assert_eq!(r.status, RefundStatus::Processing);
+    // No notification comes: the sweep queries the refund.
+    let done = wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || async {
+            let r = f.store.get_refund(&r.out_refund_no).await.unwrap().unwrap();
+            (r.status == RefundStatus::Success).then_some(r)
+        },
+    )
+    .await
+    .expect("the sweep settles the refund");
+    let events = f.store.refund_events(&done.out_refund_no).await.unwrap();
+    assert_eq!(events.last().unwrap().source, "query", "{events:?}");
     f.stop().await;
 }

@@ -463,7 +463,132 @@ async fn listeners(db: &TestDb) {
     drop(h);
 }
 
+/// Refunds through the API: one sub-order, by its own merchant; the same
+/// key answers the same refund; rules answer 422 with their code and store
+/// nothing; the refund is readable alone and under its sub-order.
+async fn refunds_through_the_api(db: &TestDb) {
+    use wxpay_combine::apiv3::JsapiPayParams;
+    use wxpay_combine::combine::{CombineApi, EventSource};
+    let h = harness(db, |_| {}).await;
+    let created = h
+        .create("refund-order", &h.order_body(Some(&h.alice), [1000, 2000]))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let no = order_no(&created.body);
+    let refunds = format!("/internal/combine-orders/{no}/refunds");
+    let sub = created.body["sub_orders"][1]["out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = json!({"out_trade_no": sub, "amount": 1200, "reason": "退货"}).to_string();
+
+    // Not paid yet: refused with the rule's code, nothing stored.
+    let unpaid = h
+        .call(Method::POST, &refunds, Some("rk-0"), Some(&body))
+        .await;
+    assert_eq!(
+        unpaid.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        unpaid.body
+    );
+    assert_eq!(unpaid.body["code"], "SUB_ORDER_NOT_PAID");
+
+    let params: JsapiPayParams =
+        serde_json::from_value(created.body["pay_params"].clone()).unwrap();
+    let paid = h.sim.pay(&params).await;
+    assert_eq!(paid.err_msg, "get_brand_wcpay_request:ok", "{paid:?}");
+    // No server listens for the notification here: take the query's word.
+    let txn = h.kit.client.query(&no).await.unwrap();
+    wxpay_combine::payment::apply_transaction(
+        &*h.kit.store,
+        &txn,
+        EventSource::Query,
+        None,
+        h.sim.now(),
+    )
+    .await
+    .unwrap();
+
+    let missing_key = h.call(Method::POST, &refunds, None, Some(&body)).await;
+    assert_eq!(
+        missing_key.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        missing_key.body
+    );
+    let typo = json!({"out_trade_no": sub, "amount": 1, "reson": "x"}).to_string();
+    let typo = h
+        .call(Method::POST, &refunds, Some("rk-typo"), Some(&typo))
+        .await;
+    assert_eq!(typo.status, StatusCode::BAD_REQUEST, "{}", typo.body);
+
+    let first = h
+        .call(Method::POST, &refunds, Some("rk-1"), Some(&body))
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let out_refund_no = first.body["out_refund_no"].as_str().unwrap().to_string();
+    assert_eq!(first.body["amount"], 1200);
+    assert_eq!(first.body["out_trade_no"], json!(sub));
+    assert_eq!(first.body["mchid"], json!(h.subs[1]));
+    assert_eq!(first.body["status"], "PROCESSING");
+
+    let again = h
+        .call(Method::POST, &refunds, Some("rk-1"), Some(&body))
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(again.body["out_refund_no"], json!(out_refund_no));
+    let other = json!({"out_trade_no": sub, "amount": 1100}).to_string();
+    let reused = h
+        .call(Method::POST, &refunds, Some("rk-1"), Some(&other))
+        .await;
+    assert_eq!(reused.status, StatusCode::CONFLICT, "{}", reused.body);
+    assert_eq!(reused.body["code"], "IDEMPOTENCY_KEY_REUSED");
+    let over = h
+        .call(Method::POST, &refunds, Some("rk-2"), Some(&body))
+        .await;
+    assert_eq!(
+        over.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        over.body
+    );
+    assert_eq!(over.body["code"], "REFUND_EXCEEDS_AMOUNT");
+    let unknown = json!({"out_trade_no": "NOPE123456", "amount": 1}).to_string();
+    let unknown = h
+        .call(Method::POST, &refunds, Some("rk-3"), Some(&unknown))
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.body);
+
+    let read = h
+        .call(
+            Method::GET,
+            &format!("/internal/refunds/{out_refund_no}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert_eq!(read.body["out_refund_no"], json!(out_refund_no));
+    let order = h.get(&no).await;
+    assert_eq!(
+        order.body["sub_orders"][1]["refunds"][0]["out_refund_no"],
+        json!(out_refund_no)
+    );
+    assert!(
+        order.body["sub_orders"][0].get("refunds").is_none(),
+        "{}",
+        order.body
+    );
+    assert_eq!(h.kit.store.refunds_of_order(&no).await.unwrap().len(), 1);
+    let nothing = h
+        .call(Method::GET, "/internal/refunds/RF0000", None, None)
+        .await;
+    assert_eq!(nothing.status, StatusCode::NOT_FOUND);
+}
+
 backend_tests!(
+    refunds_through_the_api,
     auth_is_required,
     validation_names_the_field,
     same_key_same_body_is_one_order,

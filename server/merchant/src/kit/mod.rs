@@ -60,7 +60,7 @@ use crate::catalog::Catalog;
 use crate::combine::client::WechatPayClient;
 use crate::combine::CombineApi;
 use crate::config::Config;
-use crate::events::{EventHub, OrderEventHandler};
+use crate::events::{EventHub, OrderEventHandler, RefundEventNotice, RefundHandlerFn};
 use crate::http::{self, AppState, HttpOAuthClient, HttpSettings};
 use crate::notify::refund::{RefundMerchantKeys, RefundNotifyHandler};
 use crate::notify::{self, NotifyConfig, NotifyHandler};
@@ -170,10 +170,21 @@ impl KitBuilder {
     }
 
     /// Registers an in-process order event handler (at most once per event;
-    /// see [`crate::events`]). Closures `Fn(&OrderEventNotice)` work too.
+    /// see [`crate::events`]). Closures `Fn(&OrderEventNotice)` work too
+    /// (they see order events; a handler implementing
+    /// [`OrderEventHandler::on_refund`] sees refund events too).
     pub fn on_event(mut self, handler: impl OrderEventHandler) -> Self {
         self.handlers.push(Arc::new(handler));
         self
+    }
+
+    /// Registers a closure for in-process refund events (`refund.succeeded`,
+    /// `refund.closed`, `refund.abnormal`; at most once per change).
+    pub fn on_refund_event(
+        self,
+        handler: impl Fn(&RefundEventNotice) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_event(RefundHandlerFn(handler))
     }
 
     /// Connects to the database (unless a store was given), prepares the

@@ -1,13 +1,16 @@
 //! The transactional outbox's event records: which state changes produce
 //! an event ([`EventKind`]), their ids and their exact JSON body
-//! ([`payload`]). The store writes them in the same transaction as the state
-//! change; [`crate::webhook`] delivers them.
+//! ([`payload`] for orders, [`refund_payload`] for refunds). The store
+//! writes them in the same transaction as the state change;
+//! [`crate::webhook`] delivers them.
 
 use crate::combine::{CombineOrder, TradeState};
+use crate::events::RefundEventNotice;
 use crate::redact::mask_openid;
 use serde::Serialize;
+use wxpay_combine_core::refund::RefundStatus;
 
-/// What happened to an order.
+/// What happened to an order or to a refund of one of its sub-orders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     /// The order was paid (SUCCESS).
@@ -16,6 +19,12 @@ pub enum EventKind {
     Closed,
     /// The payment failed (PAYERROR).
     PaymentError,
+    /// A refund succeeded (SUCCESS).
+    RefundSucceeded,
+    /// A refund was closed (CLOSED).
+    RefundClosed,
+    /// A refund became abnormal (ABNORMAL).
+    RefundAbnormal,
 }
 
 impl EventKind {
@@ -29,22 +38,40 @@ impl EventKind {
         }
     }
 
-    /// The `kind` column value: `paid`, `closed`, `payment_error`.
+    /// The event a refund's change into `status` produces, if any.
+    pub fn for_refund(status: RefundStatus) -> Option<Self> {
+        match status {
+            RefundStatus::Success => Some(Self::RefundSucceeded),
+            RefundStatus::Closed => Some(Self::RefundClosed),
+            RefundStatus::Abnormal => Some(Self::RefundAbnormal),
+            RefundStatus::Processing => None,
+        }
+    }
+
+    /// The `kind` column value: `paid`, `closed`, `payment_error`,
+    /// `refund_succeeded`, `refund_closed`, `refund_abnormal`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Paid => "paid",
             Self::Closed => "closed",
             Self::PaymentError => "payment_error",
+            Self::RefundSucceeded => "refund_succeeded",
+            Self::RefundClosed => "refund_closed",
+            Self::RefundAbnormal => "refund_abnormal",
         }
     }
 
     /// The payload's `type`: `order.paid`, `order.closed`,
-    /// `order.payment_error`.
+    /// `order.payment_error`, `refund.succeeded`, `refund.closed`,
+    /// `refund.abnormal`.
     pub fn event_type(self) -> &'static str {
         match self {
             Self::Paid => "order.paid",
             Self::Closed => "order.closed",
             Self::PaymentError => "order.payment_error",
+            Self::RefundSucceeded => "refund.succeeded",
+            Self::RefundClosed => "refund.closed",
+            Self::RefundAbnormal => "refund.abnormal",
         }
     }
 }
@@ -131,6 +158,58 @@ pub fn payload(id: &str, kind: EventKind, sequence: i64, order: &CombineOrder, n
     serde_json::to_string(&event).expect("an event serialises")
 }
 
+/// The JSON body of an event about a refund (as stored after the change),
+/// in the same envelope as [`payload`]'s (`id`, `type`, `created_at`,
+/// `sequence` within the combined order), the refund under `refund`, fields
+/// in the order docs/webhooks.md shows; facts not yet known are `null`.
+pub fn refund_payload(
+    id: &str,
+    kind: EventKind,
+    sequence: i64,
+    refund: &RefundEventNotice,
+    now: i64,
+) -> String {
+    #[derive(Serialize)]
+    struct Event<'a> {
+        id: &'a str,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        created_at: String,
+        sequence: i64,
+        refund: Refund<'a>,
+    }
+    #[derive(Serialize)]
+    struct Refund<'a> {
+        combine_out_trade_no: &'a str,
+        out_trade_no: &'a str,
+        mchid: &'a str,
+        out_refund_no: &'a str,
+        refund_id: Option<&'a str>,
+        amount: i64,
+        status: &'static str,
+        success_time: Option<&'a str>,
+        user_received_account: Option<&'a str>,
+    }
+    let event = Event {
+        id,
+        kind: kind.event_type(),
+        created_at: rfc3339(now),
+        sequence,
+        refund: Refund {
+            combine_out_trade_no: &refund.combine_out_trade_no,
+            out_trade_no: &refund.out_trade_no,
+            mchid: &refund.mchid,
+            out_refund_no: &refund.out_refund_no,
+            refund_id: refund.refund_id.as_deref(),
+            amount: refund.amount,
+            status: refund.status.as_str(),
+            success_time: refund.success_time.as_deref(),
+            user_received_account: refund.user_received_account.as_deref(),
+        },
+    };
+    serde_json::to_string(&event).expect("an event serialises")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +264,41 @@ mod tests {
             EventKind::for_state(TradeState::PayError),
             Some(EventKind::PaymentError)
         );
+    }
+
+    #[test]
+    fn refund_payload_names_the_refund_in_the_order_envelope() {
+        use crate::events::RefundEventKind;
+        let notice = RefundEventNotice {
+            kind: RefundEventKind::Succeeded,
+            combine_out_trade_no: "C1".into(),
+            out_trade_no: "S1".into(),
+            mchid: "1900000110".into(),
+            out_refund_no: "RF1".into(),
+            refund_id: Some("5030".into()),
+            amount: 60,
+            status: RefundStatus::Success,
+            previous: RefundStatus::Processing,
+            source: "notify",
+            success_time: Some("2024-01-01T00:00:00+08:00".into()),
+            user_received_account: None,
+            at: 1_700_000_060,
+        };
+        let kind = EventKind::for_refund(RefundStatus::Success).unwrap();
+        assert_eq!(kind.event_type(), notice.kind.as_str());
+        let body = refund_payload("evt_1", kind, 3, &notice, 1_700_000_060);
+        assert_eq!(
+            body,
+            r#"{"id":"evt_1","type":"refund.succeeded","created_at":"2023-11-14T22:14:20Z","sequence":3,"refund":{"combine_out_trade_no":"C1","out_trade_no":"S1","mchid":"1900000110","out_refund_no":"RF1","refund_id":"5030","amount":60,"status":"SUCCESS","success_time":"2024-01-01T00:00:00+08:00","user_received_account":null}}"#
+        );
+        assert_eq!(EventKind::for_refund(RefundStatus::Processing), None);
+        for (status, column, kind) in [
+            (RefundStatus::Closed, "refund_closed", "refund.closed"),
+            (RefundStatus::Abnormal, "refund_abnormal", "refund.abnormal"),
+        ] {
+            let k = EventKind::for_refund(status).unwrap();
+            assert_eq!((k.as_str(), k.event_type()), (column, kind));
+            assert_eq!(RefundEventKind::of(status).unwrap().as_str(), kind);
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! takes the database write lock up front), so two concurrent refunds of
 //! one sub-order cannot together exceed it.
 
+use crate::events::{RefundEventKind, RefundEventNotice};
 use crate::store::StoreError;
 use wxpay_combine_core::refund::{RefundRule, RefundStatus};
 
@@ -170,6 +171,44 @@ pub struct RefundEvent {
     pub detail: String,
     /// Unix seconds.
     pub at: i64,
+}
+
+/// The event a change of `refund` from `previous` announces (in-process and
+/// in the outbox), if its status is one that has an event.
+pub(crate) fn refund_notice(
+    previous: RefundStatus,
+    refund: &RefundRecord,
+    source: RefundSource,
+) -> Option<RefundEventNotice> {
+    Some(RefundEventNotice {
+        kind: RefundEventKind::of(refund.status)?,
+        combine_out_trade_no: refund.combine_out_trade_no.clone(),
+        out_trade_no: refund.out_trade_no.clone(),
+        mchid: refund.mchid.clone(),
+        out_refund_no: refund.out_refund_no.clone(),
+        refund_id: refund.refund_id.clone(),
+        amount: refund.amount,
+        status: refund.status,
+        previous,
+        source: source.as_str(),
+        success_time: refund.success_time.clone(),
+        user_received_account: refund.user_received_account.clone(),
+        at: refund.updated_at,
+    })
+}
+
+/// Announces a committed change in-process (only a change announces, so a
+/// repeated report never announces twice).
+pub(crate) fn announce(
+    hub: &crate::events::EventHub,
+    applied: &RefundApplied,
+    source: RefundSource,
+) {
+    if let RefundApplied::Changed(previous, refund) = applied {
+        if let Some(notice) = refund_notice(*previous, refund, source) {
+            hub.publish_refund(notice);
+        }
+    }
 }
 
 /// `SELECT <every refund column> FROM refunds <tail>`, as a literal (the
@@ -442,8 +481,52 @@ macro_rules! refund_ops {
             Ok(RefundCreated::Created(created))
         }
 
+        /// The webhook event of a status change (SUCCESS, CLOSED,
+        /// ABNORMAL), in the transaction that makes it: sequenced with the
+        /// combined order's events, under the order's lock (the same lock
+        /// `apply_transition` numbers the order's events under).
+        async fn insert_outbox_event(
+            conn: &mut $conn,
+            previous: RefundStatus,
+            stored: &RefundRecord,
+            source: $crate::store::RefundSource,
+            now: i64,
+        ) -> Result<(), StoreError> {
+            let Some(notice) = $crate::store::refunds::refund_notice(previous, stored, source) else {
+                return Ok(());
+            };
+            let Some(kind) = $crate::outbox::EventKind::for_refund(stored.status) else {
+                return Ok(());
+            };
+            let no = &stored.combine_out_trade_no;
+            let locked: Option<(String,)> = sqlx::query_as($lock_order)
+                .bind(no)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if locked.is_none() {
+                return Err(StoreError::Corrupt(format!("refund {} names no order", stored.out_refund_no)));
+            }
+            let seq: i64 = sqlx::query_scalar($crate::store::shared::NEXT_OUTBOX_SEQ)
+                .bind(no)
+                .fetch_one(&mut *conn)
+                .await?;
+            let id = $crate::outbox::new_event_id();
+            let payload = $crate::outbox::refund_payload(&id, kind, seq, &notice, now);
+            sqlx::query($crate::store::shared::INSERT_OUTBOX)
+                .bind(&id)
+                .bind(no)
+                .bind(seq)
+                .bind(kind.as_str())
+                .bind(payload)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+
         /// Records WeChat Pay's view of a refund inside the caller's
-        /// transaction (the refund row is read after the caller locked it).
+        /// transaction (the refund row is read after the caller locked it);
+        /// a change into SUCCESS, CLOSED or ABNORMAL writes its outbox event.
         pub(super) async fn update_refund(
             conn: &mut $conn,
             current: RefundRecord,
@@ -490,6 +573,9 @@ macro_rules! refund_ops {
             let stored = get_refund(conn, &no)
                 .await?
                 .ok_or_else(|| StoreError::Corrupt(format!("refund {no} vanished")))?;
+            if changed {
+                insert_outbox_event(conn, current.status, &stored, update.source, now).await?;
+            }
             Ok(if changed {
                 RefundApplied::Changed(current.status, stored)
             } else {

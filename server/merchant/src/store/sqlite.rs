@@ -586,6 +586,7 @@ impl Store for SqliteStore {
             .ok_or_else(|| StoreError::NotFound(out_refund_no.to_string()))?;
         let applied = refund_ops::update_refund(&mut tx, current, update, now).await?;
         tx.commit().await?;
+        super::refunds::announce(&self.events, &applied, update.source);
         Ok(applied)
     }
 

@@ -2,7 +2,8 @@
 //! change, delivery retries until 2xx (the receiver dedupes by event id and
 //! checks the HMAC with an independent implementation — Python's `hmac`, or
 //! `openssl dgst` without Python), events of one order go out in sequence,
-//! claims exclude each other, pending listing and redelivery.
+//! claims exclude each other, pending listing and redelivery; a refund
+//! event goes out after its order's payment event, signed the same way.
 
 mod support;
 
@@ -385,8 +386,95 @@ async fn pending_listing_and_redelivery(db: &TestDb) {
         .all(|r| r.id == e.id && r.body == e.payload.as_bytes()));
 }
 
+/// A refund's `refund.succeeded` is delivered after the order's
+/// `order.paid` (same order, next sequence), and verifies with the recipe
+/// of docs/webhooks.md: hex HMAC-SHA256 over `timestamp "." body`.
+async fn refund_event_is_delivered_signed_after_the_payment(db: &TestDb) {
+    use wxpay_combine::store::{NewRefund, RefundSource, RefundUpdate};
+    use wxpay_combine_core::refund::RefundStatus;
+    // 2024-04-25T10:00:00+08:00 (the support payments' success time) + 1 h.
+    let now = 1_714_010_400 + 3600;
+    let (url, receiver) = Receiver::start(0).await;
+    let clock = Arc::new(ManualClock::new(now + 10));
+    let w = worker(db, url, clock.clone());
+    db.create("RW001", T0).await;
+    db.store
+        .apply_transition("RW001", &paid("RW001"), now)
+        .await
+        .unwrap();
+    let new = NewRefund {
+        out_refund_no: "RFW1".into(),
+        combine_out_trade_no: "RW001".into(),
+        out_trade_no: "RW001-S2".into(),
+        amount: 80,
+        reason: None,
+        idempotency: None,
+    };
+    db.store.create_refund(&new, now + 1).await.unwrap();
+    let update = RefundUpdate {
+        status: RefundStatus::Success,
+        refund_id: Some("50300000000000000077".into()),
+        user_received_account: Some("支付用户零钱".into()),
+        success_time: Some("2024-04-25T11:00:05+08:00".into()),
+        source: RefundSource::Notify,
+        notification_id: Some("n-1".into()),
+        detail: "notify reports SUCCESS".into(),
+    };
+    db.store
+        .update_refund("RFW1", &update, now + 5)
+        .await
+        .unwrap();
+
+    assert_eq!(w.run_once().await.unwrap(), 1, "the payment first");
+    assert_eq!(w.run_once().await.unwrap(), 1, "then the refund");
+    assert_eq!(w.run_once().await.unwrap(), 0);
+    let got = receiver.received();
+    assert_eq!(got.len(), 2);
+    let types: Vec<String> = got
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            format!("{} {}", v["sequence"], v["type"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(types, ["1 order.paid", "2 refund.succeeded"]);
+    let r = &got[1];
+    // The documented recipe, by an independent implementation.
+    let expected = independent_hmac(SECRET, &r.timestamp, &r.body);
+    assert_eq!(r.signature, format!("v1={expected}"));
+    let ts: i64 = r.timestamp.parse().unwrap();
+    assert!(wxpay_combine::webhook::sign::verify(
+        SECRET.as_bytes(),
+        ts,
+        &r.body,
+        &r.signature,
+        ts,
+        300
+    ));
+    assert!(!wxpay_combine::webhook::sign::verify(
+        b"another secret",
+        ts,
+        &r.body,
+        &r.signature,
+        ts,
+        300
+    ));
+    let body = String::from_utf8(r.body.clone()).unwrap();
+    assert!(
+        body.starts_with(&format!(
+            r#"{{"id":"{}","type":"refund.succeeded","created_at":"2024-04-25T03:00:05Z","sequence":2,"refund":{{"combine_out_trade_no":"RW001","out_trade_no":"RW001-S2","mchid":"1900000110","out_refund_no":"RFW1","refund_id":"50300000000000000077","amount":80,"status":"SUCCESS","#,
+            r.id
+        )),
+        "{body}"
+    );
+    let e = db.store.get_outbox_event(&r.id).await.unwrap().unwrap();
+    assert_eq!((e.kind.as_str(), e.seq), ("refund_succeeded", 2));
+    assert!(e.delivered_at.is_some());
+}
+
 backend_tests!(
     outbox_row_commits_with_the_state_change,
+    refund_event_is_delivered_signed_after_the_payment,
     delivery_retries_until_2xx_with_one_effect,
     events_of_one_order_go_out_in_sequence,
     claims_exclude_each_other,

@@ -25,7 +25,7 @@
 //!   state change, shared by [`notify`] and [`reconcile`].
 //! - [`store`]: durable order state (SQLite or PostgreSQL).
 //! - [`events`]: tells the embedding code in-process that an order was
-//!   paid or closed.
+//!   paid or closed, or that a refund succeeded, closed or became abnormal.
 //! - [`outbox`]: the webhook events the store writes with each change.
 //! - [`combine`]: the outbound WeChat Pay client and its seam.
 //! - [`catalog`]: the merchant's goods and sub-merchants.

@@ -5,7 +5,7 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use wxpay_combine::config::Config;
-//! use wxpay_combine::events::OrderEventNotice;
+//! use wxpay_combine::events::{OrderEventNotice, RefundEventNotice};
 //! use wxpay_combine::kit::Kit;
 //!
 //! # async fn demo(config: Config) -> Result<(), Box<dyn std::error::Error>> {
@@ -13,6 +13,7 @@
 //! let kit = Kit::builder(config)
 //!     .store(store)
 //!     .on_event(|e: &OrderEventNotice| println!("{} {}", e.kind.as_str(), e.combine_out_trade_no))
+//!     .on_refund_event(|e: &RefundEventNotice| println!("{} {}", e.kind.as_str(), e.out_refund_no))
 //!     .build()
 //!     .await?;
 //! // Our routes (H5 API, OAuth, pay directory, notifications) next to yours:

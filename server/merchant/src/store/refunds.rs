@@ -346,6 +346,8 @@ macro_rules! refund_ops {
             .await?)
         }
 
+        // One argument per column of the log row.
+        #[allow(clippy::too_many_arguments)]
         async fn insert_event(
             conn: &mut $conn,
             out_refund_no: &str,

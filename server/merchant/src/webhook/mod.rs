@@ -1,11 +1,14 @@
 //! Paid-event webhooks: an outbox written with every final state change,
 //! delivered to the merchant's backend until it answers 2xx.
 //!
-//! - When an order becomes SUCCESS, CLOSED or PAYERROR, the store inserts
-//!   one `outbox_events` row **in the same transaction** as the state change
-//!   (see `apply_locked` in the store), holding the exact JSON body
-//!   ([`crate::outbox::payload`]) and a stable event id (`evt_…`) for the
-//!   receiver's dedupe.
+//! - When an order becomes SUCCESS, CLOSED or PAYERROR, or a refund of one
+//!   of its sub-orders becomes SUCCESS, CLOSED or ABNORMAL, the store
+//!   inserts one `outbox_events` row **in the same transaction** as the
+//!   state change (see `apply_locked` and `update_refund` in the store),
+//!   holding the exact JSON body ([`crate::outbox::payload`],
+//!   [`crate::outbox::refund_payload`]) and a stable event id (`evt_…`) for
+//!   the receiver's dedupe; a refund's event is numbered in its order's
+//!   sequence.
 //! - [`WebhookWorker`] claims due events (only the oldest undelivered event
 //!   of each order, under a lease, so events of one order arrive in order and
 //!   two instances never send the same event at once), POSTs them signed

@@ -404,12 +404,16 @@ fn the_committed_example_parses_including_every_commented_key() {
     let text = std::fs::read_to_string(example_path()).unwrap();
     RawConfig::parse(&text, "wxpay.example.toml", &|_| None).unwrap_or_else(|e| panic!("{e}"));
     // Uncomment every `# key = value` line: each documented key must exist.
+    // `# [[merchants]]` too: the list is the file's last section, so its
+    // keys land in its entries.
     let uncommented: String = text
         .lines()
         .map(|l| match l.strip_prefix("# ") {
+            Some("[[merchants]]") => "[[merchants]]".to_string(),
             Some(rest)
                 if rest.split_once(" = ").is_some_and(|(k, _)| {
-                    k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    k.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                 }) =>
             {
                 rest.to_string()
@@ -422,6 +426,12 @@ fn the_committed_example_parses_including_every_commented_key() {
         RawConfig::parse(&uncommented, "uncommented", &|_| None).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         raw.merchant_cert_file.is_some() && raw.max_attempts.is_some() && raw.log_format.is_some()
+    );
+    assert_eq!(raw.merchants.len(), 2);
+    assert!(
+        raw.merchants[0].apiv3_key_file.is_some() && raw.merchants[1].apiv3_key_file.is_none(),
+        "{:?}",
+        raw.merchants
     );
 }
 

@@ -347,7 +347,6 @@ macro_rules! refund_ops {
         }
 
         // One argument per column of the log row.
-        #[allow(clippy::too_many_arguments)]
         async fn insert_event(
             conn: &mut $conn,
             out_refund_no: &str,

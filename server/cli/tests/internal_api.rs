@@ -587,7 +587,40 @@ async fn refunds_through_the_api(db: &TestDb) {
     assert_eq!(nothing.status, StatusCode::NOT_FOUND);
 }
 
+/// WeChat Pay allows several sub-orders of one merchant, and the initiator
+/// as a participant: so does the API, and the simulator accepts the order.
+async fn one_merchant_twice_and_the_initiator(db: &TestDb) {
+    let h = harness(db, |_| {}).await;
+    let initiator = h.sim.merchant().mchid.clone();
+    let body = json!({
+        "payer_openid": h.alice,
+        "sub_orders": [
+            {"mchid": h.subs[0], "description": "Tea", "amount": 100},
+            {"mchid": h.subs[0], "description": "Cups", "amount": 200},
+            {"mchid": initiator, "description": "Delivery", "amount": 300},
+        ]
+    });
+    let created = h.create("same-merchant", &body).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert!(
+        created.body["pay_params"]["paySign"].is_string(),
+        "{}",
+        created.body
+    );
+    let mchids: Vec<&str> = created.body["sub_orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["mchid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        mchids,
+        [h.subs[0].as_str(), h.subs[0].as_str(), initiator.as_str()]
+    );
+}
+
 backend_tests!(
+    one_merchant_twice_and_the_initiator,
     refunds_through_the_api,
     auth_is_required,
     validation_names_the_field,

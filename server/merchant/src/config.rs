@@ -377,8 +377,29 @@ impl RawConfig {
     }
 
     /// Renders the file (the demo writes the configuration it runs with).
+    /// `merchants` is written as an inline array (`merchants = [{…}, …]`),
+    /// not as `[[merchants]]` tables: a key a user appends to the file then
+    /// stays a top-level key instead of landing in the last merchant.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("a flat struct of strings, integers and booleans serialises")
+        let flat = RawConfig {
+            merchants: Vec::new(),
+            ..self.clone()
+        };
+        let mut out =
+            toml::to_string(&flat).expect("a flat struct of strings, integers and booleans");
+        if !self.merchants.is_empty() {
+            out.push_str("merchants = [\n");
+            for m in &self.merchants {
+                let entry = toml::Value::try_from(m).expect("strings, paths and booleans");
+                let toml::Value::Table(t) = entry else {
+                    unreachable!("a struct serialises to a table")
+                };
+                let fields: Vec<String> = t.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                out.push_str(&format!("    {{ {} }},\n", fields.join(", ")));
+            }
+            out.push_str("]\n");
+        }
+        out
     }
 
     /// Checks everything (each subsystem its own keys), reads the secret

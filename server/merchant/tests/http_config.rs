@@ -393,6 +393,28 @@ fn raw_config_round_trips_through_toml() {
     let raw = RawConfig::parse(&base_toml(), "t", &|_| None).unwrap();
     let again = RawConfig::parse(&raw.to_toml(), "t", &|_| None).unwrap();
     assert_eq!(raw, again);
+
+    // With merchants: a key appended to the written file stays top-level.
+    let mut with = raw.clone();
+    with.merchants = vec![
+        wxpay_combine::combine::settings::MerchantEntry {
+            mchid: "1900000110".into(),
+            merchant_serial_no: Some("5157F09EFDC096DE15EBE81A47057A7232F1B8E1".into()),
+            apiv3_key_file: Some("m/apiv3 \"key\".txt".into()),
+            platform_certificates: Some(false),
+            ..Default::default()
+        },
+        wxpay_combine::combine::settings::MerchantEntry {
+            mchid: "1900000111".into(),
+            ..Default::default()
+        },
+    ];
+    let mut text = with.to_toml();
+    assert_eq!(RawConfig::parse(&text, "t", &|_| None).unwrap(), with);
+    text.push_str("max_attempts = 4\n");
+    let appended = RawConfig::parse(&text, "t", &|_| None).unwrap();
+    assert_eq!(appended.max_attempts, Some(4));
+    assert_eq!(appended.merchants, with.merchants);
 }
 
 fn example_path() -> PathBuf {

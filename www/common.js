@@ -254,7 +254,61 @@ export const STATE_TEXT = {
   REFUND: "Refunded",
 };
 
-/** The sub-orders of a server order: merchant, amount, transaction id. */
+/**
+ * A refund's status in words, Chinese first (the payer's WeChat bill uses
+ * the same terms); the words carry the status, never the colour alone.
+ */
+export const REFUND_TEXT = {
+  PROCESSING: ["退款处理中", "Refund in progress"],
+  SUCCESS: ["已退款", "Refunded"],
+  CLOSED: ["退款关闭", "Refund closed"],
+  ABNORMAL: ["退款异常", "Refund needs attention"],
+};
+
+/** An RFC 3339 time of the server (China time) in the payer's locale. */
+function localTime(t) {
+  const date = typeof t === "string" ? new Date(t) : null;
+  return date && !Number.isNaN(date.getTime()) ? date.toLocaleString() : "";
+}
+
+/**
+ * The refunds of one sub-order (made by the merchant; the page only shows
+ * them and never offers one).
+ */
+function refundList(s) {
+  if (!Array.isArray(s.refunds) || s.refunds.length === 0) return null;
+  return el(
+    "section",
+    { class: "refunds", "data-testid": "refunds", "aria-label": "退款 Refunds" },
+    el("h3", { class: "refunds-title", text: "退款 Refunds" }),
+    el(
+      "ul",
+      { class: "refund-list" },
+      s.refunds.map((r) => {
+        const [zh, en] = REFUND_TEXT[r.status] || [r.status, ""];
+        const received = r.status === "SUCCESS" && localTime(r.success_time);
+        return el(
+          "li",
+          { class: "refund", "data-testid": "refund", "data-status": r.status },
+          el(
+            "div",
+            { class: "row" },
+            el(
+              "span",
+              { class: `refund-status refund-${r.status}`, "data-testid": "refund-status" },
+              zh,
+              en && el("span", { class: "refund-en", text: ` ${en}` }),
+            ),
+            el("span", { class: "refund-amount", "data-testid": "refund-amount", text: yuan(r.amount) }),
+          ),
+          received && el("div", { class: "muted", text: `到账时间 Received ${received}` }),
+        );
+      }),
+    ),
+  );
+}
+
+/** The sub-orders of a server order: merchant, amount, transaction id, refunds. */
 export function subOrderList(order) {
   return el(
     "ul",
@@ -283,6 +337,7 @@ export function subOrderList(order) {
           s.transaction_id &&
             el("dd", { class: "mono", "data-testid": "transaction-id", text: s.transaction_id }),
         ),
+        refundList(s),
       ),
     ),
   );

@@ -16,7 +16,7 @@ use crate::combine::{
 };
 use crate::reconcile::{refresh_from_query, RefreshError};
 use crate::redact::mask_openid;
-use crate::store::StoreError;
+use crate::store::{RefundRecord, StoreError};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -147,6 +147,19 @@ pub struct SubOrderView {
     transaction_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     success_time: Option<String>,
+    /// Its refunds, oldest first (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    refunds: Vec<RefundView>,
+}
+
+/// A refund as the payer sees it: how much and where it stands. No refund
+/// number, reason or receiving account: the payer only follows the money.
+#[derive(Debug, Serialize)]
+pub struct RefundView {
+    amount: i64,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    success_time: Option<String>,
 }
 
 /// An order as the page sees it (no openid, no prepay_id).
@@ -182,9 +195,27 @@ impl OrderView {
                     trade_state: order.state.as_str(),
                     transaction_id: s.transaction_id.clone(),
                     success_time: s.success_time.clone(),
+                    refunds: Vec::new(),
                 })
                 .collect(),
         }
+    }
+
+    /// With each sub-order's refunds (`refunds` are the order's, as
+    /// `Store::refunds_of_order` lists them).
+    pub fn with_refunds(mut self, refunds: &[RefundRecord]) -> Self {
+        for sub in &mut self.sub_orders {
+            sub.refunds = refunds
+                .iter()
+                .filter(|r| r.mchid == sub.mchid && r.out_trade_no == sub.out_trade_no)
+                .map(|r| RefundView {
+                    amount: r.amount,
+                    status: r.status.as_str(),
+                    success_time: r.success_time.clone(),
+                })
+                .collect();
+        }
+        self
     }
 }
 
@@ -548,7 +579,9 @@ pub async fn get(
             order = fresh;
         }
     }
-    Ok(Json(OrderView::of(&order, &st)))
+    // Only read once the order is known to be this payer's.
+    let refunds = st.store.refunds_of_order(&no).await?;
+    Ok(Json(OrderView::of(&order, &st).with_refunds(&refunds)))
 }
 
 /// `POST /api/combine-orders/{no}/pay-params`.

@@ -69,6 +69,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 pub struct DemoOptions {
     /// Where the merchant server listens (port 0: any free port).
     pub addr: SocketAddr,
+    /// Where the internal API (`/internal/…`) listens; its bearer token is
+    /// `DIR/secrets/internal_token.txt` (port 0: any free port).
+    pub internal_addr: SocketAddr,
     /// Data directory: simulator state, secrets, SQLite file, `wxpay.toml`.
     pub data_dir: std::path::PathBuf,
     /// The page directory (default: `./www`, else the repository's `www/`).
@@ -96,6 +99,8 @@ impl DemoOptions {
     pub fn new(data_dir: impl Into<std::path::PathBuf>) -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            // Loopback only, whatever `addr` is: it is the merchant's API.
+            internal_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
             www_dir: None,
             wasm_pkg_dir: None,
@@ -124,6 +129,8 @@ pub struct Demo {
     pub listener: TcpListener,
     /// `http://127.0.0.1:PORT/pay/`.
     pub page_url: String,
+    /// The internal API's bearer token file (owner-only).
+    pub internal_token_file: std::path::PathBuf,
 }
 
 fn default_dir(
@@ -216,6 +223,17 @@ pub async fn prepare_demo(opts: &DemoOptions) -> Result<Demo, StartError> {
         );
         write_private(&session_secret_file, secret.as_bytes())?;
     }
+    // The internal API's bearer token: kept across runs, like the session
+    // secret, so a backend script keeps working after a restart.
+    let internal_token_file = secrets.join("internal_token.txt");
+    if !internal_token_file.exists() {
+        let token = format!(
+            "{}{}",
+            wxpay_combine::apiv3::generate_nonce(),
+            wxpay_combine::apiv3::generate_nonce()
+        );
+        write_private(&internal_token_file, token.as_bytes())?;
+    }
     let private_key_file = m.private_key_path.clone().ok_or_else(|| {
         StartError::Other("the simulator's merchant has no generated private key".into())
     })?;
@@ -275,6 +293,8 @@ pub async fn prepare_demo(opts: &DemoOptions) -> Result<Demo, StartError> {
         reconcile_interval_secs: Some(opts.reconcile_interval_secs),
         reconcile_after_secs: Some(opts.reconcile_after_secs),
         merchants,
+        internal_token_file: Some(internal_token_file.clone()),
+        internal_listen: Some(opts.internal_addr.to_string()),
         ..RawConfig::default()
     };
     let config_path = dir.join("wxpay.toml");
@@ -299,5 +319,6 @@ pub async fn prepare_demo(opts: &DemoOptions) -> Result<Demo, StartError> {
         config_path,
         sim,
         listener,
+        internal_token_file,
     })
 }

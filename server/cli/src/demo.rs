@@ -17,6 +17,10 @@ pub struct DemoArgs {
     /// Where the merchant server (and the page) listens.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
+    /// Where the internal API listens (port 0: a free port, printed at start);
+    /// its bearer token is DATA_DIR/secrets/internal_token.txt.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub internal_addr: SocketAddr,
     /// Data directory: simulator keys and state, secrets, SQLite database, wxpay.toml.
     #[arg(long, default_value = "demo-data")]
     pub data_dir: PathBuf,
@@ -46,6 +50,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
     };
     let mut opts = DemoOptions::new(args.data_dir);
     opts.addr = args.addr;
+    opts.internal_addr = args.internal_addr;
     opts.www_dir = args.www;
     opts.wasm_pkg_dir = args.wasm_pkg;
     opts.close_min_age_secs = args.close_min_age_secs;
@@ -67,6 +72,14 @@ pub fn run(args: DemoArgs) -> ExitCode {
         let _ = writeln!(out, "page: {}", demo.page_url);
         let _ = writeln!(out, "simulator: {}", demo.sim.base_url());
         let _ = writeln!(out, "config: {}", demo.config_path.display());
+        if let Some(addr) = server.internal_addr {
+            // The token's file, never the token.
+            let _ = writeln!(
+                out,
+                "internal API: http://{addr}/internal/ (Authorization: Bearer <the contents of {}>)",
+                demo.internal_token_file.display()
+            );
+        }
         let _ = writeln!(
             out,
             "Open the page in a browser; the simulator plays WeChat (login, cashier, notifications). Ctrl-C stops."

@@ -161,6 +161,8 @@ struct Demo {
     _process: Guard,
     page: String,
     simulator: String,
+    /// The internal API's base (`http://127.0.0.1:PORT`) and bearer token.
+    internal: Option<(String, String)>,
     log: PathBuf,
     /// Data dir, logs; removed when the test ends.
     scratch: tempfile::TempDir,
@@ -197,9 +199,13 @@ impl Demo {
         let deadline = Instant::now() + STEP;
         let printed = wait_for_blocking(deadline, Duration::from_millis(50), || {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let (Some(page), Some(sim)) =
-                (labelled(&text, "page:"), labelled(&text, "simulator:"))
-            {
+            // The last line printed: every address is there by then.
+            let done = text.contains("Ctrl-C stops");
+            if let (true, Some(page), Some(sim)) = (
+                done,
+                labelled(&text, "page:"),
+                labelled(&text, "simulator:"),
+            ) {
                 return Ok(Some((page, sim.trim_end_matches('/').to_string())));
             }
             if let Some(status) = process.child.try_wait()? {
@@ -214,10 +220,25 @@ impl Demo {
         for url in [&page, &simulator] {
             wait_listening(url, deadline)?;
         }
+        // Printed with the other addresses (before serving starts); the
+        // token is in the data dir's secrets, where the demo says it is.
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let internal = match labelled(&text, "internal API:") {
+            Some(url) => {
+                wait_listening(&url, deadline)?;
+                let token_file = data.join("secrets/internal_token.txt");
+                let token = std::fs::read_to_string(&token_file)
+                    .with_context(|| format!("reading {}", token_file.display()))?;
+                let base = url.trim_end_matches('/').trim_end_matches("/internal");
+                Some((base.to_string(), token.trim().to_string()))
+            }
+            None => None,
+        };
         Ok(Demo {
             _process: process,
             page,
             simulator,
+            internal,
             log,
             scratch: dir,
         })
@@ -348,6 +369,7 @@ where
         client: client.clone(),
         page: demo.page.clone(),
         simulator: demo.simulator.clone(),
+        internal: demo.internal.clone(),
         http: reqwest::Client::builder().no_proxy().build()?,
     };
     // A panic in the body ends its task, not this function: the screenshot
@@ -454,6 +476,8 @@ pub struct Ctx {
     pub page: String,
     /// `http://127.0.0.1:SIMPORT`
     pub simulator: String,
+    /// The demo's internal API: base URL and bearer token.
+    internal: Option<(String, String)>,
     http: reqwest::Client,
 }
 
@@ -677,6 +701,35 @@ impl Ctx {
             )
             .await?;
         serde_json::from_value(v).context("reading the sub-orders from the page")
+    }
+
+    /// A request to the demo's internal API (bearer token, JSON body and
+    /// `Idempotency-Key` when given): its status and JSON answer.
+    pub async fn internal(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<(u16, Value)> {
+        let Some((base, token)) = &self.internal else {
+            bail!("the demo printed no internal API address");
+        };
+        let url = format!("{base}{path}");
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut request = self.http.request(method, &url).bearer_auth(token);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.with_context(|| url.clone())?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let json = serde_json::from_str(&text)
+            .with_context(|| format!("{url} answered {status} non-JSON: {text}"))?;
+        Ok((status, json))
     }
 
     /// `POST {simulator}/sim/control` with `body`.

@@ -1193,3 +1193,92 @@ async fn readiness_requires_a_usable_wechatpay_key() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn the_order_view_lists_each_sub_orders_refunds_for_its_payer_only() {
+    use wxpay_combine::store::{NewRefund, RefundCreated, RefundSource, RefundUpdate};
+    use wxpay_combine_core::refund::RefundStatus;
+    let h = harness(false).await;
+    let alice = h.session(ALICE);
+    let bob = h.session(BOB);
+    let no = h.create_no(&alice).await;
+    let url = format!("/api/combine-orders/{no}");
+    h.api.mark_paid(&no);
+    h.clock.advance(35); // query-on-read records the payment
+    let v = h.call(Method::GET, &url, Some(&alice), None).await.json();
+    assert_eq!(v["state"], json!("SUCCESS"));
+    // No refunds: no `refunds` on any sub-order.
+    for sub in v["sub_orders"].as_array().unwrap() {
+        assert!(sub.get("refunds").is_none(), "{sub}");
+    }
+
+    // The second sub-order (冷萃咖啡, 1800 fen): one refund done, one pending.
+    let sub = v["sub_orders"][1]["out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let now = h.clock.now();
+    for (refund_no, amount) in [("RFPAGE1", 300), ("RFPAGE2", 200)] {
+        let created = h
+            .store
+            .create_refund(
+                &NewRefund {
+                    out_refund_no: refund_no.into(),
+                    combine_out_trade_no: no.clone(),
+                    out_trade_no: sub.clone(),
+                    amount,
+                    reason: Some("退货".into()),
+                    idempotency: None,
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(created, RefundCreated::Created(_)));
+    }
+    h.store
+        .update_refund(
+            "RFPAGE1",
+            &RefundUpdate {
+                status: RefundStatus::Success,
+                refund_id: Some("50000000382019052709732678859".into()),
+                user_received_account: Some("支付用户零钱".into()),
+                success_time: Some("2024-05-01T12:10:00+08:00".into()),
+                source: RefundSource::Notify,
+                notification_id: Some("N1".into()),
+                detail: "test".into(),
+            },
+            now + 1,
+        )
+        .await
+        .unwrap();
+
+    let r = h.call(Method::GET, &url, Some(&alice), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v = r.json();
+    assert_eq!(
+        v["sub_orders"][1]["refunds"],
+        json!([
+            {"amount": 300, "status": "SUCCESS", "success_time": "2024-05-01T12:10:00+08:00"},
+            {"amount": 200, "status": "PROCESSING"},
+        ]),
+        "only what the payer needs: no refund number, reason or account"
+    );
+    for i in [0, 2] {
+        assert!(
+            v["sub_orders"][i].get("refunds").is_none(),
+            "{}",
+            v["sub_orders"][i]
+        );
+    }
+    assert_eq!(
+        v["state"],
+        json!("SUCCESS"),
+        "a refund leaves the order paid"
+    );
+    assert!(!r.text().contains(ALICE) && !r.text().contains("RFPAGE"));
+    // Another payer learns nothing of them.
+    let r = h.call(Method::GET, &url, Some(&bob), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(!r.text().contains("refunds"));
+}

@@ -12,7 +12,7 @@ use wxpay_combine::apiv3::{Clock, SystemClock};
 use wxpay_combine::bill::fetch::{BillJob, MerchantOutcome};
 use wxpay_combine::bill::BillKind;
 use wxpay_combine::combine::{ApplyOutcome, CombineApi, CombineOrder, EventSource, TradeState};
-use wxpay_combine::kit::{prepare_bill_fetchers, prepare_client};
+use wxpay_combine::kit::{bill_fetchers, prepare_client, prepare_merchant_clients};
 use wxpay_combine::refund::wire::{RefundRequest, RefundRequestAmount};
 use wxpay_combine::refund::{
     MerchantClients, RefundApi, RefundError, RefundOrder, RefundRule, RefundStatus,
@@ -164,9 +164,10 @@ async fn refund_a_sub_order_end_to_end(db: Db) {
         .unwrap()
         .date();
     let dir = tempfile::tempdir().unwrap();
-    let fetchers = prepare_bill_fetchers(&f.config, initiator, f.store.clone(), clock.clone())
+    let clients = prepare_merchant_clients(&f.config, initiator, clock.clone())
         .await
         .unwrap();
+    let fetchers = bill_fetchers(&f.config, &clients, f.store.clone()).unwrap();
     let mut reconciled = 0;
     for fetcher in &fetchers {
         let job = BillJob {

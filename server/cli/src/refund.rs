@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use wxpay_combine::apiv3::{Clock, SystemClock};
 use wxpay_combine::config::Config;
-use wxpay_combine::kit::{prepare_client, prepare_refunds, redact_database_url};
+use wxpay_combine::kit::{
+    prepare_client, prepare_merchant_clients, redact_database_url, refund_service,
+};
 use wxpay_combine::refund::{RefundError, RefundOrder};
 use wxpay_combine::store::RefundRecord;
 
@@ -88,12 +90,12 @@ pub fn run(args: RefundArgs) -> ExitCode {
                 return ExitCode::from(8);
             }
         };
-        let prepared = match prepare_client(&config, clock.clone()).await {
-            Ok(initiator) => prepare_refunds(&config, store, clock, initiator).await,
+        let clients = match prepare_client(&config, clock.clone()).await {
+            Ok(initiator) => prepare_merchant_clients(&config, initiator, clock.clone()).await,
             Err(e) => Err(e),
         };
-        let service = match prepared {
-            Ok((service, _)) => service,
+        let service = match clients {
+            Ok(clients) => refund_service(&config, &clients, store, clock),
             Err(e) => return usage(e.to_string()),
         };
         let result = match (args.order, args.query) {

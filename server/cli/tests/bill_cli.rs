@@ -680,14 +680,11 @@ async fn bill_command_downloads_verifies_and_reconciles() {
     let client = wxpay_combine::kit::prepare_client(&config, Arc::new(SystemClock))
         .await
         .unwrap();
-    let fetchers = wxpay_combine::kit::prepare_bill_fetchers(
-        &config,
-        client,
-        env.store.clone(),
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap();
+    let clients =
+        wxpay_combine::kit::prepare_merchant_clients(&config, client, Arc::new(SystemClock))
+            .await
+            .unwrap();
+    let fetchers = wxpay_combine::kit::bill_fetchers(&config, &clients, env.store.clone()).unwrap();
     assert_eq!(fetchers.len(), 4);
     let schedule = BillScheduleConfig {
         enabled: true,

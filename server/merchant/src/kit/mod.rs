@@ -50,9 +50,9 @@ mod workers;
 
 pub use serve::{serve, serve_with_metrics};
 pub use start::{
-    bind, build_client, build_merchant_client, merchants_without_credentials,
-    prepare_bill_fetchers, prepare_client, prepare_merchant_client, prepare_refunds,
-    redact_database_url, StartError,
+    bill_fetchers, bind, build_client, build_merchant_client, merchants_without_credentials,
+    prepare_client, prepare_merchant_client, prepare_merchant_clients, redact_database_url,
+    refund_service, MerchantClientList, StartError,
 };
 pub use workers::{RunningWorkers, Workers, WORKER_STOP_GRACE};
 
@@ -223,8 +223,11 @@ impl KitBuilder {
         let client = prepare_client(&config, clock.clone()).await?;
         let api: Arc<dyn CombineApi> = client.clone();
 
-        let (refunds, merchant_clients) =
-            prepare_refunds(&config, store.clone(), clock.clone(), client.clone()).await?;
+        // Each merchant with credentials, with its own client: refunds and
+        // bills are made by the sub-order's own merchant.
+        let merchant_clients =
+            prepare_merchant_clients(&config, client.clone(), clock.clone()).await?;
+        let refunds = refund_service(&config, &merchant_clients, store.clone(), clock.clone());
         let refund_notify = Arc::new(RefundNotifyHandler::new(
             merchant_clients
                 .iter()
@@ -403,9 +406,7 @@ impl KitBuilder {
         // Bills: the daily trade-bill run (bill_schedule = true).
         if config.bill_schedule.enabled {
             let clock = client.verifier().clock().clone();
-            let fetchers =
-                start::prepare_bill_fetchers(&config, client.clone(), store.clone(), clock.clone())
-                    .await?;
+            let fetchers = bill_fetchers(&config, &merchant_clients, store.clone())?;
             let scheduler = crate::bill::schedule::BillScheduler::new(
                 fetchers,
                 store.clone(),

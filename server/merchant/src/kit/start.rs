@@ -130,21 +130,62 @@ pub async fn prepare_merchant_client(
     Ok(Arc::new(client))
 }
 
-/// One bill fetcher per merchant with credentials, the initiator first
-/// (with `initiator`, its prepared client), for the scheduled bill run.
-pub async fn prepare_bill_fetchers(
+/// Each merchant with credentials and its prepared client, the initiator
+/// first (with `initiator`, its already prepared client). Refunds and bills
+/// share them: each merchant acts with its own credentials.
+pub type MerchantClientList = Vec<(MerchantCredentials, Arc<WechatPayClient>)>;
+
+/// [`MerchantClientList`] of a configuration.
+pub async fn prepare_merchant_clients(
     config: &Config,
     initiator: Arc<WechatPayClient>,
+    clock: Arc<dyn Clock>,
+) -> Result<MerchantClientList, StartError> {
+    let mut clients = vec![(config.wechatpay.merchant.clone(), initiator)];
+    for creds in config.wechatpay.credentialed().skip(1) {
+        let c = prepare_merchant_client(creds, &config.wechatpay.api, clock.clone()).await?;
+        clients.push((creds.clone(), c));
+    }
+    Ok(clients)
+}
+
+/// One bill fetcher per merchant with credentials, in `clients` order, for
+/// the scheduled bill run.
+pub fn bill_fetchers(
+    config: &Config,
+    clients: &MerchantClientList,
+    store: Arc<dyn Store>,
+) -> Result<Vec<BillFetcher>, StartError> {
+    clients
+        .iter()
+        .map(|(_, client)| {
+            BillFetcher::new(&config.wechatpay.api, client.clone(), store.clone())
+                .map_err(StartError::Other)
+        })
+        .collect()
+}
+
+/// The refund service over `clients`: each sub-order is refunded by its
+/// own merchant; a merchant without a client has no credentials here.
+pub fn refund_service(
+    config: &Config,
+    clients: &MerchantClientList,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-) -> Result<Vec<BillFetcher>, StartError> {
-    let api = &config.wechatpay.api;
-    let mut out = vec![BillFetcher::new(api, initiator, store.clone()).map_err(StartError::Other)?];
-    for creds in config.wechatpay.credentialed().skip(1) {
-        let client = prepare_merchant_client(creds, api, clock.clone()).await?;
-        out.push(BillFetcher::new(api, client, store.clone()).map_err(StartError::Other)?);
-    }
-    Ok(out)
+) -> Arc<RefundService> {
+    let credentialed: HashSet<String> = clients.iter().map(|(c, _)| c.mchid.clone()).collect();
+    Arc::new(RefundService::new(
+        store,
+        Arc::new(MerchantClients::new(
+            clients
+                .iter()
+                .map(|(c, client)| (c.mchid.clone(), client.clone())),
+        )),
+        Arc::new(move |mchid: &str| credentialed.contains(mchid)),
+        config.notify.refund_notify_url.to_string(),
+        clock,
+        config.reconcile.after_secs,
+    ))
 }
 
 /// The `[[merchants]]` listed without credentials (their bills are skipped).
@@ -156,44 +197,6 @@ pub fn merchants_without_credentials(config: &Config) -> Vec<String> {
         .filter(|(_, c)| c.is_none())
         .map(|(m, _)| m.clone())
         .collect()
-}
-
-/// The refund service of a configuration: one client per merchant with
-/// credentials (`initiator` is the initiating merchant's, already
-/// prepared), since each sub-order is refunded by its own merchant. Also
-/// returns each merchant's credentials with its client (the refund
-/// notification endpoint verifies and decrypts with them).
-pub async fn prepare_refunds(
-    config: &Config,
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
-    initiator: Arc<WechatPayClient>,
-) -> Result<
-    (
-        Arc<RefundService>,
-        Vec<(MerchantCredentials, Arc<WechatPayClient>)>,
-    ),
-    StartError,
-> {
-    let mut clients = vec![(config.wechatpay.merchant.clone(), initiator)];
-    for creds in config.wechatpay.credentialed().skip(1) {
-        let c = prepare_merchant_client(creds, &config.wechatpay.api, clock.clone()).await?;
-        clients.push((creds.clone(), c));
-    }
-    let credentialed: HashSet<String> = clients.iter().map(|(c, _)| c.mchid.clone()).collect();
-    let service = RefundService::new(
-        store,
-        Arc::new(MerchantClients::new(
-            clients
-                .iter()
-                .map(|(c, client)| (c.mchid.clone(), client.clone())),
-        )),
-        Arc::new(move |mchid: &str| credentialed.contains(mchid)),
-        config.notify.refund_notify_url.to_string(),
-        clock,
-        config.reconcile.after_secs,
-    );
-    Ok((Arc::new(service), clients))
 }
 
 /// Binds `addr` (port 0 picks a free port).

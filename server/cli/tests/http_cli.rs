@@ -151,7 +151,26 @@ async fn the_demo_configuration_file_loads_back() {
     );
     assert_eq!(l.api.base_url, w.api.base_url);
     assert_eq!(l.api.backup_url, w.api.backup_url);
-    assert!(loaded.webhook.is_none() && loaded.internal.is_none());
+    let credentialed = |c: &wxpay_combine::config::Config| -> Vec<(String, String)> {
+        c.wechatpay
+            .credentialed()
+            .map(|m| (m.mchid.clone(), m.serial_no.clone()))
+            .collect()
+    };
+    assert_eq!(credentialed(&loaded), credentialed(&want));
+    assert!(
+        credentialed(&loaded).len() > 2,
+        "every simulator merchant has keys"
+    );
+    assert!(loaded.webhook.is_none());
+    // The demo serves the internal API on a loopback listener of its own.
+    let (li, wi) = (
+        loaded.internal.as_ref().unwrap(),
+        want.internal.as_ref().unwrap(),
+    );
+    assert_eq!(li.token.expose_secret(), wi.token.expose_secret());
+    assert_eq!((li.listen, li.on_public_listener), (wi.listen, false));
+    assert!(li.listen.is_some_and(|a| a.ip().is_loopback()));
     drop(demo.sim);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,9 +1,11 @@
 //! Abuse limits on the public side:
 //!
-//! - **rate limits** on order creation and pay params, per client IP and per
-//!   payer session (a keyed `governor` limiter each: `N` requests per
-//!   minute, bursts of up to `N`), answered `429` with `Retry-After` and the
-//!   usual JSON error body (`RATE_LIMITED`);
+//! - **rate limits** on order creation, pay params, the payer's close (each
+//!   reaches WeChat Pay) and pay-link claims, per client IP (IPv6 per /64)
+//!   and per payer session (a keyed `governor` limiter each: `N` requests
+//!   per minute, bursts of up to `N`, keys in a bounded table of
+//!   [`DEFAULT_MAX_KEYS`]), answered `429` with `Retry-After` and the usual
+//!   JSON error body (`RATE_LIMITED`);
 //! - a **body size limit** on every route of [`super::app`] (`413`
 //!   `BODY_TOO_LARGE`; the notification route keeps its own limit);
 //! - **CORS** closed by default: without `cors_allowed_origins` no
@@ -16,8 +18,9 @@
 //!   another site cannot create an order with the payer's cookie.
 //!
 //! The client IP is the socket's peer address; `X-Forwarded-For` is read
-//! only when that peer is one of `trusted_proxies` (then the right-most
-//! address that is not itself a trusted proxy is the client).
+//! only when that peer is one of `trusted_proxies`, entry by entry from the
+//! right: the first address that is not itself a trusted proxy is the
+//! client ([`client_ip`]).
 //! The peer address comes from axum's `ConnectInfo<SocketAddr>`
 //! (`serve` uses `into_make_service_with_connect_info`); an embedding
 //! application that serves the router without it gets no per-IP limit

@@ -75,10 +75,12 @@ pub fn run_all() -> Result<()> {
     // 3. The wasm package (the demo page and the browser tests load it).
     crate::wasm::build()?;
 
-    // 4. Every Rust test, with both crypto backends compiled in.
+    // 4. Every Rust test, with both crypto backends compiled in; every
+    // test binary runs even after one fails, so one run reports them all.
     let mut test = Command::new("cargo");
     test.current_dir(&root).args([
         "test",
+        "--no-fail-fast",
         "--workspace",
         "--all-features",
         "--exclude",

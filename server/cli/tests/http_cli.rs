@@ -157,7 +157,7 @@ async fn the_demo_configuration_file_loads_back() {
             .map(|m| (m.mchid.clone(), m.serial_no.clone()))
             .collect()
     };
-    assert_eq!(credentialed(&loaded), credentialed(&want));
+    assert_eq!(credentialed(&loaded), credentialed(want));
     assert!(
         credentialed(&loaded).len() > 2,
         "every simulator merchant has keys"

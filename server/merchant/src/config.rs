@@ -194,6 +194,15 @@ pub struct RawConfig {
     /// Abuse limits: largest request body on the public routes, bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    /// Connections: seconds a request's headers may take (default 5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Connections: seconds a kept-alive connection may wait for its next request (default 15).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_alive_idle_secs: Option<u64>,
+    /// Connections: most open at once per listener (default 512; more wait in the backlog).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u64>,
     /// Metrics: a separate listen address for `GET /metrics` (off when unset).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
@@ -498,6 +507,9 @@ impl RawConfig {
             trusted_proxies: self.trusted_proxies.as_deref(),
             cors_allowed_origins: self.cors_allowed_origins.as_deref(),
             max_body_bytes: self.max_body_bytes,
+            header_read_timeout_secs: self.header_read_timeout_secs,
+            keep_alive_idle_secs: self.keep_alive_idle_secs,
+            max_connections: self.max_connections,
         }
     }
 

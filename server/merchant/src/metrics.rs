@@ -24,6 +24,8 @@
 //! | `wxpay_webhook_pending` | gauge | |
 //! | `wxpay_webhook_oldest_pending_age_seconds` | gauge | |
 //! | `wxpay_build_info` | gauge | `version` |
+//! | `wxpay_http_connections_open` | gauge | `listener` (`public`, `internal`) |
+//! | `wxpay_http_connections_dropped_total` | counter | `reason` (`header_timeout`, `idle_timeout`) |
 //!
 //! Counters are registered without their `_total` suffix: prometheus-client
 //! appends it to the family and sample names itself.
@@ -102,6 +104,34 @@ struct OutcomeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
+}
+
+/// `listener` of `wxpay_http_connections_open`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: String,
+}
+
+/// `reason` of `wxpay_http_connections_dropped_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+impl CallerLabels for ListenerLabels {
+    fn other() -> Self {
+        Self {
+            listener: "other".into(),
+        }
+    }
+}
+
+impl CallerLabels for ReasonLabels {
+    fn other() -> Self {
+        Self {
+            reason: "other".into(),
+        }
+    }
 }
 
 /// `endpoint`, `outcome` of the two API families (in this order on the
@@ -309,6 +339,9 @@ pub struct Metrics {
     webhook_deliveries: CounterVec<OutcomeLabels>,
     webhook_pending: Gauge,
     webhook_oldest_age: Gauge<f64, AtomicU64>,
+    connections_open: Family<ListenerLabels, Gauge>,
+    connections_cap: SeriesCap<ListenerLabels>,
+    connections_dropped: CounterVec<ReasonLabels>,
 }
 
 impl Default for Metrics {
@@ -398,8 +431,23 @@ impl Metrics {
             webhook_oldest_age.clone(),
         );
 
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "wxpay_http_connections_open",
+            "Open HTTP connections, by listener",
+            Listed(connections_open.clone()),
+        );
+        let connections_dropped = CounterVec::register(
+            &mut registry,
+            "wxpay_http_connections_dropped",
+            "HTTP connections dropped for a missed header-read or keep-alive deadline, by reason",
+        );
+
         let m = Self {
             registry,
+            connections_open,
+            connections_cap: SeriesCap::new(),
+            connections_dropped,
             orders_created,
             payments_confirmed,
             notifications,
@@ -524,6 +572,45 @@ impl Metrics {
         self.webhook_oldest_age.set(secs);
     }
 
+    /// A connection was accepted on `listener`; it counts as open until
+    /// the returned guard is dropped.
+    pub fn connection_opened(&self, listener: &str) -> ConnectionGuard {
+        let labels = self.connections_cap.admit(ListenerLabels {
+            listener: bounded(listener).to_owned(),
+        });
+        let gauge = self.connections_open.get_or_create(&labels).clone();
+        gauge.inc();
+        ConnectionGuard(gauge)
+    }
+
+    /// Connections open now on `listener`.
+    pub fn connections_open(&self, listener: &str) -> i64 {
+        let labels = ListenerLabels {
+            listener: bounded(listener).to_owned(),
+        };
+        self.connections_open
+            .get(&labels)
+            .map(|g| g.get())
+            .unwrap_or(0)
+    }
+
+    /// A connection was dropped for a missed deadline (`reason`).
+    pub fn connection_dropped(&self, reason: &str) {
+        self.connections_dropped.add(
+            ReasonLabels {
+                reason: bounded(reason).to_owned(),
+            },
+            1,
+        );
+    }
+
+    /// Connections dropped so far for `reason`.
+    pub fn connections_dropped(&self, reason: &str) -> u64 {
+        self.connections_dropped.get(&ReasonLabels {
+            reason: bounded(reason).to_owned(),
+        })
+    }
+
     /// Everything, in the Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
@@ -533,6 +620,17 @@ impl Metrics {
             tracing::error!(error = %e, "encoding the metrics failed");
         }
         out
+    }
+}
+
+/// Counts one open connection until dropped
+/// ([`Metrics::connection_opened`]).
+#[derive(Debug)]
+pub struct ConnectionGuard(Gauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -651,6 +749,8 @@ mod tests {
             "wxpay_webhook_pending",
             "wxpay_webhook_oldest_pending_age_seconds",
             "wxpay_build_info",
+            "wxpay_http_connections_open",
+            "wxpay_http_connections_dropped_total",
         ] {
             assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
         }
@@ -666,6 +766,24 @@ mod tests {
             value(&text, "wxpay_orders_created_total").as_deref(),
             Some("0")
         );
+    }
+
+    #[test]
+    fn open_connections_are_counted_until_dropped() {
+        let m = Metrics::new();
+        let a = m.connection_opened("public");
+        let b = m.connection_opened("public");
+        assert_eq!(m.connections_open("public"), 2);
+        let text = m.render();
+        assert_eq!(
+            value(&text, "wxpay_http_connections_open{listener=\"public\"}").as_deref(),
+            Some("2")
+        );
+        drop(a);
+        drop(b);
+        assert_eq!(m.connections_open("public"), 0);
+        m.connection_dropped("header_timeout");
+        assert_eq!(m.connections_dropped("header_timeout"), 1);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod error;
 pub mod internal;
 pub mod internal_settings;
 pub mod limits;
+pub mod listener;
 pub mod oauth;
 pub mod orders;
 pub mod session;

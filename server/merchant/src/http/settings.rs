@@ -3,14 +3,20 @@
 //! `simulator_base_url`), OAuth and payer sessions (`oauth_*`,
 //! `app_secret_file`, `session_*`), the order policy (`order_expire_secs`,
 //! `query_after_secs`, `close_min_age_secs`, `prepay_reuse_margin_secs`)
-//! and the abuse limits (`rate_limit_*`, `trusted_proxies`,
-//! `cors_allowed_origins`, `max_body_bytes`).
+//! the abuse limits (`rate_limit_*`, `trusted_proxies`,
+//! `cors_allowed_origins`, `max_body_bytes`) and the connection limits
+//! (`header_read_timeout_secs`, `keep_alive_idle_secs`, `max_connections`).
 
 use super::limits::{parse_ip_net, LimitSettings, DEFAULT_MAX_BODY_BYTES};
+use super::listener::{
+    ConnectionSettings, DEFAULT_HEADER_READ_TIMEOUT_SECS, DEFAULT_KEEP_ALIVE_IDLE_SECS,
+    DEFAULT_MAX_CONNECTIONS,
+};
 use crate::settings::{Bounded, FieldKind, FieldTable, Validator};
 use secrecy::{SecretSlice, SecretString};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use url::Url;
 
 /// The 公众号 web-authorization page.
@@ -43,6 +49,9 @@ pub const FIELDS: FieldTable = &[
     ("trusted_proxies", FieldKind::Str),
     ("cors_allowed_origins", FieldKind::Str),
     ("max_body_bytes", FieldKind::Int),
+    ("header_read_timeout_secs", FieldKind::Int),
+    ("keep_alive_idle_secs", FieldKind::Int),
+    ("max_connections", FieldKind::Int),
 ];
 
 /// The raw values of this subsystem's keys, as written.
@@ -70,6 +79,9 @@ pub struct ServerRaw<'a> {
     pub trusted_proxies: Option<&'a str>,
     pub cors_allowed_origins: Option<&'a str>,
     pub max_body_bytes: Option<u64>,
+    pub header_read_timeout_secs: Option<u64>,
+    pub keep_alive_idle_secs: Option<u64>,
+    pub max_connections: Option<u64>,
 }
 
 /// OAuth (网页授权) settings.
@@ -141,6 +153,8 @@ pub struct ServerSettings {
     pub orders: OrderPolicy,
     /// Abuse limits on the public routes.
     pub limits: LimitSettings,
+    /// Timeouts and the connection cap of the listeners.
+    pub connections: ConnectionSettings,
 }
 
 impl ServerSettings {
@@ -251,6 +265,7 @@ pub fn validate(raw: &ServerRaw<'_>, demo: bool, v: &mut Validator<'_>) -> Optio
         });
     let orders = validate_orders(raw, demo, v);
     let limits = validate_limits(raw, demo, v);
+    let connections = validate_connections(raw, &limits, v);
 
     Some(ServerSettings {
         listen: listen?,
@@ -264,6 +279,7 @@ pub fn validate(raw: &ServerRaw<'_>, demo: bool, v: &mut Validator<'_>) -> Optio
         session_secret: session_secret?,
         orders,
         limits,
+        connections,
     })
 }
 
@@ -380,6 +396,34 @@ fn validate_limits(raw: &ServerRaw<'_>, demo: bool, v: &mut Validator<'_>) -> Li
         trusted_proxies,
         cors_allowed_origins,
         max_body_bytes: max_body_bytes as usize,
+    }
+}
+
+const HEADER_READ_TIMEOUT_SECS: Bounded = Bounded::new(
+    "header_read_timeout_secs",
+    DEFAULT_HEADER_READ_TIMEOUT_SECS,
+    1,
+    60,
+);
+const KEEP_ALIVE_IDLE_SECS: Bounded =
+    Bounded::new("keep_alive_idle_secs", DEFAULT_KEEP_ALIVE_IDLE_SECS, 1, 600);
+const MAX_CONNECTIONS: Bounded =
+    Bounded::new("max_connections", DEFAULT_MAX_CONNECTIONS, 1, 1_000_000);
+
+fn validate_connections(
+    raw: &ServerRaw<'_>,
+    limits: &LimitSettings,
+    v: &mut Validator<'_>,
+) -> ConnectionSettings {
+    ConnectionSettings {
+        header_read_timeout: Duration::from_secs(
+            v.bounded(raw.header_read_timeout_secs, HEADER_READ_TIMEOUT_SECS),
+        ),
+        keep_alive_idle: Duration::from_secs(
+            v.bounded(raw.keep_alive_idle_secs, KEEP_ALIVE_IDLE_SECS),
+        ),
+        max_connections: v.bounded(raw.max_connections, MAX_CONNECTIONS) as usize,
+        max_drain_bytes: limits.max_body_bytes,
     }
 }
 

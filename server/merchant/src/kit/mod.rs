@@ -393,14 +393,11 @@ impl KitBuilder {
         // Intake: the internal API's listener stops accepting at shutdown and
         // finishes its in-flight requests.
         if let (Some(listener), Some(r)) = (internal_listener, internal_router.clone()) {
+            let connections = config.http.connections;
             workers.add("internal-listener", move |stop| async move {
                 tracing::info!(addr = ?listener.local_addr().ok(), "internal API listening");
-                if let Err(e) = axum::serve(listener, r)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-                {
-                    tracing::error!(error = %e, "internal API listener failed");
-                }
+                // The same connection limits as the public listener.
+                crate::http::listener::serve(listener, r, connections, "internal", stop).await;
             });
         }
         // Bills: the daily trade-bill run (bill_schedule = true).

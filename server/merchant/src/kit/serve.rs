@@ -4,8 +4,7 @@
 use super::start::{bind, StartError};
 use super::Kit;
 use crate::http;
-use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -55,20 +54,16 @@ pub async fn serve_with_metrics(
     });
     let addr = listener.local_addr().ok();
     tracing::info!(addr = ?addr, "merchant server listening");
-    // The peer address feeds the per-IP rate limit (`http::limits`).
-    // TCP_NODELAY: answers are small; Nagle's algorithm meeting the
-    // client's delayed ACK would add ~40 ms to requests.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let serving = axum::serve(
+    // Our own accept loop (`http::listener`): header-read and keep-alive
+    // timeouts, a connection cap, the peer address for the per-IP rate
+    // limit (`ConnectInfo<SocketAddr>`), TCP_NODELAY.
+    let serving = http::listener::serve(
         listener,
-        server
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop.clone().cancelled_owned())
-    .into_future();
+        server.router,
+        server.config.http.connections,
+        "public",
+        stop.clone(),
+    );
     // In-flight requests get a grace period; a connection that never
     // finishes does not keep the process alive forever.
     let grace = {
@@ -79,7 +74,7 @@ pub async fn serve_with_metrics(
         }
     };
     let result = tokio::select! {
-        r = serving => r.map_err(|e| StartError::Other(format!("server failed: {e}"))),
+        () = serving => Ok(()),
         _ = grace => {
             tracing::warn!("in-flight requests did not finish within {} s; stopping anyway", SHUTDOWN_GRACE.as_secs());
             Ok(())

@@ -945,6 +945,8 @@ mod tests {
             ("wxpay_webhook_deliveries_total", "counter"),
             ("wxpay_webhook_pending", "gauge"),
             ("wxpay_webhook_oldest_pending_age_seconds", "gauge"),
+            ("wxpay_http_connections_open", "gauge"),
+            ("wxpay_http_connections_dropped_total", "counter"),
         ];
         let expected: Vec<(String, String)> = expected
             .iter()

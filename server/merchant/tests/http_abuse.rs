@@ -41,6 +41,7 @@ const CART: &str = r#"{"items":[{"sku":"book","qty":1},{"sku":"coffee","qty":1}]
 #[derive(Default)]
 struct FakeApi {
     prepays: Mutex<usize>,
+    closes: Mutex<usize>,
 }
 
 #[async_trait]
@@ -59,6 +60,7 @@ impl CombineApi for FakeApi {
         })
     }
     async fn close(&self, _: &str, _: &CloseRequest) -> Result<(), ApiError> {
+        *self.closes.lock().unwrap() += 1;
         Ok(())
     }
 }
@@ -334,6 +336,106 @@ async fn per_session_rate_limit_covers_creation_and_pay_params() {
         ..r
     };
     assert_eq!(h.send(r, "").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_payers_close_is_rate_limited() {
+    let h = harness(
+        false,
+        LimitSettings {
+            session_per_minute: 2,
+            ..limits()
+        },
+    )
+    .await;
+    let created = h.create(ALICE, "203.0.113.1").await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let no = order_no(&created.json());
+    // Past the minimum age, so a close reaches WeChat Pay.
+    h.clock.advance(600);
+    let close = || {
+        let r = h.req(
+            Method::POST,
+            &format!("/api/combine-orders/{no}/close"),
+            "203.0.113.1",
+        );
+        Req {
+            builder: r
+                .builder
+                .header(header::ORIGIN, OWN_ORIGIN)
+                .header(header::COOKIE, h.session(ALICE)),
+            ..r
+        }
+    };
+    let first = h.send(close(), "").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    assert_eq!(*h.api.closes.lock().unwrap(), 1);
+    // The payer's budget (creation + close) is spent.
+    assert_rate_limited(&h.send(close(), "").await);
+    assert_eq!(*h.api.closes.lock().unwrap(), 1, "no call to WeChat Pay");
+}
+
+#[tokio::test]
+async fn ipv6_clients_share_a_budget_per_64() {
+    let h = harness(
+        false,
+        LimitSettings {
+            ip_per_minute: 1,
+            ..limits()
+        },
+    )
+    .await;
+    assert_eq!(
+        h.create(ALICE, "[2001:db8:1:2::1]").await.status,
+        StatusCode::CREATED
+    );
+    // Another address of the same /64: the same client.
+    assert_rate_limited(&h.create(BOB, "[2001:db8:1:2:ffff:ffff:ffff:fffe]").await);
+    // The next /64 is another client.
+    assert_eq!(
+        h.create(BOB, "[2001:db8:1:3::1]").await.status,
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn one_bad_forwarded_entry_does_not_discard_the_chain() {
+    let h = harness(
+        false,
+        LimitSettings {
+            ip_per_minute: 1,
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+            ..limits()
+        },
+    )
+    .await;
+    let via_proxy = |chain: &'static str| {
+        let r = h.req(Method::POST, "/api/combine-orders", "10.1.2.3");
+        Req {
+            builder: r
+                .builder
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::ORIGIN, OWN_ORIGIN)
+                .header(header::COOKIE, h.session(ALICE))
+                .header("x-forwarded-for", chain),
+            ..r
+        }
+    };
+    // Garbage left of the client, a port, a second proxy: still per client.
+    assert_eq!(
+        h.send(via_proxy("unknown, 198.51.100.1:5000, 10.0.0.9"), CART)
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        h.send(via_proxy("garbage, 198.51.100.2, 10.0.0.9"), CART)
+            .await
+            .status,
+        StatusCode::CREATED,
+        "another client is not in the proxy's bucket"
+    );
+    assert_rate_limited(&h.send(via_proxy("x, 198.51.100.1"), CART).await);
 }
 
 #[tokio::test]

@@ -259,7 +259,11 @@ pub fn app(state: AppState) -> Router {
             "/api/combine-orders/{no}/pay-params",
             post(orders::pay_params).layer(rate_limited()),
         )
-        .route("/api/combine-orders/{no}/close", post(orders::close))
+        // Each close reaches WeChat Pay: limited like creation.
+        .route(
+            "/api/combine-orders/{no}/close",
+            post(orders::close).layer(rate_limited()),
+        )
         .route(
             "/api/pay-links/claim",
             post(internal::claim).layer(rate_limited()),

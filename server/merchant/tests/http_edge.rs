@@ -433,7 +433,7 @@ fn cases(internal: bool) -> Vec<Case> {
         case(
             "create cross-site",
             "/api/combine-orders",
-            &format!("Origin: https://evil.example\r\n"),
+            "Origin: https://evil.example\r\n",
             &json,
             403,
         ),

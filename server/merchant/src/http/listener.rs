@@ -18,7 +18,7 @@
 //! answer). While a request is being handled no deadline runs.
 //!
 //! Every request also gets its unread body drained before the answer goes
-//! out ([`serve_connection`]): a route that refuses a request before
+//! out (`serve_connection`): a route that refuses a request before
 //! reading its body (401, 403, 404, 405, 413…) would otherwise leave the
 //! body in the socket, and hyper then closes the connection after the
 //! answer without saying so. A body up to `max_drain` bytes that arrives

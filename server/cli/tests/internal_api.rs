@@ -640,12 +640,19 @@ async fn configuration_is_checked() {
     opts.addr = "127.0.0.1:0".parse().unwrap();
     let demo = app::prepare_demo(&opts).await.expect("demo prepares");
     let token_file = dir.join("internal.token");
+    // The demo turns the internal API on; start from its file without it.
+    let text = std::fs::read_to_string(&demo.config_path).unwrap();
+    let mut raw = wxpay_combine::config::RawConfig::parse(&text, "demo", &|_| None).unwrap();
+    raw.internal_token_file = None;
+    raw.internal_listen = None;
+    let base = dir.join("wxpay-no-internal.toml");
+    std::fs::write(&base, raw.to_toml()).unwrap();
     let load = |vars: &[(&str, String)]| {
         let vars: Vec<(String, String)> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
-        wxpay_combine::config::Config::load_with_env(&demo.config_path, &move |k| {
+        wxpay_combine::config::Config::load_with_env(&base, &move |k| {
             vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
         })
     };

@@ -155,6 +155,13 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), StartError>
         .map_err(|e| StartError::Other(format!("cannot write {}: {e}", path.display())))
 }
 
+/// Makes a secret kept from an earlier run owner-only (0600), whatever mode
+/// it was created or copied with.
+fn keep_private(path: &std::path::Path) -> Result<(), StartError> {
+    wxpay_combine_core::atomicfile::restrict_to_owner(path)
+        .map_err(|e| StartError::Other(format!("cannot restrict {}: {e}", path.display())))
+}
+
 /// Every simulator merchant but the initiator as a `[[merchants]]` entry
 /// with its own credentials (refunds and bills are per merchant), its
 /// APIv3 key written to `secrets/apiv3_key_<mchid>.txt` (owner-only).
@@ -222,6 +229,8 @@ pub async fn prepare_demo(opts: &DemoOptions) -> Result<Demo, StartError> {
             wxpay_combine::apiv3::generate_nonce()
         );
         write_private(&session_secret_file, secret.as_bytes())?;
+    } else {
+        keep_private(&session_secret_file)?;
     }
     // The internal API's bearer token: kept across runs, like the session
     // secret, so a backend script keeps working after a restart.
@@ -233,6 +242,8 @@ pub async fn prepare_demo(opts: &DemoOptions) -> Result<Demo, StartError> {
             wxpay_combine::apiv3::generate_nonce()
         );
         write_private(&internal_token_file, token.as_bytes())?;
+    } else {
+        keep_private(&internal_token_file)?;
     }
     let private_key_file = m.private_key_path.clone().ok_or_else(|| {
         StartError::Other("the simulator's merchant has no generated private key".into())

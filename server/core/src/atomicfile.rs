@@ -63,6 +63,23 @@ pub fn write(path: &Path, bytes: &[u8], access: Access) -> io::Result<()> {
     persist(tmp, path)
 }
 
+/// Makes an existing file owner-only (0600 on Unix; nothing elsewhere):
+/// a secret kept across runs may have been created, or copied in, with a
+/// looser mode, and [`write`] only fixes the files it writes.
+pub fn restrict_to_owner(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o777 != 0o600 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// The directory holding `path` (`.` for a bare file name).
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
@@ -129,5 +146,20 @@ mod tests {
         let shared = dir.path().join("shared.json");
         write(&shared, b"{}", Access::Shared).unwrap();
         assert_eq!(mode(&shared), mode(&reference));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn restrict_to_owner_tightens_an_existing_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let kept = dir.path().join("token.txt");
+        std::fs::write(&kept, b"t").unwrap();
+        std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o644)).unwrap();
+        restrict_to_owner(&kept).unwrap();
+        assert_eq!(mode(&kept), 0o600);
+        assert_eq!(std::fs::read(&kept).unwrap(), b"t");
+        assert!(restrict_to_owner(&dir.path().join("missing")).is_err());
     }
 }

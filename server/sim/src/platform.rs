@@ -175,6 +175,8 @@ fn choice(c: &PlatformCert) -> SigningChoice<'_> {
 /// Reads a PKCS#8 key, or generates and writes one (mode 0600).
 pub fn load_or_generate_key(path: &Path) -> Result<PrivateKey, SimError> {
     if path.exists() {
+        // Kept from an earlier run: owner-only whatever mode it has now.
+        atomicfile::restrict_to_owner(path).map_err(|e| SimError::io(path, e))?;
         return Ok(PrivateKey::from_pem_file(path)?);
     }
     let key = PrivateKey::generate()?;
@@ -206,7 +208,9 @@ fn load_certs(dir: &Path) -> Result<Vec<PlatformCert>, SimError> {
             continue;
         };
         let cert = Certificate::from_pem_file(&path)?;
-        let key = PrivateKey::from_pem_file(dir.join(format!("{serial}.key.pem")))?;
+        let key_path = dir.join(format!("{serial}.key.pem"));
+        atomicfile::restrict_to_owner(&key_path).map_err(|e| SimError::io(&key_path, e))?;
+        let key = PrivateKey::from_pem_file(&key_path)?;
         if cert.public_key != *key.public_key() {
             return Err(SimError::Config(format!(
                 "{}: key does not match certificate",

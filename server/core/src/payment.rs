@@ -104,6 +104,11 @@ pub enum Mismatch {
         /// Masked received openid.
         got: String,
     },
+    /// A notification without `combine_payer_info`: every order of this kit
+    /// is a JSAPI order, whose notification names its payer, so the payer
+    /// check cannot be skipped.
+    #[error("notification without combine_payer_info (required for JSAPI orders)")]
+    MissingPayer,
     /// Sub-orders in different states: a combined payment never partially
     /// succeeds.
     #[error("sub-orders disagree on trade_state ({0})")]
@@ -142,6 +147,16 @@ pub fn check_merchant(
     Ok(())
 }
 
+/// Whether the order is a JSAPI order: it has a payer (JSAPI prepay needs
+/// the openid; this kit places no other kind) or WeChat Pay says so.
+fn is_jsapi(order: &CombineOrder, txn: &CombineTransaction) -> bool {
+    !order.payer_openid.is_empty()
+        || txn
+            .sub_orders
+            .iter()
+            .any(|s| s.trade_type.as_deref() == Some("JSAPI"))
+}
+
 /// Compares `txn` with the stored `order` and, when every identifier and
 /// amount agrees and the sub-order sets are equal, returns the transition to
 /// the state `txn` reports.
@@ -158,13 +173,24 @@ pub fn transition_for(
         });
     }
     check_merchant(txn, &order.combine_mchid, &order.combine_appid)?;
-    if let Some(payer) = &txn.combine_payer_info {
-        if !order.payer_openid.is_empty() && payer.openid != order.payer_openid {
-            return Err(Mismatch::Payer {
-                expected: mask_openid(&order.payer_openid),
-                got: mask_openid(&payer.openid),
-            });
+    match &txn.combine_payer_info {
+        Some(payer) => {
+            if !order.payer_openid.is_empty() && payer.openid != order.payer_openid {
+                return Err(Mismatch::Payer {
+                    expected: mask_openid(&order.payer_openid),
+                    got: mask_openid(&payer.openid),
+                });
+            }
         }
+        // Notifications of JSAPI orders carry the payer (the documented
+        // plaintext always has it): one without is refused, not applied with
+        // the check skipped. Query answers are WeChat Pay's reply to our own
+        // request, and the query documentation does not promise the block
+        // for every state (an unpaid order), so they are not held to it.
+        None if source == EventSource::Notify && is_jsapi(order, txn) => {
+            return Err(Mismatch::MissingPayer);
+        }
+        None => {}
     }
     if txn.sub_orders.len() != order.sub_orders.len() {
         return Err(Mismatch::SubOrderCount {
@@ -428,6 +454,14 @@ mod tests {
             !payer.to_string().contains("oUpF8uMuAJO"),
             "openid masked: {payer}"
         );
+        // No payer block: refused in a notification, accepted from a query.
+        assert_eq!(
+            check(&|t| t.combine_payer_info = None),
+            Mismatch::MissingPayer
+        );
+        let mut no_payer = txn("SUCCESS");
+        no_payer.combine_payer_info = None;
+        assert!(transition_for(&o, &no_payer, EventSource::Query, None).is_ok());
         let mut t = txn("WHATEVER");
         t.sub_orders
             .iter_mut()

@@ -396,6 +396,11 @@ async fn forged_and_broken_notifications_change_nothing(db: &TestDb) {
             O::Mismatch,
         ),
         case(
+            "no combine_payer_info (the payer check cannot be skipped)",
+            variant(&|t| t.combine_payer_info = None),
+            O::Mismatch,
+        ),
+        case(
             "unknown order",
             variant(&|t| t.combine_out_trade_no = format!("{prefix}404")),
             O::UnknownOrder,

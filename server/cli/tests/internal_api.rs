@@ -253,6 +253,32 @@ async fn validation_names_the_field(db: &TestDb) {
     )
     .await;
     assert_eq!(field(&a), "Idempotency-Key");
+    // The framework's own refusals answer in the same JSON shape, not text.
+    let mut big = good.clone();
+    big["sub_orders"][0]["description"] = json!("x".repeat(70 * 1024));
+    let a = send(
+        h.internal(),
+        req(
+            Method::POST,
+            "/internal/combine-orders",
+            Some(TOKEN),
+            Some("k-big"),
+            Some(&big.to_string()),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(a.body["code"], "BODY_TOO_LARGE", "{}", a.body);
+    assert!(a.body["message"].as_str().unwrap().contains("65536"));
+    assert_eq!(a.headers[header::CONTENT_TYPE], "application/json");
+    let a = send(
+        h.internal(),
+        req(Method::PUT, UNKNOWN_ORDER, Some(TOKEN), None, None),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(a.body["code"], "METHOD_NOT_ALLOWED", "{}", a.body);
+    assert!(a.headers.contains_key(header::ALLOW));
     // Nothing was created by any of these.
     assert!(h.sim.stats().await.unwrap().prepay_calls.is_empty());
 }

@@ -526,6 +526,25 @@ async fn create_refuses_bad_carts_and_changes_nothing() {
             "INVALID_REQUEST",
             "",
         ),
+        // The array form of a struct (serde's default) is not the API.
+        (
+            json!([[{"sku":"book","qty":1},{"sku":"coffee","qty":1}]]),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "expected a JSON object",
+        ),
+        (
+            json!({"items":[["book",1],["coffee",1]]}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "expected a JSON object",
+        ),
+        (
+            json!({"items":[{"sku":"book","qty":1},["coffee",1]]}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "expected a JSON object",
+        ),
     ];
     for (body, status, code, needle) in cases {
         let r = h

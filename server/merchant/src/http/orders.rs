@@ -115,22 +115,74 @@ fn truncate_bytes(s: &str, max: usize) -> String {
     format!("{}{ellipsis}", &s[..end])
 }
 
-/// Body of `POST /api/combine-orders`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Body of `POST /api/combine-orders`: `{"items": [{"sku", "qty"}, …]}`,
+/// objects only (serde's derive would also take a struct as a JSON array,
+/// `[[{"sku":…,"qty":1}]]` or `{"items":[["sku",1]]}`; that undocumented
+/// form is refused).
+#[derive(Debug)]
 pub struct CreateOrderBody {
     /// Cart lines.
     pub items: Vec<CartLine>,
 }
 
 /// One cart line: what and how many, never a price.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct CartLine {
     /// Catalog SKU.
     pub sku: String,
     /// Quantity, 1–99.
     pub qty: u64,
+}
+
+/// The wire forms, deserialised only through [`ObjectOnly`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateOrderWire {
+    items: Vec<ObjectOnly<CartLineWire>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CartLineWire {
+    sku: String,
+    qty: u64,
+}
+
+impl<'de> Deserialize<'de> for CreateOrderBody {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let ObjectOnly(w) = ObjectOnly::<CreateOrderWire>::deserialize(d)?;
+        Ok(CreateOrderBody {
+            items: w
+                .items
+                .into_iter()
+                .map(|ObjectOnly(l)| CartLine {
+                    sku: l.sku,
+                    qty: l.qty,
+                })
+                .collect(),
+        })
+    }
+}
+
+/// `T` from a JSON object only: a derived struct deserialiser also
+/// accepts a sequence of its fields in order.
+struct ObjectOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+            .map(ObjectOnly)
+    }
 }
 
 /// A sub-order as the page sees it.

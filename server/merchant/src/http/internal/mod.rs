@@ -141,12 +141,51 @@ pub fn router(api: InternalApi) -> Router {
             auth::require_bearer,
         ))
         .layer(DefaultBodyLimit::max(MAX_INTERNAL_BODY_BYTES))
+        .layer(axum::middleware::map_response(json_errors))
         .layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         ))
         .with_state(api);
     super::traced(routes)
+}
+
+/// Every error in the documented JSON shape: the framework's own answers
+/// (413 from the body limit, 405, an extractor's 400/415) are plain text,
+/// so they are rewritten as `{"code", "message"}` here.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (code, message) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "BODY_TOO_LARGE",
+            format!("request body too large (limit {MAX_INTERNAL_BODY_BYTES} bytes)"),
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "METHOD_NOT_ALLOWED",
+            "this method is not allowed on this path".to_string(),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "UNSUPPORTED_MEDIA_TYPE",
+            "the body must be application/json".to_string(),
+        ),
+        s if s.is_client_error() => ("INVALID_REQUEST", "the request is malformed".to_string()),
+        _ => ("INTERNAL_ERROR", "the server failed".to_string()),
+    };
+    let (mut parts, _) = resp.into_parts();
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = Json(views::ErrorView::new(code, message)).into_response();
+    let (body_parts, body) = body.into_parts();
+    parts.headers.extend(body_parts.headers);
+    Response::from_parts(parts, body)
 }
 
 /// A failure of the internal API.

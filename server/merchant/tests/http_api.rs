@@ -220,6 +220,18 @@ async fn harness(demo: bool) -> Harness {
     std::fs::write(www.join("app.js"), "console.log('page')").unwrap();
     std::fs::write(pkg.join("wxpay_wasm.js"), "export default 1").unwrap();
     std::fs::write(dir.join("secret.txt"), "outside the pay directory").unwrap();
+    // A custom www_dir's hazards: dotfiles, a symlink out, a symlink in.
+    std::fs::write(www.join(".env"), "SECRET=1").unwrap();
+    std::fs::create_dir_all(www.join(".git")).unwrap();
+    std::fs::write(www.join(".git/config"), "[core]").unwrap();
+    std::fs::create_dir_all(pkg.join("snippets")).unwrap();
+    std::fs::write(pkg.join("snippets/index.html"), "snippet index").unwrap();
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(dir.join("secret.txt"), www.join("passwd")).unwrap();
+        std::os::unix::fs::symlink(&dir, www.join("up")).unwrap();
+        std::os::unix::fs::symlink(www.join("app.js"), www.join("alias.js")).unwrap();
+    }
     let store = store::connect(&format!("sqlite:{}", dir.join("orders.db").display()))
         .await
         .unwrap();
@@ -1128,11 +1140,44 @@ async fn pay_directory_is_served_and_nothing_else() {
         assert_eq!(r.status, StatusCode::FOUND, "{uri}");
         assert_eq!(r.header("location"), Some(location));
     }
+    // A directory redirects within the pay directory, never to `//host`.
+    let r = h.call(Method::GET, "/pay/pkg/snippets", None, None).await;
+    assert!(r.status.is_redirection(), "{}", r.status);
+    assert_eq!(r.header("location"), Some("/pay/pkg/snippets/"));
+    let r = h.call(Method::GET, "/pay/pkg/snippets/", None, None).await;
+    assert_eq!(r.text(), "snippet index");
+    for uri in [
+        "/pay/pkg//snippets",
+        "/pay//pkg/snippets",
+        "/pay//evil.example",
+    ] {
+        let r = h.call(Method::GET, uri, None, None).await;
+        let location = r.header("location").unwrap_or_default();
+        assert!(!location.starts_with("//"), "{uri} → {location}");
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{uri}");
+    }
+    // A symlink inside the directory is served.
+    #[cfg(unix)]
+    {
+        let r = h.call(Method::GET, "/pay/alias.js", None, None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.text(), "console.log('page')");
+    }
     for uri in [
         "/pay/../secret.txt",
         "/pay/%2e%2e/secret.txt",
         "/pay/nope.html",
         "/secret.txt",
+        // Dotfiles, however spelled.
+        "/pay/.env",
+        "/pay/%2eenv",
+        "/pay/%2Eenv",
+        "/pay/.git/config",
+        "/pay/pkg/.env",
+        // Symlinks out of the directory.
+        "/pay/passwd",
+        "/pay/up/secret.txt",
+        "/pay/up/",
     ] {
         let r = h.call(Method::GET, uri, None, None).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{uri}");

@@ -393,9 +393,12 @@ async fn to_pay_directory(State(st): State<AppState>) -> Response {
 }
 
 /// Serves the pay directory from `www_dir`, and `pkg/` from the wasm package.
+/// Dotfiles, empty segments (`//`) and symlinks leading out of the served
+/// directory are 404; a directory's redirect stays under the pay directory.
 async fn static_file(State(st): State<AppState>, req: Request) -> Response {
     let s = &st.settings;
     let path = req.uri().path();
+    let original_path = path.to_string();
     let rel = &path[s.pay_directory.len() - 1..]; // keeps the leading '/'
     let (root, rel) = match (&s.wasm_pkg_dir, rel.strip_prefix("/pkg")) {
         (Some(pkg), Some(rest)) if rest.is_empty() || rest.starts_with('/') => {
@@ -404,6 +407,12 @@ async fn static_file(State(st): State<AppState>, req: Request) -> Response {
         _ => (s.www_dir.clone(), rel.to_string()),
     };
     let rel = if rel.is_empty() { "/".to_string() } else { rel };
+    let Some(segments) = served_segments(&rel) else {
+        return not_found().await;
+    };
+    if !stays_inside(&root, &segments).await {
+        return not_found().await;
+    }
     let (mut parts, body) = req.into_parts();
     let new_uri = match parts.uri.query() {
         Some(q) => format!("{rel}?{q}"),
@@ -419,10 +428,105 @@ async fn static_file(State(st): State<AppState>, req: Request) -> Response {
         .map(IntoResponse::into_response)
         .unwrap_or_else(|never| match never {});
     let mut resp = resp;
+    if resp.status().is_redirection() {
+        // ServeDir saw the path without the pay directory: its `dir` →
+        // `dir/` redirect would leave the prefix (and `//x` would name
+        // another host). Redirect to the full path instead.
+        let location = match directory_redirect(&resp, &original_path) {
+            Some(l) => l,
+            None => return not_found().await,
+        };
+        match HeaderValue::from_str(&location) {
+            Ok(v) => {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            Err(_) => return not_found().await,
+        }
+    }
     // The page changes with deployments: always revalidate (ETag/Last-Modified).
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
+}
+
+/// The directory redirect's target: the request's full path with a
+/// trailing slash (and ServeDir's query, if any). `None` if it could be
+/// read as another host.
+fn directory_redirect(resp: &Response, original_path: &str) -> Option<String> {
+    let query = resp
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| l.split_once('?'))
+        .map(|(_, q)| q.to_string());
+    let mut location = format!("{}/", original_path.trim_end_matches('/'));
+    if let Some(q) = query {
+        location.push('?');
+        location.push_str(&q);
+    }
+    (location.starts_with('/') && !location.starts_with("//") && !location.contains('\\'))
+        .then_some(location)
+}
+
+/// The decoded segments of a served path, or `None` when it names a
+/// dotfile or dot-directory (`.env`, `.git/`, `..`), has an empty segment
+/// (`a//b`), or does not decode.
+fn served_segments(rel: &str) -> Option<Vec<String>> {
+    let inner = rel.strip_prefix('/')?;
+    if inner.is_empty() {
+        return Some(Vec::new());
+    }
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    let mut out = Vec::new();
+    for raw in inner.split('/') {
+        let seg = percent_decode(raw)?;
+        if seg.is_empty() || seg.starts_with('.') || seg.contains(['/', '\\', '\0']) {
+            return None;
+        }
+        out.push(seg);
+    }
+    Some(out)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Whether the file (or the directory's `index.html`) that `segments` name
+/// under `root` resolves inside `root`: a symlink out of the directory
+/// (`passwd -> /etc/passwd`) is not served. A path that does not exist is
+/// left to ServeDir (404).
+async fn stays_inside(root: &std::path::Path, segments: &[String]) -> bool {
+    let Ok(root) = tokio::fs::canonicalize(root).await else {
+        return false;
+    };
+    let mut path = root.clone();
+    path.extend(segments);
+    let Ok(mut resolved) = tokio::fs::canonicalize(&path).await else {
+        return true;
+    };
+    if tokio::fs::metadata(&resolved)
+        .await
+        .is_ok_and(|m| m.is_dir())
+    {
+        if let Ok(index) = tokio::fs::canonicalize(resolved.join("index.html")).await {
+            resolved = index;
+        }
+    }
+    resolved.starts_with(&root)
 }
 
 async fn api_config(State(st): State<AppState>) -> Json<serde_json::Value> {

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::Router;
+use base64::Engine as _;
 use http::{header, Method, Request, StatusCode};
 use secrecy::SecretSlice;
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use wxpay_combine::catalog::{Catalog, ItemSpec, Merchant};
 use wxpay_combine::combine::wire::{CloseRequest, CombineTransaction, PrepayRequest};
 use wxpay_combine::combine::{ApiError, CombineApi};
 use wxpay_combine::http::limits::LimitSettings;
-use wxpay_combine::http::session::{CookieSigner, SESSION_COOKIE};
+use wxpay_combine::http::session::{CookieSigner, SECURE_SESSION_COOKIE, SESSION_COOKIE};
 use wxpay_combine::http::OrderPolicy;
 use wxpay_combine::http::{
     app, AppState, HttpSettings, OAuthClient, OAuthExchangeError, OAuthIdentity,
@@ -594,27 +595,74 @@ async fn login_cookies(h: &Harness) -> Vec<String> {
     all
 }
 
+/// The status of `GET /api/session` with `cookie`.
+async fn h_session(h: &Harness, cookie: &str) -> StatusCode {
+    let r = h.req(Method::GET, "/api/session", "203.0.113.9");
+    let r = Req {
+        builder: r.builder.header(header::COOKIE, cookie),
+        ..r
+    };
+    h.send(r, "").await.status
+}
+
 #[tokio::test]
 async fn cookie_flags_outside_and_inside_demo() {
     let prod = harness(false, limits()).await;
     let cookies = login_cookies(&prod).await;
+    // Over https: `__Host-` (Secure, Path=/, no Domain), sealed.
     let session = cookies
         .iter()
-        .find(|c| c.starts_with(&format!("{SESSION_COOKIE}=")) && !c.contains("Max-Age=0"))
-        .expect("a session cookie is set");
+        .find(|c| c.starts_with(&format!("{SECURE_SESSION_COOKIE}=")) && !c.contains("Max-Age=0"))
+        .expect("a __Host- session cookie is set");
     for c in &cookies {
         let attrs: Vec<&str> = c.split(';').map(str::trim).collect();
         assert!(attrs.contains(&"HttpOnly"), "{c}");
         assert!(attrs.contains(&"SameSite=Lax"), "{c}");
         assert!(attrs.contains(&"Secure"), "{c}");
+        assert!(!c.to_ascii_lowercase().contains("domain="), "{c}");
     }
-    assert!(session.contains("Path=/"));
+    assert!(
+        session.split(';').any(|a| a.trim() == "Path=/"),
+        "{session}"
+    );
+    let value = session
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1;
+    assert!(!value.contains(ALICE), "the openid in plain: {value}");
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value.split('.').next().unwrap())
+        .unwrap_or_default();
+    assert!(
+        !String::from_utf8_lossy(&decoded).contains(ALICE),
+        "the openid in base64: {value}"
+    );
+    // The old name is cleared, not set.
+    assert!(cookies
+        .iter()
+        .filter(|c| c.starts_with(&format!("{SESSION_COOKIE}=")))
+        .all(|c| c.contains("Max-Age=0")));
+    // The sealed session works; a cookie of the former signed format does not.
+    let r = h_session(&prod, &format!("{SECURE_SESSION_COOKIE}={value}")).await;
+    assert_eq!(r, StatusCode::OK);
+    let old = format!(
+        "{SECURE_SESSION_COOKIE}={}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!(r#"{{"o":"{ALICE}","x":{}}}"#, T0 + 3600)),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0u8; 32])
+    );
+    assert_eq!(h_session(&prod, &old).await, StatusCode::UNAUTHORIZED);
 
+    // Over plain http (the demo): no `Secure`, so no `__Host-` either.
     let demo = harness(true, limits()).await;
     let cookies = login_cookies(&demo).await;
     assert!(cookies
         .iter()
         .any(|c| c.starts_with(&format!("{SESSION_COOKIE}="))));
+    assert!(!cookies.iter().any(|c| c.starts_with("__Host-")));
     for c in &cookies {
         let attrs: Vec<&str> = c.split(';').map(str::trim).collect();
         assert!(attrs.contains(&"HttpOnly"), "{c}");

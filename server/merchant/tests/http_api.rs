@@ -963,7 +963,7 @@ async fn oauth_round_trip_sets_a_signed_session() {
     let cookies = r.set_cookies();
     let session = cookies
         .iter()
-        .find(|c| c.starts_with("wxpay_session="))
+        .find(|c| c.starts_with("__Host-wxpay_session="))
         .unwrap();
     for attr in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
         assert!(session.contains(attr), "{session}");
@@ -1124,6 +1124,22 @@ async fn pay_directory_is_served_and_nothing_else() {
     assert!(r.text().contains("<title>pay</title>"));
     assert_eq!(r.header("cache-control"), Some("no-cache"));
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    // The page may not be framed, leaks no URL (order numbers, pay-link
+    // tokens) to other sites, and runs only its own scripts and styles.
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.header("referrer-policy"), Some("same-origin"));
+    let csp = r.header("content-security-policy").unwrap_or_default();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self' 'wasm-unsafe-eval' http://127.0.0.1:9999;",
+        "style-src 'self';",
+        "connect-src 'self' http://127.0.0.1:9999;",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} in {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
     let r = h.call(Method::GET, "/pay/app.js", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r

@@ -27,7 +27,7 @@
 
   function el(tag, style, text) {
     var e = document.createElement(tag);
-    if (style) { e.setAttribute('style', style); }
+    if (style) { e.style.cssText = style; }
     if (text !== undefined) { e.textContent = text; }
     return e;
   }

@@ -26,7 +26,7 @@
 //! application that serves the router without it gets no per-IP limit
 //! (the per-session limit still applies).
 
-use super::session::{self, CookieSigner, Purpose, SessionData, SESSION_COOKIE};
+use super::session::{self, CookieSigner, Purpose, SessionData};
 use crate::apiv3::Clock;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -412,11 +412,12 @@ pub async fn rate_limit(State(limits): State<Limits>, req: Request, next: Next) 
     }
     if wait.is_none() {
         if let Some(by_session) = &limits.by_session {
-            let payer = session::read_cookie(req.headers(), SESSION_COOKIE).and_then(|v| {
-                limits
-                    .cookies
-                    .open::<SessionData>(Purpose::Session, v, limits.clock.now())
-            });
+            let payer = session::read_cookie(req.headers(), limits.cookies.session_cookie_name())
+                .and_then(|v| {
+                    limits
+                        .cookies
+                        .open::<SessionData>(Purpose::Session, v, limits.clock.now())
+                });
             // No valid session: the handler answers 401 anyway.
             if let Some(s) = payer {
                 if let Err(w) = by_session.check(&format!("payer:{}", s.openid)) {

@@ -46,7 +46,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use secrecy::SecretSlice;
 use serde_json::json;
-use session::{CookieSigner, Purpose, SessionData, SESSION_COOKIE};
+use session::{CookieSigner, Purpose, SessionData};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -87,7 +87,9 @@ pub struct HttpSettings {
     pub simulator_base_url: Option<String>,
     /// Cookie key.
     pub session_secret: SecretSlice<u8>,
-    /// `Secure` cookies (all but demo).
+    /// `Secure` cookies, and the session cookie named `__Host-…`: whether
+    /// `public_base_url` is `https` (a browser drops `Secure` cookies set
+    /// over plain HTTP, so this follows the URL, not the demo flag).
     pub secure_cookies: bool,
     /// Session lifetime.
     pub session_ttl_secs: i64,
@@ -119,11 +121,17 @@ impl HttpSettings {
                 .as_ref()
                 .map(|u| u.as_str().trim_end_matches('/').to_string()),
             session_secret: server.session_secret.clone(),
-            secure_cookies: !demo,
+            secure_cookies: secure_cookies_for(&server.public_base_url),
             session_ttl_secs: server.oauth.session_ttl_secs,
             orders: server.orders,
         }
     }
+}
+
+/// Whether cookies for a site at `public_base_url` are `Secure`: exactly
+/// when it is served over HTTPS.
+pub fn secure_cookies_for(public_base_url: &str) -> bool {
+    Url::parse(public_base_url).is_ok_and(|u| u.scheme() == "https")
 }
 
 /// Everything the handlers share.
@@ -220,7 +228,7 @@ impl FromRequestParts<AppState> for Session {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, AppError> {
-        session::read_cookie(&parts.headers, SESSION_COOKIE)
+        session::read_cookie(&parts.headers, st.cookies.session_cookie_name())
             .and_then(|v| {
                 st.cookies
                     .open::<SessionData>(Purpose::Session, v, st.clock.now())
@@ -278,6 +286,7 @@ pub fn app(state: AppState) -> Router {
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         ));
+    let csp = content_security_policy(state.settings.simulator_base_url.as_deref());
     let router = Router::new()
         .merge(api)
         .route("/oauth/start", get(oauth::start))
@@ -293,6 +302,18 @@ pub fn app(state: AppState) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            csp,
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        ))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
         .layer(axum::middleware::from_fn_with_state(
             limits.clone(),
@@ -301,6 +322,31 @@ pub fn app(state: AppState) -> Router {
         .layer(tower::util::option_layer(limits.cors_layer()))
         .with_state(state);
     traced(router)
+}
+
+/// The Content-Security-Policy of every answer (the pages' scripts and
+/// styles are files of the pay directory; the wasm package needs
+/// `'wasm-unsafe-eval'`; nothing may frame the pages). In demo mode the
+/// simulator's bridge script and its cashier calls come from the
+/// simulator's origin.
+pub fn content_security_policy(simulator_base_url: Option<&str>) -> HeaderValue {
+    let sim = simulator_base_url
+        .and_then(|u| Url::parse(u).ok())
+        .map(|u| u.origin())
+        .filter(|o| o.is_tuple())
+        .map(|o| format!(" {}", o.ascii_serialization()))
+        .unwrap_or_default();
+    let policy = format!(
+        "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'{sim}; \
+         style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self'{sim}; \
+         manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    );
+    HeaderValue::from_str(&policy).unwrap_or_else(|_| {
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
+             connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        )
+    })
 }
 
 /// The request header carrying a request id (honoured when well-formed,
@@ -588,4 +634,59 @@ async fn readyz(State(st): State<AppState>) -> Response {
         }
     }
     (StatusCode::OK, "ready").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_secure_exactly_over_https() {
+        assert!(secure_cookies_for("https://shop.example"));
+        assert!(secure_cookies_for("https://127.0.0.1:8443"));
+        assert!(!secure_cookies_for("http://127.0.0.1:8080"));
+        assert!(!secure_cookies_for("http://shop.example"));
+    }
+
+    #[test]
+    fn the_policy_names_the_simulator_only_in_demo() {
+        let prod = content_security_policy(None);
+        let prod = prod.to_str().unwrap();
+        assert!(
+            prod.contains("script-src 'self' 'wasm-unsafe-eval';"),
+            "{prod}"
+        );
+        assert!(prod.contains("frame-ancestors 'none'"), "{prod}");
+        let demo = content_security_policy(Some("http://127.0.0.1:9999/"));
+        let demo = demo.to_str().unwrap();
+        assert!(
+            demo.contains("script-src 'self' 'wasm-unsafe-eval' http://127.0.0.1:9999;"),
+            "{demo}"
+        );
+        assert!(
+            demo.contains("connect-src 'self' http://127.0.0.1:9999;"),
+            "{demo}"
+        );
+    }
+
+    #[test]
+    fn served_paths_refuse_dotfiles_and_empty_segments() {
+        assert_eq!(served_segments("/"), Some(vec![]));
+        assert_eq!(
+            served_segments("/pkg/a%20b.js"),
+            Some(vec!["pkg".to_string(), "a b.js".to_string()])
+        );
+        for bad in [
+            "/.env",
+            "/%2eenv",
+            "/a/.git/config",
+            "//x",
+            "/a//b",
+            "/..",
+            "/a%2fb",
+            "/%zz",
+        ] {
+            assert_eq!(served_segments(bad), None, "{bad}");
+        }
+    }
 }

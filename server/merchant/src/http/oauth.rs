@@ -457,15 +457,19 @@ async fn callback_inner(
         openid: identity.openid,
         expires_at: now + s.session_ttl_secs,
     };
-    let cookies = [
+    let mut cookies = vec![
         st.cookies.set_cookie(
-            SESSION_COOKIE,
+            st.cookies.session_cookie_name(),
             &st.cookies.seal(Purpose::Session, &session),
             "/",
             s.session_ttl_secs,
         ),
         st.cookies.clear_cookie(OAUTH_COOKIE, "/oauth/"),
     ];
+    if st.cookies.session_cookie_name() != SESSION_COOKIE {
+        // A session cookie of the former name (and format) is dead weight.
+        cookies.push(st.cookies.clear_cookie(SESSION_COOKIE, "/"));
+    }
     Ok(redirect(&oauth.return_to, &cookies))
 }
 

@@ -1,10 +1,15 @@
-//! Signed cookies: the payer's session (openid) and the OAuth round trip
+//! Sealed cookies: the payer's session (openid) and the OAuth round trip
 //! (state + return path).
 //!
-//! A cookie value is `base64url(payload) "." base64url(HMAC-SHA256(key,
-//! purpose "\n" payload))`. The purpose label keeps one kind of cookie from
-//! being replayed as the other; the payload carries its own expiry.
+//! A cookie value is `base64url(nonce ‖ AES-256-GCM(key, nonce, purpose,
+//! payload))`: encrypted and authenticated, so the openid is not readable
+//! in the browser or in a proxy's log. The key is derived from the session
+//! secret; the purpose label (the associated data) keeps one kind of cookie
+//! from being replayed as the other; the payload carries its own expiry.
+//! Values of the former signed-only format simply do not open (the payer
+//! signs in again).
 
+use crate::apiv3::backend::default_backend;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{KeyInit, Mac};
@@ -15,8 +20,17 @@ use serde::{Deserialize, Serialize};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
-/// Name of the payer session cookie.
+/// GCM nonce length.
+const NONCE_LEN: usize = 12;
+/// GCM tag length.
+const TAG_LEN: usize = 16;
+
+/// Name of the payer session cookie over plain HTTP (the demo).
 pub const SESSION_COOKIE: &str = "wxpay_session";
+/// Name of the payer session cookie over HTTPS: the `__Host-` prefix makes
+/// the browser refuse it unless `Secure`, `Path=/` and host-only, so a
+/// sibling subdomain cannot plant or shadow it.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-wxpay_session";
 /// Name of the OAuth round-trip cookie.
 pub const OAUTH_COOKIE: &str = "wxpay_oauth";
 
@@ -81,42 +95,74 @@ impl Expiring for OAuthData {
     }
 }
 
-/// Signs and opens cookie values.
-#[derive(Debug, Clone)]
+/// Seals and opens cookie values.
+#[derive(Clone)]
 pub struct CookieSigner {
-    secret: SecretSlice<u8>,
+    key: SecretSlice<u8>,
     secure: bool,
 }
 
+impl std::fmt::Debug for CookieSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CookieSigner")
+            .field("secure", &self.secure)
+            .finish_non_exhaustive()
+    }
+}
+
 impl CookieSigner {
-    /// A signer with the key `secret` (the configuration requires at least
-    /// [`super::settings::MIN_SESSION_SECRET_LEN`] bytes); `secure` adds the
-    /// `Secure` attribute (everywhere but demo).
+    /// A sealer with a key derived from `secret` (the configuration requires
+    /// at least [`super::settings::MIN_SESSION_SECRET_LEN`] bytes);
+    /// `secure` (an `https` `public_base_url`) adds the `Secure` attribute
+    /// and names the session cookie [`SECURE_SESSION_COOKIE`].
     pub fn new(secret: SecretSlice<u8>, secure: bool) -> Self {
-        Self { secret, secure }
+        // A key of its own for cookies, whatever else the secret keys.
+        let mut mac =
+            HmacSha256::new_from_slice(secret.expose_secret()).expect("HMAC takes any key length");
+        mac.update(b"wxpay-combine cookie AEAD key v2");
+        let key = mac.finalize().into_bytes().to_vec();
+        Self {
+            key: SecretSlice::from(key),
+            secure,
+        }
     }
 
-    fn mac(&self, purpose: Purpose, payload: &[u8]) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(self.secret.expose_secret())
-            .expect("HMAC takes any key length");
-        mac.update(purpose.label());
-        mac.update(b"\n");
-        mac.update(payload);
-        mac
+    fn key(&self) -> &[u8; 32] {
+        self.key
+            .expose_secret()
+            .try_into()
+            .expect("HMAC-SHA256 output is 32 bytes")
     }
 
-    /// The signed value for `data`.
+    /// Whether cookies are `Secure` (served over HTTPS).
+    pub fn secure(&self) -> bool {
+        self.secure
+    }
+
+    /// The session cookie's name: `__Host-wxpay_session` over HTTPS,
+    /// `wxpay_session` over plain HTTP (where `__Host-` cookies are refused).
+    pub fn session_cookie_name(&self) -> &'static str {
+        if self.secure {
+            SECURE_SESSION_COOKIE
+        } else {
+            SESSION_COOKIE
+        }
+    }
+
+    /// The sealed value for `data`.
     pub fn seal<T: Serialize>(&self, purpose: Purpose, data: &T) -> String {
         let payload = serde_json::to_vec(data).expect("cookie payloads serialise");
-        let tag = self.mac(purpose, &payload).finalize().into_bytes();
-        format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(&payload),
-            URL_SAFE_NO_PAD.encode(tag)
-        )
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the OS random source works");
+        let sealed =
+            default_backend().aes256gcm_seal(self.key(), &nonce, purpose.label(), &payload);
+        let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        URL_SAFE_NO_PAD.encode(out)
     }
 
-    /// Opens a signed value: checks the MAC (constant time), parses, and
+    /// Opens a sealed value: decrypts and authenticates it, parses, and
     /// refuses it once expired.
     pub fn open<T: DeserializeOwned + Expiring>(
         &self,
@@ -124,15 +170,23 @@ impl CookieSigner {
         value: &str,
         now: i64,
     ) -> Option<T> {
-        let (payload_b64, tag_b64) = value.split_once('.')?;
-        let payload = URL_SAFE_NO_PAD.decode(payload_b64).ok()?;
-        let tag = URL_SAFE_NO_PAD.decode(tag_b64).ok()?;
-        self.mac(purpose, &payload).verify_slice(&tag).ok()?;
+        if value.len() > 4096 {
+            return None;
+        }
+        let raw = URL_SAFE_NO_PAD.decode(value).ok()?;
+        if raw.len() < NONCE_LEN + TAG_LEN {
+            return None;
+        }
+        let (nonce, sealed) = raw.split_at(NONCE_LEN);
+        let nonce: &[u8; NONCE_LEN] = nonce.try_into().ok()?;
+        let payload = default_backend()
+            .aes256gcm_open(self.key(), nonce, purpose.label(), sealed)
+            .ok()?;
         let data: T = serde_json::from_slice(&payload).ok()?;
         (data.expires_at() > now).then_some(data)
     }
 
-    /// A `Set-Cookie` value: HttpOnly, SameSite=Lax, Secure outside demo.
+    /// A `Set-Cookie` value: HttpOnly, SameSite=Lax, Secure over HTTPS.
     pub fn set_cookie(&self, name: &str, value: &str, path: &str, max_age_secs: i64) -> String {
         format!(
             "{name}={value}; Path={path}; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{}",
@@ -189,26 +243,53 @@ mod tests {
         assert!(s.open::<SessionData>(Purpose::OAuth, &v, 0).is_none());
         let other = CookieSigner::new(SecretSlice::from(vec![8u8; 32]), true);
         assert!(other.open::<SessionData>(Purpose::Session, &v, 0).is_none());
-        let forged_payload = URL_SAFE_NO_PAD.encode(br#"{"o":"o2","x":1000}"#);
-        let tag = v.split_once('.').unwrap().1;
-        assert!(s
-            .open::<SessionData>(Purpose::Session, &format!("{forged_payload}.{tag}"), 0)
-            .is_none());
+        // Any flipped bit (nonce, ciphertext or tag) is refused.
+        let raw = URL_SAFE_NO_PAD.decode(&v).unwrap();
+        for i in [0, NONCE_LEN, raw.len() - 1] {
+            let mut bad = raw.clone();
+            bad[i] ^= 0x01;
+            assert!(s
+                .open::<SessionData>(Purpose::Session, &URL_SAFE_NO_PAD.encode(&bad), 0)
+                .is_none());
+        }
         assert!(s
             .open::<SessionData>(Purpose::Session, "garbage", 0)
             .is_none());
     }
 
     #[test]
+    fn the_value_does_not_show_the_openid_and_old_signed_values_are_invalid() {
+        let s = signer();
+        let openid = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
+        let data = SessionData {
+            openid: openid.into(),
+            expires_at: 1000,
+        };
+        let v = s.seal(Purpose::Session, &data);
+        let decoded = URL_SAFE_NO_PAD.decode(&v).unwrap();
+        assert!(!v.contains(openid));
+        assert!(!v.contains(&URL_SAFE_NO_PAD.encode(openid)));
+        assert!(!String::from_utf8_lossy(&decoded).contains(openid));
+        // Two seals of the same data differ (random nonce).
+        assert_ne!(v, s.seal(Purpose::Session, &data));
+        // The former format: base64url(JSON) "." base64url(HMAC).
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"o":"o1","x":1000}"#);
+        let old = format!("{payload}.{}", URL_SAFE_NO_PAD.encode([0u8; 32]));
+        assert!(s.open::<SessionData>(Purpose::Session, &old, 0).is_none());
+    }
+
+    #[test]
     fn cookie_attributes_and_lookup() {
         let s = signer();
-        let c = s.set_cookie(SESSION_COOKIE, "abc", "/", 60);
+        assert_eq!(s.session_cookie_name(), "__Host-wxpay_session");
+        let c = s.set_cookie(s.session_cookie_name(), "abc", "/", 60);
         assert_eq!(
             c,
-            "wxpay_session=abc; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
+            "__Host-wxpay_session=abc; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure"
         );
-        let demo = CookieSigner::new(SecretSlice::from(vec![7u8; 32]), false);
-        assert!(!demo.set_cookie("a", "b", "/", 1).contains("Secure"));
+        let plain = CookieSigner::new(SecretSlice::from(vec![7u8; 32]), false);
+        assert_eq!(plain.session_cookie_name(), "wxpay_session");
+        assert!(!plain.set_cookie("a", "b", "/", 1).contains("Secure"));
         let mut h = HeaderMap::new();
         h.append(
             http::header::COOKIE,

@@ -29,7 +29,7 @@ use wxpay_combine::combine::{
     ApplyOutcome, CombineOrder, EventSource, OrderEvent, SubOrder, SubOrderPayment, TradeState,
     Transition,
 };
-use wxpay_combine::http::session::{CookieSigner, Purpose, SessionData, SESSION_COOKIE};
+use wxpay_combine::http::session::{CookieSigner, Purpose, SessionData};
 use wxpay_combine::store::{self, Store, StoreError};
 
 /// Which backend a [`TestDb`] runs on.
@@ -430,7 +430,7 @@ pub fn session_cookie(signer: &CookieSigner, openid: &str, now: i64) -> String {
             expires_at: now + 3600,
         },
     );
-    format!("{SESSION_COOKIE}={v}")
+    format!("{}={v}", signer.session_cookie_name())
 }
 
 /// The order number of an API answer (`combine_out_trade_no`).

@@ -67,11 +67,14 @@ impl CombineApi for FakeApi {
 }
 
 /// `code-<openid>` → that openid.
-struct FakeOAuth;
+/// Counts its code exchanges (each one costs WeChat quota).
+#[derive(Default)]
+struct FakeOAuth(std::sync::atomic::AtomicUsize);
 
 #[async_trait]
 impl OAuthClient for FakeOAuth {
     async fn exchange_code(&self, code: &str) -> Result<OAuthIdentity, OAuthExchangeError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(OAuthIdentity {
             openid: code.trim_start_matches("code-").to_string(),
             is_snapshot_user: false,
@@ -81,6 +84,7 @@ impl OAuthClient for FakeOAuth {
 
 struct Harness {
     app: Router,
+    oauth: Arc<FakeOAuth>,
     clock: Arc<ManualClock>,
     api: Arc<FakeApi>,
     cookies: CookieSigner,
@@ -138,11 +142,12 @@ async fn harness(demo: bool, limits: LimitSettings) -> Harness {
     )
     .unwrap();
     let api = Arc::new(FakeApi::default());
+    let oauth = Arc::new(FakeOAuth::default());
     let state = AppState::new(
         settings,
         store,
         api.clone(),
-        Arc::new(FakeOAuth),
+        oauth.clone(),
         Arc::new(catalog),
         key,
         clock.clone(),
@@ -150,6 +155,7 @@ async fn harness(demo: bool, limits: LimitSettings) -> Harness {
     .with_limits(limits);
     Harness {
         app: app(state),
+        oauth,
         clock,
         api,
         cookies: CookieSigner::new(secret, !demo),
@@ -248,6 +254,42 @@ async fn per_ip_rate_limit_on_order_creation() {
         ..r
     };
     assert_rate_limited(&h.send(r, CART).await);
+}
+
+#[tokio::test]
+async fn oauth_routes_are_rate_limited_per_ip() {
+    let h = harness(
+        false,
+        LimitSettings {
+            ip_per_minute: 3,
+            ..limits()
+        },
+    )
+    .await;
+    // A real login (start + callback) and one bogus callback use the budget.
+    login_cookies(&h).await;
+    assert_eq!(h.oauth.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let bogus = |ip: &'static str| h.req(Method::GET, "/oauth/callback?code=c&state=s", ip);
+    assert_eq!(
+        h.send(bogus("203.0.113.1"), "").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    // Then everything under /oauth/ from that address is refused early.
+    for _ in 0..20 {
+        assert_rate_limited(&h.send(bogus("203.0.113.1"), "").await);
+    }
+    let start = h.req(Method::GET, "/oauth/start", "203.0.113.1");
+    assert_rate_limited(&h.send(start, "").await);
+    assert_eq!(
+        h.oauth.0.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "no refused request reached WeChat"
+    );
+    // Another address is not affected.
+    assert_eq!(
+        h.send(bogus("203.0.113.2"), "").await.status,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 #[tokio::test]

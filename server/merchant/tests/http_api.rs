@@ -982,12 +982,47 @@ async fn oauth_round_trip_sets_a_signed_session() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
 
-    // The code is single-use: replaying the callback fails with a clear 40029 message.
+    // The state is single-use: replaying the callback with its cookie,
+    // whatever the code, is refused before any code exchange.
+    for code in [format!("code-{ALICE}"), format!("code-{BOB}")] {
+        let r = h
+            .call(
+                Method::GET,
+                &format!("/oauth/callback?code={code}&state={state}"),
+                Some(&oauth_cookie),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        let v = r.json();
+        assert_eq!(v["code"], json!("OAUTH_STATE_USED"), "{v}");
+        assert!(r.set_cookies().is_empty(), "no session from a replay");
+    }
+    // code-BOB never reached the exchange: a fresh login with it works.
+    let fresh = |r: &Reply| {
+        let location = r.header("location").unwrap_or_default().to_string();
+        let state = location[prefix.len()..location.len() - "#wechat_redirect".len()].to_string();
+        (state, cookie_pair(&r.set_cookies()[0]))
+    };
+    let (state2, cookie2) = fresh(&h.call(Method::GET, "/oauth/start", None, None).await);
     let r = h
         .call(
             Method::GET,
-            &format!("/oauth/callback?code=code-{ALICE}&state={state}"),
-            Some(&oauth_cookie),
+            &format!("/oauth/callback?code=code-{BOB}&state={state2}"),
+            Some(&cookie2),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.text());
+
+    // The code is single-use too: a fresh login with a used code fails
+    // with a clear 40029 message.
+    let (state3, cookie3) = fresh(&h.call(Method::GET, "/oauth/start", None, None).await);
+    let r = h
+        .call(
+            Method::GET,
+            &format!("/oauth/callback?code=code-{ALICE}&state={state3}"),
+            Some(&cookie3),
             None,
         )
         .await;
@@ -1050,18 +1085,22 @@ async fn oauth_state_and_return_are_checked() {
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.json()["code"], json!("OAUTH_STATE_MISMATCH"));
-    let location = h.call(Method::GET, "/oauth/start", None, None).await;
-    let state = location
-        .header("location")
-        .unwrap_or_default()
-        .split("state=")
-        .nth(1)
-        .unwrap()
-        .split('#')
-        .next()
-        .unwrap()
-        .to_string();
-    let cookie = cookie_pair(&location.set_cookies()[0]);
+    // Each attempt below consumes its state: a fresh login for each.
+    let fresh = || async {
+        let location = h.call(Method::GET, "/oauth/start", None, None).await;
+        let state = location
+            .header("location")
+            .unwrap_or_default()
+            .split("state=")
+            .nth(1)
+            .unwrap()
+            .split('#')
+            .next()
+            .unwrap()
+            .to_string();
+        (state, cookie_pair(&location.set_cookies()[0]))
+    };
+    let (state, cookie) = fresh().await;
     let r = h
         .call(
             Method::GET,
@@ -1072,6 +1111,7 @@ async fn oauth_state_and_return_are_checked() {
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.json()["code"], json!("OAUTH_DENIED"));
+    let (state, cookie) = fresh().await;
     let r = h
         .call(
             Method::GET,
@@ -1083,6 +1123,7 @@ async fn oauth_state_and_return_are_checked() {
     let v = r.json();
     assert_eq!(v["code"], json!("OAUTH_REDIRECT_DOMAIN"));
     assert!(v["message"].as_str().unwrap().contains("网页授权域名"));
+    let (state, cookie) = fresh().await;
     let r = h
         .call(
             Method::GET,
@@ -1093,6 +1134,7 @@ async fn oauth_state_and_return_are_checked() {
         .await;
     assert_eq!(r.json()["code"], json!("OAUTH_SNAPSHOT_USER"));
     // An expired round trip.
+    let (state, cookie) = fresh().await;
     h.clock.advance(601);
     let r = h
         .call(

@@ -611,7 +611,37 @@ async fn connect_understands_urls(db: &TestDb) {
     let _ = (MCHID, SUB_MCHID);
 }
 
+async fn an_oauth_state_is_consumed_once(db: &TestDb) {
+    let state = format!("{:064x}", uuid::Uuid::new_v4().as_u128());
+    let other = format!("{:064x}", uuid::Uuid::new_v4().as_u128());
+    let s = &db.store;
+    assert!(s.consume_oauth_state(&state, T0 + 600, T0).await.unwrap());
+    assert!(!s
+        .consume_oauth_state(&state, T0 + 600, T0 + 1)
+        .await
+        .unwrap());
+    assert!(s
+        .consume_oauth_state(&other, T0 + 600, T0 + 1)
+        .await
+        .unwrap());
+    // Concurrent uses of a fresh state: exactly one wins.
+    let fresh = format!("{:064x}", uuid::Uuid::new_v4().as_u128());
+    let tries = (0..8).map(|_| s.consume_oauth_state(&fresh, T0 + 600, T0));
+    let wins = futures_util::future::join_all(tries)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(wins, 1);
+    // Once expired, the row is dropped (its cookie is void by then anyway).
+    assert!(s
+        .consume_oauth_state(&state, T0 + 1800, T0 + 601)
+        .await
+        .unwrap());
+}
+
 backend_tests!(
+    an_oauth_state_is_consumed_once,
     create_and_get_round_trip,
     duplicate_order_numbers_are_refused,
     transitions_follow_the_state_machine,

@@ -289,8 +289,13 @@ pub fn app(state: AppState) -> Router {
     let csp = content_security_policy(state.settings.simulator_base_url.as_deref());
     let router = Router::new()
         .merge(api)
-        .route("/oauth/start", get(oauth::start))
-        .route("/oauth/callback", get(oauth::callback))
+        // Each callback costs a code exchange at WeChat (a quota shared with
+        // real logins): per-IP limited like order creation.
+        .route("/oauth/start", get(oauth::start).layer(rate_limited()))
+        .route(
+            "/oauth/callback",
+            get(oauth::callback).layer(rate_limited()),
+        )
         .route("/", get(to_pay_directory))
         .route(dir.trim_end_matches('/'), get(to_pay_directory))
         .route(&dir, get(static_file))

@@ -2,8 +2,10 @@
 //! openid under the configured appid.
 //!
 //! `GET /oauth/start?return=PATH` → 302 to the authorize page with a random
-//! `state` bound to a signed cookie; `GET /oauth/callback?code&state` checks
-//! the state, exchanges the code server-side and sets the session cookie.
+//! `state` bound to a sealed cookie; `GET /oauth/callback?code&state` checks
+//! the state, consumes it (single use, recorded in the store), exchanges
+//! the code server-side and sets the session cookie. Both routes are
+//! rate-limited per client IP ([`super::limits`]).
 
 use super::error::AppError;
 use super::session::{OAuthData, Purpose, SessionData, OAUTH_COOKIE, SESSION_COOKIE};
@@ -16,6 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use sha2::Digest;
 use std::time::Duration;
 use url::Url;
 
@@ -396,6 +399,25 @@ async fn callback_inner(
             message: "the login state does not match this browser's login (a stale or forged callback); start the \
                       login again"
                 .into(),
+            login_url: restart(),
+        });
+    }
+    // Single use, before anything reaches WeChat: a used state (and its
+    // cookie) cannot complete a second login, on any instance sharing the
+    // database. Only the state's hash is stored, until the cookie expires.
+    let state_hash = hex::encode(sha2::Sha256::digest(oauth.state.as_bytes()));
+    if !st
+        .store
+        .consume_oauth_state(&state_hash, oauth.expires_at, now)
+        .await?
+    {
+        tracing::warn!("OAuth callback with an already used state refused");
+        return Err(AppError::OAuth {
+            status: StatusCode::BAD_REQUEST,
+            code: "OAUTH_STATE_USED",
+            message:
+                "this login was already completed (a login link works once); start the login again"
+                    .into(),
             login_url: restart(),
         });
     }

@@ -92,6 +92,12 @@ pub(crate) const INSERT_KEY: &str = "INSERT INTO intake_keys (idempotency_key, r
 pub(crate) const SELECT_KEY: &str = "SELECT idempotency_key, request_sha256, \
      combine_out_trade_no, created_at FROM intake_keys WHERE idempotency_key = $1";
 
+pub(crate) const DELETE_EXPIRED_STATES: &str =
+    "DELETE FROM oauth_states_used WHERE expires_at <= $1";
+
+pub(crate) const INSERT_STATE: &str = "INSERT INTO oauth_states_used (state_sha256, expires_at) \
+     VALUES ($1, $2) ON CONFLICT (state_sha256) DO NOTHING";
+
 pub(crate) const INSERT_LINK: &str = "INSERT INTO pay_links (token_sha256, combine_out_trade_no, \
      draft, status, payer_openid, created_at, expires_at, claimed_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";

@@ -163,6 +163,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         ))
     }
 
+    /// Marks OAuth state `state_sha256` (hex SHA-256 of the state) used
+    /// until `expires_at`, and says whether this call was its first use:
+    /// `true` once, `false` for every later call (on any instance sharing
+    /// the database). Rows expired at `now` are dropped on the way.
+    /// The default (wrapper stores in tests) refuses.
+    async fn consume_oauth_state(
+        &self,
+        state_sha256: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let _ = (state_sha256, expires_at, now);
+        Err(StoreError::Invalid(
+            "this store does not keep OAuth states".into(),
+        ))
+    }
+
     /// Stores a new pay link (status open).
     /// The order number already has a link → [`StoreError::Duplicate`].
     async fn create_pay_link(&self, link: &PayLink) -> Result<(), StoreError> {

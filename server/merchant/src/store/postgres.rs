@@ -413,6 +413,24 @@ impl Store for PgStore {
         Ok(super::intake::key(row))
     }
 
+    async fn consume_oauth_state(
+        &self,
+        state_sha256: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        sqlx::query(super::intake::DELETE_EXPIRED_STATES)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        let done = sqlx::query(super::intake::INSERT_STATE)
+            .bind(state_sha256)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn create_pay_link(&self, link: &super::PayLink) -> Result<(), StoreError> {
         sqlx::query(super::intake::INSERT_LINK)
             .bind(&link.token_sha256)

@@ -379,6 +379,10 @@ where
         Err(e) if e.is_panic() => Err(anyhow!("panicked: {}", panic_message(e.into_panic()))),
         Err(e) => Err(anyhow!("the test task failed: {e}")),
     };
+    let outcome = match outcome {
+        Ok(()) => csp_violations(&client).await,
+        failed => failed,
+    };
     let shot = screenshot(&client, name).await;
     if let Err(failure) = &outcome {
         eprintln!("===== {name} FAILED: {failure:#}");
@@ -388,6 +392,25 @@ where
     let _ = client.close().await;
     outcome?;
     shot.map(|path| eprintln!("{name}: screenshot {}", path.display()))
+}
+
+/// Fails when the browser console reports a Content-Security-Policy
+/// violation: the server's policy must let the shipped pages (and, in demo
+/// mode, the simulator's bridge) run unchanged.
+async fn csp_violations(client: &Client) -> Result<()> {
+    let Ok(Value::Array(entries)) = client.issue_cmd(BrowserLog).await else {
+        return Ok(());
+    };
+    let violations: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .filter(|m| m.contains("Content Security Policy"))
+        .collect();
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        bail!("Content-Security-Policy violations: {violations:#?}")
+    }
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {

@@ -34,7 +34,7 @@ pub const SECURE_SESSION_COOKIE: &str = "__Host-wxpay_session";
 /// Name of the OAuth round-trip cookie.
 pub const OAUTH_COOKIE: &str = "wxpay_oauth";
 
-/// What a signed cookie is for.
+/// What a sealed cookie is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     /// The payer session.

@@ -174,14 +174,13 @@ pub fn transition_for(
     }
     check_merchant(txn, &order.combine_mchid, &order.combine_appid)?;
     match &txn.combine_payer_info {
-        Some(payer) => {
-            if !order.payer_openid.is_empty() && payer.openid != order.payer_openid {
-                return Err(Mismatch::Payer {
-                    expected: mask_openid(&order.payer_openid),
-                    got: mask_openid(&payer.openid),
-                });
-            }
+        Some(payer) if !order.payer_openid.is_empty() && payer.openid != order.payer_openid => {
+            return Err(Mismatch::Payer {
+                expected: mask_openid(&order.payer_openid),
+                got: mask_openid(&payer.openid),
+            });
         }
+        Some(_) => {}
         // Notifications of JSAPI orders carry the payer (the documented
         // plaintext always has it): one without is refused, not applied with
         // the check skipped. Query answers are WeChat Pay's reply to our own

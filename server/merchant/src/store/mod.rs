@@ -167,17 +167,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// until `expires_at`, and says whether this call was its first use:
     /// `true` once, `false` for every later call (on any instance sharing
     /// the database). Rows expired at `now` are dropped on the way.
-    /// The default (wrapper stores in tests) refuses.
+    /// The default (a store that does not keep them, e.g. a wrapper)
+    /// records them in this process only, so logins keep working and a
+    /// state is still single-use on this instance.
     async fn consume_oauth_state(
         &self,
         state_sha256: &str,
         expires_at: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let _ = (state_sha256, expires_at, now);
-        Err(StoreError::Invalid(
-            "this store does not keep OAuth states".into(),
-        ))
+        static USED: std::sync::Mutex<Vec<(String, i64)>> = std::sync::Mutex::new(Vec::new());
+        let mut used = USED.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded by the login rate times the state's lifetime (10 minutes).
+        used.retain(|(_, x)| *x > now);
+        if used.iter().any(|(h, _)| h == state_sha256) {
+            return Ok(false);
+        }
+        used.push((state_sha256.to_string(), expires_at));
+        Ok(true)
     }
 
     /// Stores a new pay link (status open).

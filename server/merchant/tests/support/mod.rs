@@ -472,6 +472,16 @@ impl<H: StoreHooks> Store for HookedStore<H> {
     async fn create_order(&self, order: &CombineOrder) -> Result<(), StoreError> {
         self.inner.create_order(order).await
     }
+    async fn consume_oauth_state(
+        &self,
+        state_sha256: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .consume_oauth_state(state_sha256, expires_at, now)
+            .await
+    }
     async fn get_order(&self, no: &str) -> Result<Option<CombineOrder>, StoreError> {
         self.inner.get_order(no).await
     }

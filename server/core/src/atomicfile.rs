@@ -65,7 +65,7 @@ pub fn write(path: &Path, bytes: &[u8], access: Access) -> io::Result<()> {
 
 /// Makes an existing file owner-only (0600 on Unix; nothing elsewhere):
 /// a secret kept across runs may have been created, or copied in, with a
-/// looser mode, and [`write`] only fixes the files it writes.
+/// looser mode, and [`write()`] only fixes the files it writes.
 pub fn restrict_to_owner(path: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {

@@ -37,6 +37,64 @@ impl Drop for Harness {
 }
 
 async fn harness(db: &TestDb, tweak: impl FnOnce(&mut InternalApiConfig)) -> Harness {
+    harness_via(db, tweak, None).await
+}
+
+/// A proxy in front of the simulator that, while `forge` is set, answers
+/// close with an unsigned 404 `ORDER_NOT_EXIST` (what a man in the middle
+/// or a broken gateway could send).
+struct ForgingProxy {
+    sim_base: String,
+    http: reqwest::Client,
+    forge: std::sync::atomic::AtomicBool,
+}
+
+async fn forward(
+    axum::extract::State(p): axum::extract::State<std::sync::Arc<ForgingProxy>>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|x| x.as_str().to_string())
+        .unwrap_or_default();
+    if req.uri().path().ends_with("/close") && p.forge.load(std::sync::atomic::Ordering::SeqCst) {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"code": "ORDER_NOT_EXIST", "message": "订单不存在"})),
+        )
+            .into_response();
+    }
+    let method = req.method().clone();
+    let headers = req.headers().clone();
+    let body = axum::body::to_bytes(req.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let mut rb = p
+        .http
+        .request(method, format!("{}{path}", p.sim_base))
+        .body(body);
+    for (k, v) in &headers {
+        if k != header::HOST && k != header::CONTENT_LENGTH {
+            rb = rb.header(k, v);
+        }
+    }
+    let resp = rb.send().await.unwrap();
+    let mut out = axum::response::Response::builder().status(resp.status().as_u16());
+    for (k, v) in resp.headers() {
+        if k != header::CONTENT_LENGTH && k != header::TRANSFER_ENCODING {
+            out = out.header(k, v);
+        }
+    }
+    out.body(Body::from(resp.bytes().await.unwrap())).unwrap()
+}
+
+async fn harness_via(
+    db: &TestDb,
+    tweak: impl FnOnce(&mut InternalApiConfig),
+    proxy: Option<std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<ForgingProxy>>>>>,
+) -> Harness {
     let dir =
         std::env::temp_dir().join(format!("wxpay-internal-{}", uuid::Uuid::new_v4().simple()));
     let mut opts = DemoOptions::new(&dir);
@@ -52,6 +110,19 @@ async fn harness(db: &TestDb, tweak: impl FnOnce(&mut InternalApiConfig)) -> Har
     };
     tweak(&mut internal);
     config.internal = Some(internal);
+    if let Some(slot) = proxy {
+        let p = std::sync::Arc::new(ForgingProxy {
+            sim_base: demo.sim.base_url().trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            forge: std::sync::atomic::AtomicBool::new(false),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let router = Router::new().fallback(forward).with_state(p.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        config.wechatpay.api.base_url = base.parse().unwrap();
+        *slot.lock().unwrap() = Some(p);
+    }
     let cookies = CookieSigner::new(config.http.session_secret.clone(), false);
     let kit = Kit::builder(config)
         .store(db.store.clone())
@@ -367,6 +438,29 @@ async fn get_and_close(db: &TestDb) {
     );
 }
 
+/// An unsigned error answer changes nothing: a forged `ORDER_NOT_EXIST` to
+/// close leaves the order open (and a later genuine close still works).
+async fn unsigned_close_refusal_changes_nothing(db: &TestDb) {
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let h = harness_via(db, |_| {}, Some(slot.clone())).await;
+    let proxy = slot.lock().unwrap().clone().expect("proxy started");
+    let created = h
+        .create("k1", &h.order_body(Some(&h.alice), [100, 200]))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let no = order_no(&created.body);
+    proxy.forge.store(true, std::sync::atomic::Ordering::SeqCst);
+    let refused = h.close(&no).await;
+    assert_ne!(refused.status, StatusCode::OK, "{}", refused.body);
+    assert_eq!(h.get(&no).await.body["state"], "NOTPAY");
+    proxy
+        .forge
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let closed = h.close(&no).await;
+    assert_eq!(closed.status, StatusCode::OK, "{}", closed.body);
+    assert_eq!(closed.body["state"], "CLOSED");
+}
+
 async fn pay_link_is_claimed_once(db: &TestDb) {
     let h = harness(db, |_| {}).await;
     let body = h.order_body(None, [120, 80]);
@@ -654,6 +748,7 @@ backend_tests!(
     get_and_close,
     pay_link_is_claimed_once,
     listeners,
+    unsigned_close_refusal_changes_nothing,
 );
 
 #[tokio::test]

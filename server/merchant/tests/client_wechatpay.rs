@@ -404,10 +404,35 @@ async fn service_errors_are_typed_and_4xx_is_not_retried() {
         }
         other => panic!("{other:?}"),
     }
-    fake.push(answer(400, "not json", Sign::Unsigned));
+    fake.push(answer(400, "not json", Sign::PublicKey));
     let e = c.query("C400").await.unwrap_err();
     assert_eq!(e.code(), Some("HTTP_400"));
     assert_eq!(fake.seen().len(), 2);
+}
+
+#[tokio::test]
+async fn unsigned_or_unverifiable_error_answers_carry_no_code() {
+    let fake = Fake::new();
+    let (base, _t) = start(fake.clone()).await;
+    let c = client(options(&base));
+    let body = r#"{"code":"ORDER_NOT_EXIST","message":"订单不存在"}"#;
+    for sign in [Sign::Unsigned, Sign::Wrong, Sign::Stale] {
+        fake.push(answer(404, body, sign.clone()));
+        match c.query("C404").await {
+            Err(e @ ApiError::Unverified { .. }) => {
+                assert_eq!(e.code(), None, "{sign:?}: the code is not trusted");
+                assert!(e.to_string().contains("ORDER_NOT_EXIST"), "{e}");
+            }
+            other => panic!("{sign:?}: {other:?}"),
+        }
+    }
+    // Unverified 5xx answers are still retried on their status.
+    for _ in 0..3 {
+        fake.push(answer(500, "{}", Sign::Unsigned));
+    }
+    let e = c.query("C500").await.unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    assert_eq!(fake.seen().len(), 6);
 }
 
 #[tokio::test]

@@ -342,7 +342,14 @@ async fn close_answers_are_handled(db: &TestDb) {
     };
     assert_eq!(state("RC001").await, TradeState::Success);
     assert_eq!(last_source(db, "RC001").await, EventSource::Query);
-    assert_eq!(state("RC002").await, TradeState::Closed);
+    // ORDER_CLOSED from close while the query says NOTPAY: a refusal alone
+    // records nothing (the confirming query disagrees).
+    assert_eq!(state("RC002").await, TradeState::NotPay);
+    assert_eq!(
+        api.queries_of("RC002"),
+        2,
+        "the refusal was checked by a query"
+    );
     assert_eq!(state("RC003").await, TradeState::NotPay);
     assert_eq!(state("RC004").await, TradeState::Closed);
     assert_eq!(api.closes_of("RC004"), 0);
@@ -350,7 +357,7 @@ async fn close_answers_are_handled(db: &TestDb) {
     assert_eq!(state("RC005").await, TradeState::NotPay);
     assert_eq!(api.closes_of("RC005"), 0);
     assert_eq!(db.store.events("RC005").await.unwrap().len(), 1);
-    assert_eq!((s.applied, s.closed, s.alerts), (1, 2, 1), "{s:?}");
+    assert_eq!((s.applied, s.closed, s.alerts), (1, 1, 1), "{s:?}");
 }
 
 async fn two_workers_do_not_double_process(db: &TestDb) {

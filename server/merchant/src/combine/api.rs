@@ -23,6 +23,20 @@ pub enum ApiError {
         /// The `Request-ID` header (its numeric suffix is an internal code).
         request_id: Option<String>,
     },
+    /// An error answer without a signature (or one that did not verify):
+    /// its code is not trusted, so [`ApiError::code`] is `None` and nothing
+    /// decides on it; only its status drives retries.
+    #[error("WeChat Pay answered HTTP {status} with an unverified body ({reason}); its code {claimed_code:?} is not trusted (Request-ID {request_id:?})")]
+    Unverified {
+        /// HTTP status.
+        status: u16,
+        /// The `code` the body claims (for logs only).
+        claimed_code: String,
+        /// Why it is unverified: no signature headers, or the refusal.
+        reason: String,
+        /// The `Request-ID` header.
+        request_id: Option<String>,
+    },
     /// The answer's signature did not verify (a 2xx without a valid
     /// signature is treated as forged).
     #[error("response signature invalid: {0}")]
@@ -49,7 +63,8 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// The service's error code, if the service answered.
+    /// The service's error code, if the service answered with a verified
+    /// error (an [`ApiError::Unverified`] answer has none).
     pub fn code(&self) -> Option<&str> {
         match self {
             ApiError::Service { code, .. } => Some(code),
@@ -61,7 +76,9 @@ impl ApiError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ApiError::Transport { .. } => true,
-            ApiError::Service { status, .. } => *status >= 500 || *status == 429,
+            ApiError::Service { status, .. } | ApiError::Unverified { status, .. } => {
+                *status >= 500 || *status == 429
+            }
             _ => false,
         }
     }

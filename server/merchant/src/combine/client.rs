@@ -143,6 +143,7 @@ struct CertificateMode {
 }
 
 /// Raw answer of one exchange.
+#[derive(Clone)]
 struct RawResponse {
     status: u16,
     headers: HeaderMap,
@@ -500,6 +501,8 @@ impl WechatPayClient {
         };
         let mut base = 0usize;
         let mut last: Option<ApiError> = None;
+        // The last error answer, verified only once the loop gives up.
+        let mut last_answer: Option<RawResponse> = None;
         for attempt in 1..=attempts {
             let url = join(&self.bases[base], path_and_query)
                 .map_err(|detail| ApiError::Transport { endpoint, detail })?;
@@ -516,14 +519,16 @@ impl WechatPayClient {
                 Attempt::Answer(raw) if (200..300).contains(&raw.status) => return Ok(raw),
                 Attempt::Answer(raw) => {
                     let status = raw.status;
-                    let err = service_error(raw);
+                    let err = service_error(raw.clone());
                     tracing::debug!(endpoint, status, error = %err, "WeChat Pay answered with an error");
                     let retry = repeat == Repeat::Safe && err.is_retryable();
                     last = Some(err);
+                    last_answer = Some(raw);
                     (retry, status >= 500)
                 }
                 Attempt::Failed { not_sent, detail } => {
                     last = Some(ApiError::Transport { endpoint, detail });
+                    last_answer = None;
                     (repeat == Repeat::Safe || not_sent, true)
                 }
             };
@@ -536,7 +541,44 @@ impl WechatPayClient {
             }
             tokio::time::sleep(self.backoff(attempt)).await;
         }
-        Err(last.expect("at least one attempt"))
+        match last_answer {
+            Some(raw) => Err(self.verified_error(endpoint, raw)),
+            None => Err(last.expect("at least one attempt")),
+        }
+    }
+
+    /// The typed error of an error answer, trusted only when its signature
+    /// verifies (the real service signs error answers with the same
+    /// headers). An unsigned or unverifiable body becomes
+    /// [`ApiError::Unverified`], whose code nothing decides on: a forged
+    /// `ORDER_NOT_EXIST` must not close an order.
+    fn verified_error(&self, endpoint: &'static str, raw: RawResponse) -> ApiError {
+        let status = raw.status;
+        let request_id = raw.request_id();
+        let claimed = match service_error(raw.clone()) {
+            ApiError::Service { code, .. } => code,
+            _ => String::new(),
+        };
+        let unverified = |reason: String| {
+            tracing::warn!(endpoint, status, claimed_code = %claimed, %reason, request_id = ?request_id, "error answer not verified; its code is ignored");
+            ApiError::Unverified {
+                status,
+                claimed_code: claimed.clone(),
+                reason,
+                request_id: request_id.clone(),
+            }
+        };
+        let Ok(headers) =
+            SignatureHeaders::from_lookup(|n| raw.headers.get(n).and_then(|v| v.to_str().ok()))
+        else {
+            return unverified("no signature headers".into());
+        };
+        // No certificate refresh here: the certificate download itself ends
+        // up here, and an error left unverified changes nothing anyway.
+        match self.verifier.verify(&headers, &raw.body) {
+            Ok(()) => service_error(raw),
+            Err(e) => unverified(e.to_string()),
+        }
     }
 
     async fn send_once(
@@ -637,6 +679,7 @@ fn record_api_call<T>(endpoint: &'static str, result: &Result<T, ApiError>, star
         Err(ApiError::Service { status, .. }) if *status >= 500 => "server_error",
         Err(ApiError::Service { .. }) => "business_error",
         Err(ApiError::Verify(_)) => "bad_signature",
+        Err(ApiError::Unverified { .. }) => "unverified_error",
         Err(ApiError::Sign(_)) => "sign_error",
         Err(ApiError::Transport { .. }) => "transport_error",
         Err(ApiError::Decode { .. }) => "decode_error",

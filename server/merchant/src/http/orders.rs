@@ -14,7 +14,7 @@ use crate::combine::wire::{PayerInfo, PrepayRequest, PrepaySubOrder, RequestAmou
 use crate::combine::{
     ApiError, ApplyOutcome, CombineOrder, EventSource, SubOrder, TradeState, Transition,
 };
-use crate::reconcile::{refresh_from_query, RefreshError};
+use crate::reconcile::{confirm_close_refusal, refresh_from_query, CloseCheck, RefreshError};
 use crate::redact::mask_openid;
 use crate::store::{RefundRecord, StoreError};
 use axum::body::Bytes;
@@ -700,10 +700,29 @@ pub(crate) async fn close_order(
     }
     let detail = match st.api.close(&no, &close_request(&order)).await {
         Ok(()) => reason.to_string(),
-        Err(e) if has_code(&e, CLOSED_CODES) => "already closed at WeChat Pay".to_string(),
-        // Never created there (prepay never got through): nobody can pay it.
-        Err(e) if has_code(&e, NOT_FOUND_CODES) => {
-            "closed locally: WeChat Pay has no such order".to_string()
+        // A refusal alone records nothing: a verified query decides.
+        Err(e) if has_code(&e, CLOSED_CODES) || has_code(&e, NOT_FOUND_CODES) => {
+            match confirm_close_refusal(st.store.as_ref(), st.api.as_ref(), &no, now).await {
+                Ok(CloseCheck::Queried(outcome)) => {
+                    let o = outcome.order().clone();
+                    return match o.state {
+                        TradeState::Closed => Ok(o),
+                        TradeState::Success | TradeState::Refund => Err(AppError::OrderPaid),
+                        _ => {
+                            tracing::warn!(order = %no, error = %e, state = %o.state, "close refused but the query says the order is open; not recorded");
+                            Err(AppError::Upstream(e))
+                        }
+                    };
+                }
+                // Never created there (prepay never got through): nobody can pay it.
+                Ok(CloseCheck::NotExist) => {
+                    "closed locally: WeChat Pay has no such order".to_string()
+                }
+                Err(q) => {
+                    tracing::warn!(order = %no, error = %q, "could not confirm the close refusal with a query; not recorded");
+                    return Err(AppError::Upstream(e));
+                }
+            }
         }
         Err(e) if has_code(&e, PAID_CODES) => {
             let _ = refresh(st, &no).await;

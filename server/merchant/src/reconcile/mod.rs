@@ -311,12 +311,34 @@ impl Worker {
                     .await
             }
             Err(e) if has_code(&e, CLOSED_CODES) => {
-                self.record_closed(
-                    order,
-                    "time_expire passed; WeChat Pay had already closed it",
-                    now,
-                )
-                .await
+                // Recorded only once a query confirms it.
+                match confirm_close_refusal(&*self.store, &*self.api, no, now).await {
+                    Ok(CloseCheck::Queried(o)) if o.order().state == TradeState::Closed => {
+                        if matches!(o, ApplyOutcome::Applied(_)) {
+                            Step::Closed
+                        } else {
+                            Step::Unchanged
+                        }
+                    }
+                    Ok(CloseCheck::NotExist) => {
+                        self.record_closed(
+                            order,
+                            "time_expire passed; WeChat Pay has no such order",
+                            now,
+                        )
+                        .await
+                    }
+                    Ok(CloseCheck::Queried(ApplyOutcome::Applied(_))) => Step::Applied,
+                    Ok(CloseCheck::Queried(ApplyOutcome::Rejected { .. })) => Step::Alert,
+                    Ok(CloseCheck::Queried(_)) => {
+                        tracing::warn!(order = %no, "close said ORDER_CLOSED but the query says open; retrying later");
+                        Step::Error
+                    }
+                    Err(e) => {
+                        tracing::warn!(order = %no, error = %e, "could not confirm ORDER_CLOSED with a query; retrying later");
+                        Step::Error
+                    }
+                }
             }
             Err(e) if has_code(&e, PAID_CODES) => {
                 // Paid at the last moment: take the facts from a query.
@@ -366,6 +388,32 @@ impl Worker {
                 Step::Error
             }
         }
+    }
+}
+
+/// What a verified query says after close answered `ORDER_CLOSED` or
+/// `ORDER_NOT_EXIST`: a refusal alone never records CLOSED.
+#[derive(Debug)]
+pub enum CloseCheck {
+    /// The query's answer was applied; [`ApplyOutcome::order`] tells the
+    /// state (CLOSED when WeChat Pay closed it, paid when it was paid).
+    Queried(ApplyOutcome),
+    /// The query also answered a verified `ORDER_NOT_EXIST`: WeChat Pay
+    /// never created the order, so nobody can pay it.
+    NotExist,
+}
+
+/// Confirms a close refusal with a query (see [`CloseCheck`]).
+pub async fn confirm_close_refusal(
+    store: &dyn Store,
+    api: &dyn CombineApi,
+    no: &str,
+    now: i64,
+) -> Result<CloseCheck, RefreshError> {
+    match query_and_apply(store, api, no, now).await {
+        Ok(outcome) => Ok(CloseCheck::Queried(outcome)),
+        Err(RefreshError::Api(e)) if has_code(&e, NOT_FOUND_CODES) => Ok(CloseCheck::NotExist),
+        Err(e) => Err(e),
     }
 }
 

@@ -11,7 +11,9 @@ use axum::Router;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use support::{backend_tests, oneshot, order_no, session_cookie, TestDb};
+use wxpay_combine::apiv3::{Clock, ManualClock};
 use wxpay_combine::http::internal_settings::InternalApiConfig;
+use wxpay_combine::http::orders::rfc3339_cst;
 use wxpay_combine::http::session::CookieSigner;
 use wxpay_combine::kit::Kit;
 use wxpay_combine::secrecy::{ExposeSecret, SecretString};
@@ -37,7 +39,7 @@ impl Drop for Harness {
 }
 
 async fn harness(db: &TestDb, tweak: impl FnOnce(&mut InternalApiConfig)) -> Harness {
-    harness_via(db, tweak, None).await
+    harness_via(db, tweak, None, None, |_| {}).await
 }
 
 /// A proxy in front of the simulator that, while `forge` is set, answers
@@ -94,6 +96,8 @@ async fn harness_via(
     db: &TestDb,
     tweak: impl FnOnce(&mut InternalApiConfig),
     proxy: Option<std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<ForgingProxy>>>>>,
+    clock: Option<std::sync::Arc<ManualClock>>,
+    tweak_config: impl FnOnce(&mut wxpay_combine::config::Config),
 ) -> Harness {
     let dir =
         std::env::temp_dir().join(format!("wxpay-internal-{}", uuid::Uuid::new_v4().simple()));
@@ -123,12 +127,14 @@ async fn harness_via(
         config.wechatpay.api.base_url = base.parse().unwrap();
         *slot.lock().unwrap() = Some(p);
     }
+    tweak_config(&mut config);
     let cookies = CookieSigner::new(config.http.session_secret.clone(), false);
-    let kit = Kit::builder(config)
-        .store(db.store.clone())
-        .build()
-        .await
-        .expect("kit builds");
+    let mut builder = Kit::builder(config).store(db.store.clone());
+    if let Some(c) = clock {
+        c.set(demo.sim.now());
+        builder = builder.clock(c);
+    }
+    let kit = builder.build().await.expect("kit builds");
     let m = demo.sim.merchant().clone();
     Harness {
         kit,
@@ -442,7 +448,7 @@ async fn get_and_close(db: &TestDb) {
 /// close leaves the order open (and a later genuine close still works).
 async fn unsigned_close_refusal_changes_nothing(db: &TestDb) {
     let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let h = harness_via(db, |_| {}, Some(slot.clone())).await;
+    let h = harness_via(db, |_| {}, Some(slot.clone()), None, |_| {}).await;
     let proxy = slot.lock().unwrap().clone().expect("proxy started");
     let created = h
         .create("k1", &h.order_body(Some(&h.alice), [100, 200]))
@@ -459,6 +465,56 @@ async fn unsigned_close_refusal_changes_nothing(db: &TestDb) {
     let closed = h.close(&no).await;
     assert_eq!(closed.status, StatusCode::OK, "{}", closed.body);
     assert_eq!(closed.body["state"], "CLOSED");
+}
+
+/// A repeated prepay answers the same prepay_id while it lives, and its two
+/// hours run from when it was first issued: a one-day order never hands out
+/// a dead prepay_id, and the answer reports the renewed expiry.
+async fn repeated_prepay_keeps_the_first_expiry(db: &TestDb) {
+    let clock = std::sync::Arc::new(ManualClock::new(0));
+    let h = harness_via(
+        db,
+        |_| {},
+        None,
+        Some(clock.clone()),
+        |c| {
+            c.http.orders.expire_secs = 86_400;
+            c.http.orders.prepay_reuse_margin_secs = 600;
+        },
+    )
+    .await;
+    let body = h.order_body(Some(&h.alice), [100, 200]);
+    let first = h.create("one-day", &body).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let no = order_no(&first.body);
+    let t0 = clock.now();
+    let p1 = first.body["prepay_id"].as_str().unwrap().to_string();
+    assert_eq!(first.body["prepay_expires_at"], rfc3339_cst(t0 + 7200));
+    let at = |offset: i64| {
+        let (sim, clock) = (&h.sim, clock.clone());
+        async move {
+            sim.set_clock_offset(offset).await.unwrap();
+            clock.set(sim.now());
+        }
+    };
+    // Within the reuse margin the kit asks again: the same id comes back,
+    // and it still dies two hours after it was first issued.
+    at(7200 - 300).await;
+    let again = h.create("one-day", &body).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(h.sim.prepay_calls(&no).await.unwrap(), 2);
+    assert_eq!(again.body["prepay_id"], p1.as_str());
+    assert_eq!(again.body["prepay_expires_at"], rfc3339_cst(t0 + 7200));
+    // Past those two hours: a new id, with a new lifetime, reported as such.
+    at(7200 + 300).await;
+    let later = h.create("one-day", &body).await;
+    assert_eq!(later.status, StatusCode::OK, "{}", later.body);
+    assert_eq!(h.sim.prepay_calls(&no).await.unwrap(), 3);
+    assert_ne!(later.body["prepay_id"], p1.as_str(), "{}", later.body);
+    assert_eq!(
+        later.body["prepay_expires_at"],
+        rfc3339_cst(clock.now() + 7200)
+    );
 }
 
 async fn pay_link_is_claimed_once(db: &TestDb) {
@@ -749,6 +805,7 @@ backend_tests!(
     pay_link_is_claimed_once,
     listeners,
     unsigned_close_refusal_changes_nothing,
+    repeated_prepay_keeps_the_first_expiry,
 );
 
 #[tokio::test]

@@ -441,6 +441,14 @@ pub(crate) enum Attempt {
     Repeat,
 }
 
+/// A prepay_id as recorded, with the end of its 2-hour life.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredPrepay {
+    pub(crate) prepay_id: String,
+    /// Unix seconds.
+    pub(crate) expires_at: i64,
+}
+
 /// Calls prepay for a stored open order and records the prepay_id.
 ///
 /// A definitive refusal of the first attempt proves WeChat Pay never created
@@ -453,16 +461,23 @@ pub(crate) async fn prepay_stored(
     st: &AppState,
     order: &CombineOrder,
     attempt: Attempt,
-) -> Result<String, AppError> {
+) -> Result<StoredPrepay, AppError> {
     let no = &order.combine_out_trade_no;
     let request = prepay_request(order, &st.settings.notify_url);
     match st.api.prepay(&request).await {
         Ok(prepay_id) => {
-            let now = st.clock.now();
-            st.store
-                .set_prepay(no, &prepay_id, now + PREPAY_TTL_SECS)
-                .await?;
-            Ok(prepay_id)
+            // A repeated prepay answers the same id while it lives, and its
+            // 2 hours run from when it was first issued: only a new id
+            // starts a new lifetime.
+            let expires_at = match (&order.prepay_id, order.prepay_expires_at) {
+                (Some(id), Some(exp)) if *id == prepay_id => exp,
+                _ => st.clock.now() + PREPAY_TTL_SECS,
+            };
+            st.store.set_prepay(no, &prepay_id, expires_at).await?;
+            Ok(StoredPrepay {
+                prepay_id,
+                expires_at,
+            })
         }
         Err(e) if has_code(&e, PAID_CODES) => {
             tracing::info!(order = %no, "prepay says the order is paid; querying");
@@ -550,7 +565,7 @@ pub async fn create(
         sub_orders = order.sub_orders.len(),
         "combined order created"
     );
-    let prepay_id = prepay_stored(&st, &order, Attempt::First).await?;
+    let prepay_id = prepay_stored(&st, &order, Attempt::First).await?.prepay_id;
     let pay_params = sign_pay_params(&st, &prepay_id)?;
     let mut view = serde_json::to_value(OrderView::of(&order, &st))
         .map_err(|e| AppError::Internal(e.to_string()))?;
@@ -653,7 +668,7 @@ pub async fn pay_params(
     let margin = st.settings.orders.prepay_reuse_margin_secs;
     let prepay_id = match (&order.prepay_id, order.prepay_expires_at) {
         (Some(id), Some(exp)) if exp - margin > now => id.clone(),
-        _ => prepay_stored(&st, &order, Attempt::Repeat).await?,
+        _ => prepay_stored(&st, &order, Attempt::Repeat).await?.prepay_id,
     };
     let pay_params = sign_pay_params(&st, &prepay_id)?;
     Ok(Json(json!({

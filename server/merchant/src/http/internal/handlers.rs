@@ -8,7 +8,7 @@ use crate::combine::CombineOrder;
 use crate::http::error::AppError;
 use crate::http::orders::{
     self, close_order, is_order_number, new_order_number, prepay_stored, query_due, refresh,
-    rfc3339_cst, sign_pay_params, Attempt, PREPAY_TTL_SECS,
+    rfc3339_cst, sign_pay_params, Attempt,
 };
 use crate::http::{record_order, AppState, Session};
 use crate::redact::mask_openid;
@@ -116,23 +116,23 @@ async fn create_for_payer(
     let mut view = OrderView::of(&order);
     if order.state.is_open() && order.time_expire.is_none_or(|t| now < t) {
         let margin = st.settings.orders.prepay_reuse_margin_secs;
-        let prepay_id = match (&order.prepay_id, order.prepay_expires_at) {
-            (Some(id), Some(exp)) if exp - margin > now => id.clone(),
+        let (prepay_id, expires_at) = match (&order.prepay_id, order.prepay_expires_at) {
+            (Some(id), Some(exp)) if exp - margin > now => (id.clone(), exp),
             _ => {
                 let attempt = if created {
                     Attempt::First
                 } else {
                     Attempt::Repeat
                 };
-                prepay_stored(st, &order, attempt).await?
+                // The expiry just recorded, not the order's old one.
+                let p = prepay_stored(st, &order, attempt).await?;
+                (p.prepay_id, p.expires_at)
             }
         };
         let pay_params = sign_pay_params(st, &prepay_id)?;
         view = view.with_prepay(PrepayView {
             prepay_id,
-            prepay_expires_at: rfc3339_cst(
-                order.prepay_expires_at.unwrap_or(now + PREPAY_TTL_SECS),
-            ),
+            prepay_expires_at: rfc3339_cst(expires_at),
             pay_params,
         });
     }

@@ -477,9 +477,30 @@ async fn forged_and_broken_notifications_change_nothing(db: &TestDb) {
             O::TooLarge,
         ),
         case(
-            "replayed id with a different body (same, paid order)",
-            signed(body_for(&apiv3_key(), "EV-FG-PAID", &paid_txn(&p))),
+            "replayed id with a different transaction (same, paid order)",
+            signed(body_for(&apiv3_key(), "EV-FG-PAID", &{
+                let mut t = paid_txn(&p);
+                t.sub_orders[0].transaction_id = Some("4200009992024042512345678".into());
+                t
+            })),
             O::Replayed,
+        ),
+        case(
+            "a refund resource (original_type refund) on the pay endpoint",
+            signed(envelope(
+                "EV-FG-RT",
+                &EncryptedResource::seal(&apiv3_key(), "refund", Some("refund"), &plaintext),
+            )),
+            O::WrongEvent,
+        ),
+        case(
+            "a REFUND.SUCCESS event on the pay endpoint",
+            signed({
+                let mut v: serde_json::Value = serde_json::from_slice(&good_body).unwrap();
+                v["event_type"] = "REFUND.SUCCESS".into();
+                serde_json::to_vec(&v).unwrap()
+            }),
+            O::WrongEvent,
         ),
         case(
             "replayed id with a different body (another, unpaid order)",
@@ -536,6 +557,19 @@ async fn forged_and_broken_notifications_change_nothing(db: &TestDb) {
         failures.is_empty(),
         "cases failed:\n{}",
         failures.join("\n")
+    );
+    // The refusal names the field that does not fit.
+    let (_, reply) = oneshot_json(
+        &app,
+        signed(envelope(
+            "EV-FG-RT",
+            &EncryptedResource::seal(&apiv3_key(), "transaction", Some("refund"), &plaintext),
+        )),
+    )
+    .await;
+    assert_eq!(
+        reply.unwrap()["message"],
+        "resource.original_type is not transaction"
     );
 
     // The CLOSED order: the incident was alerted, with the order number, and

@@ -608,13 +608,28 @@ async fn replays_and_closed_orders_are_refused(db: &TestDb) {
     .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
 
-    // Same id, another body (freshly encrypted: another nonce and ciphertext).
+    // Same id, another body (freshly encrypted: another nonce and
+    // ciphertext) saying what is stored: WeChat Pay re-encrypting a retry
+    // after a lost 204. Acknowledged, nothing written.
+    let before = snapshot(&h.store, "NR001").await;
+    let (status, reply) = oneshot_json(
+        &h.app,
+        request(body_for(&apiv3_key(), "EV-R1", &paid_txn(&o)), &Sig::good()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{reply:?}");
+    assert_eq!(snapshot(&h.store, "NR001").await, before, "no side effects");
+    assert_eq!(h.handler.counters().get(NotifyOutcome::Duplicate), 1);
+
+    // Same id, a body saying something else: a real conflict.
+    let mut other = paid_txn(&o);
+    other.sub_orders[1].success_time = Some("2024-04-25T08:00:00+08:00".into());
     refused(
         &h,
         "NR001",
-        request(body_for(&apiv3_key(), "EV-R1", &paid_txn(&o)), &Sig::good()),
+        request(body_for(&apiv3_key(), "EV-R1", &other), &Sig::good()),
         NotifyOutcome::Replayed,
-        "replayed id, other body",
+        "replayed id, other transaction",
     )
     .await;
 

@@ -310,7 +310,7 @@ async fn forged_refund_notifications_change_nothing(db: &TestDb) {
                 sub_key(),
             ),
             StatusCode::BAD_REQUEST,
-            "event type not handled here (payment events go to the pay notification URL)",
+            "event_type is not REFUND.* (payment events go to the pay notification URL)",
         ),
         (
             "stale by 300 s",

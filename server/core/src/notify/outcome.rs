@@ -34,15 +34,18 @@ pub enum NotifyOutcome {
     Malformed,
     /// The resource does not decrypt (wrong tag, associated data, nonce…).
     Undecryptable,
-    /// Authentic, but an `event_type` this endpoint does not handle (a
-    /// refund event sent to the pay endpoint, or the other way round).
+    /// Authentic, but an `event_type` (or `resource.original_type`) this
+    /// endpoint does not handle (a refund event sent to the pay endpoint, or
+    /// the other way round); the message names the field.
     WrongEvent,
     /// Authentic, but disagrees with the stored order (ids, amounts,
     /// sub-order set): an alert.
     Mismatch,
     /// Authentic, but no such order here.
     UnknownOrder,
-    /// The notification id was already received with another body.
+    /// The notification id was already received for a different
+    /// transaction (another body saying exactly what is stored is a
+    /// [`NotifyOutcome::Duplicate`]).
     Replayed,
     /// Authentic and matching, but the order cannot take the reported state
     /// (e.g. SUCCESS for a CLOSED order): an incident, alerted.

@@ -100,13 +100,26 @@ enum Kind {
 }
 
 impl Kind {
-    fn handles(self, event_type: &str, original_type: Option<&str>) -> bool {
+    /// Whether this endpoint handles the event; the refusal names the
+    /// field that does not fit.
+    fn check(self, event_type: &str, original_type: Option<&str>) -> Result<(), &'static str> {
         let (prefix, resource) = match self {
             Kind::Payment => ("TRANSACTION.", "transaction"),
             Kind::Refund => ("REFUND.", "refund"),
         };
-        event_type.starts_with(prefix)
-            && original_type.is_none_or(|t| t.is_empty() || t == resource)
+        if !event_type.starts_with(prefix) {
+            return Err(match self {
+                Kind::Payment => "event_type is not TRANSACTION.* (refund events go to the refund notification URL)",
+                Kind::Refund => "event_type is not REFUND.* (payment events go to the pay notification URL)",
+            });
+        }
+        if !original_type.is_none_or(|t| t.is_empty() || t == resource) {
+            return Err(match self {
+                Kind::Payment => "resource.original_type is not transaction",
+                Kind::Refund => "resource.original_type is not refund",
+            });
+        }
+        Ok(())
     }
 }
 
@@ -131,25 +144,16 @@ fn open_envelope(key: &ApiV3Key, kind: Kind, body: &[u8]) -> Result<Opened, Refu
         tracing::warn!("signed notification refused: bad id");
         return Err(refuse(O::Malformed, "malformed notification id"));
     }
-    if !kind.handles(
+    if let Err(message) = kind.check(
         &envelope.event_type,
         envelope.resource.original_type.as_deref(),
     ) {
         tracing::warn!(
             notification_id = %id, event_type = %clip(&envelope.event_type),
-            "signed notification refused: this endpoint does not handle its event type"
+            original_type = %clip(envelope.resource.original_type.as_deref().unwrap_or("")),
+            "signed notification refused: {message}"
         );
-        return Err(refuse(
-            O::WrongEvent,
-            match kind {
-                Kind::Payment => {
-                    "event type not handled here (refund events go to the refund notification URL)"
-                }
-                Kind::Refund => {
-                    "event type not handled here (payment events go to the pay notification URL)"
-                }
-            },
-        ));
+        return Err(refuse(O::WrongEvent, message));
     }
     match envelope.resource.open(key) {
         Ok(plaintext) => Ok(Opened {

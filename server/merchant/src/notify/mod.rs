@@ -7,7 +7,10 @@
 //! with the APIv3 key → plaintext JSON → our combine_mchid/appid → the stored
 //! order (ids, exact sub-order set, amounts; see [`crate::payment`]) → the
 //! state change in one transaction under a row lock. The reply is 204 only
-//! after that commit is durable; a repeat is acknowledged without writing.
+//! after that commit is durable; a repeat is acknowledged without writing,
+//! including a repeat with another body (WeChat Pay re-encrypts retries)
+//! whose decrypted transaction is exactly what is stored. The same id with a
+//! different transaction is a 409 and an ALERT.
 //!
 //! A notification that is authentic and matches the order but reports
 //! SUCCESS for an order already CLOSED (or otherwise final) means money was
@@ -236,11 +239,11 @@ impl NotifyHandler {
             }) => {
                 tracing::error!(
                     order = %o.combine_out_trade_no, notification_id = %id,
-                    "ALERT: notification id replayed with a different body; nothing changed"
+                    "ALERT: notification id replayed with a different transaction; nothing changed"
                 );
                 NotifyReply::new(
                     O::Replayed,
-                    "notification id already used with another body",
+                    "notification id already used for a different transaction",
                 )
             }
             Ok(ApplyOutcome::Rejected { order: o, reason }) => {

@@ -363,8 +363,12 @@ pub(crate) fn decide(
 ) -> Decision {
     if let Some(n) = &t.notification {
         if let Some(p) = prior {
-            return if p.body_sha256 == n.body_sha256
-                && p.combine_out_trade_no == order.combine_out_trade_no
+            let same_order = p.combine_out_trade_no == order.combine_out_trade_no;
+            // WeChat Pay may re-encrypt a retry (after a lost 204): another
+            // body, the same transaction. Acknowledged when what it says is
+            // exactly what is stored; anything else is a real conflict.
+            return if same_order
+                && (p.body_sha256 == n.body_sha256 || says_what_is_stored(order, t))
             {
                 Decision::Repeat
             } else {
@@ -408,6 +412,24 @@ pub(crate) fn decide(
         }
     }
     Decision::Apply(Box::new(new))
+}
+
+/// Whether `t` reports the stored state and, for every sub-order it names,
+/// exactly the stored payment facts (no fact missing or different).
+fn says_what_is_stored(order: &CombineOrder, t: &Transition) -> bool {
+    order.state == t.to
+        && t.payments.iter().all(|p| {
+            order
+                .sub_orders
+                .iter()
+                .find(|s| s.mchid == p.mchid && s.out_trade_no == p.out_trade_no)
+                .is_some_and(|s| {
+                    s.transaction_id == p.transaction_id
+                        && s.payer_amount == p.payer_amount
+                        && s.bank_type == p.bank_type
+                        && s.success_time == p.success_time
+                })
+        })
 }
 
 /// Every payment must name a sub-order of this order, and may not replace a
@@ -555,9 +577,21 @@ pub(crate) mod tests {
             decide(&new, Some(&prior), &t, 10),
             Decision::Repeat
         ));
+        // Another body (re-encrypted retry) saying exactly what is stored.
         let other = success(Some("n1"), "bb");
         assert!(matches!(
             decide(&new, Some(&prior), &other, 10),
+            Decision::Repeat
+        ));
+        // Another body saying something else: a conflict.
+        let mut conflicting = success(Some("n1"), "bb");
+        conflicting.payments[0].transaction_id = Some("t9".into());
+        assert!(matches!(
+            decide(&new, Some(&prior), &conflicting, 10),
+            Decision::Reject(RejectReason::NotificationReplayed { .. })
+        ));
+        assert!(matches!(
+            decide(&order(TradeState::NotPay), Some(&prior), &other, 10),
             Decision::Reject(RejectReason::NotificationReplayed { .. })
         ));
         assert!(matches!(

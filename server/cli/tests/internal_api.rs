@@ -25,6 +25,7 @@ const TOKEN: &str = "test-internal-token-0123456789abcdef";
 
 struct Harness {
     kit: Kit,
+    config: wxpay_combine::config::Config,
     sim: SimHandle,
     cookies: CookieSigner,
     subs: Vec<String>,
@@ -129,7 +130,7 @@ async fn harness_via(
     }
     tweak_config(&mut config);
     let cookies = CookieSigner::new(config.http.session_secret.clone(), false);
-    let mut builder = Kit::builder(config).store(db.store.clone());
+    let mut builder = Kit::builder(config.clone()).store(db.store.clone());
     if let Some(c) = clock {
         c.set(demo.sim.now());
         builder = builder.clock(c);
@@ -138,6 +139,7 @@ async fn harness_via(
     let m = demo.sim.merchant().clone();
     Harness {
         kit,
+        config,
         subs: m.sub_mchids.clone(),
         alice: m.demo_openid.clone(),
         sim: demo.sim,
@@ -517,6 +519,97 @@ async fn repeated_prepay_keeps_the_first_expiry(db: &TestDb) {
     );
 }
 
+/// Default sub-order numbers are `{combine_out_trade_no}-{i+1}`: a number
+/// too long for them is refused at request time, naming the field.
+async fn long_numbers_need_sub_order_numbers(db: &TestDb) {
+    let h = harness(db, |_| {}).await;
+    let with_no = |no: &str, sub_numbers: bool| {
+        let mut b = h.order_body(Some(&h.alice), [100, 200]);
+        b["combine_out_trade_no"] = json!(no);
+        if sub_numbers {
+            b["sub_orders"][0]["out_trade_no"] = json!(format!("{}A", &no[..no.len() - 1]));
+            b["sub_orders"][1]["out_trade_no"] = json!(format!("{}B", &no[..no.len() - 1]));
+        }
+        b
+    };
+    for len in [31, 32] {
+        let no = format!("L{}", "x".repeat(len - 1));
+        let a = h.create(&format!("long-{len}"), &with_no(&no, false)).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{len}: {}", a.body);
+        assert_eq!(a.body["field"], "combine_out_trade_no", "{}", a.body);
+        assert!(h.kit.store.get_order(&no).await.unwrap().is_none());
+        // With its own sub-order numbers it is fine.
+        let a = h
+            .create(&format!("long-{len}-own"), &with_no(&no, true))
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{len}: {}", a.body);
+    }
+    // 30 characters + "-2" fit.
+    let no = format!("M{}", "y".repeat(29));
+    let a = h.create("long-30", &with_no(&no, false)).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert_eq!(a.body["sub_orders"][1]["out_trade_no"], format!("{no}-2"));
+}
+
+/// Pay-link tokens have a key of their own: a new API token leaves open
+/// links as they were.
+async fn pay_links_survive_a_token_rotation(db: &TestDb) {
+    const NEW_TOKEN: &str = "rotated-internal-token-0123456789abcdef";
+    let h = harness(db, |_| {}).await;
+    let created = h.create("link-rot", &h.order_body(None, [100, 200])).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let no = order_no(&created.body);
+    let mut config = h.config.clone();
+    config.internal.as_mut().unwrap().token = SecretString::from(NEW_TOKEN);
+    let kit = Kit::builder(config)
+        .store(db.store.clone())
+        .build()
+        .await
+        .expect("kit builds");
+    let path = format!("/internal/combine-orders/{no}");
+    let got = send(
+        kit.internal_router.as_ref().unwrap(),
+        req(Method::GET, &path, Some(NEW_TOKEN), None, None),
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK, "{}", got.body);
+    assert_eq!(got.body["pay_link"]["url"], created.body["pay_link"]["url"]);
+    // And it claims.
+    let claimed = h.claim(&h.alice, &link_token(&got)).await;
+    assert_eq!(claimed.status, StatusCode::OK, "{}", claimed.body);
+}
+
+/// A claimed link whose order was never stored (its creation failed) is
+/// awaiting its order, not closed; closing it stops a later claim.
+async fn claimed_link_without_an_order(db: &TestDb) {
+    let h = harness(db, |_| {}).await;
+    let created = h.create("link-ao", &h.order_body(None, [100, 200])).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let no = order_no(&created.body);
+    let token = link_token(&created);
+    let sha = hex::encode(Sha256::digest(token.as_bytes()));
+    // The claim committed, then the order's creation failed.
+    assert!(matches!(
+        db.store
+            .claim_pay_link(&sha, &h.alice, h.sim.now())
+            .await
+            .unwrap(),
+        ClaimOutcome::Claimed(_)
+    ));
+    let got = h.get(&no).await;
+    assert_eq!(got.body["state"], "AWAITING_ORDER", "{}", got.body);
+    assert_eq!(got.body["pay_link"]["status"], "claimed");
+    let closed = h.close(&no).await;
+    assert_eq!(closed.status, StatusCode::OK, "{}", closed.body);
+    assert_eq!(closed.body["state"], "CLOSED", "{}", closed.body);
+    // The payer's next visit does not create the order.
+    let again = h.claim(&h.alice, &token).await;
+    assert_eq!(again.status, StatusCode::GONE, "{}", again.body);
+    assert_eq!(again.body["code"], "PAY_LINK_CLOSED");
+    assert!(db.store.get_order(&no).await.unwrap().is_none());
+    assert_eq!(h.get(&no).await.body["state"], "CLOSED");
+}
+
 async fn pay_link_is_claimed_once(db: &TestDb) {
     let h = harness(db, |_| {}).await;
     let body = h.order_body(None, [120, 80]);
@@ -806,6 +899,9 @@ backend_tests!(
     listeners,
     unsigned_close_refusal_changes_nothing,
     repeated_prepay_keeps_the_first_expiry,
+    long_numbers_need_sub_order_numbers,
+    pay_links_survive_a_token_rotation,
+    claimed_link_without_an_order,
 );
 
 #[tokio::test]

@@ -329,8 +329,13 @@ impl KitBuilder {
         // Intake: the server-to-server API, on its own listener by default.
         let internal_router = config.internal.as_ref().map(|ic| {
             http::internal::router(
-                http::internal::InternalApi::new(state.clone(), ic, config.page_url())
-                    .with_refunds(refunds.clone()),
+                http::internal::InternalApi::new(
+                    state.clone(),
+                    ic,
+                    secrecy::ExposeSecret::expose_secret(&config.http.session_secret),
+                    config.page_url(),
+                )
+                .with_refunds(refunds.clone()),
             )
         });
         if let (Some(r), Some(ic)) = (&internal_router, &config.internal) {

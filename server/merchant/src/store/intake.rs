@@ -22,7 +22,8 @@ pub enum PayLinkStatus {
     Open,
     /// Claimed by a payer (the order exists).
     Claimed,
-    /// Closed before anyone claimed it.
+    /// Closed before its order was stored (unclaimed, or claimed but the
+    /// order's creation failed).
     Closed,
 }
 
@@ -115,8 +116,11 @@ pub(crate) const CLAIM_LINK: &str = "UPDATE pay_links SET status = 'claimed', \
      payer_openid = $2, claimed_at = $3 \
      WHERE token_sha256 = $1 AND status = 'open' AND expires_at > $3";
 
+/// Closes an open link, or a claimed one whose order was never stored (its
+/// creation failed): a later claim is then refused.
 pub(crate) const CLOSE_LINK: &str = "UPDATE pay_links SET status = 'closed' \
-     WHERE combine_out_trade_no = $1 AND status = 'open'";
+     WHERE combine_out_trade_no = $1 AND (status = 'open' OR (status = 'claimed' \
+     AND NOT EXISTS (SELECT 1 FROM combine_orders o WHERE o.combine_out_trade_no = $1)))";
 
 /// A pay link row: (token_sha256, no, draft, status, openid, created, expires, claimed).
 pub(crate) type LinkRow = (

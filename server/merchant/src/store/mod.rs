@@ -217,7 +217,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         Ok(ClaimOutcome::Unknown)
     }
 
-    /// Closes the order's link if nobody claimed it yet; `true` when it did.
+    /// Closes the order's link if its order is not stored (nobody claimed
+    /// it, or the claim's order creation failed); `true` when it did.
     async fn close_pay_link(&self, combine_out_trade_no: &str) -> Result<bool, StoreError> {
         let _ = combine_out_trade_no;
         Ok(false)

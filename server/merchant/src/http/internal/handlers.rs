@@ -226,17 +226,18 @@ pub(super) async fn get_order(
     Ok(Json(view.with_refunds(&refunds)))
 }
 
-/// `POST /internal/combine-orders/{no}/close`: an unclaimed pay link closes
-/// at once; an order is closed at WeChat Pay, then here.
+/// `POST /internal/combine-orders/{no}/close`: a pay link whose order is
+/// not stored closes at once; an order is closed at WeChat Pay, then here.
 pub(super) async fn close(
     State(api): State<InternalApi>,
     Path(no): Path<String>,
 ) -> Result<Json<OrderView>, InternalError> {
     let now = order_route(&api, &no)?;
     let st = &api.app;
-    // An unclaimed link closes at once: WeChat Pay never saw the order.
+    // A link without a stored order closes at once (WeChat Pay never saw
+    // the order), claimed or not: a later claim is refused.
     if st.store.close_pay_link(&no).await? {
-        tracing::info!(order = %no, "unclaimed pay link closed by the internal API");
+        tracing::info!(order = %no, "pay link without an order closed by the internal API");
     }
     let link = st.store.pay_link_for_order(&no).await?;
     let order = match st.store.get_order(&no).await? {

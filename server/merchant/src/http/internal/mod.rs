@@ -44,7 +44,7 @@ pub use request::{
     parse_new_order, NewOrder, NewSubOrder, IDEMPOTENCY_HEADER, MAX_ATTACH_BYTES,
     MAX_DESCRIPTION_BYTES,
 };
-pub use views::AWAITING_PAYER;
+pub use views::{AWAITING_ORDER, AWAITING_PAYER};
 
 use super::error::AppError;
 use super::internal_settings::InternalApiConfig;
@@ -57,7 +57,7 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use hmac::{KeyInit, Mac};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::{ExposeSecret, SecretSlice};
 use sha2::Sha256;
 use std::sync::Arc;
 
@@ -71,7 +71,7 @@ pub const MAX_INTERNAL_BODY_BYTES: usize = 64 * 1024;
 pub struct InternalApi {
     app: AppState,
     auth: Arc<TokenCheck>,
-    link_secret: Arc<SecretString>,
+    link_secret: Arc<SecretSlice<u8>>,
     pay_link_ttl_secs: i64,
     page_url: String,
     refunds: Option<Arc<crate::refund::RefundService>>,
@@ -89,11 +89,24 @@ impl InternalApi {
     /// The API over the public handlers' state; `page_url` is the pay
     /// directory's URL (`{public_base_url}{pay_directory}`), where pay links
     /// point.
-    pub fn new(app: AppState, config: &InternalApiConfig, page_url: String) -> Self {
+    ///
+    /// Pay-link tokens are keyed with a key of their own, derived from
+    /// `session_secret` under a distinct label: rotating the API token
+    /// leaves open links working (rotating the session secret, which signs
+    /// every payer out anyway, changes them).
+    pub fn new(
+        app: AppState,
+        config: &InternalApiConfig,
+        session_secret: &[u8],
+        page_url: String,
+    ) -> Self {
+        let mut m = HmacSha256::new_from_slice(session_secret).expect("HMAC takes any key length");
+        m.update(b"wxpay-combine pay-link key v1");
+        let link_key = m.finalize().into_bytes().to_vec();
         Self {
             app,
             auth: Arc::new(TokenCheck::new(config.token.expose_secret())),
-            link_secret: Arc::new(config.token.clone()),
+            link_secret: Arc::new(SecretSlice::from(link_key)),
             pay_link_ttl_secs: config.pay_link_ttl_secs,
             page_url,
             refunds: None,
@@ -107,10 +120,10 @@ impl InternalApi {
     }
 
     /// The token of an order's pay link: derived from the order number under
-    /// the API token, so a repeated request gets the same link although
+    /// the pay-link key, so a repeated request gets the same link although
     /// only the token's SHA-256 is stored.
     fn link_token(&self, no: &str) -> String {
-        let mut m = HmacSha256::new_from_slice(self.link_secret.expose_secret().as_bytes())
+        let mut m = HmacSha256::new_from_slice(self.link_secret.expose_secret())
             .expect("HMAC takes any key length");
         m.update(b"wxpay-combine pay link\n");
         m.update(no.as_bytes());

@@ -321,6 +321,22 @@ pub fn parse_new_order(body: &[u8]) -> Result<NewOrder, InternalError> {
             attach,
         });
     }
+    // A default sub-order number is `{combine_out_trade_no}-{i+1}`, and
+    // WeChat Pay refuses one over 32 characters: say so now, not at prepay.
+    if let Some(no) = &combine_out_trade_no {
+        if let Some(i) = sub_orders.iter().enumerate().rposition(|(i, s)| {
+            s.out_trade_no.is_none() && no.len() + 1 + (i + 1).to_string().len() > 32
+        }) {
+            let suffix = format!("-{}", i + 1);
+            return Err(invalid(
+                "combine_out_trade_no",
+                format!(
+                    "at most {} characters when sub_orders[{i}].out_trade_no is not given (its default is combine_out_trade_no + \"{suffix}\", and a sub-order number has at most 32)",
+                    32 - suffix.len()
+                ),
+            ));
+        }
+    }
     Ok(NewOrder {
         combine_out_trade_no,
         payer_openid,

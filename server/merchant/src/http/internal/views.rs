@@ -11,6 +11,11 @@ use serde::Serialize;
 /// The state reported for a pay-link order nobody claimed yet.
 pub const AWAITING_PAYER: &str = "AWAITING_PAYER";
 
+/// The state reported for a pay link a payer claimed whose order is not
+/// stored yet (its creation is in flight, or failed and the payer's next
+/// visit creates it).
+pub const AWAITING_ORDER: &str = "AWAITING_ORDER";
+
 /// An order: the answer of every `/internal/combine-orders` route.
 #[derive(Debug, Serialize)]
 pub(super) struct OrderView {
@@ -126,9 +131,10 @@ impl OrderView {
         }
     }
 
-    /// The view of an order nobody claimed yet, as its link stores it:
-    /// `AWAITING_PAYER` while the link is open, `CLOSED` once it expired or
-    /// was closed (nobody can pay it then).
+    /// The view of an order not stored yet, as its link stores it:
+    /// `AWAITING_PAYER` while the link is open, `AWAITING_ORDER` once a
+    /// payer claimed it, `CLOSED` once it expired or was closed (nobody can
+    /// pay it then).
     pub(super) fn unclaimed(
         api: &InternalApi,
         draft: &CombineOrder,
@@ -137,6 +143,7 @@ impl OrderView {
     ) -> Self {
         let state = match link.status {
             PayLinkStatus::Open if link.expires_at > now => AWAITING_PAYER,
+            PayLinkStatus::Claimed => AWAITING_ORDER,
             _ => TradeState::Closed.as_str(),
         };
         Self {

@@ -144,6 +144,7 @@ async fn apps() -> Apps {
     let internal = internal::router(InternalApi::new(
         state.clone(),
         &config,
+        b"http-edge-session-secret-0123456789abcdef",
         format!("{OWN_ORIGIN}/pay/"),
     ));
     Apps {

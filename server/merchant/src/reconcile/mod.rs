@@ -314,7 +314,7 @@ impl Worker {
                 // Recorded only once a query confirms it.
                 match confirm_close_refusal(&*self.store, &*self.api, no, now).await {
                     Ok(CloseCheck::Queried(o)) if o.order().state == TradeState::Closed => {
-                        if matches!(o, ApplyOutcome::Applied(_)) {
+                        if matches!(*o, ApplyOutcome::Applied(_)) {
                             Step::Closed
                         } else {
                             Step::Unchanged
@@ -328,8 +328,12 @@ impl Worker {
                         )
                         .await
                     }
-                    Ok(CloseCheck::Queried(ApplyOutcome::Applied(_))) => Step::Applied,
-                    Ok(CloseCheck::Queried(ApplyOutcome::Rejected { .. })) => Step::Alert,
+                    Ok(CloseCheck::Queried(o)) if matches!(*o, ApplyOutcome::Applied(_)) => {
+                        Step::Applied
+                    }
+                    Ok(CloseCheck::Queried(o)) if matches!(*o, ApplyOutcome::Rejected { .. }) => {
+                        Step::Alert
+                    }
                     Ok(CloseCheck::Queried(_)) => {
                         tracing::warn!(order = %no, "close said ORDER_CLOSED but the query says open; retrying later");
                         Step::Error
@@ -397,7 +401,7 @@ impl Worker {
 pub enum CloseCheck {
     /// The query's answer was applied; [`ApplyOutcome::order`] tells the
     /// state (CLOSED when WeChat Pay closed it, paid when it was paid).
-    Queried(ApplyOutcome),
+    Queried(Box<ApplyOutcome>),
     /// The query also answered a verified `ORDER_NOT_EXIST`: WeChat Pay
     /// never created the order, so nobody can pay it.
     NotExist,
@@ -411,7 +415,7 @@ pub async fn confirm_close_refusal(
     now: i64,
 ) -> Result<CloseCheck, RefreshError> {
     match query_and_apply(store, api, no, now).await {
-        Ok(outcome) => Ok(CloseCheck::Queried(outcome)),
+        Ok(outcome) => Ok(CloseCheck::Queried(Box::new(outcome))),
         Err(RefreshError::Api(e)) if has_code(&e, NOT_FOUND_CODES) => Ok(CloseCheck::NotExist),
         Err(e) => Err(e),
     }

@@ -129,6 +129,38 @@ fn e2e_tampered_pay_sign_shows_hint() {
 }
 
 #[test]
+fn e2e_page_outside_the_pay_directory_is_refused() {
+    chromium::run("page_outside_the_pay_directory", |ctx| async move {
+        // The merchant platform now registers another directory of the
+        // same site: the shop at /pay/ lies outside it.
+        let elsewhere = ctx.page.replacen("/pay/", "/shop/", 1);
+        ensure!(elsewhere != ctx.page, "the page is not under /pay/: {}", ctx.page);
+        ctx.sim_control(json!({ "pay_directories": [elsewhere] }))
+            .await?;
+        ctx.fill_cart().await?;
+        ctx.tap("pay-button").await?;
+        // WeChat refuses before the cashier opens, with its own words.
+        ctx.outcome("failed").await?;
+        let message = ctx.text("status-message").await?;
+        ensure!(
+            message.contains("当前页面的URL未注册"),
+            "the failure does not say the page URL is not registered: {message:?}"
+        );
+        let stats = ctx.sim("GET", "/sim/stats", None).await?;
+        ensure!(
+            stats["paid_orders"] == json!(0),
+            "the simulator paid an order: {stats}"
+        );
+        // Registered as the demo registers it, the same page pays.
+        ctx.sim_control(json!({ "pay_directories": [ctx.page] }))
+            .await?;
+        ctx.tap("pay-again").await?;
+        ctx.cashier("wxsim-pay").await?;
+        ctx.outcome("success").await
+    });
+}
+
+#[test]
 fn e2e_order_page_survives_reload() {
     chromium::run("order_page_survives_reload", |ctx| async move {
         // Cancelled in the shop, then paid on the order page itself.

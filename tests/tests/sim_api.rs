@@ -682,8 +682,10 @@ async fn authentication_rules() {
             .unwrap(),
     );
     let r = c.send(raw).await;
+    // The real service's words (observed), without a `detail`.
     assert_eq!((r.status, r.code().as_str()), (401, "SIGN_ERROR"));
-    assert_eq!(r.json()["detail"]["field"], "serial_no");
+    assert_eq!(r.json()["message"], "商户证书序列号有误。");
+    assert!(r.json().get("detail").is_none(), "{}", r.json());
 
     // Unknown merchant, missing Authorization, wrong scheme.
     let stranger = RequestSigner::new(
@@ -870,5 +872,80 @@ async fn fault_injection_errors_and_timeouts() {
         .await
         .unwrap();
     assert_eq!(control["faults"][0]["scope"]["scope"], "merchant");
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn per_api_faults_refuse_only_that_api() {
+    let t = TestSim::start().await;
+    let c = t.client();
+    let missing = "/v3/combine-transactions/out-trade-no/NOSUCHORDER2";
+    t.sim
+        .control(json!({"api_faults": {"prepay": "FREQUENCY_LIMITED", "query": "SYSTEM_ERROR"}}))
+        .await
+        .unwrap();
+    let no = unique("PF");
+    let body = prepay_body(t.creds(), &no, NOTIFY).to_string();
+    let r = c
+        .post("/v3/combine-transactions/jsapi", body.as_bytes())
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (429, "FREQUENCY_LIMITED"));
+    r.verify(&c.verifier()).unwrap();
+    let r = c.get(missing).await;
+    assert_eq!((r.status, r.code().as_str()), (500, "SYSTEM_ERROR"));
+    // Other APIs answer as usual: close of an unknown order is processed.
+    let r = c
+        .post(
+            &format!("{missing}/close"),
+            json!({"combine_appid": t.creds().appid, "sub_orders": [{"mchid": t.creds().mchid, "out_trade_no": "X1"}]})
+                .to_string()
+                .as_bytes(),
+        )
+        .await;
+    assert_ne!(r.status, 429);
+    assert_ne!(r.status, 500);
+    // Refused calls were not processed: the order does not exist.
+    t.sim
+        .control(json!({"api_faults": null}))
+        .await
+        .unwrap();
+    assert_eq!(c.query(&no).await.status, 404);
+
+    // Counted: only the next two prepay calls are refused.
+    t.sim
+        .control(json!({"api_faults": {"prepay": {"code": "FREQUENCY_LIMITED", "calls": 2}}}))
+        .await
+        .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(
+            c.post("/v3/combine-transactions/jsapi", body.as_bytes())
+                .await
+                .status,
+        );
+    }
+    assert_eq!(statuses, [429, 429, 200]);
+    let calls = t.sim.api_calls().await.unwrap();
+    let prepay_codes: Vec<_> = calls
+        .iter()
+        .filter(|c| c.endpoint == "prepay")
+        .map(|c| c.code.clone())
+        .collect();
+    assert_eq!(
+        prepay_codes,
+        [
+            Some("FREQUENCY_LIMITED".to_string()),
+            Some("FREQUENCY_LIMITED".into()),
+            Some("FREQUENCY_LIMITED".into()),
+            None
+        ]
+    );
+    // Unknown APIs and codes are refused by the control.
+    for bad in [
+        json!({"api_faults": {"pay": "SYSTEM_ERROR"}}),
+        json!({"api_faults": {"query": "ORDER_CLOSED"}}),
+    ] {
+        assert!(t.sim.control(bad.clone()).await.is_err(), "{bad} accepted");
+    }
     t.sim.shutdown().await;
 }

@@ -220,3 +220,86 @@ async fn merchant_with_its_own_key() {
     assert!(sim.pay(&c.pay_params(&pid)).await.is_ok());
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn pages_outside_the_registered_pay_directory_are_refused() {
+    let t = TestSim::start().await;
+    let c = t.client();
+    let no = unique("D");
+    let pid = c.prepay(&prepay_body(t.creds(), &no, NOTIFY)).await.json()["prepay_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let params = c.pay_params(&pid);
+    let confirm = |page: &'static str| {
+        let mut body = serde_json::to_value(&params).unwrap();
+        body["action"] = json!("pay");
+        body["page_url"] = json!(page);
+        let url = format!("{}/sim/cashier/confirm", t.base());
+        async move {
+            http()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let preview = |page: &str| {
+        let url = format!(
+            "{}/sim/cashier/order?package=prepay_id%3D{pid}&page_url={}",
+            t.base(),
+            urlencode(page)
+        );
+        async move {
+            http()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let refused = json!({"err_msg": "get_brand_wcpay_request:fail", "err_desc": "当前页面的URL未注册"});
+    t.sim
+        .set_pay_directories(&t.creds().mchid, vec!["https://shop.test/pay/".into()])
+        .unwrap();
+    // Outside (a sub-directory, a parent, another host): refused before the
+    // cashier opens, and at confirm.
+    for page in [
+        "https://shop.test/pay/sub/index.html",
+        "https://shop.test/index.html",
+        "https://other.test/pay/index.html",
+    ] {
+        assert_eq!(preview(page).await["refused"], refused, "{page}");
+    }
+    assert_eq!(confirm("https://shop.test/pay/sub/index.html").await, refused);
+    assert_eq!(
+        c.query(&no).await.json()["sub_orders"][0]["trade_state"],
+        "NOTPAY"
+    );
+    // Bad directories are refused by the control.
+    assert!(t
+        .sim
+        .control(json!({"pay_directories": ["https://shop.test/pay/index.html"]}))
+        .await
+        .is_err());
+    // Inside (query and fragment do not count): the cashier opens and pays.
+    let inside = "https://shop.test/pay/order.html?no=1#x";
+    assert!(preview(inside).await.get("refused").is_none());
+    assert_eq!(
+        confirm(inside).await["err_msg"],
+        "get_brand_wcpay_request:ok"
+    );
+    t.sim.shutdown().await;
+}
+
+/// Percent-encodes a query value.
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

@@ -271,6 +271,11 @@ async fn public_key_mode_has_no_certificates() {
     let t = TestSim::start().await;
     let r = t.client().get("/v3/certificates").await;
     assert_eq!((r.status, r.code().as_str()), (404, "RESOURCE_NOT_EXISTS"));
+    // The real service's message, word for word.
+    assert_eq!(
+        r.json()["message"],
+        "无可用的平台证书，请在商户平台-API安全申请使用微信支付公钥。可查看指引https://pay.weixin.qq.com/docs/merchant/products/platform-certificate/wxp-pub-key-guide.html"
+    );
     r.verify(&t.client().verifier()).unwrap();
     t.sim.shutdown().await;
 }

@@ -264,12 +264,19 @@ pub async fn prepare_demo(opts: &DemoOptions) -> Result<Demo, StartError> {
     }
     let origin = format!("http://{local}");
     let sim_base = sim.base_url().trim_end_matches('/').to_string();
+    // The demo page's directory, registered with the simulated WeChat Pay
+    // as the merchant platform would have it: the cashier refuses pages
+    // elsewhere (当前页面的URL未注册).
+    let pay_directory_registered = format!("{origin}/pay/");
+    sim.set_pay_directories(&m.mchid, vec![pay_directory_registered.clone()])
+        .map_err(|e| StartError::Other(format!("simulator: {e}")))?;
     let path_str = |p: &std::path::Path| Some(p.to_path_buf());
 
     let raw = RawConfig {
         listen: Some(local.to_string()),
         public_base_url: Some(origin.clone()),
         pay_directory: Some("/pay/".into()),
+        pay_directory_registered: Some(pay_directory_registered),
         www_dir: path_str(&default_dir(opts.www_dir.as_deref(), "www", "../../www")),
         wasm_pkg_dir: path_str(&default_dir(
             opts.wasm_pkg_dir.as_deref(),

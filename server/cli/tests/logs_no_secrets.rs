@@ -7,8 +7,11 @@
 //! graceful stop. The captured logs must not contain the merchant private
 //! key (any 40-character stretch of its base64), the APIv3 key, the AppSecret,
 //! the session secret, the session cookie, the OAuth code, an access token,
-//! or the payer's full openid — and must contain the order number and the
-//! request ids (so the test would notice logs that are simply empty).
+//! the payer's full openid, the internal API's bearer token (and a wrong one
+//! sent to it), the webhook signing secret or a pay-link token — and must
+//! contain the order numbers and the request ids (so the test would notice
+//! logs that are simply empty). The flow drives the internal API (an order
+//! as a pay link, claimed by the payer) and delivers a signed webhook.
 
 mod ops_support;
 
@@ -58,6 +61,81 @@ async fn wait_for_log(log: &Path, within: Duration, found: impl Fn(&str) -> bool
     }
 }
 
+/// A free loopback address (bound, then released for the server).
+fn free_addr() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn write_owner_only(path: &Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// A backend's webhook endpoint: answers 204 and keeps every request.
+struct WebhookReceiver {
+    base: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl WebhookReceiver {
+    async fn start() -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let keep = keep.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // Headers, then Content-Length bytes of body.
+                    loop {
+                        let Ok(n) = s.read(&mut chunk).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf).to_string();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let len = text[..end]
+                                .lines()
+                                .find_map(|l| {
+                                    let (k, v) = l.split_once(':')?;
+                                    k.eq_ignore_ascii_case("content-length")
+                                        .then(|| v.trim().parse::<usize>().ok())?
+                                })
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + len {
+                                keep.lock().unwrap().push(text);
+                                let _ = s
+                                    .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                                    .await;
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self { base, seen }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
@@ -65,11 +143,22 @@ fn tail(text: &str) -> String {
 
 async fn full_flow_logs_hold_no_secret(format: &str) {
     let dir = TempDir::new(&format!("wxops-logs-{format}"));
+    let internal_addr = free_addr();
     let demo = demo(&dir, |o| {
         o.query_after_secs = 1;
         o.close_min_age_secs = 0;
+        o.internal_addr = internal_addr;
     })
     .await;
+    // A webhook receiver, and its signing secret (owner-only, as required).
+    let hooks = WebhookReceiver::start().await;
+    let webhook_secret = format!(
+        "{}{}",
+        wxpay_combine::apiv3::generate_nonce(),
+        wxpay_combine::apiv3::generate_nonce()
+    );
+    let webhook_secret_file = dir.path().join("webhook.key");
+    write_owner_only(&webhook_secret_file, &webhook_secret);
     let base = demo.config.http.public_base_url.clone();
     let listen = demo.listener.local_addr().unwrap();
     drop(demo.listener); // the binary listens there instead
@@ -82,6 +171,9 @@ async fn full_flow_logs_hold_no_secret(format: &str) {
         .current_dir(dir.path())
         .env("WXPAY_LISTEN", listen.to_string())
         .env("WXPAY_LOG", "debug,wxpay_combine=trace")
+        .env("WXPAY_WEBHOOK_URL", format!("{}/hooks/wxpay", hooks.base))
+        .env("WXPAY_WEBHOOK_SECRET_FILE", &webhook_secret_file)
+        .env("WXPAY_WEBHOOK_INITIAL_BACKOFF_SECS", "1")
         .env_remove("RUST_LOG")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -126,6 +218,66 @@ async fn full_flow_logs_hold_no_secret(format: &str) {
         .unwrap();
     assert_eq!(r.headers()["x-request-id"], "ops-log-test-0001");
 
+    // The paid order's webhook, signed with the secret, reached the backend.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !hooks.seen().iter().any(|b| b.contains(&paid_no)) {
+        assert!(Instant::now() < deadline, "no webhook for {paid_no}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The internal API: an order as a pay link, claimed by the payer.
+    let config_dir = demo.config_path.parent().unwrap();
+    let raw: toml::Value = toml::from_str(
+        &std::fs::read_to_string(&demo.config_path)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    let internal_token = read_secret(config_dir, &raw, "internal_token_file");
+    let subs = &demo.sim.merchant().sub_mchids;
+    let r = http
+        .post(format!("http://{internal_addr}/internal/combine-orders"))
+        .bearer_auth(&internal_token)
+        .header("Idempotency-Key", "logs-test-link-1")
+        .json(&serde_json::json!({
+            "pay_link": true,
+            "sub_orders": [
+                {"mchid": subs[0], "description": "Tea", "amount": 100},
+                {"mchid": subs[1], "description": "Cups", "amount": 200},
+            ],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let link: serde_json::Value = r.json().await.unwrap();
+    let link_no = link["combine_out_trade_no"].as_str().unwrap().to_string();
+    let link_url = url::Url::parse(link["pay_link"]["url"].as_str().unwrap()).unwrap();
+    let pay_link_token = link_url
+        .query_pairs()
+        .find(|(k, _)| k == "claim")
+        .map(|(_, v)| v.into_owned())
+        .expect("the pay link carries its token");
+    let a = alice
+        .post(
+            "/api/pay-links/claim",
+            Some(serde_json::json!({ "token": pay_link_token })),
+        )
+        .await;
+    assert!(a.status < 300, "claim: {} {:?}", a.status, a.body);
+    // A wrong token is refused, and not logged either.
+    let wrong_token = format!("wrong{}", wxpay_combine::apiv3::generate_nonce());
+    let r = http
+        .get(format!("http://{internal_addr}/internal/combine-orders/{link_no}"))
+        .bearer_auth(&wrong_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
     // Another order: queried (query-on-read after 1 s), then closed.
     let other = alice.create_order(2).await;
     let closed_no = order_no(&other);
@@ -156,16 +308,6 @@ async fn full_flow_logs_hold_no_secret(format: &str) {
     }
 
     // The secrets of this run.
-    let config_dir = demo.config_path.parent().unwrap();
-    let raw: toml::Value = toml::from_str(
-        &std::fs::read_to_string(&demo.config_path)
-            .unwrap()
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    )
-    .unwrap();
     let key_body = pem_body(&read_secret(config_dir, &raw, "merchant_private_key_file"));
     assert!(key_body.len() > 1000, "the private key was read");
     let mut secrets = vec![
@@ -179,6 +321,10 @@ async fn full_flow_logs_hold_no_secret(format: &str) {
             read_secret(config_dir, &raw, "session_secret_file"),
         ),
         ("session cookie", alice.session_cookie().unwrap()),
+        ("internal API token", internal_token.clone()),
+        ("wrong internal API token", wrong_token),
+        ("webhook secret", webhook_secret),
+        ("pay-link token", pay_link_token),
         (
             "openid",
             demo.sim
@@ -222,6 +368,7 @@ async fn full_flow_logs_hold_no_secret(format: &str) {
     // The logs are not empty: the order number, the request ids, JSON.
     assert!(logs.contains(&paid_no), "the order number is logged");
     assert!(logs.contains(&closed_no));
+    assert!(logs.contains(&link_no), "the pay-link order is logged");
     assert!(
         logs.lines()
             .any(|l| l.contains("ops-log-test-0001") && l.contains(&paid_no)),

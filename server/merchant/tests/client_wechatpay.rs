@@ -694,3 +694,104 @@ async fn downloads_are_signed_and_only_go_to_api_hosts() {
         .await
         .is_err());
 }
+
+/// A client of the simulator's primary merchant (public-key mode), with a
+/// measurable backoff.
+async fn sim_client() -> (wxpay_combine_sim::SimHandle, WechatPayClient, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "wxpay-client-faults-{}-{}",
+        std::process::id(),
+        wxpay_combine::apiv3::generate_nonce()
+    ));
+    let sim = wxpay_combine_sim::Simulator::start(wxpay_combine_sim::SimOptions::new(&dir))
+        .await
+        .unwrap();
+    let creds = sim.merchant().clone();
+    let mut o = options(sim.base_url());
+    o.backoff_base = Duration::from_millis(100);
+    o.backoff_max = Duration::from_millis(400);
+    let verifier = Verifier::new(Arc::new(SystemClock)).with_public_key(
+        creds.wechatpay_public_key_id.clone().unwrap(),
+        creds.wechatpay_public_key().unwrap(),
+    );
+    let c = WechatPayClient::new(o, creds.signer().unwrap(), Arc::new(verifier)).unwrap();
+    (sim, c, dir)
+}
+
+/// Calls the simulator logged for one API, by its log label.
+async fn sim_calls(sim: &wxpay_combine_sim::SimHandle, endpoint: &str) -> Vec<Option<String>> {
+    sim.api_calls()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.endpoint == endpoint)
+        .map(|c| c.code)
+        .collect()
+}
+
+#[tokio::test]
+async fn against_the_simulator_429_and_500_are_retried_with_backoff_only_when_safe() {
+    let (sim, c, dir) = sim_client().await;
+
+    // Safe (query): two 429s, then the real answer, after backing off.
+    sim.control(serde_json::json!({"api_faults": {"query": {"code": "FREQUENCY_LIMITED", "calls": 2}}}))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let e = c.query("NOSUCHORDER429").await.unwrap_err();
+    assert_eq!(e.code(), Some("ORDER_NOT_EXIST"), "{e}");
+    // Jitter keeps each wait in [50 %, 100 %] of 100 ms, then 200 ms.
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "no backoff: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        sim_calls(&sim, "query").await,
+        [
+            Some("FREQUENCY_LIMITED".to_string()),
+            Some("FREQUENCY_LIMITED".into()),
+            Some("ORDER_NOT_EXIST".into())
+        ]
+    );
+
+    // Safe (close): a 500 is retried too; attempts stay bounded (3).
+    sim.control(serde_json::json!({"api_faults": {"close": "SYSTEM_ERROR"}}))
+        .await
+        .unwrap();
+    let close = CloseRequest {
+        combine_appid: sim.merchant().appid.clone(),
+        sub_orders: vec![CloseSubOrder {
+            mchid: sim.merchant().mchid.clone(),
+            out_trade_no: "NOSUCHSUB1".into(),
+        }],
+    };
+    let e = c.close("NOSUCHORDER500", &close).await.unwrap_err();
+    assert_eq!(e.code(), Some("SYSTEM_ERROR"));
+    assert_eq!(sim_calls(&sim, "close").await.len(), 3);
+
+    // Once: neither a 429 nor a 500 is sent again.
+    for code in ["FREQUENCY_LIMITED", "SYSTEM_ERROR"] {
+        sim.control(serde_json::json!({"api_faults": {"prepay": code}}))
+            .await
+            .unwrap();
+        let before = sim_calls(&sim, "prepay").await.len();
+        let e = c
+            .post_json(
+                "test",
+                "/v3/combine-transactions/jsapi",
+                b"{}".to_vec(),
+                Repeat::Once,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(code));
+        assert_eq!(
+            sim_calls(&sim, "prepay").await.len(),
+            before + 1,
+            "a Once call was re-sent after {code}"
+        );
+    }
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -325,6 +325,18 @@ async fn forged_and_broken_notifications_change_nothing(db: &TestDb) {
             signed_as(good_body.clone(), NOW + 301, PUB_KEY_ID, wechatpay_key()),
             O::Stale,
         ),
+        // The edge: 300 s or more away is stale (299 s is accepted: the
+        // last step below).
+        case(
+            "timestamp exactly 300 s old",
+            signed_as(good_body.clone(), NOW - 300, PUB_KEY_ID, wechatpay_key()),
+            O::Stale,
+        ),
+        case(
+            "timestamp exactly 300 s ahead",
+            signed_as(good_body.clone(), NOW + 300, PUB_KEY_ID, wechatpay_key()),
+            O::Stale,
+        ),
         case(
             "unknown serial",
             signed_as(
@@ -593,6 +605,22 @@ async fn forged_and_broken_notifications_change_nothing(db: &TestDb) {
         .unwrap()
         .unwrap();
     assert_eq!(a_now.state, TradeState::NotPay);
+
+    // Just inside the window: the genuine notification signed 299 s ago
+    // pays A (the same bytes refused above at 300 s).
+    let (status, reply) = oneshot_json(
+        &app,
+        signed_as(good_body.clone(), NOW - 299, PUB_KEY_ID, wechatpay_key()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "299 s old: {reply:?}");
+    let a_now = db
+        .store
+        .get_order(&a.combine_out_trade_no)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a_now.state, TradeState::Success);
 }
 
 fn base64_encode(bytes: &[u8]) -> String {

@@ -154,8 +154,9 @@ pub async fn v3_entry(
         let faults = st
             .faults
             .effective(Some(&caller.merchant.creds.mchid), order_no.as_deref());
-        match st.faults.api_call(&faults) {
+        match st.faults.api_call(&faults, endpoint.label()) {
             ApiFault::Error => return Err(ApiError::system("系统繁忙，请稍后重试")),
+            ApiFault::FrequencyLimited => return Err(ApiError::frequency_limited()),
             ApiFault::Timeout(ms) => hold = Some(ms),
             ApiFault::None => {}
         }
@@ -243,6 +244,10 @@ pub fn error_response(
     resp.body(Body::from(body)).unwrap_or_default()
 }
 
+/// `GET /v3/certificates`' 404 `RESOURCE_NOT_EXISTS` message for a merchant
+/// on the WeChat Pay public key, as the real service words it.
+pub const NO_PLATFORM_CERTIFICATES_MESSAGE: &str = "无可用的平台证书，请在商户平台-API安全申请使用微信支付公钥。可查看指引https://pay.weixin.qq.com/docs/merchant/products/platform-certificate/wxp-pub-key-guide.html";
+
 /// `GET /v3/certificates`: the valid platform certificates, each encrypted
 /// with the APIv3 key.
 fn certificates(st: &SimState, caller: &Caller) -> Result<Reply, ApiError> {
@@ -251,7 +256,7 @@ fn certificates(st: &SimState, caller: &Caller) -> Result<Reply, ApiError> {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "RESOURCE_NOT_EXISTS",
-            "商户未使用平台证书，请使用微信支付公钥验签",
+            NO_PLATFORM_CERTIFICATES_MESSAGE,
         ));
     }
     let now = st.clock.now();

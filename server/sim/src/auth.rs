@@ -4,13 +4,17 @@
 use super::credentials::Merchant;
 use super::error::ApiError;
 use super::SimState;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use wxpay_combine_core::apiv3::{
     generate_nonce, request_message, response_message, timestamp_skew, Authorization, Clock,
     MAX_REQUEST_SKEW_SECS, SIGNATURE_TYPE,
 };
+
+/// 401 `SIGN_ERROR`'s message when `serial_no` is not the merchant's API
+/// certificate serial, as the real service words it.
+pub const WRONG_SERIAL_MESSAGE: &str = "商户证书序列号有误。";
 
 /// An authenticated merchant request.
 #[derive(Debug, Clone)]
@@ -100,11 +104,14 @@ pub fn authenticate(
         .serial_no
         .eq_ignore_ascii_case(&merchant.creds.serial_no)
     {
-        return Err(ApiError::sign_error(
-            "serial_no",
-            "serial_no is not the merchant's API certificate serial",
-            no_info(),
-        ));
+        // The real service's own words for a serial that is not the
+        // merchant's API certificate (observed: no `detail`).
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "SIGN_ERROR",
+            WRONG_SERIAL_MESSAGE,
+        )
+        .with_internal(268_443_699));
     }
     let (ts, skew) = timestamp_skew(st.clock.now(), &auth.timestamp).ok_or_else(|| {
         ApiError::sign_error("timestamp", "timestamp must be Unix seconds", no_info())

@@ -2,6 +2,8 @@
  * Load it with <script src="http://SIM/sim/bridge.js"></script>.
  * Query flags: delay=MS (default 300) before WeixinJSBridgeReady fires;
  * tamper=1 alters paySign before confirming (the simulator answers :fail).
+ * The page's URL goes with the request: a page outside the merchant's
+ * registered pay directories gets :fail with 当前页面的URL未注册.
  * The cashier buttons have ids wxsim-pay and wxsim-cancel. */
 (function () {
   'use strict';
@@ -79,14 +81,21 @@
   function getBrandWCPayRequest(params, cb) {
     var p = {};
     Object.keys(params || {}).forEach(function (k) { p[k] = params[k]; });
-    fetch(origin + '/sim/cashier/order?package=' + encodeURIComponent(p['package'] || ''))
+    // WeChat knows the paying page: the cashier checks it against the
+    // merchant's registered pay directories.
+    var page = window.location.href;
+    fetch(origin + '/sim/cashier/order?package=' + encodeURIComponent(p['package'] || '') +
+      '&page_url=' + encodeURIComponent(page))
       .then(function (r) { return r.json(); })
       .catch(function () { return { error: 'simulator unreachable' }; })
       .then(function (info) {
+        // Refused before the cashier opens (当前页面的URL未注册).
+        if (info && info.refused) { cb(info.refused); return; }
         showCashier(info, function (action) {
           var body = {};
           Object.keys(p).forEach(function (k) { body[k] = p[k]; });
           body.action = action;
+          body.page_url = page;
           if (action === 'pay' && (tamperFlag || info.tamper_pay_sign)) { body.paySign = tamper(body.paySign); }
           fetch(origin + '/sim/cashier/confirm', {
             method: 'POST',

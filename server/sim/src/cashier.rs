@@ -18,6 +18,38 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use wxpay_combine_core::apiv3::{Clock, JsapiPayParams};
 
+/// What WeChat says when the paying page is not under a registered pay
+/// directory (支付授权目录).
+pub const URL_NOT_REGISTERED: &str = "当前页面的URL未注册";
+
+/// The pay-directory check: `None` when `page_url` may pay for `merchant`.
+/// Without registered directories, or without a page (a payer driven by
+/// code), nothing is checked.
+fn page_refusal(merchant: &Merchant, page_url: Option<&str>) -> Option<CashierOutcome> {
+    let page = page_url?;
+    let dirs = merchant
+        .pay_directories
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if dirs.is_empty() {
+        return None;
+    }
+    let mut why = Vec::new();
+    for d in &dirs {
+        match wxpay_combine_core::paydir::check(d, page) {
+            Ok(_) => return None,
+            Err(e) => why.push(e.explain()),
+        }
+    }
+    // The page URL may carry an order number in its query: log the directory only.
+    let dir = url::Url::parse(page)
+        .map(|u| wxpay_combine_core::paydir::page_directory(&u))
+        .unwrap_or_default();
+    tracing::info!(mchid = %merchant.creds.mchid, page_directory = %dir, registered = ?dirs, why = %why.join(" | "), "cashier refused: page outside the registered pay directories");
+    Some(CashierOutcome::url_not_registered())
+}
+
 /// The bridge script.
 pub const BRIDGE_JS: &str = include_str!("bridge.js");
 
@@ -59,6 +91,10 @@ impl CashierOutcome {
             err_msg: "get_brand_wcpay_request:fail".into(),
             err_desc: Some(why.into()),
         }
+    }
+    /// WeChat's refusal of a page outside the registered pay directories.
+    pub fn url_not_registered() -> Self {
+        Self::fail(URL_NOT_REGISTERED)
     }
     /// Whether the payment went through.
     pub fn is_ok(&self) -> bool {
@@ -105,6 +141,10 @@ pub async fn order_preview(
     else {
         return not_found("订单不存在");
     };
+    // WeChat checks the page before the cashier opens.
+    if let Some(refused) = page_refusal(m, q.get("page_url").map(String::as_str)) {
+        return Json(json!({ "refused": refused })).into_response();
+    }
     let faults = st
         .faults
         .effective(Some(&p.combine_mchid), Some(&p.combine_out_trade_no));
@@ -123,11 +163,31 @@ pub async fn confirm_http(
     State(st): State<Arc<SimState>>,
     Json(mut body): Json<Value>,
 ) -> Response {
+    let page_url = body
+        .as_object_mut()
+        .and_then(|o| o.remove("page_url"))
+        .and_then(|v| v.as_str().map(str::to_string));
     let outcome = match parse_confirm(&mut body) {
-        Ok((params, action, bank)) => confirm(&st, &params, action, bank.as_deref()).await,
+        Ok((params, action, bank)) => {
+            match page_check(&st, &params, page_url.as_deref()).await {
+                Some(refused) => refused,
+                None => confirm(&st, &params, action, bank.as_deref()).await,
+            }
+        }
         Err(why) => CashierOutcome::fail(why),
     };
     Json(outcome).into_response()
+}
+
+/// The pay-directory check of a confirm sent from a page.
+async fn page_check(
+    st: &SimState,
+    params: &JsapiPayParams,
+    page_url: Option<&str>,
+) -> Option<CashierOutcome> {
+    let prepay_id = params.prepay_id()?;
+    let p = st.db.prepay(prepay_id).await.ok()??;
+    page_refusal(st.merchant(&p.combine_mchid)?, page_url)
 }
 
 fn parse_confirm(

@@ -10,6 +10,7 @@
 //! mode = "both"                 # public_key | certificate | both
 //! certificate_rotation = true   # two platform certificates valid at once
 //! sub_mchids = ["1900000110", "1900000111", "1900000112"]
+//! pay_directories = ["https://shop.example.com/pay/"]
 //! ```
 
 use super::error::SimError;
@@ -90,6 +91,10 @@ pub struct MerchantConfig {
     /// Merchant API certificate serial; taken from the certificate when
     /// `merchant_public_key` is one.
     pub serial_no: Option<String>,
+    /// Registered pay directories (支付授权目录, at most 5): the cashier
+    /// refuses a page outside them with 当前页面的URL未注册. Left out: pages
+    /// are not checked.
+    pub pay_directories: Option<Vec<String>>,
 }
 
 impl SimConfig {
@@ -124,6 +129,10 @@ impl SimConfig {
                     )));
                 }
             }
+            if let Some(dirs) = &m.pay_directories {
+                check_pay_directories(dirs)
+                    .map_err(|e| SimError::Config(format!("merchant {}: {e}", m.mchid)))?;
+            }
             if let Some(p) = &m.merchant_public_key {
                 if p.is_relative() {
                     m.merchant_public_key = Some(base.join(p));
@@ -132,6 +141,22 @@ impl SimConfig {
         }
         Ok(cfg)
     }
+}
+
+/// The merchant platform's rules for registered pay directories: at most
+/// five, each an http(s) directory ending with `/`.
+pub fn check_pay_directories(dirs: &[String]) -> Result<(), String> {
+    if dirs.len() > 5 {
+        return Err(format!(
+            "pay_directories lists {} directories; the merchant platform registers at most 5",
+            dirs.len()
+        ));
+    }
+    for d in dirs {
+        wxpay_combine_core::paydir::parse_registered(d)
+            .map_err(|e| format!("pay_directories: {e}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -154,5 +179,8 @@ mod tests {
         assert_eq!(cfg.merchants[0].mode, Some(KeyMode::Both));
         assert!(cfg.merchants[0].certificate_rotation);
         assert!(toml::from_str::<SimConfig>("[[merchant]]\nmchid=\"1\"\nmod=\"both\"").is_err());
+        assert!(check_pay_directories(&["https://shop.test/pay/".into()]).is_ok());
+        assert!(check_pay_directories(&["https://shop.test/pay/index.html".into()]).is_err());
+        assert!(check_pay_directories(&vec!["https://shop.test/".to_string(); 6]).is_err());
     }
 }

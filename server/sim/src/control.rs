@@ -87,6 +87,7 @@ const CONTROL_FIELDS: &[&str] = &[
     "clock_offset_secs",
     "set_user_paying",
     "refund",
+    "pay_directories",
 ];
 
 fn refuse(msg: impl Into<String>) -> SimError {
@@ -175,6 +176,14 @@ pub async fn apply(st: &SimState, body: &Value) -> Result<ControlState, SimError
         }
         st.db.set_order_state(&owner, no, to, None).await?;
     }
+    if let Some(v) = obj.get("pay_directories") {
+        let dirs: Vec<String> = match v {
+            Value::Null => Vec::new(),
+            v => serde_json::from_value(v.clone())
+                .map_err(|_| refuse("pay_directories must be a list of URLs or null"))?,
+        };
+        set_pay_directories(st, &owner, dirs)?;
+    }
     if let Some(r) = obj.get("refund") {
         let no = order_no
             .as_deref()
@@ -231,6 +240,18 @@ async fn refund(st: &SimState, owner: &str, no: &str, r: &Value) -> Result<(), S
             now,
         )
         .await?;
+    Ok(())
+}
+
+/// Replaces a merchant's registered pay directories (empty: no check).
+pub fn set_pay_directories(st: &SimState, mchid: &str, dirs: Vec<String>) -> Result<(), SimError> {
+    super::config::check_pay_directories(&dirs).map_err(refuse)?;
+    let m = st
+        .merchant(mchid)
+        .ok_or_else(|| refuse(format!("no initiating merchant {mchid}")))?;
+    *m.pay_directories
+        .write()
+        .unwrap_or_else(|e| e.into_inner()) = dirs;
     Ok(())
 }
 

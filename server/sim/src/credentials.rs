@@ -192,6 +192,9 @@ pub struct Merchant {
     /// Whether it may initiate combined orders (a configured merchant);
     /// sub-merchants may only refund and fetch bills.
     pub initiator: bool,
+    /// Registered pay directories (支付授权目录); empty: pages are not
+    /// checked. Set from the configuration, `/sim/control` or the handle.
+    pub pay_directories: std::sync::RwLock<Vec<String>>,
 }
 
 impl Merchant {
@@ -349,6 +352,11 @@ pub fn establish(
         private_key,
         platform,
         initiator: true,
+        pay_directories: std::sync::RwLock::new(
+            config
+                .and_then(|c| c.pay_directories.clone())
+                .unwrap_or_default(),
+        ),
     })
 }
 

@@ -145,6 +145,16 @@ impl ApiError {
             .with_internal(268_435_457)
     }
 
+    /// 429 `FREQUENCY_LIMITED`, unprocessed.
+    pub(crate) fn frequency_limited() -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "FREQUENCY_LIMITED",
+            "频率超限，请降低请求接口频率",
+        )
+        .with_internal(268_435_458)
+    }
+
     /// The JSON body.
     pub fn body(&self) -> Vec<u8> {
         let mut v = json!({"code": self.code, "message": self.message});

@@ -6,9 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 use wxpay_combine_core::refund::RefundStatus;
 
 /// The faults in force. Every field is optional so scopes can layer: an
@@ -66,6 +66,67 @@ pub struct Faults {
     /// `time_scale`); default 60.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund_delay_secs: Option<u64>,
+    /// Refusals per API, keyed by the request-log label (`prepay`, `query`,
+    /// `close`, `certificates`, `tradebill`, `billdownload`, `refund`,
+    /// `refund_query`): every call to that API is refused, unprocessed,
+    /// or only the next `calls` ones. Layers as a whole (an order's map
+    /// replaces its merchant's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_faults: Option<BTreeMap<String, EndpointFault>>,
+}
+
+/// The APIs `api_faults` can name (the request log's labels).
+pub const FAULT_ENDPOINTS: &[&str] = &[
+    "prepay",
+    "query",
+    "close",
+    "certificates",
+    "tradebill",
+    "billdownload",
+    "refund",
+    "refund_query",
+];
+
+/// The refusal an `api_faults` entry answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FaultCode {
+    /// 429 `FREQUENCY_LIMITED` (频率超限).
+    FrequencyLimited,
+    /// 500 `SYSTEM_ERROR` (系统繁忙).
+    SystemError,
+}
+
+/// One API's refusal: a bare code (`"FREQUENCY_LIMITED"`: every call) or
+/// `{"code": …, "calls": N}` (the next N calls, counted from the control
+/// request that set any fault).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EndpointFault {
+    /// Every call.
+    Always(FaultCode),
+    /// The next `calls` calls, or every call without `calls`.
+    Counted {
+        /// The refusal.
+        code: FaultCode,
+        /// How many calls to refuse.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        calls: Option<u64>,
+    },
+}
+
+impl EndpointFault {
+    fn code(self) -> FaultCode {
+        match self {
+            Self::Always(c) | Self::Counted { code: c, .. } => c,
+        }
+    }
+    fn calls(self) -> Option<u64> {
+        match self {
+            Self::Always(_) => None,
+            Self::Counted { calls, .. } => calls,
+        }
+    }
 }
 
 /// The field names, for checking control requests.
@@ -84,6 +145,7 @@ pub const FAULT_FIELDS: &[&str] = &[
     "refund_frequency_limited",
     "refund_outcome",
     "refund_delay_secs",
+    "api_faults",
 ];
 
 impl Faults {
@@ -111,6 +173,10 @@ impl Faults {
                 .or(self.refund_frequency_limited),
             refund_outcome: over.refund_outcome.or(self.refund_outcome),
             refund_delay_secs: over.refund_delay_secs.or(self.refund_delay_secs),
+            api_faults: over
+                .api_faults
+                .clone()
+                .or_else(|| self.api_faults.clone()),
         }
     }
 
@@ -136,6 +202,17 @@ impl Faults {
         {
             if !(0.0..=1.0).contains(&share) {
                 return Err(format!("a share must be between 0 and 1, got {share}"));
+            }
+        }
+        for (api, f) in out.api_faults.iter().flatten() {
+            if !FAULT_ENDPOINTS.contains(&api.as_str()) {
+                return Err(format!(
+                    "api_faults: unknown API {api:?} (one of {})",
+                    FAULT_ENDPOINTS.join(", ")
+                ));
+            }
+            if f.calls() == Some(0) {
+                return Err(format!("api_faults.{api}.calls must be at least 1"));
             }
         }
         if out.refund_outcome == Some(RefundStatus::Processing) {
@@ -215,6 +292,8 @@ pub enum ApiFault {
     None,
     /// 500 `SYSTEM_ERROR` without processing.
     Error,
+    /// 429 `FREQUENCY_LIMITED` without processing.
+    FrequencyLimited,
     /// Process, then hold the answer this many milliseconds.
     Timeout(u64),
 }
@@ -225,11 +304,18 @@ pub struct FaultBook {
     scopes: RwLock<HashMap<FaultScope, Faults>>,
     error_calls: AtomicU64,
     timeout_calls: AtomicU64,
+    /// Calls refused so far per API under a counted `api_faults` entry;
+    /// reset whenever faults are set.
+    endpoint_hits: Mutex<HashMap<String, u64>>,
 }
 
 impl FaultBook {
     /// Replaces one scope's faults; returns the stored value.
     pub fn set(&self, scope: FaultScope, faults: Faults) {
+        self.endpoint_hits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let mut map = self.scopes.write().unwrap_or_else(|e| e.into_inner());
         if faults.is_empty() {
             map.remove(&scope);
@@ -281,8 +367,28 @@ impl FaultBook {
         f
     }
 
-    /// Decides the fate of one API call.
-    pub fn api_call(&self, faults: &Faults) -> ApiFault {
+    /// Decides the fate of one call to `endpoint` (a request-log label).
+    pub fn api_call(&self, faults: &Faults, endpoint: &str) -> ApiFault {
+        if let Some(f) = faults.api_faults.as_ref().and_then(|m| m.get(endpoint)) {
+            let hit = match f.calls() {
+                None => true,
+                Some(n) => {
+                    let mut hits = self
+                        .endpoint_hits
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    let done = hits.entry(endpoint.to_string()).or_default();
+                    *done += 1;
+                    *done <= n
+                }
+            };
+            if hit {
+                return match f.code() {
+                    FaultCode::FrequencyLimited => ApiFault::FrequencyLimited,
+                    FaultCode::SystemError => ApiFault::Error,
+                };
+            }
+        }
         if let Some(share) = faults.api_error_share.filter(|s| *s > 0.0) {
             if take_turn(&self.error_calls, share) {
                 return ApiFault::Error;
@@ -350,6 +456,45 @@ mod tests {
         assert!(f
             .patch(json!({"api_error_share": 2.0}).as_object().unwrap())
             .is_err());
+    }
+
+    #[test]
+    fn api_faults_are_per_api_and_counted() {
+        let book = FaultBook::default();
+        let f = Faults::default()
+            .patch(
+                json!({"api_faults": {
+                    "prepay": "FREQUENCY_LIMITED",
+                    "query": {"code": "SYSTEM_ERROR", "calls": 2},
+                }})
+                .as_object()
+                .unwrap(),
+            )
+            .unwrap();
+        book.set(FaultScope::Global, f.clone());
+        let f = book.effective(None, None);
+        assert_eq!(book.api_call(&f, "close"), ApiFault::None);
+        for _ in 0..3 {
+            assert_eq!(book.api_call(&f, "prepay"), ApiFault::FrequencyLimited);
+        }
+        assert_eq!(book.api_call(&f, "query"), ApiFault::Error);
+        assert_eq!(book.api_call(&f, "query"), ApiFault::Error);
+        assert_eq!(book.api_call(&f, "query"), ApiFault::None);
+        // Setting faults again restarts the count.
+        book.set(FaultScope::Global, f.clone());
+        assert_eq!(book.api_call(&f, "query"), ApiFault::Error);
+        for bad in [
+            json!({"pay": "SYSTEM_ERROR"}),
+            json!({"query": "TIMEOUT"}),
+            json!({"query": {"code": "SYSTEM_ERROR", "calls": 0}}),
+        ] {
+            assert!(
+                Faults::default()
+                    .patch(json!({ "api_faults": bad }).as_object().unwrap())
+                    .is_err(),
+                "{bad} accepted"
+            );
+        }
     }
 
     #[test]

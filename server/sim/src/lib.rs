@@ -44,7 +44,7 @@ pub use config::{KeyMode, MerchantConfig, SimConfig};
 pub use control::{ControlState, NotificationLog, NotificationSummary, ScopedFaults, SimStats};
 pub use credentials::{MerchantCredentials, MerchantEntry};
 pub use error::SimError;
-pub use faults::{FaultScope, Faults};
+pub use faults::{EndpointFault, FaultCode, FaultScope, Faults};
 pub use notify::RETRY_SCHEDULE_SECS;
 pub use state::{ApiCallRecord, NotificationAttempt};
 
@@ -447,6 +447,14 @@ impl SimHandle {
             .map_err(SimError::Control)?;
         let _guard = self.st.write_lock.lock().await;
         control::set_faults_locked(&self.st, scope, checked).await
+    }
+
+    /// Registers a merchant's pay directories (支付授权目录); the cashier
+    /// then refuses pages outside them with 当前页面的URL未注册. Empty: no
+    /// check. Kept in memory (the configuration file's `pay_directories`
+    /// are applied at every start).
+    pub fn set_pay_directories(&self, mchid: &str, dirs: Vec<String>) -> Result<(), SimError> {
+        control::set_pay_directories(&self.st, mchid, dirs)
     }
 
     /// Shifts the simulator's clock (expiries, signatures, timestamps).

@@ -49,11 +49,18 @@ pub fn encode_path_segment(s: &str) -> String {
 
 /// Whether a call may be sent again after a failure that leaves its effect
 /// unknown (timeout, 5xx, 429).
+///
+/// `Safe` calls are retried on a transport error, a 5xx or a 429
+/// `FREQUENCY_LIMITED`, up to [`ClientOptions::max_attempts`], each wait
+/// doubling from [`ClientOptions::backoff_base`] with jitter (a 5xx also
+/// fails over to the backup host); a 4xx other than 429 is final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Repeat {
-    /// Idempotent: query, prepay with an identical body, close.
+    /// Idempotent: query, prepay with an identical body, close, a refund
+    /// with the same `out_refund_no`, bill requests.
     Safe,
-    /// Sent at most once; only a connection that never opened is retried.
+    /// Sent at most once, whatever the answer (a 429 or a 5xx included);
+    /// only a connection that never opened is retried.
     Once,
 }
 

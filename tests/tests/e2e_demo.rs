@@ -134,7 +134,11 @@ fn e2e_page_outside_the_pay_directory_is_refused() {
         // The merchant platform now registers another directory of the
         // same site: the shop at /pay/ lies outside it.
         let elsewhere = ctx.page.replacen("/pay/", "/shop/", 1);
-        ensure!(elsewhere != ctx.page, "the page is not under /pay/: {}", ctx.page);
+        ensure!(
+            elsewhere != ctx.page,
+            "the page is not under /pay/: {}",
+            ctx.page
+        );
         ctx.sim_control(json!({ "pay_directories": [elsewhere] }))
             .await?;
         ctx.fill_cart().await?;

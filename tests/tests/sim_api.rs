@@ -905,10 +905,7 @@ async fn per_api_faults_refuse_only_that_api() {
     assert_ne!(r.status, 429);
     assert_ne!(r.status, 500);
     // Refused calls were not processed: the order does not exist.
-    t.sim
-        .control(json!({"api_faults": null}))
-        .await
-        .unwrap();
+    t.sim.control(json!({"api_faults": null})).await.unwrap();
     assert_eq!(c.query(&no).await.status, 404);
 
     // Counted: only the next two prepay calls are refused.

@@ -265,7 +265,8 @@ async fn pages_outside_the_registered_pay_directory_are_refused() {
                 .unwrap()
         }
     };
-    let refused = json!({"err_msg": "get_brand_wcpay_request:fail", "err_desc": "当前页面的URL未注册"});
+    let refused =
+        json!({"err_msg": "get_brand_wcpay_request:fail", "err_desc": "当前页面的URL未注册"});
     t.sim
         .set_pay_directories(&t.creds().mchid, vec!["https://shop.test/pay/".into()])
         .unwrap();
@@ -278,7 +279,10 @@ async fn pages_outside_the_registered_pay_directory_are_refused() {
     ] {
         assert_eq!(preview(page).await["refused"], refused, "{page}");
     }
-    assert_eq!(confirm("https://shop.test/pay/sub/index.html").await, refused);
+    assert_eq!(
+        confirm("https://shop.test/pay/sub/index.html").await,
+        refused
+    );
     assert_eq!(
         c.query(&no).await.json()["sub_orders"][0]["trade_state"],
         "NOTPAY"

@@ -101,7 +101,9 @@ impl WebhookReceiver {
                     let mut chunk = [0u8; 4096];
                     // Headers, then Content-Length bytes of body.
                     loop {
-                        let Ok(n) = s.read(&mut chunk).await else { return };
+                        let Ok(n) = s.read(&mut chunk).await else {
+                            return;
+                        };
                         if n == 0 {
                             return;
                         }
@@ -271,7 +273,9 @@ async fn full_flow_logs_hold_no_secret(format: &str) {
     // A wrong token is refused, and not logged either.
     let wrong_token = format!("wrong{}", wxpay_combine::apiv3::generate_nonce());
     let r = http
-        .get(format!("http://{internal_addr}/internal/combine-orders/{link_no}"))
+        .get(format!(
+            "http://{internal_addr}/internal/combine-orders/{link_no}"
+        ))
         .bearer_auth(&wrong_token)
         .send()
         .await

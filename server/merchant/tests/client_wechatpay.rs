@@ -697,7 +697,11 @@ async fn downloads_are_signed_and_only_go_to_api_hosts() {
 
 /// A client of the simulator's primary merchant (public-key mode), with a
 /// measurable backoff.
-async fn sim_client() -> (wxpay_combine_sim::SimHandle, WechatPayClient, std::path::PathBuf) {
+async fn sim_client() -> (
+    wxpay_combine_sim::SimHandle,
+    WechatPayClient,
+    std::path::PathBuf,
+) {
     let dir = std::env::temp_dir().join(format!(
         "wxpay-client-faults-{}-{}",
         std::process::id(),
@@ -734,9 +738,11 @@ async fn against_the_simulator_429_and_500_are_retried_with_backoff_only_when_sa
     let (sim, c, dir) = sim_client().await;
 
     // Safe (query): two 429s, then the real answer, after backing off.
-    sim.control(serde_json::json!({"api_faults": {"query": {"code": "FREQUENCY_LIMITED", "calls": 2}}}))
-        .await
-        .unwrap();
+    sim.control(
+        serde_json::json!({"api_faults": {"query": {"code": "FREQUENCY_LIMITED", "calls": 2}}}),
+    )
+    .await
+    .unwrap();
     let started = std::time::Instant::now();
     let e = c.query("NOSUCHORDER429").await.unwrap_err();
     assert_eq!(e.code(), Some("ORDER_NOT_EXIST"), "{e}");

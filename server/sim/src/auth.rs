@@ -106,12 +106,10 @@ pub fn authenticate(
     {
         // The real service's own words for a serial that is not the
         // merchant's API certificate (observed: no `detail`).
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "SIGN_ERROR",
-            WRONG_SERIAL_MESSAGE,
-        )
-        .with_internal(268_443_699));
+        return Err(
+            ApiError::new(StatusCode::UNAUTHORIZED, "SIGN_ERROR", WRONG_SERIAL_MESSAGE)
+                .with_internal(268_443_699),
+        );
     }
     let (ts, skew) = timestamp_skew(st.clock.now(), &auth.timestamp).ok_or_else(|| {
         ApiError::sign_error("timestamp", "timestamp must be Unix seconds", no_info())

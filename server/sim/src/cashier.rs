@@ -168,12 +168,10 @@ pub async fn confirm_http(
         .and_then(|o| o.remove("page_url"))
         .and_then(|v| v.as_str().map(str::to_string));
     let outcome = match parse_confirm(&mut body) {
-        Ok((params, action, bank)) => {
-            match page_check(&st, &params, page_url.as_deref()).await {
-                Some(refused) => refused,
-                None => confirm(&st, &params, action, bank.as_deref()).await,
-            }
-        }
+        Ok((params, action, bank)) => match page_check(&st, &params, page_url.as_deref()).await {
+            Some(refused) => refused,
+            None => confirm(&st, &params, action, bank.as_deref()).await,
+        },
         Err(why) => CashierOutcome::fail(why),
     };
     Json(outcome).into_response()

@@ -249,9 +249,7 @@ pub fn set_pay_directories(st: &SimState, mchid: &str, dirs: Vec<String>) -> Res
     let m = st
         .merchant(mchid)
         .ok_or_else(|| refuse(format!("no initiating merchant {mchid}")))?;
-    *m.pay_directories
-        .write()
-        .unwrap_or_else(|e| e.into_inner()) = dirs;
+    *m.pay_directories.write().unwrap_or_else(|e| e.into_inner()) = dirs;
     Ok(())
 }
 

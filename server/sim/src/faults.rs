@@ -173,10 +173,7 @@ impl Faults {
                 .or(self.refund_frequency_limited),
             refund_outcome: over.refund_outcome.or(self.refund_outcome),
             refund_delay_secs: over.refund_delay_secs.or(self.refund_delay_secs),
-            api_faults: over
-                .api_faults
-                .clone()
-                .or_else(|| self.api_faults.clone()),
+            api_faults: over.api_faults.clone().or_else(|| self.api_faults.clone()),
         }
     }
 
@@ -373,10 +370,7 @@ impl FaultBook {
             let hit = match f.calls() {
                 None => true,
                 Some(n) => {
-                    let mut hits = self
-                        .endpoint_hits
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner());
+                    let mut hits = self.endpoint_hits.lock().unwrap_or_else(|e| e.into_inner());
                     let done = hits.entry(endpoint.to_string()).or_default();
                     *done += 1;
                     *done <= n

@@ -131,6 +131,53 @@ async fn prepay_field_rules_table() {
             Some("/sub_orders/0/amount/total_amount"),
         ),
         (
+            "currency missing",
+            Box::new(|b| {
+                b["sub_orders"][0]["amount"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("currency");
+            }),
+            400,
+            "PARAM_ERROR",
+            Some("/sub_orders/0/amount/currency"),
+        ),
+        (
+            "unknown top-level field",
+            Box::new(|b| b["payer_client_ip"] = json!("127.0.0.1")),
+            400,
+            "PARAM_ERROR",
+            Some("/payer_client_ip"),
+        ),
+        (
+            "unknown sub-order field (partner-only sub_mchid)",
+            Box::new(|b| b["sub_orders"][1]["sub_mchid"] = json!("1900000109")),
+            400,
+            "PARAM_ERROR",
+            Some("/sub_orders/1/sub_mchid"),
+        ),
+        (
+            "unknown scene_info field",
+            Box::new(|b| b["scene_info"]["store_info"] = json!({"id": "1"})),
+            400,
+            "PARAM_ERROR",
+            Some("/scene_info/store_info"),
+        ),
+        (
+            "combine_out_trade_no with @ (old rule)",
+            Box::new(|b| b["combine_out_trade_no"] = json!("V1a@b2c3")),
+            400,
+            "PARAM_ERROR",
+            Some("/combine_out_trade_no"),
+        ),
+        (
+            "combine_out_trade_no of 5 characters",
+            Box::new(|b| b["combine_out_trade_no"] = json!("C1234")),
+            400,
+            "PARAM_ERROR",
+            Some("/combine_out_trade_no"),
+        ),
+        (
             "currency USD",
             Box::new(|b| b["sub_orders"][0]["amount"]["currency"] = json!("USD")),
             400,
@@ -353,13 +400,7 @@ async fn prepay_field_rules_table() {
 
     // Every documented variant is accepted.
     let variants: Vec<Mutate> = vec![
-        Box::new(|b| b["combine_out_trade_no"] = json!("V1|a*b-c_d@e")),
-        Box::new(|b| {
-            b["sub_orders"][0]["amount"]
-                .as_object_mut()
-                .unwrap()
-                .remove("currency");
-        }),
+        Box::new(|b| b["combine_out_trade_no"] = json!("V1|a*b-c_de")),
         Box::new(|b| {
             b.as_object_mut().unwrap().remove("scene_info");
         }),
@@ -386,9 +427,9 @@ async fn prepay_field_rules_table() {
     );
     assert_eq!(stats.api_calls["prepay"] as usize, total + 1 + n_variants);
     // The order number with | and * is queried URL-encoded.
-    let q = c.query("V1%7Ca*b-c_d@e").await;
+    let q = c.query("V1%7Ca*b-c_de").await;
     assert_eq!(q.status, 200, "{}", q.text());
-    assert_eq!(q.json()["combine_out_trade_no"], "V1|a*b-c_d@e");
+    assert_eq!(q.json()["combine_out_trade_no"], "V1|a*b-c_de");
     t.sim.shutdown().await;
 }
 
@@ -425,6 +466,34 @@ async fn prepay_reentry_mismatch_paid_and_closed() {
         .contains("参数与首次请求时不一致"));
     assert!(r.header("request-id").unwrap().ends_with("-268498688"));
     assert_eq!(t.sim.prepay_calls(&no).await.unwrap(), 3);
+
+    // time_expire can only be set on the first prepay: adding or changing
+    // it on a repeat is refused naming the field, and the order keeps its
+    // prepay_id.
+    for te in ["2099-01-01T00:00:00+08:00", "2099-01-02T00:00:00+08:00"] {
+        let mut later = body.clone();
+        later["time_expire"] = json!(te);
+        let r = c.prepay(&later).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (400, "INVALID_REQUEST"),
+            "{}",
+            r.text()
+        );
+        assert_eq!(r.json()["detail"]["field"], "/time_expire");
+        assert!(r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("time_expire"));
+    }
+    let no_te = unique("R");
+    let mut with_te = prepay_body(t.creds(), &no_te, NOTIFY);
+    with_te["time_expire"] = json!("2099-01-01T00:00:00+08:00");
+    let pid = c.prepay(&with_te).await.json()["prepay_id"].clone();
+    assert_eq!(c.prepay(&with_te).await.json()["prepay_id"], pid);
+    with_te["time_expire"] = json!("2099-01-01T00:00:01+08:00");
+    assert_eq!(c.prepay(&with_te).await.code(), "INVALID_REQUEST");
+    assert_eq!(c.prepay(&body).await.json()["prepay_id"], first.as_str());
 
     // A sub-order number cannot be reused by another combined order.
     let mut other = prepay_body(t.creds(), &unique("R"), NOTIFY);

@@ -234,6 +234,16 @@ pub async fn prepay(st: &SimState, caller: &Caller, body: &[u8]) -> Result<Reply
             _ => {}
         }
         let first: Value = serde_json::from_str(&existing.request_json).unwrap_or(Value::Null);
+        // time_expire "can only be set on the first order and cannot be
+        // changed" (reference §2.1); no code is documented for it, so the
+        // simulator answers INVALID_REQUEST naming the field.
+        if first.get("time_expire") != value.get("time_expire") {
+            return Err(ApiError::invalid_request(
+                "订单失效时间time_expire只能在首次下单时设置，不能修改；如需修改请使用新的商户订单号重新下单",
+            )
+            .with_detail(json!({"field": "/time_expire", "location": "body"}))
+            .with_internal(268_498_688));
+        }
         if first != value {
             return Err(
                 ApiError::invalid_request("请求重入时，参数与首次请求时不一致")

@@ -1,7 +1,9 @@
 //! Field rules of the combined JSAPI prepay and close bodies (reference §2,
-//! §6). Where documents disagree the union is accepted (e.g.
-//! `combine_out_trade_no` 1–32 characters, `@` allowed; notify_url up to
-//! 256). Lengths count characters.
+//! §6), as the current merchant documentation states them: order numbers
+//! 6–32 of `[0-9A-Za-z_-|*]`, `amount.currency` required, and a field the
+//! direct-merchant API does not define is refused (`PARAM_ERROR` naming it),
+//! as the real service does. notify_url may be up to 256 characters (the
+//! older limit). Lengths count characters.
 
 use super::clock;
 use super::error::ApiError;
@@ -92,13 +94,46 @@ fn opt_string(
 
 fn trade_no(s: &str, ptr: &str) -> Result<(), ApiError> {
     if s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"_-|*@".contains(&b))
+        .all(|b| b.is_ascii_alphanumeric() || b"_-|*".contains(&b))
     {
         Ok(())
     } else {
-        Err(ApiError::param(ptr, "只能是数字、大小写字母或_-|*@"))
+        Err(ApiError::param(ptr, "只能是数字、大小写字母或_-|*"))
     }
 }
+
+/// Refuses the first field of `o` not in `known` (the real service does not
+/// ignore unknown fields: a misspelt optional field would otherwise pass
+/// silently here and fail in production).
+fn only_known(o: &Map<String, Value>, ptr: &str, known: &[&str]) -> Result<(), ApiError> {
+    match o.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::param(&format!("{ptr}/{k}"), "未定义的字段")),
+        None => Ok(()),
+    }
+}
+
+const PREPAY_FIELDS: &[&str] = &[
+    "combine_appid",
+    "combine_mchid",
+    "combine_out_trade_no",
+    "scene_info",
+    "sub_orders",
+    "combine_payer_info",
+    "time_start",
+    "time_expire",
+    "notify_url",
+    "limit_pay",
+];
+const SUB_ORDER_FIELDS: &[&str] = &[
+    "mchid",
+    "attach",
+    "amount",
+    "out_trade_no",
+    "description",
+    "detail",
+    "goods_tag",
+    "settle_info",
+];
 
 fn check_time(o: &Map<String, Value>, key: &str, ptr: &str) -> Result<Option<i64>, ApiError> {
     match opt_string(o, key, ptr, 64)? {
@@ -150,14 +185,16 @@ fn notify_url(o: &Map<String, Value>) -> Result<String, ApiError> {
 pub fn prepay(body: &Value, now: i64) -> Result<PrepayRequest, ApiError> {
     no_four_byte_chars(body, "")?;
     let o = as_object(body, "")?;
+    only_known(o, "", PREPAY_FIELDS)?;
     let combine_appid = req_string(o, "combine_appid", "", 1, 32)?;
     let combine_mchid = req_string(o, "combine_mchid", "", 1, 32)?;
-    let combine_out_trade_no = req_string(o, "combine_out_trade_no", "", 1, 32)?;
+    let combine_out_trade_no = req_string(o, "combine_out_trade_no", "", 6, 32)?;
     trade_no(&combine_out_trade_no, "/combine_out_trade_no")?;
 
     let mut device_id = None;
     if let Some(scene) = o.get("scene_info").filter(|v| !v.is_null()) {
         let s = as_object(scene, "/scene_info")?;
+        only_known(s, "/scene_info", &["device_id", "payer_client_ip"])?;
         let ip = req_string(s, "payer_client_ip", "/scene_info", 1, 45)?;
         if ip.parse::<std::net::IpAddr>().is_err() {
             return Err(ApiError::param(
@@ -181,10 +218,12 @@ pub fn prepay(body: &Value, now: i64) -> Result<PrepayRequest, ApiError> {
     for (i, sub) in subs.iter().enumerate() {
         let ptr = format!("/sub_orders/{i}");
         let s = as_object(sub, &ptr)?;
+        only_known(s, &ptr, SUB_ORDER_FIELDS)?;
         let mchid = req_string(s, "mchid", &ptr, 1, 32)?;
         let attach = req_string(s, "attach", &ptr, 1, 128)?;
         let amount_ptr = format!("{ptr}/amount");
         let amount = as_object(required(s, "amount", &ptr)?, &amount_ptr)?;
+        only_known(amount, &amount_ptr, &["total_amount", "currency"])?;
         let total = required(amount, "total_amount", &amount_ptr)?;
         let total_amount = total
             .as_i64()
@@ -196,8 +235,7 @@ pub fn prepay(body: &Value, now: i64) -> Result<PrepayRequest, ApiError> {
                 format!("金额应在1到{MAX_SUB_ORDER_FEN}分之间"),
             ));
         }
-        let currency =
-            opt_string(amount, "currency", &amount_ptr, 8)?.unwrap_or_else(|| "CNY".into());
+        let currency = req_string(amount, "currency", &amount_ptr, 1, 8)?;
         if currency != "CNY" {
             return Err(ApiError::param(
                 &format!("{amount_ptr}/currency"),
@@ -212,6 +250,7 @@ pub fn prepay(body: &Value, now: i64) -> Result<PrepayRequest, ApiError> {
         if let Some(settle) = s.get("settle_info").filter(|v| !v.is_null()) {
             let sp = format!("{ptr}/settle_info");
             let so = as_object(settle, &sp)?;
+            only_known(so, &sp, &["profit_sharing", "subsidy_amount"])?;
             if let Some(v) = so.get("profit_sharing").filter(|v| !v.is_null()) {
                 v.as_bool()
                     .ok_or_else(|| type_error(&format!("{sp}/profit_sharing"), "boolean"))?;
@@ -247,6 +286,7 @@ pub fn prepay(body: &Value, now: i64) -> Result<PrepayRequest, ApiError> {
         required(o, "combine_payer_info", "")?,
         "/combine_payer_info",
     )?;
+    only_known(payer, "/combine_payer_info", &["openid"])?;
     let openid = req_string(payer, "openid", "/combine_payer_info", 1, 128)?;
 
     check_time(o, "time_start", "")?;
@@ -289,6 +329,7 @@ pub fn prepay(body: &Value, now: i64) -> Result<PrepayRequest, ApiError> {
 pub fn close(body: &Value) -> Result<CloseRequest, ApiError> {
     no_four_byte_chars(body, "")?;
     let o = as_object(body, "")?;
+    only_known(o, "", &["combine_appid", "sub_orders"])?;
     let combine_appid = req_string(o, "combine_appid", "", 1, 32)?;
     let subs = required(o, "sub_orders", "")?
         .as_array()
@@ -300,6 +341,7 @@ pub fn close(body: &Value) -> Result<CloseRequest, ApiError> {
     for (i, sub) in subs.iter().enumerate() {
         let ptr = format!("/sub_orders/{i}");
         let s = as_object(sub, &ptr)?;
+        only_known(s, &ptr, &["mchid", "out_trade_no"])?;
         let mchid = req_string(s, "mchid", &ptr, 1, 32)?;
         let out_trade_no = req_string(s, "out_trade_no", &ptr, 1, 32)?;
         sub_orders.push((mchid, out_trade_no));
@@ -323,7 +365,7 @@ mod tests {
             "sub_orders": [
                 {"mchid": "1900000002", "attach": "a", "amount": {"total_amount": 100, "currency": "CNY"},
                  "out_trade_no": "S2024000001", "description": "apple"},
-                {"mchid": "1900000003", "attach": "b", "amount": {"total_amount": 1},
+                {"mchid": "1900000003", "attach": "b", "amount": {"total_amount": 1, "currency": "CNY"},
                  "out_trade_no": "S2024000002", "description": "pear"}
             ],
             "combine_payer_info": {"openid": "oUser"},
@@ -347,5 +389,68 @@ mod tests {
         b["sub_orders"][0]["description"] = json!("🍎");
         let e = prepay(&b, 0).unwrap_err();
         assert_eq!(e.detail.unwrap()["field"], "/sub_orders/0/description");
+    }
+
+    /// The field a refusal names, and its shape.
+    fn refused_field(b: &Value) -> (String, Value) {
+        let e = prepay(b, 0).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (400, "PARAM_ERROR"));
+        let d = e.detail.unwrap();
+        assert_eq!(d["location"], "body");
+        (d["field"].as_str().unwrap().to_string(), d)
+    }
+
+    #[test]
+    fn refuses_unknown_fields_naming_them() {
+        for (path, ptr) in [
+            (vec![], "/payer_client_ip"),
+            (vec!["sub_orders", "1"], "/sub_orders/1/sub_mchid"),
+            (
+                vec!["sub_orders", "0", "amount"],
+                "/sub_orders/0/amount/payer_total",
+            ),
+            (vec!["combine_payer_info"], "/combine_payer_info/sub_openid"),
+        ] {
+            let mut b = body();
+            let mut at = &mut b;
+            for k in &path {
+                at = match k.parse::<usize>() {
+                    Ok(i) => &mut at[i],
+                    Err(_) => &mut at[*k],
+                };
+            }
+            let key = ptr.rsplit('/').next().unwrap();
+            at[key] = json!("x");
+            assert_eq!(refused_field(&b).0, ptr);
+        }
+        let mut c =
+            json!({"combine_appid": "wx1", "sub_orders": [{"mchid": "1", "out_trade_no": "S1"}]});
+        assert!(close(&c).is_ok());
+        c["sub_orders"][0]["amount"] = json!(1);
+        let e = close(&c).unwrap_err();
+        assert_eq!(e.detail.unwrap()["field"], "/sub_orders/0/amount");
+    }
+
+    #[test]
+    fn currency_is_required_and_order_numbers_follow_the_current_rules() {
+        let mut b = body();
+        b["sub_orders"][1]["amount"]
+            .as_object_mut()
+            .unwrap()
+            .remove("currency");
+        assert_eq!(refused_field(&b).0, "/sub_orders/1/amount/currency");
+        for bad in ["C1234", "C2024@0001", &"C".repeat(33)] {
+            let mut b = body();
+            b["combine_out_trade_no"] = json!(bad);
+            assert_eq!(refused_field(&b).0, "/combine_out_trade_no", "{bad}");
+        }
+        for good in ["C12345", "a_-|*Z", &"C".repeat(32)] {
+            let mut b = body();
+            b["combine_out_trade_no"] = json!(good);
+            assert!(prepay(&b, 0).is_ok(), "{good}");
+        }
+        let mut b = body();
+        b["sub_orders"][0]["out_trade_no"] = json!("S2024@001");
+        assert_eq!(refused_field(&b).0, "/sub_orders/0/out_trade_no");
     }
 }

@@ -42,6 +42,8 @@ async fn start() -> Sim {
     let dir = std::env::temp_dir().join(format!("wxsim-refunds-{}", uuid::Uuid::new_v4()));
     let mut o = SimOptions::new(&dir);
     o.time_scale = 0.01;
+    // The bill test asks for today's bill.
+    o.bills_ready_immediately = true;
     let sim = Simulator::start(o).await.expect("simulator starts");
     Sim {
         sim,
@@ -318,12 +320,12 @@ async fn every_merchant_is_listed_with_usable_credentials_and_reloads_unchanged(
             Some(&json!({
                 "combine_appid": file["appid"],
                 "combine_mchid": sub,
-                "combine_out_trade_no": "CSUB1",
+                "combine_out_trade_no": "CSUB01",
                 "sub_orders": [
                     {"mchid": sub, "attach": "a", "amount": {"total_amount": 1, "currency": "CNY"},
-                     "out_trade_no": "CSUB1A", "description": "a"},
+                     "out_trade_no": "CSUB01A", "description": "a"},
                     {"mchid": sub, "attach": "b", "amount": {"total_amount": 1, "currency": "CNY"},
-                     "out_trade_no": "CSUB1B", "description": "b"}
+                     "out_trade_no": "CSUB01B", "description": "b"}
                 ],
                 "combine_payer_info": {"openid": file["demo_openid"]},
                 "notify_url": "http://127.0.0.1:9/n"

@@ -210,6 +210,8 @@ pub async fn prepare_demo(opts: &DemoOptions) -> Result<Demo, StartError> {
     let mut sim_opts = wxpay_combine_sim::SimOptions::new(dir.join("simulator"));
     sim_opts.time_scale = opts.time_scale;
     sim_opts.config = opts.sim_config.clone();
+    // A newcomer pays, then runs `bill` for today: no wait for 10:00 tomorrow.
+    sim_opts.bills_ready_immediately = true;
     let sim = wxpay_combine_sim::Simulator::start(sim_opts)
         .await
         .map_err(|e| StartError::Other(format!("simulator: {e}")))?;

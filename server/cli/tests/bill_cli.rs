@@ -6,17 +6,20 @@
 //!
 //! A small forwarding proxy stands in front of the simulator as the
 //! configured API host, to add what the simulator does not do by itself:
-//! `STATEMENT_CREATING` answers, and expired download URLs (after an
-//! application it moves the simulator's clock past the URL's 30 s life, so
-//! the simulator itself refuses the download).
+//! expired download URLs (it
+//! applies with the simulator's clock 150 s behind and then moves it 151 s
+//! ahead: past the URL's 5-minute life, while each request stays within
+//! the 5-minute signature window, so the simulator itself refuses the
+//! download). The demo serves today's bill at once; `STATEMENT_CREATING`
+//! is the simulator's own answer once that switch is off.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use wxpay_combine::apiv3::{ManualClock, SystemClock};
 use wxpay_combine::bill::schedule::{BillScheduleConfig, BillScheduler, StepOutcome};
@@ -35,8 +38,6 @@ struct ProxyState {
     http: reqwest::Client,
     /// Expire the download URL of the next N applications.
     expire_next: AtomicU32,
-    /// Answer STATEMENT_CREATING to applications.
-    creating: AtomicBool,
     applications: AtomicU32,
     downloads: AtomicU32,
 }
@@ -48,16 +49,17 @@ async fn forward(State(p): State<Arc<ProxyState>>, req: Request) -> Response {
         .map(|x| x.as_str().to_string())
         .unwrap_or_default();
     let apply = req.uri().path() == "/v3/bill/tradebill";
+    let mut expire = false;
     if apply {
         p.applications.fetch_add(1, Ordering::SeqCst);
-        if p.creating.load(Ordering::SeqCst) {
-            return (
-                http::StatusCode::BAD_REQUEST,
-                axum::Json(json!({"code": "STATEMENT_CREATING", "message": "账单生成中"})),
-            )
-                .into_response();
-        }
-        p.sim.set_clock_offset(0).await.unwrap();
+        expire = p
+            .expire_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        p.sim
+            .set_clock_offset(if expire { -150 } else { 0 })
+            .await
+            .unwrap();
     }
     if req.uri().path().starts_with("/v3/billdownload") {
         p.downloads.fetch_add(1, Ordering::SeqCst);
@@ -80,13 +82,8 @@ async fn forward(State(p): State<Arc<ProxyState>>, req: Request) -> Response {
     let status = resp.status();
     let rh = resp.headers().clone();
     let bytes = resp.bytes().await.unwrap();
-    if apply
-        && status.is_success()
-        && p.expire_next
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-    {
-        p.sim.set_clock_offset(31).await.unwrap();
+    if expire && status.is_success() {
+        p.sim.set_clock_offset(151).await.unwrap();
     }
     let mut out = Response::builder().status(status.as_u16());
     for (k, v) in &rh {
@@ -125,7 +122,6 @@ impl Env {
             sim: sim.clone(),
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
             expire_next: AtomicU32::new(0),
-            creating: AtomicBool::new(false),
             applications: AtomicU32::new(0),
             downloads: AtomicU32::new(0),
         });
@@ -599,12 +595,21 @@ async fn bill_command_downloads_verifies_and_reconciles() {
     assert_eq!(env.proxy.downloads.load(Ordering::SeqCst), 0);
     assert!(!foreign.exists());
 
-    // STATEMENT_CREATING → 4.
-    env.proxy.creating.store(true, Ordering::SeqCst);
+    // STATEMENT_CREATING → 4: the simulator's own answer for a day not yet
+    // over once its "ready immediately" switch (on in the demo) is off.
+    env.sim
+        .control(json!({"bills_ready_immediately": false}))
+        .await
+        .unwrap();
     let o = env.bill(&args, true);
     assert_eq!(code(&o), 4, "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("STATEMENT_CREATING"));
-    env.proxy.creating.store(false, Ordering::SeqCst);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("STATEMENT_CREATING"), "{err}");
+    assert!(err.contains("not ready, retry later"), "{err}");
+    env.sim
+        .control(json!({"bills_ready_immediately": true}))
+        .await
+        .unwrap();
 
     // NO_STATEMENT_EXIST: an error (3) for a merchant with a sub-order paid
     // locally that day, a clean empty result for one without (the initiator).
@@ -699,7 +704,11 @@ async fn bill_command_downloads_verifies_and_reconciles() {
     );
     assert_eq!(scheduler.step().await, StepOutcome::Idle, "09:00: not yet");
     clock.advance(3600 + 60);
-    env.proxy.creating.store(true, Ordering::SeqCst);
+    // The simulator (its clock still today) answers STATEMENT_CREATING.
+    env.sim
+        .control(json!({"bills_ready_immediately": false}))
+        .await
+        .unwrap();
     assert_eq!(
         scheduler.step().await,
         StepOutcome::RetryLater {
@@ -707,7 +716,10 @@ async fn bill_command_downloads_verifies_and_reconciles() {
             reason: "not_ready"
         }
     );
-    env.proxy.creating.store(false, Ordering::SeqCst);
+    env.sim
+        .control(json!({"bills_ready_immediately": true}))
+        .await
+        .unwrap();
     assert_eq!(scheduler.step().await, StepOutcome::Idle, "waits 30 min");
     clock.advance(31 * 60);
     assert_eq!(

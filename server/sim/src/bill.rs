@@ -1,8 +1,13 @@
 //! Trade bills (reference §7): `GET /v3/bill/tradebill` builds the file from
 //! the requesting merchant's own sub-orders paid (and its refunds accepted)
-//! on a +08:00 day and hands out a
-//! one-time download token valid 30 s; `GET /v3/billdownload/file` serves it
-//! unsigned.
+//! on a +08:00 day and hands out a one-time download token valid 5 minutes
+//! (the current pages; older ones said 30 s); `GET /v3/billdownload/file`
+//! serves it unsigned. A day's bill is `STATEMENT_CREATING` until 10:00 the
+//! next day unless bills are set ready immediately.
+//!
+//! A payment with a coupon shows it in 代金券金额 (total − payer amount);
+//! the coupon is a CASH one funded by WeChat Pay, so 应结订单金额 stays the
+//! order amount.
 //!
 //! The file follows the documented layout and the SDK fixture's bytes: a
 //! UTF-8 BOM, CRLF line ends, every data field prefixed with a back-quote.
@@ -24,8 +29,10 @@ use wxpay_combine_core::bill::{
     TradeBill, BEIJING,
 };
 
-/// A download token's lifetime.
-pub const TOKEN_TTL_SECS: i64 = 30;
+/// A download token's lifetime ("该地址5min内有效", current pages).
+pub const TOKEN_TTL_SECS: i64 = 5 * 60;
+/// When a day's bill becomes available: 10:00 the next day (+08:00).
+pub const READY_AFTER_DAY_END_SECS: i64 = 10 * 3600;
 /// The fee rate in basis points (0.60 %).
 const FEE_RATE_BP: i64 = 60;
 
@@ -60,7 +67,7 @@ fn trade_record(t: &BillTradeRow, kind: BillKind) -> BillRecord {
         bank_type: t.bank_type.clone().unwrap_or_else(|| "OTHERS".into()),
         currency: "CNY".into(),
         settlement_amount_fen: total,
-        coupon_amount_fen: 0,
+        coupon_amount_fen: t.payer_amount.map_or(0, |p| total - p),
         // A payment row of an ALL bill has the refund columns, zeroed.
         refund: kind
             .has_refund_columns()
@@ -204,6 +211,17 @@ pub async fn trade_bill(st: &SimState, caller: &Caller, query: &str) -> Result<R
         return Err(query_param_error("bill_date", "只能下载三个月以内的账单"));
     }
     let (from, to) = cst_day_bounds(date);
+    if now < to + READY_AFTER_DAY_END_SECS
+        && !st
+            .bills_ready_immediately
+            .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "STATEMENT_CREATING",
+            "账单生成中，请在次日10点后再试",
+        ));
+    }
     let mchid = &caller.merchant.creds.mchid;
     let trades = if kind == BillKind::Refund {
         Vec::new()
@@ -312,6 +330,7 @@ mod tests {
             attach: "a".into(),
             description: "d".into(),
             total_amount: 1234,
+            payer_amount: Some(1234),
             transaction_id: Some("4200".into()),
             success_time: Some(1_704_067_200),
             bank_type: Some("OTHERS".into()),
@@ -329,5 +348,35 @@ mod tests {
         assert_eq!(bill.details[0].order_amount_fen, 1234);
         assert!(bill.check_totals().is_empty());
         assert!(render(BillKind::Refund, &[], &[]).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_coupon_shows_in_its_column() {
+        let t = BillTradeRow {
+            combine_appid: "wx1".into(),
+            openid: "o1".into(),
+            device_id: None,
+            mchid: "19".into(),
+            out_trade_no: "S000001".into(),
+            attach: "a".into(),
+            description: "d".into(),
+            total_amount: 1234,
+            payer_amount: Some(1034),
+            transaction_id: Some("4200".into()),
+            success_time: Some(1_704_067_200),
+            bank_type: Some("OTHERS".into()),
+        };
+        let bytes = render(BillKind::Success, &[t], &[]).unwrap().unwrap();
+        let bill = wxpay_combine_core::bill::parse(&bytes).unwrap();
+        let d = &bill.details[0];
+        assert_eq!(
+            (
+                d.order_amount_fen,
+                d.coupon_amount_fen,
+                d.settlement_amount_fen
+            ),
+            (1234, 200, 1234)
+        );
+        assert!(bill.check_totals().is_empty());
     }
 }

@@ -52,6 +52,10 @@ pub struct SimArgs {
     /// Fault: the cashier alters paySign before confirming.
     #[arg(long)]
     pub tamper_pay_sign: bool,
+    /// Serve a day's trade bill at once instead of STATEMENT_CREATING
+    /// until 10:00 the next day.
+    #[arg(long)]
+    pub bills_ready_immediately: bool,
 }
 
 impl SimArgs {
@@ -78,6 +82,7 @@ impl SimArgs {
                 ..Default::default()
             },
             oauth_domains: (!self.oauth_domains.is_empty()).then(|| self.oauth_domains.clone()),
+            bills_ready_immediately: self.bills_ready_immediately,
         }
     }
 }

@@ -14,6 +14,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use wxpay_combine_core::apiv3::Clock;
 
@@ -33,6 +34,13 @@ pub struct ControlState {
     pub clock_offset_secs: i64,
     /// Every scope with faults.
     pub faults: Vec<ScopedFaults>,
+    /// Trade bills are served at once (no `STATEMENT_CREATING` until 10:00
+    /// the next day).
+    #[serde(default)]
+    pub bills_ready_immediately: bool,
+    /// The coupon (fen) the cashier applies to each payment; 0: none.
+    #[serde(default)]
+    pub coupon_fen: i64,
 }
 
 /// A notification and where its delivery stands.
@@ -88,6 +96,8 @@ const CONTROL_FIELDS: &[&str] = &[
     "set_user_paying",
     "refund",
     "pay_directories",
+    "bills_ready_immediately",
+    "coupon_fen",
 ];
 
 fn refuse(msg: impl Into<String>) -> SimError {
@@ -133,6 +143,23 @@ pub async fn apply(st: &SimState, body: &Value) -> Result<ControlState, SimError
         st.db
             .set_meta("clock_offset_secs", &secs.to_string())
             .await?;
+    }
+    if let Some(v) = obj.get("bills_ready_immediately") {
+        let on = v
+            .as_bool()
+            .ok_or_else(|| refuse("bills_ready_immediately must be a boolean"))?;
+        st.bills_ready_immediately.store(on, Ordering::Relaxed);
+        st.db
+            .set_meta("bills_ready_immediately", &on.to_string())
+            .await?;
+    }
+    if let Some(v) = obj.get("coupon_fen") {
+        let fen = v
+            .as_i64()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| refuse("coupon_fen must be a non-negative integer (fen)"))?;
+        st.coupon_fen.store(fen, Ordering::Relaxed);
+        st.db.set_meta("coupon_fen", &fen.to_string()).await?;
     }
     let patch: Map<String, Value> = obj
         .iter()
@@ -278,6 +305,8 @@ pub fn snapshot(st: &SimState) -> ControlState {
             .into_iter()
             .map(|(scope, faults)| ScopedFaults { scope, faults })
             .collect(),
+        bills_ready_immediately: st.bills_ready_immediately.load(Ordering::Relaxed),
+        coupon_fen: st.coupon_fen.load(Ordering::Relaxed),
     }
 }
 

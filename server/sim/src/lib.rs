@@ -55,6 +55,7 @@ use faults::FaultBook;
 use state::Db;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Mutex, Notify};
@@ -78,6 +79,10 @@ pub struct SimOptions {
     /// Authorised OAuth domains; overrides the config file. Default
     /// `127.0.0.1` and `localhost`.
     pub oauth_domains: Option<Vec<String>>,
+    /// Serve a day's trade bill at once instead of `STATEMENT_CREATING`
+    /// until 10:00 the next day (the demo turns it on). `false` keeps what
+    /// `/sim/control` stored.
+    pub bills_ready_immediately: bool,
 }
 
 impl SimOptions {
@@ -90,6 +95,7 @@ impl SimOptions {
             config: None,
             faults: Faults::default(),
             oauth_domains: None,
+            bills_ready_immediately: false,
         }
     }
 }
@@ -113,6 +119,10 @@ pub(crate) struct SimState {
     /// Serialises read-modify-write sequences on the database.
     pub write_lock: Mutex<()>,
     pub http: reqwest::Client,
+    /// Trade bills without the wait for 10:00 the next day.
+    pub bills_ready_immediately: AtomicBool,
+    /// Coupon (fen) the cashier applies to the next payments; 0: none.
+    pub coupon_fen: AtomicI64,
 }
 
 impl SimState {
@@ -161,6 +171,13 @@ impl Simulator {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let sim_clock = clock::SimClock::with_offset(offset);
+        let bills_ready = opts.bills_ready_immediately
+            || db.meta("bills_ready_immediately").await?.as_deref() == Some("true");
+        let coupon_fen: i64 = db
+            .meta("coupon_fen")
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let now = sim_clock.now();
 
         // RSA key generation is CPU-bound: keep it off the async workers.
@@ -234,6 +251,8 @@ impl Simulator {
             wake: Notify::new(),
             write_lock: Mutex::new(()),
             http,
+            bills_ready_immediately: AtomicBool::new(bills_ready),
+            coupon_fen: AtomicI64::new(coupon_fen),
         });
 
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -216,6 +216,8 @@ pub struct BillTradeRow {
     pub attach: String,
     pub description: String,
     pub total_amount: i64,
+    /// What the payer paid; below `total_amount` when a coupon was used.
+    pub payer_amount: Option<i64>,
     pub transaction_id: Option<String>,
     pub success_time: Option<i64>,
     pub bank_type: Option<String>,
@@ -418,6 +420,7 @@ row_type!(BillTradeRow {
     attach,
     description,
     total_amount,
+    payer_amount,
     transaction_id,
     success_time,
     bank_type,
@@ -1009,7 +1012,7 @@ impl Db {
         self.conn()
             .prepare_cached(
                 "SELECT o.combine_appid, o.openid, o.device_id, s.mchid, s.out_trade_no, s.attach, s.description,
-                        s.total_amount, s.transaction_id, s.success_time, s.bank_type
+                        s.total_amount, s.payer_amount, s.transaction_id, s.success_time, s.bank_type
                  FROM sub_orders s JOIN orders o
                    ON o.combine_mchid = s.combine_mchid AND o.combine_out_trade_no = s.combine_out_trade_no
                  WHERE s.mchid = ?1 AND s.success_time >= ?2 AND s.success_time < ?3

@@ -76,7 +76,7 @@ pub enum BillRunError {
         local_paid: usize,
     },
     /// `STATEMENT_CREATING`.
-    #[error("STATEMENT_CREATING: the {kind} bill for {date} is still being generated; try again later (bills are ready after 10:00 the next day)")]
+    #[error("STATEMENT_CREATING: the {kind} bill for {date} is not ready, retry later (WeChat Pay makes a day's bill after it ends; fetch after 10:00 the next day)")]
     NotReady {
         /// The day.
         date: Date,

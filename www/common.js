@@ -331,6 +331,13 @@ export function subOrderList(order) {
           el("dd", { text: s.mchid }),
           el("dt", { text: "Sub-order" }),
           el("dd", { class: "mono", text: s.out_trade_no }),
+          // A coupon: the payer paid less than the sub-order's amount.
+          s.payer_amount != null && el("dt", { text: "You paid" }),
+          s.payer_amount != null &&
+            el("dd", {
+              "data-testid": "payer-amount",
+              text: `${yuan(s.payer_amount)} (coupon ${yuan(s.amount - s.payer_amount)})`,
+            }),
           el("dt", { text: "State" }),
           el("dd", { "data-testid": "trade-state", text: s.trade_state }),
           s.transaction_id && el("dt", { text: "Transaction" }),

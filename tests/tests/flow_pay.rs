@@ -4,7 +4,11 @@
 //! and lost responses — on SQLite and on PostgreSQL.
 
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
+use wxpay_combine::apiv3::{Clock, SystemClock};
+use wxpay_combine::bill::fetch::{BillJob, MerchantOutcome};
+use wxpay_combine::bill::BillKind;
 use wxpay_combine::combine::{EventSource, TradeState};
 use wxpay_combine_sim::CashierAction;
 use wxpay_combine_tests::database::Db;
@@ -22,6 +26,7 @@ on_both_databases!(
     dropped_notification_recovered_by_the_worker,
     duplicate_concurrent_and_probe_notifications_apply_once,
     lost_prepay_answer_is_repeated_identically,
+    pay_with_a_coupon,
 );
 
 async fn pay_three_merchants(db: Db) {
@@ -308,5 +313,81 @@ async fn lost_prepay_answer_is_repeated_identically(db: Db) {
     assert_eq!(f.sim.pay(&pay_params(&again.body)).await.err_msg, OK);
     f.wait_state(&no, TradeState::Success, Duration::from_secs(10))
         .await;
+    f.stop().await;
+}
+
+/// A coupon: the payer pays less than the order amount. Both amounts are
+/// stored, the page shows what the payer paid, and the sub-merchant's bill
+/// (代金券金额) reconciles clean against the stored payer amount.
+async fn pay_with_a_coupon(db: Db) {
+    let Some(f) = Flow::start(db, |_| {}).await else {
+        return;
+    };
+    let alice = f.login("alice").await;
+    let created = alice.create_order(2).await;
+    let no = order_no(&created);
+    let first_amount = created["sub_orders"][0]["amount"].as_i64().unwrap();
+    assert!(first_amount > 50, "room for the coupon: {first_amount}");
+    f.sim.control(json!({"coupon_fen": 50})).await.unwrap();
+    let outcome = f.sim.pay(&pay_params(&created)).await;
+    f.sim.control(json!({"coupon_fen": 0})).await.unwrap();
+    assert_eq!(outcome.err_msg, OK, "{outcome:?}");
+    let order = f
+        .wait_state(&no, TradeState::Success, Duration::from_secs(10))
+        .await;
+    let s0 = &order.sub_orders[0];
+    assert_eq!(
+        (s0.amount, s0.payer_amount),
+        (first_amount, Some(first_amount - 50))
+    );
+    let s1 = &order.sub_orders[1];
+    assert_eq!(s1.payer_amount, Some(s1.amount), "no coupon on the second");
+
+    // The page shows what the payer paid where it differs.
+    let view = alice.get(&format!("/api/combine-orders/{no}")).await;
+    assert_eq!(view.status, 200);
+    let subs = view.body["sub_orders"].as_array().unwrap();
+    assert_eq!(subs[0]["amount"], json!(first_amount));
+    assert_eq!(subs[0]["payer_amount"], json!(first_amount - 50));
+    assert!(subs[1].get("payer_amount").is_none());
+
+    // Today's bill of the first sub-merchant: 代金券金额 0.50, matched clean.
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let initiator = wxpay_combine::kit::prepare_client(&f.config, clock.clone())
+        .await
+        .unwrap();
+    let clients = wxpay_combine::kit::prepare_merchant_clients(&f.config, initiator, clock.clone())
+        .await
+        .unwrap();
+    let fetchers = wxpay_combine::kit::bill_fetchers(&f.config, &clients, f.store.clone()).unwrap();
+    let fetcher = fetchers
+        .iter()
+        .find(|x| x.mchid() == s0.mchid)
+        .expect("the sub-merchant's fetcher");
+    let dir = tempfile::tempdir().unwrap();
+    let job = BillJob {
+        date: wxpay_combine_core::timefmt::beijing(clock.now())
+            .unwrap()
+            .date(),
+        kind: BillKind::All,
+        gzip: false,
+        out: dir.path().join("bill.csv"),
+        report: None,
+    };
+    let MerchantOutcome::Reconciled(o) = fetcher.fetch_merchant(&job).await.unwrap() else {
+        panic!("a bill with the paid sub-order");
+    };
+    assert!(o.report.ok, "{:#?}", o.report.discrepancies);
+    assert!(o.report.matched >= 1);
+    let bill = wxpay_combine::bill::parse(&std::fs::read(&job.out).unwrap()).unwrap();
+    let row = bill
+        .details
+        .iter()
+        .find(|d| d.out_trade_no == s0.out_trade_no)
+        .expect("the coupon sub-order's row");
+    assert_eq!(
+        (row.order_amount_fen, row.coupon_amount_fen),
+        (first_amount, 50)
+    );
     f.stop().await;
 }

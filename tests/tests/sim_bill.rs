@@ -1,5 +1,7 @@
 //! Trade bills over HTTP: layouts, summaries, hashes (plain and gzip),
-//! one-time 30 s tokens, foreign tokens, NO_STATEMENT_EXIST, corrupt hash.
+//! one-time 5-minute tokens, foreign tokens, NO_STATEMENT_EXIST, corrupt
+//! hash, STATEMENT_CREATING until 10:00 the next day (and the switch that
+//! serves a day's bill at once), coupons in 代金券金额.
 //! Bills are per merchant: each sub-merchant's bill holds only its own
 //! sub-orders and refunds, signed for and fetched with its own credentials;
 //! the initiator, with no sub-orders of its own, has none.
@@ -7,7 +9,8 @@
 use serde_json::json;
 use sha1::{Digest, Sha1};
 use std::io::Read;
-use wxpay_combine_tests::sim::{prepay_body, unique, ApiClient, Reply, TestSim};
+use wxpay_combine::apiv3::EncryptedResource;
+use wxpay_combine_tests::sim::{prepay_body, unique, ApiClient, Receiver, Reply, TestSim};
 
 const NOTIFY: &str = "http://127.0.0.1:9/notify";
 const ALL: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注";
@@ -63,7 +66,12 @@ async fn trade_bills() {
         "[[merchant]]\nmchid = \"1900000101\"\n[[merchant]]\nmchid = \"1900000202\"\n",
     )
     .unwrap();
-    let t = TestSim::start_with(|o| o.config = Some(dir.path().join("sim.toml"))).await;
+    let t = TestSim::start_with(|o| {
+        o.config = Some(dir.path().join("sim.toml"));
+        // Today's bill, without waiting for 10:00 tomorrow.
+        o.bills_ready_immediately = true;
+    })
+    .await;
     let initiator = t.client();
     let sub = |i: usize| {
         let mchid = &t.creds().sub_mchids[i];
@@ -239,11 +247,18 @@ async fn trade_bills() {
     assert_eq!(l[2], ALL_SUMMARY);
     assert_eq!(l[3], "`1,`0.00,`2.34,`0.00,`0.00000,`0.00,`2.34");
 
-    // Expired after 30 s.
+    // The link lives 5 minutes (current pages): still good at 299 s, expired
+    // after 300 s.
     let r = apply(&c, &format!("bill_date={today}")).await;
     let url = r.json()["download_url"].as_str().unwrap().to_string();
-    t.sim.set_clock_offset(31).await.unwrap();
-    let late = sub(0).shifted(31);
+    t.sim.set_clock_offset(299).await.unwrap();
+    let ok = download(&sub(0).shifted(299), &url).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    t.sim.set_clock_offset(0).await.unwrap();
+    let r = apply(&c, &format!("bill_date={today}")).await;
+    let url = r.json()["download_url"].as_str().unwrap().to_string();
+    t.sim.set_clock_offset(301).await.unwrap();
+    let late = sub(0).shifted(301);
     let expired = download(&late, &url).await;
     assert_eq!(
         (expired.status, expired.code().as_str()),
@@ -309,5 +324,151 @@ async fn trade_bills() {
     let announced = j["hash_value"].as_str().unwrap();
     assert_eq!(announced.len(), 40);
     assert_ne!(sha1_hex(&file.body), announced);
+    t.sim.shutdown().await;
+}
+
+/// Seconds from the simulator's now to `hh:mm:ss` +08:00 `days` from today.
+fn offset_to(t: &TestSim, days: i64, secs_of_day: i64) -> i64 {
+    let now = t.sim.now();
+    let cst = time::OffsetDateTime::from_unix_timestamp(now)
+        .unwrap()
+        .to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap());
+    let midnight = cst.replace_time(time::Time::MIDNIGHT).unix_timestamp();
+    midnight + days * 86_400 + secs_of_day - now
+}
+
+#[tokio::test]
+async fn statement_creating_until_ten_the_next_day() {
+    let t = TestSim::start().await;
+    let c = t.client();
+    let sub_creds = t.sim.account(&t.creds().sub_mchids[0]).unwrap().clone();
+    let sub = ApiClient::new(t.base(), &sub_creds);
+    c.create_and_pay(&prepay_body(t.creds(), &unique("SC"), NOTIFY))
+        .await;
+    let today = cst_date(0);
+    let creating = |r: &Reply| {
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (400, "STATEMENT_CREATING"),
+            "{}",
+            r.text()
+        );
+    };
+    // The day is not over.
+    creating(&apply(&sub, &format!("bill_date={today}")).await);
+
+    // The next day before 10:00: still being generated.
+    let before = offset_to(&t, 1, 10 * 3600 - 1);
+    t.sim.set_clock_offset(before).await.unwrap();
+    let late = ApiClient::new(t.base(), &sub_creds).shifted(before);
+    let r = apply(&late, &format!("bill_date={today}")).await;
+    creating(&r);
+    r.verify(&late.verifier()).expect("signed like every error");
+
+    // From 10:00 the bill is there.
+    let at_ten = before + 1;
+    t.sim.set_clock_offset(at_ten).await.unwrap();
+    let r = apply(
+        &ApiClient::new(t.base(), &sub_creds).shifted(at_ten),
+        &format!("bill_date={today}"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    t.sim.set_clock_offset(0).await.unwrap();
+
+    // The switch (also `sim --bills-ready-immediately`) serves today's bill
+    // at once, and turning it off restores the wait.
+    let state = t
+        .sim
+        .control(json!({"bills_ready_immediately": true}))
+        .await
+        .unwrap();
+    assert!(state.bills_ready_immediately);
+    let r = apply(&sub, &format!("bill_date={today}")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    t.sim
+        .control(json!({"bills_ready_immediately": false}))
+        .await
+        .unwrap();
+    creating(&apply(&sub, &format!("bill_date={today}")).await);
+    t.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_coupon_in_the_notification_the_query_and_the_bill() {
+    let t = TestSim::start_with(|o| o.bills_ready_immediately = true).await;
+    let c = t.client();
+    let rx = Receiver::start(200).await;
+    rx.verify_with(c.verifier());
+
+    // The control key: every payment from now on uses a 2.00 yuan coupon.
+    let state = t.sim.control(json!({"coupon_fen": 200})).await.unwrap();
+    assert_eq!(state.coupon_fen, 200);
+    let no = unique("CP");
+    c.create_and_pay(&prepay_body(t.creds(), &no, &rx.url))
+        .await;
+    let q = c.query(&no).await.json();
+    let s0 = &q["sub_orders"][0];
+    assert_eq!(s0["amount"]["total_amount"], 1234);
+    assert_eq!(s0["amount"]["payer_amount"], 1034);
+    let promo = &s0["promotion_detail"][0];
+    assert_eq!(
+        (promo["amount"].as_i64(), promo["type"].as_str()),
+        (Some(200), Some("CASH"))
+    );
+    assert_eq!(promo["wechatpay_contribute"], 200);
+    // A 1-fen sub-order takes no coupon: the payer pays at least 1 fen.
+    let s1 = &q["sub_orders"][1];
+    assert_eq!(s1["amount"]["payer_amount"], 1);
+    assert!(s1.get("promotion_detail").is_none());
+
+    let hit = &rx.wait_for(1, std::time::Duration::from_secs(10)).await[0];
+    let resource: EncryptedResource =
+        serde_json::from_value(hit.json()["resource"].clone()).unwrap();
+    let plain: serde_json::Value =
+        serde_json::from_slice(&resource.open(&t.creds().apiv3_key().unwrap()).unwrap()).unwrap();
+    assert_eq!(plain, q, "the notification carries the same amounts");
+
+    // The bill: 订单金额 12.34, 代金券金额 2.00, 应结订单金额 12.34.
+    let sub = ApiClient::new(t.base(), t.sim.account(&t.creds().sub_mchids[0]).unwrap());
+    let r = apply(
+        &sub,
+        &format!("bill_date={}&bill_type=SUCCESS", cst_date(0)),
+    )
+    .await;
+    let file = download(&sub, r.json()["download_url"].as_str().unwrap()).await;
+    let bill = wxpay_combine::bill::parse(&file.body).unwrap();
+    let d = &bill.details[0];
+    assert_eq!(
+        (
+            d.order_amount_fen,
+            d.coupon_amount_fen,
+            d.settlement_amount_fen
+        ),
+        (1234, 200, 1234)
+    );
+
+    // The cashier option overrides the control for one payment; 0: none.
+    t.sim.control(json!({"coupon_fen": 0})).await.unwrap();
+    let no = unique("CP");
+    let pid = c.prepay(&prepay_body(t.creds(), &no, NOTIFY)).await.json()["prepay_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut body = serde_json::to_value(c.pay_params(&pid)).unwrap();
+    body["action"] = json!("pay");
+    body["coupon_fen"] = json!(34);
+    let out: serde_json::Value = wxpay_combine_tests::sim::http()
+        .post(format!("{}/sim/cashier/confirm", t.base()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(out["err_msg"], "get_brand_wcpay_request:ok", "{out}");
+    let q = c.query(&no).await.json();
+    assert_eq!(q["sub_orders"][0]["amount"]["payer_amount"], 1200);
     t.sim.shutdown().await;
 }

@@ -15,6 +15,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use wxpay_combine_core::apiv3::{Clock, JsapiPayParams};
 
@@ -167,10 +168,21 @@ pub async fn confirm_http(
         .as_object_mut()
         .and_then(|o| o.remove("page_url"))
         .and_then(|v| v.as_str().map(str::to_string));
+    // `coupon_fen`: pay with a coupon of that many fen (overrides the
+    // `/sim/control` setting for this payment).
+    let coupon = match body.as_object_mut().and_then(|o| o.remove("coupon_fen")) {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_i64().filter(|n| *n >= 0) {
+            Some(n) => Some(n),
+            None => {
+                return Json(CashierOutcome::fail("coupon_fen 应为非负整数（分）")).into_response()
+            }
+        },
+    };
     let outcome = match parse_confirm(&mut body) {
         Ok((params, action, bank)) => match page_check(&st, &params, page_url.as_deref()).await {
             Some(refused) => refused,
-            None => confirm(&st, &params, action, bank.as_deref()).await,
+            None => confirm_with_coupon(&st, &params, action, bank.as_deref(), coupon).await,
         },
         Err(why) => CashierOutcome::fail(why),
     };
@@ -212,7 +224,19 @@ pub async fn confirm(
     action: CashierAction,
     bank_type: Option<&str>,
 ) -> CashierOutcome {
-    match confirm_inner(st, params, action, bank_type).await {
+    confirm_with_coupon(st, params, action, bank_type, None).await
+}
+
+/// [`confirm`] paying with a coupon of `coupon_fen` (`None`: the
+/// `/sim/control` setting).
+pub async fn confirm_with_coupon(
+    st: &SimState,
+    params: &JsapiPayParams,
+    action: CashierAction,
+    bank_type: Option<&str>,
+    coupon_fen: Option<i64>,
+) -> CashierOutcome {
+    match confirm_inner(st, params, action, bank_type, coupon_fen).await {
         Ok(o) => o,
         Err(e) => {
             tracing::error!(error = %e, "cashier failed");
@@ -226,6 +250,7 @@ async fn confirm_inner(
     params: &JsapiPayParams,
     action: CashierAction,
     bank_type: Option<&str>,
+    coupon_fen: Option<i64>,
 ) -> Result<CashierOutcome, rusqlite::Error> {
     let Some(prepay_id) = params.prepay_id() else {
         return Ok(CashierOutcome::fail("package 应为 prepay_id=…"));
@@ -260,7 +285,8 @@ async fn confirm_inner(
     if action == CashierAction::Cancel {
         return Ok(CashierOutcome::cancel());
     }
-    pay(st, &merchant, &p.combine_out_trade_no, bank_type).await
+    let coupon = coupon_fen.unwrap_or_else(|| st.coupon_fen.load(Ordering::Relaxed));
+    pay(st, &merchant, &p.combine_out_trade_no, bank_type, coupon).await
 }
 
 async fn pay(
@@ -268,6 +294,7 @@ async fn pay(
     merchant: &Merchant,
     no: &str,
     bank_type: Option<&str>,
+    coupon_fen: i64,
 ) -> Result<CashierOutcome, rusqlite::Error> {
     let mchid = &merchant.creds.mchid;
     let _guard = st.write_lock.lock().await;
@@ -284,18 +311,29 @@ async fn pay(
     let bank = bank_type
         .filter(|b| !b.is_empty() && b.len() <= 16)
         .unwrap_or("OTHERS");
-    let subs: Vec<SubOrderRow> = st
-        .db
-        .sub_orders(mchid, no)
-        .await?
+    let subs = st.db.sub_orders(mchid, no).await?;
+    // The coupon goes to the first sub-order it fits (the payer pays at
+    // least 1 fen), capped at that sub-order's amount − 1.
+    let coupon_on = (coupon_fen > 0)
+        .then(|| subs.iter().position(|s| s.total_amount > 1))
+        .flatten();
+    let subs: Vec<SubOrderRow> = subs
         .into_iter()
-        .map(|s| SubOrderRow {
-            trade_state: order_state::SUCCESS.into(),
-            transaction_id: Some(ids::transaction_id(now)),
-            success_time: Some(now),
-            payer_amount: Some(s.total_amount),
-            bank_type: Some(bank.into()),
-            ..s
+        .enumerate()
+        .map(|(i, s)| {
+            let coupon = if Some(i) == coupon_on {
+                coupon_fen.min(s.total_amount - 1)
+            } else {
+                0
+            };
+            SubOrderRow {
+                trade_state: order_state::SUCCESS.into(),
+                transaction_id: Some(ids::transaction_id(now)),
+                success_time: Some(now),
+                payer_amount: Some(s.total_amount - coupon),
+                bank_type: Some(bank.into()),
+                ..s
+            }
         })
         .collect();
     let mut paid = order.clone();

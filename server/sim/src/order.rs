@@ -74,6 +74,13 @@ pub fn transaction_json(o: &OrderRow, subs: &[SubOrderRow]) -> Value {
             if let Some(t) = &s.transaction_id {
                 v["transaction_id"] = json!(t);
             }
+            if let Some(coupon) = s
+                .payer_amount
+                .map(|p| s.total_amount - p)
+                .filter(|c| *c > 0)
+            {
+                v["promotion_detail"] = json!([promotion(s, coupon)]);
+            }
             v
         })
         .collect();
@@ -88,6 +95,26 @@ pub fn transaction_json(o: &OrderRow, subs: &[SubOrderRow]) -> Value {
         v["scene_info"] = json!({"device_id": d});
     }
     v
+}
+
+/// The `promotion_detail` entry of a sub-order paid with a coupon: a CASH
+/// coupon funded by WeChat Pay (so 应结订单金额 stays the order amount),
+/// its id derived from the transaction so query and notification agree.
+fn promotion(s: &SubOrderRow, coupon: i64) -> Value {
+    let tx = s.transaction_id.as_deref().unwrap_or_default();
+    let tail = &tx[tx.len().saturating_sub(10)..];
+    json!({
+        "coupon_id": format!("10{tail}"),
+        "name": "模拟器代金券",
+        "scope": "SINGLE",
+        "type": "CASH",
+        "amount": coupon,
+        "stock_id": "9000000001",
+        "wechatpay_contribute": coupon,
+        "merchant_contribute": 0,
+        "other_contribute": 0,
+        "currency": s.currency,
+    })
 }
 
 fn prepay_reply(prepay_id: &str) -> Reply {

@@ -194,6 +194,9 @@ pub struct SubOrderView {
     out_trade_no: String,
     description: String,
     amount: i64,
+    /// What the payer paid, when a coupon made it less than `amount`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payer_amount: Option<i64>,
     trade_state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     transaction_id: Option<String>,
@@ -244,6 +247,7 @@ impl OrderView {
                     out_trade_no: s.out_trade_no.clone(),
                     description: s.description.clone(),
                     amount: s.amount,
+                    payer_amount: s.payer_amount.filter(|p| *p != s.amount),
                     trade_state: order.state.as_str(),
                     transaction_id: s.transaction_id.clone(),
                     success_time: s.success_time.clone(),

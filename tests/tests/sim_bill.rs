@@ -247,12 +247,12 @@ async fn trade_bills() {
     assert_eq!(l[2], ALL_SUMMARY);
     assert_eq!(l[3], "`1,`0.00,`2.34,`0.00,`0.00000,`0.00,`2.34");
 
-    // The link lives 5 minutes (current pages): still good at 299 s, expired
-    // after 300 s.
+    // The link lives 5 minutes (current pages): still good at 290 s (room
+    // for the seconds the requests take), expired after 300 s.
     let r = apply(&c, &format!("bill_date={today}")).await;
     let url = r.json()["download_url"].as_str().unwrap().to_string();
-    t.sim.set_clock_offset(299).await.unwrap();
-    let ok = download(&sub(0).shifted(299), &url).await;
+    t.sim.set_clock_offset(290).await.unwrap();
+    let ok = download(&sub(0).shifted(290), &url).await;
     assert_eq!(ok.status, 200, "{}", ok.text());
     t.sim.set_clock_offset(0).await.unwrap();
     let r = apply(&c, &format!("bill_date={today}")).await;
@@ -358,7 +358,8 @@ async fn statement_creating_until_ten_the_next_day() {
     creating(&apply(&sub, &format!("bill_date={today}")).await);
 
     // The next day before 10:00: still being generated.
-    let before = offset_to(&t, 1, 10 * 3600 - 1);
+    // 09:59:30, leaving room for the seconds the requests take.
+    let before = offset_to(&t, 1, 10 * 3600 - 30);
     t.sim.set_clock_offset(before).await.unwrap();
     let late = ApiClient::new(t.base(), &sub_creds).shifted(before);
     let r = apply(&late, &format!("bill_date={today}")).await;
@@ -366,7 +367,7 @@ async fn statement_creating_until_ten_the_next_day() {
     r.verify(&late.verifier()).expect("signed like every error");
 
     // From 10:00 the bill is there.
-    let at_ten = before + 1;
+    let at_ten = before + 30;
     t.sim.set_clock_offset(at_ten).await.unwrap();
     let r = apply(
         &ApiClient::new(t.base(), &sub_creds).shifted(at_ten),

@@ -97,7 +97,7 @@ def main():
             {"description": "独立客户端 甲", "out_trade_no": no + "A", "attach": "py-a",
              "mchid": creds["sub_mchids"][0], "amount": {"currency": "CNY", "total_amount": 88}},
             {"description": "独立客户端 乙", "out_trade_no": no + "B", "attach": "py-b",
-             "mchid": creds["sub_mchids"][2], "amount": {"total_amount": 12}},
+             "mchid": creds["sub_mchids"][2], "amount": {"total_amount": 12, "currency": "CNY"}},
         ],
         "notify_url": "http://127.0.0.1:9/python/notify",
         "combine_payer_info": {"openid": creds["demo_openid"]},

@@ -384,8 +384,26 @@ async fn replayed_notification_id_with_other_body_is_refused(db: &TestDb) {
         .await
         .unwrap();
     assert!(matches!(same, ApplyOutcome::AlreadyApplied(_)));
-    let other = s
+    // The same id with another body but the same transaction (WeChat Pay
+    // re-encrypting a retry) is acknowledged without writing.
+    let reencrypted = s
         .apply_transition("RP001", &paid("RP001", Some(("EV-1", "digest-b"))), T0 + 3)
+        .await
+        .unwrap();
+    assert!(
+        matches!(reencrypted, ApplyOutcome::AlreadyApplied(_)),
+        "{reencrypted:?}"
+    );
+    // With another transaction it is a replay.
+    let other_txn = Transition {
+        notification: Some(NotificationRef {
+            id: "EV-1".into(),
+            body_sha256: "digest-c".into(),
+        }),
+        ..support::paid("RP001", EventSource::Notify, |i| format!("43000000{i}"))
+    };
+    let other = s
+        .apply_transition("RP001", &other_txn, T0 + 3)
         .await
         .unwrap();
     assert!(
@@ -418,10 +436,14 @@ async fn replayed_notification_id_with_other_body_is_refused(db: &TestDb) {
         .await
         .unwrap();
     assert!(matches!(dup, ApplyOutcome::AlreadyApplied(_)));
-    let dup2 = s
-        .apply_transition("RP001", &paid("RP001", Some(("EV-2", "digest-d"))), T0 + 6)
-        .await
-        .unwrap();
+    let dup2 = Transition {
+        notification: Some(NotificationRef {
+            id: "EV-2".into(),
+            body_sha256: "digest-d".into(),
+        }),
+        ..support::paid("RP001", EventSource::Notify, |i| format!("43000000{i}"))
+    };
+    let dup2 = s.apply_transition("RP001", &dup2, T0 + 6).await.unwrap();
     assert!(matches!(
         dup2,
         ApplyOutcome::Rejected {

@@ -12,7 +12,6 @@ use crate::combine::ApiError;
 use crate::config::{Config, ConfigErrors};
 use crate::refund::{MerchantClients, RefundService};
 use crate::store::{Store, StoreError};
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -173,7 +172,6 @@ pub fn refund_service(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
 ) -> Arc<RefundService> {
-    let credentialed: HashSet<String> = clients.iter().map(|(c, _)| c.mchid.clone()).collect();
     Arc::new(RefundService::new(
         store,
         Arc::new(MerchantClients::new(
@@ -181,7 +179,6 @@ pub fn refund_service(
                 .iter()
                 .map(|(c, client)| (c.mchid.clone(), client.clone())),
         )),
-        Arc::new(move |mchid: &str| credentialed.contains(mchid)),
         config.notify.refund_notify_url.to_string(),
         clock,
         config.reconcile.after_secs,

@@ -23,6 +23,10 @@ pub enum RefundCallError {
 /// Refund operations on WeChat Pay, per merchant.
 #[async_trait]
 pub trait RefundApi: Send + Sync {
+    /// Whether `mchid` has credentials here (checked before anything is
+    /// stored).
+    fn can_refund(&self, mchid: &str) -> bool;
+
     /// `POST /v3/refund/domestic/refunds`, signed by `mchid`. Idempotent on
     /// `out_refund_no` with the same body.
     async fn create(&self, mchid: &str, request: &RefundRequest)
@@ -74,6 +78,10 @@ fn check_answer(endpoint: &'static str, asked: &str, got: &Refund) -> Result<(),
 
 #[async_trait]
 impl RefundApi for MerchantClients {
+    fn can_refund(&self, mchid: &str) -> bool {
+        self.clients.contains_key(mchid)
+    }
+
     async fn create(
         &self,
         mchid: &str,

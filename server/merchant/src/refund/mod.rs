@@ -112,7 +112,6 @@ pub struct RefundOrder {
 pub struct RefundService {
     store: Arc<dyn Store>,
     api: Arc<dyn RefundApi>,
-    can_refund: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     notify_url: String,
     clock: Arc<dyn Clock>,
     query_after_secs: i64,
@@ -127,13 +126,12 @@ impl std::fmt::Debug for RefundService {
 }
 
 impl RefundService {
-    /// A service over `store` calling `api`; `can_refund(mchid)` says
-    /// whether a merchant has credentials; refund notifications go to
+    /// A service over `store` calling `api` (which knows the merchants
+    /// with credentials); refund notifications go to
     /// `notify_url`; a refund PROCESSING for `query_after_secs` is queried.
     pub fn new(
         store: Arc<dyn Store>,
         api: Arc<dyn RefundApi>,
-        can_refund: Arc<dyn Fn(&str) -> bool + Send + Sync>,
         notify_url: String,
         clock: Arc<dyn Clock>,
         query_after_secs: i64,
@@ -141,7 +139,6 @@ impl RefundService {
         Self {
             store,
             api,
-            can_refund,
             notify_url,
             clock,
             query_after_secs,
@@ -178,7 +175,7 @@ impl RefundService {
                 order: order.combine_out_trade_no.clone(),
                 out_trade_no: order.out_trade_no.clone(),
             })?;
-        if !(self.can_refund)(&sub.mchid) {
+        if !self.api.can_refund(&sub.mchid) {
             return Err(RefundError::NoCredentials(sub.mchid.clone()));
         }
         let now = self.clock.now();

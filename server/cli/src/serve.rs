@@ -12,7 +12,7 @@ pub struct ServeArgs {
     /// The configuration file (see wxpay.example.toml); `WXPAY_*` variables override its keys.
     #[arg(long, short, env = "WXPAY_CONFIG", default_value = "wxpay.toml")]
     pub config: PathBuf,
-    /// Validate the configuration (keys, files, URLs) and exit.
+    /// Validate the configuration (keys, files, URLs, the catalog, the database) and exit.
     #[arg(long)]
     pub check: bool,
     /// Log line format, overriding `log_format` of the configuration.
@@ -37,13 +37,6 @@ pub fn run(args: ServeArgs) -> ExitCode {
     for var in Config::unknown_env_vars(std::env::vars().map(|(k, _)| k)) {
         tracing::warn!(variable = %var, "unknown WXPAY_ environment variable ignored (typo?)");
     }
-    if args.check {
-        for w in &config.warnings {
-            println!("warning: {w}");
-        }
-        println!("configuration OK: {}", args.config.display());
-        return ExitCode::SUCCESS;
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -51,6 +44,25 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if args.check {
+        // Everything `serve` would refuse at start, without starting: the
+        // keys (above), the catalog and the database.
+        let notes = match runtime.block_on(wxpay_combine::kit::check(&config)) {
+            Ok(notes) => notes,
+            Err(e) => {
+                eprintln!("wxpay-combine serve: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        for w in &config.warnings {
+            println!("warning: {w}");
+        }
+        for n in notes {
+            println!("note: {n}");
+        }
+        println!("configuration OK: {}", args.config.display());
+        return ExitCode::SUCCESS;
+    }
     match runtime.block_on(app::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

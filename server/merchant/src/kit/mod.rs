@@ -50,7 +50,7 @@ mod workers;
 
 pub use serve::{serve, serve_with_metrics};
 pub use start::{
-    bill_fetchers, bind, build_client, build_merchant_client, merchants_without_credentials,
+    bill_fetchers, bind, build_client, build_merchant_client, check, merchants_without_credentials,
     prepare_client, prepare_merchant_client, prepare_merchant_clients, redact_database_url,
     refund_service, MerchantClientList, StartError,
 };

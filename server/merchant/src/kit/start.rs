@@ -23,10 +23,10 @@ pub enum StartError {
     #[error("{0}")]
     Config(#[from] ConfigErrors),
     /// The catalog is invalid.
-    #[error("{0}")]
+    #[error("catalog_file: {0}")]
     Catalog(#[from] CatalogError),
     /// The database could not be opened.
-    #[error("database {url}: {source}")]
+    #[error("database_url {url}: {source}")]
     Store {
         /// The URL with any password removed.
         url: String,
@@ -50,6 +50,31 @@ pub enum StartError {
     /// Anything else at start (file writes in demo, the simulator).
     #[error("{0}")]
     Other(String),
+}
+
+/// What `serve --check` adds to the configuration's own validation: the
+/// start-up refusals that need a file or a server — the catalog
+/// (`catalog_file`) and the database (`database_url`) — found without
+/// creating or migrating anything. Returns notes worth printing.
+pub async fn check(config: &Config) -> Result<Vec<String>, StartError> {
+    let mut notes = Vec::new();
+    match config.catalog_file.as_deref() {
+        Some(path) => {
+            crate::catalog::Catalog::load(path)?;
+        }
+        None => return Err(StartError::Other("catalog_file is not set".into())),
+    }
+    let url = &config.store.database_url;
+    match crate::store::check(url).await {
+        Ok(note) => notes.extend(note.map(|n| format!("database_url: {n}"))),
+        Err(source) => {
+            return Err(StartError::Store {
+                url: redact_database_url(url),
+                source,
+            })
+        }
+    }
+    Ok(notes)
 }
 
 /// Removes the password from a database URL for messages.

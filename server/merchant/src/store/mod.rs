@@ -484,6 +484,26 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     }
 }
 
+/// What [`connect`] would refuse, found without creating or migrating
+/// anything (`serve --check`): SQLite's file and directory, or a PostgreSQL
+/// server that answers. Returns a note worth printing (a directory that
+/// will be created).
+pub async fn check(url: &str) -> Result<Option<String>, StoreError> {
+    match classify_url(url)? {
+        Backend::Sqlite => SqliteStore::check(url),
+        Backend::Postgres => {
+            use sqlx::Connection;
+            let connect = sqlx::postgres::PgConnection::connect(url.trim());
+            let mut conn = tokio::time::timeout(std::time::Duration::from_secs(10), connect)
+                .await
+                .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))??;
+            sqlx::query("SELECT 1").execute(&mut conn).await?;
+            let _ = conn.close().await;
+            Ok(None)
+        }
+    }
+}
+
 /// Which backend a database URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -95,13 +95,10 @@ impl SqliteStore {
             store.scratch = Some(std::sync::Arc::new(scratch));
             return Ok(store);
         }
-        let options = if url.len() >= 7 && url[..7].eq_ignore_ascii_case("sqlite:") {
-            SqliteConnectOptions::from_str(url)?
-        } else {
-            SqliteConnectOptions::new().filename(url)
-        };
+        let options = Self::options(url)?;
         if let Some(dir) = options.get_filename().parent() {
             if !dir.as_os_str().is_empty() && !dir.exists() {
+                tracing::info!(dir = %dir.display(), "creating the database directory");
                 std::fs::create_dir_all(dir).map_err(|e| {
                     StoreError::Database(sqlx::Error::Io(std::io::Error::new(
                         e.kind(),
@@ -111,6 +108,73 @@ impl SqliteStore {
             }
         }
         Self::connect_with(options).await
+    }
+
+    fn options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
+        Ok(
+            if url.len() >= 7 && url[..7].eq_ignore_ascii_case("sqlite:") {
+                SqliteConnectOptions::from_str(url)?
+            } else {
+                SqliteConnectOptions::new().filename(url)
+            },
+        )
+    }
+
+    /// What [`SqliteStore::connect`] would refuse, found without creating
+    /// anything lasting (`serve --check`): the file must be a file, and its
+    /// directory (or the nearest existing ancestor, when the directory is
+    /// to be created) must take new files. Returns a note when the
+    /// directory does not exist yet.
+    pub fn check(url: &str) -> Result<Option<String>, StoreError> {
+        let url = url.trim();
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Ok(None);
+        }
+        let options = Self::options(url)?;
+        let file = options.get_filename();
+        let io = |e: std::io::Error, what: String| {
+            StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("{what}: {e}"),
+            )))
+        };
+        let refuse = |what: String| {
+            StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                what,
+            )))
+        };
+        if file.exists() {
+            if !file.is_file() {
+                return Err(refuse(format!("{} is not a file", file.display())));
+            }
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(file)
+                .map_err(|e| io(e, format!("opening {}", file.display())))?;
+        }
+        let dir = match file.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let existing = dir
+            .ancestors()
+            .find(|a| a.exists())
+            .unwrap_or(Path::new("."));
+        if !existing.is_dir() {
+            return Err(refuse(format!("{} is not a directory", existing.display())));
+        }
+        // Whether it takes new files (the WAL and journal files, or the
+        // directories to create): a probe file, removed at once.
+        let probe = existing.join(format!(".wxpay-check-{}", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+            .map_err(|e| io(e, format!("cannot create files in {}", existing.display())))?;
+        let _ = std::fs::remove_file(&probe);
+        Ok((existing != dir).then(|| format!("the directory {} will be created", dir.display())))
     }
 
     /// Opens the database at `path` (created if missing).

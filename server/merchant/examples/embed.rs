@@ -7,17 +7,22 @@
 //! in-process order events.
 //!
 //! Against the simulator: start `cargo xtask demo` (it writes
-//! `demo-data/wxpay.toml`), then in another terminal
+//! `demo-data/wxpay.toml`), then in another terminal run the example with
+//! the demo's configuration and its own public URLs (the configuration
+//! names the demo's: payment notifications would go to the demo, and the
+//! demo's origin would make this app's page a cross-origin caller):
 //!
 //! ```sh
+//! export WXPAY_PUBLIC_BASE_URL=http://127.0.0.1:8081
+//! export WXPAY_NOTIFY_URL=http://127.0.0.1:8081/wxpay/notify
+//! export WXPAY_PAY_DIRECTORY_REGISTERED=http://127.0.0.1:8081/pay/
 //! cargo run -p wxpay-combine --example embed -- --config demo-data/wxpay.toml --listen 127.0.0.1:8081
 //! curl http://127.0.0.1:8081/shop
 //! ```
 //!
 //! (`WXPAY_EMBED_CONFIG` / `WXPAY_EMBED_LISTEN` work instead of the flags.)
-//! The demo's `notify_url` still points at the demo server, which shares the
-//! database: payments made through the demo page show up in `/shop/paid`
-//! once the reconciliation worker or a notification applies them.
+//! Orders created through this app (its page or its internal API) are
+//! notified here and show up in `/shop/paid`; see `docs/library.md`.
 
 use axum::extract::State;
 use axum::routing::get;
@@ -118,11 +123,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     // The server-to-server API: the kit serves it itself on
-    // `internal_listen`; without that, this app puts it on a loopback port
-    // only its backend reaches.
-    if let (Some(internal), None) = (kit.internal_router, kit.internal_addr) {
+    // `internal_listen` (a worker); without that, this app puts it on a
+    // loopback port only its backend reaches.
+    if let Some(addr) = kit.internal_addr {
+        println!("internal API: http://{addr}/internal/");
+    } else if let Some(internal) = kit.internal_router {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        println!("internal API: http://{}", listener.local_addr()?);
+        println!("internal API: http://{}/internal/", listener.local_addr()?);
         let stop = stopped();
         tokio::spawn(async move {
             let _ = axum::serve(listener, internal)

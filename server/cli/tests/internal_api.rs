@@ -416,6 +416,16 @@ async fn same_key_same_body_is_one_order(db: &TestDb) {
     let taken = h.create("order-45", &explicit).await;
     assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.body);
     assert_eq!(taken.body["code"], "ORDER_NUMBER_USED");
+    // A new key with the identical body naming that number: refused too,
+    // and the key is not bound to the order (a retry is refused alike).
+    explicit["sub_orders"][0]["amount"] = json!(300);
+    for _ in 0..2 {
+        let again = h.create("order-46", &explicit).await;
+        assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+        assert_eq!(again.body["code"], "ORDER_NUMBER_USED");
+    }
+    // The key that created it still answers it.
+    assert_eq!(h.create("order-44", &explicit).await.status, StatusCode::OK);
 }
 
 async fn get_and_close(db: &TestDb) {
@@ -430,6 +440,13 @@ async fn get_and_close(db: &TestDb) {
     assert_eq!(got.body["state"], "NOTPAY");
     assert_eq!(got.body["payer_openid"], h.alice.as_str());
     assert_eq!(got.body["sub_orders"][0]["amount"], 100);
+    // The stored prepay, without pay parameters (creation's answer has them).
+    assert_eq!(got.body["prepay_id"], created.body["prepay_id"]);
+    assert_eq!(
+        got.body["prepay_expires_at"],
+        created.body["prepay_expires_at"]
+    );
+    assert!(got.body.get("pay_params").is_none(), "{}", got.body);
     let closed = h.close(&no).await;
     assert_eq!(closed.status, StatusCode::OK, "{}", closed.body);
     assert_eq!(closed.body["state"], "CLOSED");

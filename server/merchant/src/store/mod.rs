@@ -163,6 +163,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         ))
     }
 
+    /// The record of idempotency key `key`, if it was recorded. The default
+    /// (wrapper stores in tests) refuses, like
+    /// [`Store::record_idempotency_key`].
+    async fn idempotency_key(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let _ = key;
+        Err(StoreError::Invalid(
+            "this store does not keep idempotency keys".into(),
+        ))
+    }
+
     /// Marks OAuth state `state_sha256` (hex SHA-256 of the state) used
     /// until `expires_at`, and says whether this call was its first use:
     /// `true` once, `false` for every later call (on any instance sharing

@@ -447,6 +447,17 @@ impl Store for SqliteStore {
         Ok(super::intake::key(row))
     }
 
+    async fn idempotency_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<super::IdempotencyRecord>, StoreError> {
+        let row: Option<super::intake::KeyRow> = sqlx::query_as(super::intake::SELECT_KEY)
+            .bind(key)
+            .fetch_optional(&mut *self.exclusive().await?)
+            .await?;
+        Ok(row.map(super::intake::key))
+    }
+
     async fn consume_oauth_state(
         &self,
         state_sha256: &str,

@@ -41,6 +41,18 @@ pub(super) async fn create(
     let st = &api.app;
     let now = st.clock.now();
     let digest = req.digest();
+    // A new key naming a number an order (or a pay link) holds already is
+    // refused, whatever its body: the key is not bound to another's order.
+    if let Some(no) = &req.combine_out_trade_no {
+        if st.store.idempotency_key(&key).await?.is_none()
+            && (st.store.get_order(no).await?.is_some()
+                || st.store.pay_link_for_order(no).await?.is_some())
+        {
+            return Err(InternalError::NumberUsed(format!(
+                "order {no} exists (created under another Idempotency-Key)"
+            )));
+        }
+    }
     let candidate = req
         .combine_out_trade_no
         .clone()
@@ -133,7 +145,7 @@ async fn create_for_payer(
         view = view.with_prepay(PrepayView {
             prepay_id,
             prepay_expires_at: rfc3339_cst(expires_at),
-            pay_params,
+            pay_params: Some(pay_params),
         });
     }
     Ok((created_or_repeat(created), Json(view)).into_response())

@@ -29,8 +29,8 @@ pub(super) struct OrderView {
     #[serde(skip_serializing_if = "Option::is_none")]
     payer_openid: Option<String>,
     sub_orders: Vec<SubOrderView>,
-    /// Only in the answer of a creation for a payer, while the order can be
-    /// paid.
+    /// While the order can be paid: its stored prepay (with the signed
+    /// pay parameters in the answer of a creation).
     #[serde(flatten)]
     prepay: Option<PrepayView>,
     /// Only for orders created with a pay link.
@@ -102,7 +102,9 @@ impl RefundView {
 pub(super) struct PrepayView {
     pub(super) prepay_id: String,
     pub(super) prepay_expires_at: String,
-    pub(super) pay_params: JsapiPayParams,
+    /// Only in the answer of a creation: reads report the prepay alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) pay_params: Option<JsapiPayParams>,
 }
 
 /// A pay link: `open` (with its `url`), `expired`, `claimed` or `closed`.
@@ -126,7 +128,14 @@ impl OrderView {
             time_expire: o.time_expire.map(rfc3339_cst),
             payer_openid: (!o.payer_openid.is_empty()).then(|| o.payer_openid.clone()),
             sub_orders: o.sub_orders.iter().map(SubOrderView::of).collect(),
-            prepay: None,
+            prepay: match (&o.prepay_id, o.prepay_expires_at) {
+                (Some(id), Some(expires)) if o.state.is_open() => Some(PrepayView {
+                    prepay_id: id.clone(),
+                    prepay_expires_at: rfc3339_cst(expires),
+                    pay_params: None,
+                }),
+                _ => None,
+            },
             pay_link: None,
         }
     }

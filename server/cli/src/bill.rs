@@ -145,7 +145,19 @@ pub fn run(args: BillArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return usage(e),
     };
-    if let Some(dir) = &args.out_dir {
+    // The directories written to, before anything is fetched (as the
+    // scheduler creates its own): --out-dir, and those of --out and --report.
+    let parent = |f: &PathBuf| {
+        f.parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(PathBuf::from)
+    };
+    let dirs = [
+        args.out_dir.clone(),
+        args.out.as_ref().and_then(parent),
+        args.report.as_ref().and_then(parent),
+    ];
+    for dir in dirs.iter().flatten() {
         if let Err(e) = std::fs::create_dir_all(dir) {
             eprintln!("wxpay-combine bill: cannot create {}: {e}", dir.display());
             return ExitCode::from(EXIT_LOCAL);

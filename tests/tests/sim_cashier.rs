@@ -167,16 +167,26 @@ async fn pay_cancel_and_refusals() {
     let stats = t.sim.stats().await.unwrap();
     assert_eq!(stats.paid_orders, 1);
 
-    // The tamper fault makes the cashier alter paySign (here: the handle's
-    // pay path takes the parameters as given; bridge.js does the altering),
-    // and the same check refuses it.
+    // The tamper fault alters paySign on every cashier path: the page's
+    // bridge.js does it itself, a direct confirm and the handle's pay get
+    // the same refusal here; a cancel still cancels.
     let no = unique("K");
     let pid = c.prepay(&prepay_body(t.creds(), &no, NOTIFY)).await.json()["prepay_id"]
         .as_str()
         .unwrap()
         .to_string();
+    t.sim
+        .control(json!({"combine_out_trade_no": no, "tamper_pay_sign": true}))
+        .await
+        .unwrap();
+    let refused = c.confirm(&c.pay_params(&pid), "pay").await;
+    assert_eq!(
+        refused["err_msg"], "get_brand_wcpay_request:fail",
+        "{refused}"
+    );
+    assert_eq!(refused["err_desc"], "支付验证签名失败", "{refused}");
     let out = t.sim.pay_prepay_id(&pid).await.unwrap();
-    assert!(out.is_ok(), "{out:?}");
+    assert!(!out.is_ok(), "{out:?}");
     assert_eq!(
         t.sim
             .confirm(&c.pay_params(&pid), CashierAction::Cancel)
@@ -184,6 +194,12 @@ async fn pay_cancel_and_refusals() {
             .err_msg,
         "get_brand_wcpay_request:cancel"
     );
+    t.sim
+        .control(json!({"combine_out_trade_no": no, "tamper_pay_sign": null}))
+        .await
+        .unwrap();
+    let out = t.sim.pay_prepay_id(&pid).await.unwrap();
+    assert!(out.is_ok(), "{out:?}");
     t.sim.shutdown().await;
 }
 

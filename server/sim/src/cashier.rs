@@ -285,6 +285,15 @@ async fn confirm_inner(
     if action == CashierAction::Cancel {
         return Ok(CashierOutcome::cancel());
     }
+    // The tamper_pay_sign fault alters paySign on every cashier path (the
+    // page's bridge.js does it itself; a payer driven by code or a direct
+    // POST gets the same answer here).
+    let faults = st
+        .faults
+        .effective(Some(&p.combine_mchid), Some(&p.combine_out_trade_no));
+    if faults.tamper_pay_sign.unwrap_or(false) {
+        return Ok(CashierOutcome::fail("支付验证签名失败"));
+    }
     let coupon = coupon_fen.unwrap_or_else(|| st.coupon_fen.load(Ordering::Relaxed));
     pay(st, &merchant, &p.combine_out_trade_no, bank_type, coupon).await
 }

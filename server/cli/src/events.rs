@@ -47,6 +47,8 @@ pub fn run(args: EventsArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The delivery's log line (with its order number) like the server's.
+    crate::app::init_tracing(config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -374,7 +374,7 @@ impl Metrics {
         let orders_created = Counter::default();
         registry.register(
             "wxpay_orders_created",
-            "Combined orders created (prepay succeeded and stored)",
+            "Combined orders stored (page API, internal API, pay-link claims), counted before prepay: a refused prepay counts too",
             orders_created.clone(),
         );
         let payments_confirmed = CounterVec::register(

@@ -400,7 +400,9 @@ impl KitBuilder {
         if let (Some(listener), Some(r)) = (internal_listener, internal_router.clone()) {
             let connections = config.http.connections;
             workers.add("internal-listener", move |stop| async move {
-                tracing::info!(addr = ?listener.local_addr().ok(), "internal API listening");
+                if let Ok(addr) = listener.local_addr() {
+                    tracing::info!(%addr, "internal API listening");
+                }
                 // The same connection limits as the public listener.
                 crate::http::listener::serve(listener, r, connections, "internal", stop).await;
             });

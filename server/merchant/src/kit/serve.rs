@@ -44,7 +44,9 @@ pub async fn serve_with_metrics(
     let stop = workers.shutdown();
     workers.stop_when(shutdown);
     let metrics_task = metrics_listener.map(|l| {
-        tracing::info!(addr = ?l.local_addr().ok(), "metrics listening");
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "metrics listening");
+        }
         let signal = stop.clone().cancelled_owned();
         tokio::spawn(async move {
             axum::serve(l, http::traced(crate::metrics::router::<()>()))
@@ -52,8 +54,9 @@ pub async fn serve_with_metrics(
                 .await
         })
     });
-    let addr = listener.local_addr().ok();
-    tracing::info!(addr = ?addr, "merchant server listening");
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "merchant server listening");
+    }
     // Our own accept loop (`http::listener`): header-read and keep-alive
     // timeouts, a connection cap, the peer address for the per-IP rate
     // limit (`ConnectInfo<SocketAddr>`), TCP_NODELAY.

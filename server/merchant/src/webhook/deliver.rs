@@ -126,7 +126,7 @@ impl WebhookWorker {
         if outcome.is_delivered() {
             m.webhook_delivery("delivered");
             self.store.mark_outbox_delivered(&event.id, now).await?;
-            tracing::info!(event = %event.id, order = %event.combine_out_trade_no, kind = %event.kind, "webhook delivered");
+            tracing::info!(event = %event.id, combine_out_trade_no = %event.combine_out_trade_no, kind = %event.kind, "webhook delivered");
         } else {
             m.webhook_delivery(match outcome {
                 Delivery::Status(_) => "http_error",
@@ -142,7 +142,7 @@ impl WebhookWorker {
             self.store
                 .mark_outbox_failed(&event.id, now + delay as i64, &error)
                 .await?;
-            tracing::warn!(event = %event.id, order = %event.combine_out_trade_no, attempts = failures, retry_in_secs = delay, error = %error, "webhook delivery failed");
+            tracing::warn!(event = %event.id, combine_out_trade_no = %event.combine_out_trade_no, attempts = failures, retry_in_secs = delay, error = %error, "webhook delivery failed");
         }
         Ok(outcome)
     }

@@ -48,6 +48,8 @@ pub fn run(args: DemoArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Paths are printed under the data directory as given (`demo-data/…`).
+    let shown_dir = args.data_dir.clone();
     let mut opts = DemoOptions::new(args.data_dir);
     opts.addr = args.addr;
     opts.internal_addr = args.internal_addr;
@@ -71,13 +73,13 @@ pub fn run(args: DemoArgs) -> ExitCode {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "page: {}", demo.page_url);
         let _ = writeln!(out, "simulator: {}", demo.sim.base_url());
-        let _ = writeln!(out, "config: {}", demo.config_path.display());
+        let _ = writeln!(out, "config: {}", shown_dir.join("wxpay.toml").display());
         if let Some(addr) = server.internal_addr {
             // The token's file, never the token.
             let _ = writeln!(
                 out,
                 "internal API: http://{addr}/internal/ (Authorization: Bearer <the contents of {}>)",
-                demo.internal_token_file.display()
+                shown_dir.join("secrets/internal_token.txt").display()
             );
         }
         let _ = writeln!(

@@ -1,0 +1,1332 @@
+//! The documents, run as written: README.md and docs/*.md promise commands,
+//! outputs and HTTP exchanges; this file runs them and compares.
+//!
+//! A block is checked when the line before its fence is
+//! `<!-- doc-test: NAME -->` (an HTML comment: GitHub shows the block as
+//! usual). Each name has one check below, which takes the block's text from
+//! the document — so editing a marked block changes what is run, and a
+//! document that no longer holds fails `cargo xtask test`.
+//! [`every_marked_block_has_a_check`] keeps the list of names and the
+//! documents in step.
+//!
+//! Why marked blocks and not scripts beside the documents: the reader sees
+//! exactly what is run, and there is one copy of every command.
+//!
+//! How commands are run:
+//! - shell blocks: each `$ COMMAND` line (with `\` continuations) runs in
+//!   `bash` in a temporary directory, stdout and stderr together; the lines
+//!   after it are its expected output, each matching one output line, in
+//!   order (other lines may come between). Blocks without `$ ` prompts are
+//!   commands only;
+//! - in expected lines, `…` matches any text and `PORT` a port number;
+//! - `wxpay-combine` is the binary of this build (on `PATH`),
+//!   `cargo xtask` the xtask binary (its `demo` runs that binary instead of
+//!   a release build: `XTASK_DEMO_BIN`), `cargo run -p wxpay-combine-cli --`
+//!   the binary and `cargo run -p wxpay-combine --example embed --` the
+//!   example;
+//! - placeholders filled in everywhere: `/tmp/` and `/home/you/` are the
+//!   temporary directory, `demo-data/` the demo's data directory (the
+//!   README's `--data-dir /tmp/shop`), the ports 9000, 8080 (the demo),
+//!   8081 (the embedding example) and 7730 (the simulator) free ports;
+//!   per check, what the document says stands for a generated value
+//!   (`TODAY`, `SUB_MCHID`, `MCHID`, the example mchids and openid of
+//!   docs/internal-api.md, `NO`, `C1`, …).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wxpay_combine_tests::binary::{server_binary, target_dir, workspace_root};
+use wxpay_combine_tests::reliability::free_port;
+use wxpay_combine_tests::sim::{http, prepay_body, unique, TestSim};
+
+/// Every check's block names; [`every_marked_block_has_a_check`] compares
+/// them with the documents' markers.
+const CHECKED: &[&str] = &[
+    "demo-options",
+    "demo-output",
+    "serve-check",
+    "readme-refund",
+    "webhook-python",
+    "webhook-node",
+    "embed-run",
+    "embed-output",
+    "embed-shop",
+    "embed-paydir",
+    "internal-create",
+    "internal-create-answer",
+    "internal-get",
+    "bill-demo",
+    "sim-run",
+    "sim-run-output",
+    "sim-control",
+];
+
+// ---------------------------------------------------------------------------
+// The documents' marked blocks
+
+#[derive(Debug, Clone)]
+struct Block {
+    file: String,
+    name: String,
+    text: String,
+}
+
+fn documents() -> Vec<PathBuf> {
+    let root = workspace_root();
+    let mut files = vec![root.join("README.md")];
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
+        .expect("docs/")
+        .map(|e| e.expect("docs/ entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    files
+}
+
+fn marked_blocks() -> Vec<Block> {
+    let mut out = Vec::new();
+    for path in documents() {
+        let file = path
+            .strip_prefix(workspace_root())
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        let text = std::fs::read_to_string(&path).expect("a document");
+        let lines: Vec<&str> = text.lines().collect();
+        let mut i = 0;
+        while i < lines.len() {
+            let line = lines[i].trim();
+            if let Some(name) = line
+                .strip_prefix("<!-- doc-test:")
+                .and_then(|r| r.strip_suffix("-->"))
+            {
+                let name = name.trim().to_string();
+                let fence = lines.get(i + 1).map(|l| l.trim_start()).unwrap_or("");
+                assert!(
+                    fence.starts_with("```"),
+                    "{file}:{}: the marker doc-test: {name} is not followed by a fenced block",
+                    i + 1
+                );
+                let mut body = Vec::new();
+                let mut j = i + 2;
+                while j < lines.len() && lines[j].trim_start() != "```" {
+                    body.push(lines[j]);
+                    j += 1;
+                }
+                assert!(j < lines.len(), "{file}: block {name} is not closed");
+                out.push(Block {
+                    file: file.clone(),
+                    name,
+                    text: body.join("\n") + "\n",
+                });
+                i = j;
+            }
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The block marked `name`; panics when no document has it (a check whose
+/// block was removed fails).
+fn block(name: &str) -> Block {
+    let found: Vec<Block> = marked_blocks()
+        .into_iter()
+        .filter(|b| b.name == name)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "exactly one block marked doc-test: {name} in README.md and docs/*.md"
+    );
+    found.into_iter().next().unwrap()
+}
+
+#[test]
+fn every_marked_block_has_a_check() {
+    let marked: BTreeSet<String> = marked_blocks().into_iter().map(|b| b.name).collect();
+    let checked: BTreeSet<String> = CHECKED.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        marked, checked,
+        "the doc-test markers of README.md and docs/*.md and the checks of tests/tests/docs.rs"
+    );
+}
+
+/// Whether an output line matches an expected one: `…` matches any text,
+/// `PORT` one or more digits, everything else itself.
+fn line_matches(pattern: &str, line: &str) -> bool {
+    fn go(p: &str, s: &str) -> bool {
+        if let Some(rest) = p.strip_prefix('…') {
+            return (0..=s.len())
+                .filter(|i| s.is_char_boundary(*i))
+                .any(|i| go(rest, &s[i..]));
+        }
+        if let Some(rest) = p.strip_prefix("PORT") {
+            let n = s.bytes().take_while(u8::is_ascii_digit).count();
+            return n > 0 && go(rest, &s[n..]);
+        }
+        match (p.chars().next(), s.chars().next()) {
+            (None, None) => true,
+            (Some(a), Some(b)) if a == b => go(&p[a.len_utf8()..], &s[b.len_utf8()..]),
+            _ => false,
+        }
+    }
+    go(pattern.trim_end(), line.trim_end())
+}
+
+/// Checks that every expected line matches an output line, in order.
+fn expect_lines(what: &str, expected: &[String], output: &str) {
+    let lines: Vec<&str> = output.lines().collect();
+    let mut at = 0;
+    for e in expected.iter().filter(|e| !e.trim().is_empty()) {
+        match lines[at..].iter().position(|l| line_matches(e, l)) {
+            Some(k) => at += k + 1,
+            None => panic!(
+                "{what}: no output line matches the documented\n  {e}\n(after line {at}) in the output:\n{output}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn line_patterns() {
+    assert!(line_matches(
+        "page: http://127.0.0.1:PORT/pay/",
+        "page: http://127.0.0.1:8080/pay/"
+    ));
+    assert!(!line_matches(
+        "page: http://127.0.0.1:PORT/pay/",
+        "page: http://127.0.0.1:/pay/"
+    ));
+    assert!(line_matches("a … b", "a x y b"));
+    assert!(line_matches("…missing.toml: gone", "/x/missing.toml: gone"));
+    assert!(!line_matches("configuration OK", "configuration refused"));
+}
+
+// ---------------------------------------------------------------------------
+// Running commands as the documents write them
+
+/// The binaries the documents' commands name, built once.
+struct Tools {
+    server: PathBuf,
+    xtask: PathBuf,
+}
+
+fn cargo_build(args: &[&str], built: &str) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .arg("build")
+        .args(args)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cargo build {args:?}: {status}");
+    let path = target_dir().join("debug").join(built);
+    assert!(
+        path.is_file(),
+        "{} after cargo build {args:?}",
+        path.display()
+    );
+    path
+}
+
+fn tools() -> Tools {
+    Tools {
+        server: server_binary(),
+        xtask: cargo_build(&["-p", "xtask"], "xtask"),
+    }
+}
+
+/// A temporary directory where the documents' commands run, with
+/// `wxpay-combine` on `PATH` and the placeholders filled in.
+struct Workdir {
+    dir: tempfile::TempDir,
+    path_var: String,
+    subs: Vec<(String, String)>,
+    env: Vec<(String, String)>,
+    commands: Vec<(String, String)>,
+}
+
+impl Workdir {
+    fn new(tools: &Tools) -> Workdir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::os::unix::fs::symlink(&tools.server, bin.join("wxpay-combine")).unwrap();
+        let path_var = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let root = dir.path().display().to_string();
+        let subs = vec![
+            ("/tmp/".to_string(), format!("{root}/")),
+            ("/home/you/".to_string(), format!("{root}/")),
+            ("demo-data/".to_string(), format!("{root}/shop/")),
+        ];
+        let commands = vec![
+            (
+                "cargo xtask ".to_string(),
+                format!("{} ", tools.xtask.display()),
+            ),
+            (
+                "cargo run -p wxpay-combine-cli -- ".to_string(),
+                format!("{} ", tools.server.display()),
+            ),
+        ];
+        Workdir {
+            dir,
+            path_var,
+            subs,
+            env: vec![("XTASK_DEMO_BIN".into(), tools.server.display().to_string())],
+            commands,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills in `from` → `to` in every later text (before the general
+    /// placeholders).
+    fn sub(&mut self, from: impl Into<String>, to: impl Into<String>) {
+        self.subs.insert(0, (from.into(), to.into()));
+    }
+
+    fn fill(&self, text: &str) -> String {
+        // One pass per placeholder, most specific first; a filled-in value
+        // is not filled in again.
+        let mut pieces: Vec<(String, bool)> = vec![(text.to_string(), false)];
+        for (from, to) in &self.subs {
+            let mut next = Vec::new();
+            for (piece, done) in pieces {
+                if done {
+                    next.push((piece, true));
+                    continue;
+                }
+                let mut rest = piece.as_str();
+                while let Some(i) = rest.find(from.as_str()) {
+                    // `demo-data/` inside a longer path is not the placeholder.
+                    let inside = from == "demo-data/"
+                        && rest[..i].ends_with(|c: char| c == '/' || c.is_alphanumeric());
+                    if inside {
+                        next.push((rest[..i + from.len()].to_string(), false));
+                    } else {
+                        next.push((rest[..i].to_string(), false));
+                        next.push((to.clone(), true));
+                    }
+                    rest = &rest[i + from.len()..];
+                }
+                next.push((rest.to_string(), false));
+            }
+            pieces = next;
+        }
+        pieces.into_iter().map(|(p, _)| p).collect()
+    }
+
+    fn command(&self, cmd: &str) -> String {
+        let mut cmd = self.fill(cmd);
+        for (from, to) in &self.commands {
+            cmd = cmd.replace(from.as_str(), to);
+        }
+        cmd
+    }
+
+    fn bash(&self, script: &str, env: &[(String, String)]) -> Command {
+        let mut c = Command::new("bash");
+        c.arg("-c")
+            .arg(script)
+            .current_dir(self.path())
+            .env("PATH", &self.path_var)
+            .env("RUST_LOG", "info");
+        for (k, v) in self.env.iter().chain(env) {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Runs one documented command (placeholders filled in), stdout and
+    /// stderr together.
+    fn run(&self, cmd: &str, env: &[(String, String)]) -> (i32, String) {
+        let script = format!("exec 2>&1; {}", self.command(cmd));
+        let out = self.bash(&script, env).output().expect("bash runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// Runs a transcript block: `$ COMMAND` lines and their expected output.
+    fn transcript(&self, b: &Block, env: &[(String, String)]) -> Vec<(String, String)> {
+        let mut results = Vec::new();
+        for (cmd, expected) in transcript_steps(&b.text) {
+            let (_, output) = self.run(&cmd, env);
+            let expected: Vec<String> = expected.iter().map(|e| self.fill(e)).collect();
+            expect_lines(
+                &format!("{} ({}): $ {}", b.name, b.file, self.command(&cmd)),
+                &expected,
+                &output,
+            );
+            results.push((cmd, output));
+        }
+        results
+    }
+
+    /// Starts a documented long-running command.
+    fn spawn(&self, cmd: &str, env: &[(String, String)]) -> Proc {
+        let script = format!("exec {}", self.command(cmd));
+        let mut child = self
+            .bash(&script, env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bash starts");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut o = output.lock().unwrap();
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            });
+        }
+        Proc {
+            child,
+            output,
+            what: self.command(cmd),
+        }
+    }
+}
+
+/// `$ ` commands (with `\` continuations) and the lines after each.
+fn transcript_steps(text: &str) -> Vec<(String, Vec<String>)> {
+    let mut steps: Vec<(String, Vec<String>)> = Vec::new();
+    let mut continuing = false;
+    for line in text.lines() {
+        if continuing {
+            let step = steps.last_mut().unwrap();
+            continuing = line.trim_end().ends_with('\\');
+            step.0.push('\n');
+            step.0.push_str(line);
+        } else if let Some(cmd) = line.strip_prefix("$ ") {
+            continuing = cmd.trim_end().ends_with('\\');
+            steps.push((cmd.to_string(), Vec::new()));
+        } else if let Some(step) = steps.last_mut() {
+            step.1.push(line.to_string());
+        }
+    }
+    assert!(!steps.is_empty(), "a transcript block without `$ ` lines");
+    steps
+}
+
+/// The commands of a block without prompts: lines (with `\`
+/// continuations), comments and blank lines left out.
+fn command_lines(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut continuing = false;
+    for line in text.lines() {
+        if continuing {
+            let last = out.last_mut().unwrap();
+            last.push('\n');
+            last.push_str(line);
+        } else if !line.trim().is_empty() && !line.trim_start().starts_with('#') {
+            out.push(line.to_string());
+        }
+        continuing = line.trim_end().ends_with('\\');
+    }
+    out
+}
+
+/// A command that runs until stopped; killed on drop.
+struct Proc {
+    child: Child,
+    output: Arc<Mutex<String>>,
+    what: String,
+}
+
+impl Proc {
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Waits until the output has a line matching `pattern`; returns it.
+    fn wait_line(&mut self, pattern: &str, within: Duration) -> String {
+        let until = Instant::now() + within;
+        loop {
+            if let Some(l) = self.output().lines().find(|l| line_matches(pattern, l)) {
+                return l.to_string();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "`{}` exited ({status}) before printing {pattern:?}:\n{}",
+                    self.what,
+                    self.output()
+                );
+            }
+            assert!(
+                Instant::now() < until,
+                "`{}` did not print {pattern:?} within {within:?}:\n{}",
+                self.what,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn after<'a>(line: &'a str, prefix: &str) -> &'a str {
+    line.split_once(prefix).map(|(_, r)| r).unwrap_or("").trim()
+}
+
+/// Today's date in Beijing (bills are per +08:00 day).
+fn beijing_today() -> String {
+    let now =
+        time::OffsetDateTime::now_utc().to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap());
+    format!(
+        "{:04}-{:02}-{:02}",
+        now.year(),
+        u8::from(now.month()),
+        now.day()
+    )
+}
+
+// ---------------------------------------------------------------------------
+// HTTP exchanges as the documents show them
+
+/// A documented HTTP request: method, path, headers, body.
+struct HttpExample {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+fn http_request(text: &str) -> HttpExample {
+    let mut lines = text.lines();
+    let first = lines.next().expect("a request line");
+    let mut parts = first.split_whitespace();
+    let method = parts.next().unwrap().to_string();
+    let path = parts.next().unwrap().to_string();
+    let mut headers = Vec::new();
+    for l in lines.by_ref() {
+        if l.trim().is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':').expect("a header line");
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    HttpExample {
+        method,
+        path,
+        headers,
+        body: lines.collect::<Vec<_>>().join("\n"),
+    }
+}
+
+/// A documented answer: status and JSON body.
+fn http_answer(text: &str) -> (u16, Value) {
+    let (head, body) = text
+        .split_once("\n\n")
+        .expect("status line, blank line, body");
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (
+        status,
+        serde_json::from_str(body).expect("the documented answer is JSON"),
+    )
+}
+
+/// Compares an answer with the documented one: the same fields
+/// (recursively) and the same values, except where the document shows a
+/// value that differs on every run: `…`, the documented order number (and
+/// what starts with it), times, prepay ids, nonces and signatures.
+fn same_shape(at: &str, documented: &Value, actual: &Value, doc_no: &str, no: &str) {
+    match (documented, actual) {
+        (Value::Object(d), Value::Object(a)) => {
+            let dk: BTreeSet<&String> = d.keys().collect();
+            let ak: BTreeSet<&String> = a.keys().collect();
+            assert_eq!(
+                dk, ak,
+                "{at}: the documented fields and the answer's:\n{actual:#}"
+            );
+            for (k, v) in d {
+                same_shape(&format!("{at}.{k}"), v, &a[k], doc_no, no);
+            }
+        }
+        (Value::Array(d), Value::Array(a)) => {
+            assert_eq!(d.len(), a.len(), "{at}: length");
+            for (i, (dv, av)) in d.iter().zip(a).enumerate() {
+                same_shape(&format!("{at}[{i}]"), dv, av, doc_no, no);
+            }
+        }
+        (Value::String(d), Value::String(a)) => {
+            let generated = d.contains('…')
+                || at.ends_with("_at")
+                || at.ends_with("time_expire")
+                || at.ends_with("timeStamp")
+                || at.ends_with("prepay_id");
+            if !generated {
+                assert_eq!(&d.replace(doc_no, no), a, "{at}");
+            }
+        }
+        (d, a) => assert_eq!(d, a, "{at}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A webhook receiver: what arrives, as it arrives
+
+/// One request as it arrived: header names and values, raw body.
+type Delivery = (Vec<(String, String)>, Vec<u8>);
+
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<Delivery>>>);
+
+async fn receive(State(r): State<Received>, headers: HeaderMap, body: Bytes) -> &'static str {
+    let headers = headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    r.0.lock().unwrap().push((headers, body.to_vec()));
+    ""
+}
+
+async fn webhook_receiver() -> (String, Received) {
+    let received = Received::default();
+    let app = axum::Router::new()
+        .route("/hooks/wxpay", axum::routing::post(receive))
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/wxpay", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, received)
+}
+
+/// Runs a recipe of docs/webhooks.md on one delivery: the documented
+/// function with the secret read as documented, on the headers as they
+/// arrived, in Title-Case, and on a tampered body. Prints `true true false`
+/// when the recipe works.
+fn run_recipe(w: &Workdir, lang: &str, recipe: &str, headers: &[(String, String)], body: &[u8]) {
+    let dir = w.path().join(format!("recipe-{lang}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let as_received: serde_json::Map<String, Value> =
+        headers.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let title_case: serde_json::Map<String, Value> = headers
+        .iter()
+        .map(|(k, v)| {
+            let t = k
+                .split('-')
+                .map(|p| {
+                    let mut c = p.chars();
+                    c.next()
+                        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+                        .unwrap_or_default()
+                })
+                .collect::<Vec<_>>()
+                .join("-");
+            (t, json!(v))
+        })
+        .collect();
+    std::fs::write(
+        dir.join("headers.json"),
+        Value::Object(as_received).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("title.json"),
+        Value::Object(title_case).to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("body"), body).unwrap();
+    let key = w.path().join("webhook.key").display().to_string();
+    let (file, program, harness) = match lang {
+        "python" => (
+            "recipe.py",
+            "python3",
+            format!(
+                "\nimport json\nbody = open('body', 'rb').read()\nsecret = load_secret({key:?})\n\
+                 print(str(verify(secret, json.load(open('headers.json')), body)).lower(),\n\
+                       str(verify(secret, json.load(open('title.json')), body)).lower(),\n\
+                       str(verify(secret, json.load(open('headers.json')), body + b' ')).lower())\n"
+            ),
+        ),
+        _ => (
+            "recipe.js",
+            "node",
+            format!(
+                "\nconst body = fs.readFileSync('body');\nconst secret = loadSecret({key:?});\n\
+                 const h = JSON.parse(fs.readFileSync('headers.json', 'utf8'));\n\
+                 const t = JSON.parse(fs.readFileSync('title.json', 'utf8'));\n\
+                 console.log(verify(secret, h, body), verify(secret, t, body),\n\
+                   verify(secret, h, Buffer.concat([body, Buffer.from(' ')])));\n"
+            ),
+        ),
+    };
+    std::fs::write(dir.join(file), format!("{recipe}{harness}")).unwrap();
+    let out = Command::new(program)
+        .arg(file)
+        .current_dir(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} (needed by the {lang} recipe): {e}"));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        printed.trim(),
+        "true true false",
+        "the {lang} recipe of docs/webhooks.md on a real delivery (as received, Title-Case, tampered); stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The checks
+
+/// The README's demo, the documents that run against it, and the embedding
+/// example: one demo started as the README's options line says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn documents_against_the_demo() {
+    let tools = tools();
+    let mut w = Workdir::new(&tools);
+    let demo_addr = format!("127.0.0.1:{}", free_port());
+    w.sub("127.0.0.1:9000", demo_addr.clone());
+    w.sub("127.0.0.1:8080", demo_addr.clone());
+
+    // README "Options": `cargo xtask demo -- …` (item 1: the `--` reaches
+    // no one).
+    let options = block("demo-options");
+    let lines = command_lines(&options.text);
+    assert_eq!(lines.len(), 1, "one demo command in {}", options.file);
+    let mut demo = w.spawn(&lines[0], &[]);
+    demo.wait_line("Open the page in a browser…", Duration::from_secs(120));
+    let printed = demo.output();
+
+    // README: what the demo prints.
+    let out = block("demo-output");
+    let expected: Vec<String> = out.text.lines().map(|l| w.fill(l)).collect();
+    expect_lines("demo-output (README.md)", &expected, &printed);
+    let sim_base = after(
+        &demo.wait_line("simulator: …", Duration::ZERO),
+        "simulator:",
+    )
+    .to_string();
+    let internal_line = demo.wait_line("internal API: …", Duration::ZERO);
+    let internal_base = after(&internal_line, "internal API:")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string(); // http://127.0.0.1:P/internal
+    let data = w.path().join("shop");
+    let token = std::fs::read_to_string(data.join("secrets/internal_token.txt")).unwrap();
+    let merchant: Value =
+        serde_json::from_slice(&std::fs::read(data.join("simulator/merchant.json")).unwrap())
+            .unwrap();
+    let sub_mchids: Vec<String> = merchant["sub_mchids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let openid = merchant["demo_openid"].as_str().unwrap().to_string();
+    let client = http();
+
+    // README "Running it for real": `serve --check` (item 2).
+    w.transcript(&block("serve-check"), &[]);
+    // The catalog in wxpay.example.toml's comment is one `serve` accepts.
+    let example = std::fs::read_to_string(workspace_root().join("wxpay.example.toml")).unwrap();
+    let catalog: String = example
+        .split("# The product catalog")
+        .nth(1)
+        .and_then(|r| r.split("\ncatalog_file").next())
+        .expect("the catalog comment of wxpay.example.toml")
+        .lines()
+        .filter_map(|l| l.strip_prefix("#   "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(w.path().join("example-catalog.toml"), &catalog).unwrap();
+    let (code, output) = w.run(
+        "WXPAY_CATALOG_FILE=$PWD/example-catalog.toml wxpay-combine serve --config demo-data/wxpay.toml --check",
+        &[],
+    );
+    assert!(
+        code == 0 && output.contains("configuration OK"),
+        "the catalog of wxpay.example.toml's comment:\n{catalog}\n{output}"
+    );
+    // `serve` says in its log that it creates the database's directory, and
+    // logs addresses as addresses (item 9).
+    let mut serve = w.spawn(
+        "wxpay-combine serve --config demo-data/wxpay.toml",
+        &[
+            (
+                "WXPAY_DATABASE_URL".into(),
+                format!("sqlite:{}/new-db/wxpay.db", w.path().display()),
+            ),
+            ("WXPAY_LISTEN".into(), format!("127.0.0.1:{}", free_port())),
+            (
+                "WXPAY_METRICS_LISTEN".into(),
+                format!("127.0.0.1:{}", free_port()),
+            ),
+        ],
+    );
+    serve.wait_line(
+        "…creating the database directory…new-db…",
+        Duration::from_secs(60),
+    );
+    serve.wait_line(
+        "…merchant server listening…addr=127.0.0.1:PORT…",
+        Duration::from_secs(60),
+    );
+    serve.wait_line(
+        "…metrics listening…addr=127.0.0.1:PORT…",
+        Duration::from_secs(10),
+    );
+    serve.wait_line(
+        "…internal API listening…addr=127.0.0.1:PORT…",
+        Duration::from_secs(10),
+    );
+    assert!(!serve.output().contains("Some("), "{}", serve.output());
+    drop(serve);
+
+    // docs/internal-api.md: the request for a known payer, as documented
+    // with the simulator's sub-merchants and payer (item 5).
+    let request = block("internal-create");
+    let mut req = http_request(&request.text);
+    req.body = req
+        .body
+        .replace("1900000110", &sub_mchids[0])
+        .replace("1900000111", &sub_mchids[1])
+        .replace("oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", &openid);
+    let body: Value = serde_json::from_str(&req.body).expect("the documented body is JSON");
+    let key = unique("doc-");
+    let send = |key: &str, body: &Value| {
+        let mut r = client.request(
+            req.method.parse().unwrap(),
+            format!(
+                "{}{}",
+                internal_base.trim_end_matches("/internal"),
+                req.path
+            ),
+        );
+        for (k, v) in &req.headers {
+            r = match k.as_str() {
+                "Authorization" => r.header(k, format!("Bearer {}", token.trim())),
+                "Idempotency-Key" => r.header(k, key),
+                _ => r.header(k, v),
+            };
+        }
+        r.body(body.to_string()).send()
+    };
+    let r = send(&key, &body).await.unwrap();
+    let status = r.status().as_u16();
+    let created: Value = r.json().await.unwrap();
+    let (doc_status, doc_answer) = http_answer(&block("internal-create-answer").text);
+    let doc_answer: Value = serde_json::from_str(
+        &doc_answer
+            .to_string()
+            .replace("1900000110", &sub_mchids[0])
+            .replace("1900000111", &sub_mchids[1])
+            .replace("oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", &openid),
+    )
+    .unwrap();
+    assert_eq!(status, doc_status, "{created}");
+    let no = created["combine_out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let doc_no = doc_answer["combine_out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    same_shape(
+        "internal-create-answer",
+        &doc_answer,
+        &created,
+        &doc_no,
+        &no,
+    );
+    // Idempotency, as the table says: same key and body 200; a new key
+    // naming that number 409 ORDER_NUMBER_USED.
+    let doc = std::fs::read_to_string(workspace_root().join("docs/internal-api.md")).unwrap();
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with("| new key, but a `combine_out_trade_no`"))
+        .expect("the idempotency table's row for a reused number");
+    assert!(
+        row.contains("409") && row.contains("ORDER_NUMBER_USED"),
+        "{row}"
+    );
+    let again = send(&key, &body).await.unwrap();
+    assert_eq!(again.status().as_u16(), 200);
+    let mut named = body.clone();
+    named["combine_out_trade_no"] = json!(no);
+    let first = unique("doc-");
+    let r = send(&first, &named).await.unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        409,
+        "a new key naming an existing order's number"
+    );
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "ORDER_NUMBER_USED"
+    );
+    let r = send(&first, &named).await.unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        409,
+        "and again: the key was not bound to it"
+    );
+    // GET: the same shape without pay_params.
+    let get = http_request(&block("internal-get").text);
+    let path = get.path.replace(&doc_no, &no);
+    let read: Value = client
+        .get(format!(
+            "{}{}",
+            internal_base.trim_end_matches("/internal"),
+            path
+        ))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut without = doc_answer.clone();
+    without.as_object_mut().unwrap().remove("pay_params");
+    same_shape("internal-get", &without, &read, &doc_no, &no);
+
+    // Pay it in the simulator's cashier, as bridge.js does.
+    let mut confirm = created["pay_params"].clone();
+    confirm["action"] = json!("pay");
+    let paid: Value = client
+        .post(format!("{sim_base}/sim/cashier/confirm"))
+        .json(&confirm)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paid["err_msg"], "get_brand_wcpay_request:ok", "{paid}");
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o: Value = client
+            .get(format!("{internal_base}/combine-orders/{no}"))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if o["state"] == "SUCCESS" {
+            break;
+        }
+        assert!(Instant::now() < until, "the order is not paid: {o}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // README: a partial refund with curl.
+    let sub2 = created["sub_orders"][1]["out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let refund = command_lines(&block("readme-refund").text);
+    assert_eq!(refund.len(), 1);
+    let cmd = refund[0]
+        .replace("http://127.0.0.1:PORT/internal", &internal_base)
+        .replace("NO-2", &sub2)
+        .replace("/NO/", &format!("/{no}/"));
+    let (code, output) = w.run(&cmd, &[]);
+    // curl's progress meter goes to stderr (merged here): the answer is
+    // the JSON line.
+    let answer: Value = output
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("readme-refund (exit {code}): {output}"));
+    assert_eq!(answer["status"], "PROCESSING", "{answer}");
+    assert_eq!(answer["amount"], 100, "{answer}");
+
+    // docs/bills.md: --out into a directory that does not exist (item 6).
+    w.sub("SUB_MCHID", sub_mchids[0].clone());
+    w.sub("TODAY", beijing_today());
+    w.transcript(&block("bill-demo"), &[]);
+    assert!(w
+        .path()
+        .join("bills")
+        .join(format!("{}.csv", beijing_today()))
+        .is_file());
+
+    // docs/webhooks.md: the recipes on a real delivery (item 3). The order
+    // events wait in the outbox (the demo has no webhook_url); one is sent
+    // with the secret made as documented.
+    let webhooks = std::fs::read_to_string(workspace_root().join("docs/webhooks.md")).unwrap();
+    let make_secret = "head -c 32 /dev/urandom | base64 > webhook.key";
+    assert!(webhooks.contains(make_secret));
+    let (code, output) = w.run(make_secret, &[]);
+    assert_eq!(code, 0, "{output}");
+    let (code, pending) = w.run(
+        "wxpay-combine events --config demo-data/wxpay.toml --pending",
+        &[],
+    );
+    assert_eq!(code, 0, "{pending}");
+    let event_id = pending
+        .lines()
+        .find(|l| l.contains(&no))
+        .and_then(|l| l.split_whitespace().find(|t| t.starts_with("evt_")))
+        .unwrap_or_else(|| panic!("order.paid of {no} pending:\n{pending}"))
+        .to_string();
+    let (url, received) = webhook_receiver().await;
+    let hook_env = [
+        ("WXPAY_WEBHOOK_URL".to_string(), url),
+        (
+            "WXPAY_WEBHOOK_SECRET_FILE".to_string(),
+            w.path().join("webhook.key").display().to_string(),
+        ),
+    ];
+    let (code, output) = w.run(
+        &format!("wxpay-combine events --config demo-data/wxpay.toml --redeliver {event_id}"),
+        &hook_env,
+    );
+    assert_eq!(code, 0, "{output}");
+    expect_lines(
+        "events --redeliver",
+        &[format!("{event_id}: delivered (HTTP 200)")],
+        &output,
+    );
+    assert!(
+        output.contains(&format!("combine_out_trade_no={no}")),
+        "the webhook delivered line carries the order number (item 9): {output}"
+    );
+    let (hook_headers, hook_body) = received.0.lock().unwrap()[0].clone();
+    run_recipe(
+        &w,
+        "python",
+        &block("webhook-python").text,
+        &hook_headers,
+        &hook_body,
+    );
+    run_recipe(
+        &w,
+        "node",
+        &block("webhook-node").text,
+        &hook_headers,
+        &hook_body,
+    );
+
+    // docs/webhooks.md: a pay link closed before a claim posts nothing
+    // (item 8) — the documented exception.
+    let flat = webhooks.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains("closed or expired before a payer claimed it emits no event"),
+        "docs/webhooks.md states the pay-link exception"
+    );
+    // The documented request as a pay link: no payer.
+    let mut link_body = body.clone();
+    link_body.as_object_mut().unwrap().remove("payer_openid");
+    link_body["pay_link"] = json!(true);
+    let r = send(&unique("doc-"), &link_body).await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let link: Value = r.json().await.unwrap();
+    let link_no = link["combine_out_trade_no"].as_str().unwrap().to_string();
+    let closed: Value = client
+        .post(format!("{internal_base}/combine-orders/{link_no}/close"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(closed["state"], "CLOSED", "{closed}");
+    let (_, pending) = w.run(
+        "wxpay-combine events --config demo-data/wxpay.toml --pending",
+        &[],
+    );
+    assert!(
+        !pending.contains(&link_no),
+        "no event for the closed link:\n{pending}"
+    );
+
+    // docs/library.md: the embedding example against the demo (item 4).
+    embed_example(&mut w, &sim_base, &token, &client).await;
+
+    // Item 9: the demo's log has addresses, not `Some(…)`.
+    assert!(!demo.output().contains("Some("), "{}", demo.output());
+}
+
+async fn embed_example(w: &mut Workdir, sim_base: &str, token: &str, client: &reqwest::Client) {
+    let embed = cargo_build(
+        &["-p", "wxpay-combine", "--example", "embed"],
+        "examples/embed",
+    );
+    let example_addr = format!("127.0.0.1:{}", free_port());
+    w.sub("127.0.0.1:8081", example_addr.clone());
+    w.commands.push((
+        "cargo run -p wxpay-combine --example embed -- ".into(),
+        format!("{} ", embed.display()),
+    ));
+    let merchant: Value = serde_json::from_slice(
+        &std::fs::read(w.path().join("shop/simulator/merchant.json")).unwrap(),
+    )
+    .unwrap();
+    let run = block("embed-run");
+    let mut env = Vec::new();
+    let mut example = None;
+    for line in command_lines(&run.text) {
+        let line = line.split("  #").next().unwrap().trim().to_string();
+        if line.starts_with("cargo xtask demo") {
+            continue; // running already
+        }
+        if let Some(assign) = line.strip_prefix("export ") {
+            let (k, v) = assign.split_once('=').unwrap();
+            env.push((k.to_string(), w.fill(v.trim())));
+            continue;
+        }
+        example = Some(w.spawn(&line, &env));
+    }
+    let mut example = example.expect("embed-run starts the example");
+    example.wait_line("shop: http://…/shop", Duration::from_secs(60));
+    let expected: Vec<String> = block("embed-output")
+        .text
+        .lines()
+        .map(|l| w.fill(l))
+        .collect();
+    expect_lines(
+        "embed-output (docs/library.md)",
+        &expected,
+        &example.output(),
+    );
+    let internal_line = example.wait_line("internal API: …", Duration::ZERO);
+    let internal = after(&internal_line, "internal API:")
+        .trim_end_matches('/')
+        .to_string();
+    w.transcript(&block("embed-shop"), &[]);
+    // Registering the example's page directory with the simulator.
+    let paydir = command_lines(&block("embed-paydir").text);
+    let (code, output) = w.run(&paydir[0].replace("SIM", sim_base), &[]);
+    assert_eq!(code, 0, "{output}");
+    // The page's origin is the example's: its POSTs are not refused as
+    // cross-origin (401: no payer session yet).
+    let r = client
+        .post(format!("http://{example_addr}/api/combine-orders"))
+        .header("Origin", format!("http://{example_addr}"))
+        .header("Content-Type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    assert!(
+        status != 403 && !text.contains("CROSS_ORIGIN_REFUSED"),
+        "{status} {text}"
+    );
+    // An order created through the example's internal API and paid on its
+    // page reaches its event handler: /shop/paid lists it.
+    let body = json!({
+        "payer_openid": merchant["demo_openid"],
+        "sub_orders": [
+            {"mchid": merchant["sub_mchids"][0], "description": "Green tea", "amount": 3600},
+            {"mchid": merchant["sub_mchids"][1], "description": "Tea cups", "amount": 5900}]
+    });
+    let created: Value = client
+        .post(format!("{internal}/combine-orders"))
+        .bearer_auth(token.trim())
+        .header("Idempotency-Key", unique("embed-"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let no = created["combine_out_trade_no"]
+        .as_str()
+        .expect("created")
+        .to_string();
+    let mut confirm = created["pay_params"].clone();
+    confirm["action"] = json!("pay");
+    confirm["page_url"] = json!(format!("http://{example_addr}/pay/order.html?no={no}"));
+    let paid: Value = client
+        .post(format!("{sim_base}/sim/cashier/confirm"))
+        .json(&confirm)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paid["err_msg"], "get_brand_wcpay_request:ok", "{paid}");
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list: Value = client
+            .get(format!("http://{example_addr}/shop/paid"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if list.as_array().unwrap().iter().any(|v| v == &json!(no)) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "/shop/paid does not list {no}: {list}\n{}",
+            example.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = example.output();
+    assert!(
+        !log.contains("unavailable") && !log.contains("Some("),
+        "{log}"
+    );
+}
+
+/// docs/simulator.md: `sim` as documented prints what the document shows;
+/// the control examples are accepted; `tamper_pay_sign` applies to a
+/// direct confirm (item 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulator_documents() {
+    let tools = Tools {
+        server: server_binary(),
+        xtask: PathBuf::new(),
+    };
+    let mut w = Workdir::new(&tools);
+    w.sub("127.0.0.1:7730", format!("127.0.0.1:{}", free_port()));
+    let sim_dir = format!("{}/wxsim-data", w.path().display());
+    w.sub("wxsim-data", sim_dir.clone());
+    w.sub("/home/you/wxsim-data", sim_dir);
+    let run = command_lines(&block("sim-run").text);
+    let mut sim = w.spawn(&run[0], &[]);
+    sim.wait_line("Press Ctrl-C to stop.", Duration::from_secs(60));
+    let merchant: Value =
+        serde_json::from_slice(&std::fs::read(w.path().join("wxsim-data/merchant.json")).unwrap())
+            .unwrap();
+    let doc = block("sim-run-output");
+    let mchid = merchant["mchid"].as_str().unwrap().to_string();
+    let appid = merchant["appid"].as_str().unwrap().to_string();
+    w.sub("1944962615", mchid);
+    w.sub("wx619473b47134030f", appid);
+    let expected: Vec<String> = doc.text.lines().map(|l| w.fill(l)).collect();
+    expect_lines(
+        "sim-run-output (docs/simulator.md)",
+        &expected,
+        &sim.output(),
+    );
+    drop(sim);
+
+    // The control examples, each posted to a simulator with a paid order.
+    let t = TestSim::start().await;
+    let c = t.client();
+    let paid = unique("C");
+    c.create_and_pay(&prepay_body(t.creds(), &paid, "http://127.0.0.1:9/notify"))
+        .await;
+    let open = unique("C");
+    let r = c
+        .prepay(&prepay_body(t.creds(), &open, "http://127.0.0.1:9/notify"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let creds = t.creds().clone();
+    for line in block("sim-control").text.lines() {
+        let json_text = line.split(" //").next().unwrap().trim();
+        if json_text.is_empty() {
+            continue;
+        }
+        let filled = json_text
+            .replace("\"SUB_MCHID\"", &format!("{:?}", creds.sub_mchids[0]))
+            .replace("\"MCHID\"", &format!("{:?}", creds.mchid))
+            .replace("\"C2-1\"", &format!("\"{paid}A\""))
+            .replace("\"C2\"", &format!("{paid:?}"))
+            .replace("\"C1\"", &format!("{open:?}"));
+        let body: Value = serde_json::from_str(&filled)
+            .unwrap_or_else(|e| panic!("sim-control line {line:?} is JSON: {e}"));
+        let r = http()
+            .post(format!("{}/sim/control", t.base()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 200, "POST /sim/control {filled}: {text}");
+    }
+    t.sim
+        .control(json!({"reset_faults": true, "clock_offset_secs": 0}))
+        .await
+        .unwrap();
+
+    // tamper_pay_sign: every cashier path, as the fault table says.
+    let faults = std::fs::read_to_string(workspace_root().join("docs/simulator.md")).unwrap();
+    let row = faults
+        .lines()
+        .find(|l| l.starts_with("| `tamper_pay_sign`"))
+        .expect("the tamper_pay_sign row");
+    assert!(row.contains("POST /sim/cashier/confirm"), "{row}");
+    t.sim
+        .control(json!({"tamper_pay_sign": true}))
+        .await
+        .unwrap();
+    let no = unique("C");
+    let prepay = c
+        .prepay(&prepay_body(&creds, &no, "http://127.0.0.1:9/notify"))
+        .await;
+    let pid = prepay.json()["prepay_id"].as_str().unwrap().to_string();
+    let answer = c.confirm(&c.pay_params(&pid), "pay").await;
+    assert_eq!(
+        answer["err_msg"], "get_brand_wcpay_request:fail",
+        "{answer}"
+    );
+    t.sim.shutdown().await;
+}
+
+/// docs/operations.md describes `wxpay_orders_created_total` with its HELP text
+/// (item 9: one definition).
+#[test]
+fn metrics_descriptions_match_the_help_text() {
+    let doc = std::fs::read_to_string(workspace_root().join("docs/operations.md")).unwrap();
+    let text = wxpay_combine::metrics::metrics().render();
+    let name = "wxpay_orders_created_total";
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with(&format!("| `{name}` |")))
+        .unwrap_or_else(|| panic!("docs/operations.md lists {name}"));
+    let what = row.trim_end_matches('|').rsplit('|').next().unwrap().trim();
+    let help = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("# HELP {name} ")))
+        .unwrap_or_else(|| panic!("HELP of {name} in:\n{text}"));
+    assert_eq!(
+        what.trim_end_matches('.'),
+        help.trim().trim_end_matches('.'),
+        "{name}: docs/operations.md and the HELP text"
+    );
+}

@@ -53,6 +53,7 @@ const CHECKED: &[&str] = &[
     "demo-output",
     "serve-check",
     "readme-refund",
+    "refund-cli",
     "webhook-python",
     "webhook-node",
     "embed-run",
@@ -933,6 +934,8 @@ async fn documents_against_the_demo() {
         .await
         .unwrap();
     assert_eq!(paid["err_msg"], "get_brand_wcpay_request:ok", "{paid}");
+    // The day of the payment: its bill's.
+    let paid_on = beijing_today();
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         let o: Value = client
@@ -973,14 +976,23 @@ async fn documents_against_the_demo() {
     assert_eq!(answer["status"], "PROCESSING", "{answer}");
     assert_eq!(answer["amount"], 100, "{answer}");
 
+    // docs/refunds.md: the refund command.
+    let mut refund_cli = block("refund-cli");
+    refund_cli.text = refund_cli
+        .text
+        .replace("NO-1", &format!("{no}-1"))
+        .replace("\"NO\"", &format!("{no:?}"))
+        .replace(" NO ", &format!(" {no} "));
+    w.transcript(&refund_cli, &[]);
+
     // docs/bills.md: --out into a directory that does not exist (item 6).
     w.sub("SUB_MCHID", sub_mchids[0].clone());
-    w.sub("TODAY", beijing_today());
+    w.sub("TODAY", paid_on.clone());
     w.transcript(&block("bill-demo"), &[]);
     assert!(w
         .path()
         .join("bills")
-        .join(format!("{}.csv", beijing_today()))
+        .join(format!("{paid_on}.csv"))
         .is_file());
 
     // docs/webhooks.md: the recipes on a real delivery (item 3). The order

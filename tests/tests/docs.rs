@@ -63,6 +63,8 @@ const CHECKED: &[&str] = &[
     "internal-create",
     "internal-create-answer",
     "internal-get",
+    "internal-unauthorized",
+    "internal-invalid",
     "bill-demo",
     "sim-run",
     "sim-run-output",
@@ -560,6 +562,32 @@ fn http_answer(text: &str) -> (u16, Value) {
     )
 }
 
+/// A documented answer without a blank line before its body: status,
+/// headers, JSON body.
+fn http_answer_with_headers(text: &str) -> (u16, Vec<(String, String)>, Value) {
+    let mut lines = text.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let mut headers = Vec::new();
+    let mut body = String::new();
+    for l in lines {
+        if !body.is_empty() || l.trim_start().starts_with('{') {
+            body.push_str(l);
+            body.push('\n');
+        } else if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    (
+        status,
+        headers,
+        serde_json::from_str(&body).expect("the documented body is JSON"),
+    )
+}
+
 /// Compares an answer with the documented one: the same fields
 /// (recursively) and the same values, except where the document shows a
 /// value that differs on every run: `…`, the documented order number (and
@@ -901,6 +929,33 @@ async fn documents_against_the_demo() {
         409,
         "and again: the key was not bound to it"
     );
+    // A wrong token: the documented 401, header and body.
+    let (doc_status, doc_headers, doc_body) =
+        http_answer_with_headers(&block("internal-unauthorized").text);
+    let r = client
+        .post(format!("{internal_base}/combine-orders"))
+        .bearer_auth("not-the-token")
+        .header("Idempotency-Key", unique("doc-"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), doc_status);
+    for (k, v) in &doc_headers {
+        assert_eq!(
+            r.headers().get(k.as_str()).and_then(|h| h.to_str().ok()),
+            Some(v.as_str()),
+            "internal-unauthorized: {k}"
+        );
+    }
+    assert_eq!(r.json::<Value>().await.unwrap(), doc_body);
+    // A validation error names the field, as documented.
+    let (doc_status, doc_body) = http_answer(&block("internal-invalid").text);
+    let mut invalid = body.clone();
+    invalid["sub_orders"][1]["amount"] = json!(0);
+    let r = send(&unique("doc-"), &invalid).await.unwrap();
+    assert_eq!(r.status().as_u16(), doc_status);
+    assert_eq!(r.json::<Value>().await.unwrap(), doc_body);
     // GET: the same shape without pay_params.
     let get = http_request(&block("internal-get").text);
     let path = get.path.replace(&doc_no, &no);

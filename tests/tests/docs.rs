@@ -54,6 +54,8 @@ const CHECKED: &[&str] = &[
     "serve-check",
     "readme-refund",
     "refund-cli",
+    "webhook-request",
+    "webhook-payload",
     "webhook-python",
     "webhook-node",
     "embed-run",
@@ -588,6 +590,30 @@ fn http_answer_with_headers(text: &str) -> (u16, Vec<(String, String)>, Value) {
     )
 }
 
+/// The same fields, recursively (arrays: their first elements), whatever
+/// the values.
+fn same_fields(at: &str, documented: &Value, actual: &Value) {
+    match (documented, actual) {
+        (Value::Object(d), Value::Object(a)) => {
+            let dk: BTreeSet<&String> = d.keys().collect();
+            let ak: BTreeSet<&String> = a.keys().collect();
+            assert_eq!(
+                dk, ak,
+                "{at}: the documented fields and the sent ones:\n{actual:#}"
+            );
+            for (k, v) in d {
+                same_fields(&format!("{at}.{k}"), v, &a[k]);
+            }
+        }
+        (Value::Array(d), Value::Array(a)) => {
+            if let (Some(dv), Some(av)) = (d.first(), a.first()) {
+                same_fields(&format!("{at}[0]"), dv, av);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Compares an answer with the documented one: the same fields
 /// (recursively) and the same values, except where the document shows a
 /// value that differs on every run: `…`, the documented order number (and
@@ -1092,6 +1118,40 @@ async fn documents_against_the_demo() {
         "the webhook delivered line carries the order number (item 9): {output}"
     );
     let (hook_headers, hook_body) = received.0.lock().unwrap()[0].clone();
+    // The request as docs/webhooks.md shows it: the headers (fixed values
+    // equal, the others of the documented form) and the payload's fields.
+    let documented = http_request(&block("webhook-request").text);
+    for (name, value) in &documented.headers {
+        let got = hook_headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("webhook-request: no {name} header in {hook_headers:?}"));
+        let ok = match name.as_str() {
+            "Content-Type" | "User-Agent" => got == value,
+            "Wxpay-Combine-Event-Id" => got == event_id && got.len() == value.len(),
+            "Wxpay-Combine-Timestamp" => {
+                got.len() == value.len() && got.bytes().all(|b| b.is_ascii_digit())
+            }
+            "Wxpay-Combine-Signature" => {
+                value.starts_with("v1=")
+                    && got.len() == 3 + 64
+                    && got.starts_with("v1=")
+                    && got[3..].bytes().all(|b| b.is_ascii_hexdigit())
+            }
+            _ => panic!("webhook-request: a header this check does not know: {name}"),
+        };
+        assert!(
+            ok,
+            "webhook-request: {name}: documented {value:?}, sent {got:?}"
+        );
+    }
+    let payload: Value = serde_json::from_slice(&hook_body).unwrap();
+    let doc_payload: Value = serde_json::from_str(&block("webhook-payload").text).unwrap();
+    same_fields("webhook-payload", &doc_payload, &payload);
+    assert_eq!(payload["type"], doc_payload["type"]);
+    assert_eq!(payload["order"]["state"], doc_payload["order"]["state"]);
+    assert_eq!(payload["order"]["combine_out_trade_no"], json!(no));
     run_recipe(
         &w,
         "python",

@@ -662,7 +662,47 @@ async fn an_oauth_state_is_consumed_once(db: &TestDb) {
         .unwrap());
 }
 
+async fn an_order_number_belongs_to_one_idempotency_key(db: &TestDb) {
+    let s = &db.store;
+    let record = |key: &str| store::IdempotencyRecord {
+        key: key.into(),
+        request_sha256: "ab".repeat(32),
+        combine_out_trade_no: "IK001".into(),
+        created_at: T0,
+    };
+    let first = s.record_idempotency_key(&record("key-1")).await.unwrap();
+    assert_eq!(first, record("key-1"));
+    // The same key again finds its record.
+    assert_eq!(
+        s.record_idempotency_key(&record("key-1")).await.unwrap(),
+        record("key-1")
+    );
+    // Another key naming the same number is refused and not stored.
+    assert!(matches!(
+        s.record_idempotency_key(&record("key-2")).await,
+        Err(StoreError::Duplicate(no)) if no == "IK001"
+    ));
+    assert_eq!(s.idempotency_key("key-2").await.unwrap(), None);
+    // Racing keys: exactly one holds the number.
+    let tries = (0..6).map(|i| {
+        let mut r = record(&format!("race-{i}"));
+        r.combine_out_trade_no = "IK002".into();
+        async move { s.record_idempotency_key(&r).await }
+    });
+    let held = futures_util::future::join_all(tries)
+        .await
+        .into_iter()
+        .filter(|r| match r {
+            Ok(_) => true,
+            Err(StoreError::Duplicate(_)) => false,
+            Err(e) => panic!("unexpected error: {e}"),
+        })
+        .count();
+    assert_eq!(held, 1);
+}
+
 backend_tests!(
+    an_order_number_belongs_to_one_idempotency_key,
     an_oauth_state_is_consumed_once,
     create_and_get_round_trip,
     duplicate_order_numbers_are_refused,

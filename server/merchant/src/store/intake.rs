@@ -187,3 +187,13 @@ pub(crate) fn key(row: KeyRow) -> IdempotencyRecord {
         created_at: row.3,
     }
 }
+
+/// The error of inserting an idempotency key: a unique violation can only be
+/// the order number, which another key holds (`0008_intake_key_per_order`).
+pub(crate) fn key_error(e: sqlx::Error, combine_out_trade_no: &str) -> super::StoreError {
+    if super::shared::is_unique_violation(&e) {
+        super::StoreError::Duplicate(combine_out_trade_no.to_owned())
+    } else {
+        e.into()
+    }
+}

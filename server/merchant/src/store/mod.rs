@@ -152,6 +152,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Records idempotency key `record.key` unless it is recorded already,
     /// and returns the record as stored: `record` itself the first time, the
     /// earlier one (with its request digest and order number) afterwards.
+    /// An order number another key holds → [`StoreError::Duplicate`].
     /// The default (wrapper stores in tests) refuses.
     async fn record_idempotency_key(
         &self,

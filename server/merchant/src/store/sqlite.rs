@@ -439,7 +439,8 @@ impl Store for SqliteStore {
             .bind(&record.combine_out_trade_no)
             .bind(record.created_at)
             .execute(&mut *self.exclusive().await?)
-            .await?;
+            .await
+            .map_err(|e| super::intake::key_error(e, &record.combine_out_trade_no))?;
         let row: super::intake::KeyRow = sqlx::query_as(super::intake::SELECT_KEY)
             .bind(&record.key)
             .fetch_one(&mut *self.exclusive().await?)

@@ -65,7 +65,14 @@ pub(super) async fn create(
             combine_out_trade_no: candidate,
             created_at: now,
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // Another key took this number between the check above and here.
+            StoreError::Duplicate(no) => InternalError::NumberUsed(format!(
+                "order {no} exists (created under another Idempotency-Key)"
+            )),
+            e => e.into(),
+        })?;
     if rec.request_sha256 != digest {
         tracing::warn!("internal API: idempotency key reused with another body");
         return Err(InternalError::KeyReused);

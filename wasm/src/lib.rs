@@ -6,10 +6,21 @@
 //! * calling before `WeixinJSBridge` is injected ([`ready`] waits for it);
 //! * a millisecond `timeStamp`, a number, or a lower-case `timestamp` key
 //!   (→ 支付验证签名失败): [`request_payment`] validates the parameters first;
-//! * treating `get_brand_wcpay_request:ok` as proof of payment: [`checkout`]
-//!   resolves only once the merchant's server confirms SUCCESS;
-//! * an unexplained `:fail`: the `PayError` carries a hint with the usual
-//!   causes (an unregistered pay directory first).
+//! * treating `get_brand_wcpay_request:ok` as proof of payment: `checkout`
+//!   (in `js/support.js`, around [`request_payment`]) resolves only once the
+//!   merchant's server confirms SUCCESS;
+//! * an unexplained `:fail` or `system:access_denied`: the `PayError` carries
+//!   a hint with the usual causes (the signature first, then the pay
+//!   directory), and `payDirectory` checks the page's URL before paying;
+//! * giving up after a cancel, fail or timeout although the money went:
+//!   `checkout` asks the server once before rejecting.
+//!
+//! The JavaScript half (`js/support.js`) holds what must work without the
+//! module (environment detection), what JavaScript does in fewer bytes than
+//! an async state machine in wasm (`checkout`'s HTTP and polling around
+//! `requestPayment`, URL matching; see BENCHMARKS.md), and the `PayError`
+//! class; `js/index.js` loads the module and turns load failures into
+//! `PayError`s.
 //!
 //! Built for `wasm32-unknown-unknown`. Without the `std` feature (the npm
 //! package's build) it is `no_std` with a tiny allocator and a trapping panic
@@ -45,7 +56,7 @@ mod task;
 
 use alloc::string::String;
 use core::cell::Cell;
-use task::{sleep, spawn, within, Signal};
+use task::{spawn, within, Signal};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
@@ -55,7 +66,7 @@ use wasm_bindgen::JsCast;
 // skip Rust's cleanup and could leave the executor (src/task.rs) stuck.
 #[wasm_bindgen(module = "/js/support.js")]
 extern "C" {
-    /// `new PayError(code, a + b + c + d (+ " " + hint), errMsg, hint)`
+    /// `new PayError(code, a + b + c + d (+ " " + hint), errMsg, hint, cause)`
     #[wasm_bindgen(js_name = payError)]
     fn pay_error(
         code: &str,
@@ -65,14 +76,16 @@ extern "C" {
         d: &str,
         err_msg: &str,
         hint: &str,
+        cause: &JsValue,
     ) -> JsValue;
     /// `globalThis[key]`
     fn global(key: &str) -> JsValue;
-    /// `fetch(url, { method, credentials: "include", cache: "no-store", … })`,
-    /// then the JSON body: a Promise of `{ r: Response, body }` (`body`
-    /// undefined when not JSON), rejected only when the request failed.
-    #[wasm_bindgen(js_name = fetchJson, catch)]
-    fn fetch_json(url: &str, method: &str) -> Result<JsValue, JsValue>;
+    /// `"wechat" | "miniprogram-webview" | "other"`
+    fn environment() -> String;
+    /// What is wrong with paying from this page given the registered pay
+    /// directories (`""` when nothing, or when none are given).
+    #[wasm_bindgen(js_name = payDirectoryProblem, catch)]
+    fn pay_directory_problem(dirs: &JsValue, landing: &JsValue) -> Result<String, JsValue>;
 }
 
 #[wasm_bindgen]
@@ -88,8 +101,6 @@ extern "C" {
     /// `Object()`: a new empty object.
     #[wasm_bindgen(js_name = Object)]
     fn new_object() -> JsValue;
-    #[wasm_bindgen(js_namespace = Date, js_name = now)]
-    fn now() -> f64;
     type Callable;
     /// `f.call(this, a, b, c)`; extra `undefined` arguments are harmless to
     /// every function called here.
@@ -101,11 +112,6 @@ extern "C" {
         b: &JsValue,
         c: &JsValue,
     ) -> Result<JsValue, JsValue>;
-    /// `String(v)`
-    #[wasm_bindgen(js_name = String)]
-    fn js_string(v: &JsValue) -> JsValue;
-    #[wasm_bindgen(js_name = encodeURIComponent, catch)]
-    fn encode_uri_component(s: &str) -> Result<JsValue, JsValue>;
 }
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -128,12 +134,24 @@ export interface PayParams {
 export interface ReadyOptions {
   /** How long to wait for `WeixinJSBridgeReady` (default 10000 ms). */
   timeoutMs?: number;
+  /** Stops waiting: the Promise rejects with `aborted`. */
+  signal?: AbortSignal;
 }
 export interface PayOptions {
   /** How long to wait for the bridge (default 10000 ms). */
   readyTimeoutMs?: number;
   /** How long to wait for WeChat's answer once the cashier is open (default 600000 ms). */
   timeoutMs?: number;
+  /**
+   * Your registered pay directories (支付授权目录, 1 to 5, each ending in `/`). When given, the
+   * page's URL (and on iOS the landing URL) is checked against WeChat's rule before the cashier
+   * opens: `invalid_params` names the mismatch instead of WeChat's 当前页面的URL未注册.
+   */
+  payDirectory?: string | string[];
+  /** The URL the page was first opened with (default: `location.href` when the package was imported). */
+  landingUrl?: string;
+  /** Stops waiting: the Promise rejects with `aborted` (an open cashier stays open: ask your server). */
+  signal?: AbortSignal;
 }
 /** WeChat answered `get_brand_wcpay_request:ok`. Not proof of payment: confirm with your server. */
 export interface PayResult {
@@ -141,10 +159,22 @@ export interface PayResult {
   errMsg: string;
 }
 export interface CheckoutOptions extends PayOptions {
-  /** Your server's origin and path prefix, e.g. `""` (same origin) or `"https://shop.example"`. */
-  baseUrl: string;
-  /** The combined order number (combine_out_trade_no). */
+  /** The order number (combine_out_trade_no), passed to the hooks. */
   order: string;
+  /**
+   * Your server's origin and path prefix, e.g. `""` (same origin) or `"https://shop.example"`, for
+   * the routes `POST {baseUrl}/api/combine-orders/{order}/pay-params` and
+   * `GET {baseUrl}/api/combine-orders/{order}`. Not needed when both hooks are given.
+   */
+  baseUrl?: string;
+  /** Extra request headers for those routes, e.g. a CSRF token or `Authorization: Bearer …`. */
+  headers?: Record<string, string>;
+  /** `fetch`'s credentials for those routes (default `"include"`: the session cookie). */
+  credentials?: RequestCredentials;
+  /** Your own call for the signed parameters (instead of the pay-params route). */
+  getPayParams?: (order: string, timeoutMs: number, signal?: AbortSignal) => PayParams | Promise<PayParams>;
+  /** Your own call for the order's state (instead of the order route): an object with `state`. */
+  getOrderState?: (order: string, timeoutMs: number, signal?: AbortSignal) => OrderStatus | Promise<OrderStatus>;
   /** How long to poll your server for a final state after `:ok` (default 20000 ms). */
   confirmTimeoutMs?: number;
 }
@@ -156,47 +186,58 @@ export interface SubOrderStatus {
   trade_state: string;
   transaction_id?: string;
 }
-/** `GET {baseUrl}/api/combine-orders/{order}` as your server returns it. */
+/** `GET {baseUrl}/api/combine-orders/{order}` as your server returns it (or `getOrderState`). */
 export interface OrderStatus {
-  combine_out_trade_no: string;
+  combine_out_trade_no?: string;
   state: OrderState;
-  total_amount: number;
-  sub_orders: SubOrderStatus[];
+  total_amount?: number;
+  sub_orders?: SubOrderStatus[];
 }
 /**
  * - `cancel`: the user closed the cashier.
  * - `fail`: WeChat refused (see `hint`), or the server reports the order CLOSED / PAYERROR / REFUND.
- * - `invalid_params`: the parameters would be rejected; `message` names the mistake.
- * - `not_wechat`: not inside WeChat's built-in browser.
+ * - `invalid_params`: the parameters (or the pay directory) would be rejected; `message` names the mistake.
+ * - `not_wechat`: not inside WeChat's built-in browser, or inside a mini program's web-view (see `hint`).
  * - `timeout`: the bridge never became ready, or never answered.
  * - `bridge_error`: the bridge is missing `invoke`, threw, or answered something unknown.
  * - `busy`: another payment of this page is still open.
  * - `not_confirmed`: WeChat said ok but the server has not confirmed SUCCESS in time: say "not yet confirmed".
- * - `server_error`: your server failed or answered an error (`errMsg` = its `code`).
+ * - `server_error`: your server (or hook) failed or answered an error (`errMsg` = its `code`).
+ * - `aborted`: the `signal` fired.
+ * - `load_failed`: the `.wasm` could not be fetched or was refused (`cause`; see `message`).
+ * - `unsupported`: this browser cannot run the module (no WebAssembly).
  */
 export type PayErrorCode = "cancel" | "fail" | "invalid_params" | "not_wechat" | "timeout"
-  | "bridge_error" | "busy" | "not_confirmed" | "server_error";
+  | "bridge_error" | "busy" | "not_confirmed" | "server_error" | "aborted" | "load_failed"
+  | "unsupported";
 export declare class PayError extends Error {
   readonly name: "PayError";
   readonly code: PayErrorCode;
   /** WeChat's raw `err_msg` when there was one, e.g. `get_brand_wcpay_request:fail`. */
   readonly errMsg: string;
-  /** For `fail` from WeChat: the usual causes. */
+  /** For `fail` and `not_wechat`: the usual causes, what to do. */
   readonly hint?: string;
+  /** The error this one stands for (a failed fetch, a compile error, the abort reason…). */
+  readonly cause?: unknown;
 }
 "#;
 
 /// Defaults, in milliseconds.
 const READY_MS: f64 = 10_000.0;
 const ANSWER_MS: f64 = 600_000.0;
-const CONFIRM_MS: f64 = 20_000.0;
-const REQUEST_MS: f64 = 15_000.0;
 
 const NOT_WECHAT: &str = "JSAPI payment works only inside WeChat's built-in browser";
-const FAIL_HINT: &str = "Usual causes: 1) this page's directory is not registered as a pay \
-directory (支付授权目录) of the merchant (on iOS WeChat checks the URL the page was first \
-opened with, not the route a single-page app moved to); 2) the order's payer openid is not of \
-this appId; 3) the merchant has no JSAPI payment permission.";
+const WEB_VIEW: &str = "JSAPI payment does not work in a mini program's <web-view>";
+const WEB_VIEW_HINT: &str = "Pay in the mini program with wx.requestPayment \
+(wx.miniProgram.navigateTo a page of it that does).";
+const FAIL_HINT: &str = "Usual causes: 1) the signature (支付验证签名失败): paySign not by the \
+ordering merchant's API key, appId not the order's (combined: combine_appid), or timeStamp, \
+nonceStr, package changed after signing; 2) this page's directory is not a registered pay \
+directory (支付授权目录; on iOS WeChat checks the URL the page was first opened with, not later \
+single-page-app routes); 3) the payer's openid is not of this appId; 4) no JSAPI payment \
+permission.";
+const SYSTEM_HINT: &str = "access_denied: this page may not pay (a mini program web-view, a \
+frame, a domain the 公众号 has not set up); function_not_exist: WeChat is too old.";
 
 const KEYS: [&str; 6] = [
     "appId",
@@ -215,29 +256,30 @@ unsafe impl<T> Sync for Local<T> {}
 
 /// A rejection value: a JS `PayError`.
 fn error(code: &str, message: &str, err_msg: &str) -> JsValue {
-    pay_error(code, message, "", "", "", err_msg, "")
+    pay_error(code, message, "", "", "", err_msg, "", U)
 }
 
 /// A `PayError` whose message is the parts joined.
 fn error4(code: &str, parts: [&str; 4], err_msg: &str) -> JsValue {
     let [a, b, c, d] = parts;
-    pay_error(code, a, b, c, d, err_msg, "")
+    pay_error(code, a, b, c, d, err_msg, "", U)
 }
 
 fn invalid(parts: [&str; 4]) -> JsValue {
     error4("invalid_params", parts, "")
 }
 
-fn cat(parts: &[&str]) -> String {
-    let mut s = String::new();
-    for p in parts {
-        s.push_str(p);
-    }
-    s
+/// The rejection of a task whose `signal` fired (see src/task.rs).
+fn aborted(reason: &JsValue) -> JsValue {
+    pay_error("aborted", "aborted", "", "", "", "", "", reason)
 }
 
 fn get(target: &JsValue, key: &str) -> JsValue {
     reflect_get(target, key).unwrap_or(JsValue::UNDEFINED)
+}
+
+fn get_str(target: &JsValue, key: &str) -> String {
+    get(target, key).as_string().unwrap_or_default()
 }
 
 fn set(target: &JsValue, key: &str, value: &JsValue) {
@@ -274,54 +316,22 @@ fn millis(options: &JsValue, key: &str, default: f64) -> f64 {
     }
 }
 
-// ---------------------------------------------------------------------------
-// User agent
-
-fn user_agent() -> String {
-    get(&global("navigator"), "userAgent")
-        .as_string()
-        .unwrap_or_default()
-}
-
-/// Byte offset just past `MicroMessenger` (any case) in the user agent.
-fn after_micromessenger(ua: &str) -> Option<usize> {
-    const NEEDLE: &[u8] = b"micromessenger";
-    ua.as_bytes()
-        .windows(NEEDLE.len())
-        .position(|w| w.eq_ignore_ascii_case(NEEDLE))
-        .map(|i| i + NEEDLE.len())
-}
-
-/// Whether the page runs in WeChat's built-in browser (`MicroMessenger` in
-/// the user agent). JSAPI payment works only there.
-#[wasm_bindgen(js_name = isWeChat)]
-pub fn is_wechat() -> bool {
-    after_micromessenger(&user_agent()).is_some()
-}
-
-fn version_of(ua: &str) -> Option<&str> {
-    let start = after_micromessenger(ua)? + 1;
-    if ua.as_bytes().get(start - 1) != Some(&b'/') {
-        return None;
-    }
-    let rest = ua.as_bytes().get(start..)?;
-    let n = rest
-        .iter()
-        .take_while(|c| c.is_ascii_digit() || **c == b'.')
-        .count();
-    if !rest.first()?.is_ascii_digit() {
-        return None;
-    }
-    ua.get(start..start + n)
-}
-
-/// WeChat's version from a `MicroMessenger/x.y.z` user agent, e.g. `"8.0.47"`;
-/// `undefined` outside WeChat or when the agent carries no version.
-#[wasm_bindgen(js_name = weChatVersion, unchecked_return_type = "string | undefined")]
-pub fn wechat_version() -> JsValue {
-    match version_of(&user_agent()) {
-        Some(v) => JsValue::from_str(v),
-        None => JsValue::UNDEFINED,
+/// Whether this page may use JSAPI payment, given whether the bridge is
+/// there (the demo's simulated bridge counts, outside WeChat too).
+fn check_environment(bridge_present: bool) -> Result<(), JsValue> {
+    match environment().as_str() {
+        "miniprogram-webview" => Err(pay_error(
+            "not_wechat",
+            WEB_VIEW,
+            "",
+            "",
+            ".",
+            "",
+            WEB_VIEW_HINT,
+            U,
+        )),
+        "other" if !bridge_present => Err(error("not_wechat", NOT_WECHAT, "")),
+        _ => Ok(()),
     }
 }
 
@@ -363,7 +373,15 @@ fn listen(signal: &Signal, legacy: bool, on: bool) {
     }
 }
 
-fn join_wait() -> Signal {
+/// A caller waiting for the bridge; leaving (also when its task is dropped
+/// on abort) removes the listeners once the event came or the last caller
+/// gave up.
+struct Waiting {
+    signal: Signal,
+    fired: bool,
+}
+
+fn join_wait() -> Waiting {
     let mut wait = WAIT.0.take();
     let signal = match &mut wait {
         Some(w) => {
@@ -385,37 +403,40 @@ fn join_wait() -> Signal {
         }
     };
     WAIT.0.set(wait);
-    signal
+    Waiting {
+        signal,
+        fired: false,
+    }
 }
 
-/// One caller stops waiting on `signal`: the listeners go once the event
-/// came, or once the last caller gave up.
-fn leave_wait(signal: &Signal, fired: bool) {
-    let mut wait = WAIT.0.take();
-    if let Some(w) = &mut wait {
-        if w.signal == signal.0 {
-            w.waiters = w.waiters.saturating_sub(1);
-            if fired || w.waiters == 0 {
-                listen(signal, w.legacy, false);
-                wait = None;
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut wait = WAIT.0.take();
+        if let Some(w) = &mut wait {
+            if w.signal == self.signal.0 {
+                w.waiters = w.waiters.saturating_sub(1);
+                if self.fired || w.waiters == 0 {
+                    listen(&self.signal, w.legacy, false);
+                    wait = None;
+                }
             }
         }
+        WAIT.0.set(wait);
     }
-    WAIT.0.set(wait);
 }
 
 async fn wait_ready(ms: f64) -> Result<(), JsValue> {
     if bridge().is_object() {
-        return Ok(());
+        return check_environment(true);
     }
-    if !is_wechat() {
-        return Err(error("not_wechat", NOT_WECHAT, ""));
-    }
-    let signal = join_wait();
-    let fired = within(&signal, ms).await.is_some();
-    leave_wait(&signal, fired);
+    check_environment(false)?;
+    let mut waiting = join_wait();
+    waiting.fired = within(&waiting.signal, ms).await.is_some();
+    let fired = waiting.fired;
+    drop(waiting);
     if fired || bridge().is_object() {
-        Ok(())
+        // A mini program's web-view says so once the bridge is ready.
+        check_environment(true)
     } else {
         Err(error(
             "timeout",
@@ -427,18 +448,21 @@ async fn wait_ready(ms: f64) -> Result<(), JsValue> {
 
 /// Resolves when `window.WeixinJSBridge` can be used: at once when it exists,
 /// else on the `WeixinJSBridgeReady` event. Rejects with a `PayError`:
-/// `not_wechat` outside WeChat's browser, `timeout` after `timeoutMs`
-/// (default 10000). Concurrent callers share one set of listeners, removed
-/// once settled.
+/// `not_wechat` outside WeChat's browser or in a mini program's web-view,
+/// `timeout` after `timeoutMs` (default 10000), `aborted` when `signal`
+/// fires. Concurrent callers share one set of listeners, removed once settled.
 #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
 pub fn ready(
     #[wasm_bindgen(unchecked_optional_param_type = "ReadyOptions")] options: JsValue,
 ) -> JsValue {
     let ms = millis(&options, "timeoutMs", READY_MS);
-    spawn(async move {
-        wait_ready(ms).await?;
-        Ok(JsValue::UNDEFINED)
-    })
+    spawn(
+        async move {
+            wait_ready(ms).await?;
+            Ok(JsValue::UNDEFINED)
+        },
+        &get(&options, "signal"),
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -571,17 +595,42 @@ impl Drop for Open {
     }
 }
 
-/// What follows the last `:` of WeChat's `err_msg`.
-fn outcome(err_msg: &str) -> &str {
-    let b = err_msg.as_bytes();
-    let at = b.iter().rposition(|c| *c == b':').map_or(0, |i| i + 1);
-    err_msg.get(at..).unwrap_or_default()
+/// What WeChat's answer means: its `err_msg` on `get_brand_wcpay_request:ok`,
+/// else the `PayError`. The key is `err_msg`, or `errMsg` in some versions.
+fn classify(res: &JsValue) -> Result<String, JsValue> {
+    let mut err_msg = get_str(res, "err_msg");
+    if err_msg.is_empty() {
+        err_msg = get_str(res, "errMsg");
+    }
+    let desc = get_str(res, "err_desc");
+    let sep = if desc.is_empty() { "" } else { ": " };
+    let (what, hint) = match err_msg.strip_prefix("get_brand_wcpay_request:") {
+        Some("ok") => return Ok(err_msg.clone()),
+        Some("cancel") => return Err(error("cancel", "the user cancelled the payment", &err_msg)),
+        Some(rest) if rest.starts_with("fail") => ("WeChat refused the payment", FAIL_HINT),
+        _ if err_msg.starts_with("system:") => ("WeChat refused the call", SYSTEM_HINT),
+        _ => {
+            return Err(error4(
+                "bridge_error",
+                ["unexpected answer from WeixinJSBridge: ", &err_msg, "", ""],
+                &err_msg,
+            ))
+        }
+    };
+    Err(pay_error("fail", what, sep, &desc, ".", &err_msg, hint, U))
 }
 
-/// Validates, waits for the bridge, opens the cashier: WeChat's `err_msg` on
-/// `:ok`, else a `PayError`.
-async fn pay(params: &JsValue, options: &JsValue) -> Result<String, JsValue> {
+/// Validates, checks the pay directory, waits for the bridge, opens the
+/// cashier: WeChat's `err_msg` on `:ok`, else a `PayError`. `opened` tells
+/// whether the cashier was opened (then the payment may have gone through
+/// whatever the answer).
+async fn pay(params: &JsValue, options: &JsValue, opened: &mut bool) -> Result<String, JsValue> {
     let args = validate(params)?;
+    let problem = pay_directory_problem(&get(options, "payDirectory"), &get(options, "landingUrl"))
+        .unwrap_or_else(|_| "payDirectory and landingUrl must be URLs".into());
+    if !problem.is_empty() {
+        return Err(invalid([&problem, "", "", ""]));
+    }
     wait_ready(millis(options, "readyTimeoutMs", READY_MS)).await?;
     let answer = Signal::new();
     let bridge = bridge();
@@ -595,180 +644,49 @@ async fn pay(params: &JsValue, options: &JsValue) -> Result<String, JsValue> {
     if invoked.is_err() {
         return Err(error("bridge_error", "WeixinJSBridge.invoke failed", ""));
     }
-    let res = match within(&answer, millis(options, "timeoutMs", ANSWER_MS)).await {
-        Some(Ok(res)) => res,
-        Some(Err(_)) => return Err(error("bridge_error", "WeixinJSBridge.invoke failed", "")),
-        None => {
-            return Err(error(
-                "timeout",
-                "WeChat did not answer; ask your server for the order state",
-                "",
-            ))
-        }
-    };
-    let err_msg = get(&res, "err_msg")
-        .as_string()
-        .or_else(|| get(&res, "errMsg").as_string())
-        .unwrap_or_default();
-    let outcome = outcome(&err_msg);
-    if outcome == "ok" {
-        return Ok(err_msg);
+    *opened = true;
+    match within(&answer, millis(options, "timeoutMs", ANSWER_MS)).await {
+        Some(Ok(res)) => classify(&res),
+        Some(Err(_)) => Err(error("bridge_error", "WeixinJSBridge.invoke failed", "")),
+        None => Err(error(
+            "timeout",
+            "WeChat did not answer; ask your server for the order state",
+            "",
+        )),
     }
-    let desc = get(&res, "err_desc").as_string().unwrap_or_default();
-    let sep = if desc.is_empty() { "" } else { ": " };
-    Err(if outcome == "cancel" {
-        error("cancel", "the user cancelled the payment", &err_msg)
-    } else if outcome.starts_with("fail") {
-        pay_error(
-            "fail",
-            "WeChat refused the payment",
-            sep,
-            &desc,
-            ".",
-            &err_msg,
-            FAIL_HINT,
-        )
-    } else {
-        error4(
-            "bridge_error",
-            ["unexpected answer from WeixinJSBridge: ", &err_msg, "", ""],
-            &err_msg,
-        )
-    })
 }
 
 /// Opens WeChat's cashier with the parameters your server signed.
 ///
 /// Validates them first (exact keys; `timeStamp` a 10-digit string of
-/// seconds; `package` `prepay_id=…`; `signType` `RSA`; `paySign` base64),
-/// waits for the bridge, then resolves `{ status: "ok", errMsg }` on
-/// `get_brand_wcpay_request:ok`, which is **not** proof of payment. Rejects
-/// with a `PayError` (`cancel`, `fail`, `invalid_params`, `not_wechat`,
-/// `timeout`, `bridge_error`, or `busy` while another payment is open).
+/// seconds; `package` `prepay_id=…`; `signType` `RSA`; `paySign` base64) and,
+/// given `payDirectory`, this page's URL; waits for the bridge, then resolves
+/// `{ status: "ok", errMsg }` on `get_brand_wcpay_request:ok`, which is
+/// **not** proof of payment. Rejects with a `PayError` (`cancel`, `fail`,
+/// `invalid_params`, `not_wechat`, `timeout`, `bridge_error`, `aborted`, or
+/// `busy` while another payment is open).
 #[wasm_bindgen(js_name = requestPayment, unchecked_return_type = "Promise<PayResult>")]
 pub fn request_payment(
     #[wasm_bindgen(unchecked_param_type = "PayParams")] params: JsValue,
     #[wasm_bindgen(unchecked_optional_param_type = "PayOptions")] options: JsValue,
 ) -> JsValue {
-    spawn(async move {
-        let _open = Open::take()?;
-        let err_msg = pay(&params, &options).await?;
-        let result = new_object();
-        set_str(&result, "status", "ok");
-        set_str(&result, "errMsg", &err_msg);
-        Ok(result)
-    })
-}
-
-// ---------------------------------------------------------------------------
-// Checkout against the merchant's server
-
-/// One JSON request to the merchant's server, with the session cookie.
-/// A 2xx body, else a `server_error` `PayError`.
-async fn request(url: &str, method: &str, ms: f64) -> Result<JsValue, JsValue> {
-    let no_answer = || error4("server_error", ["no answer from ", url, "", ""], "");
-    let sent = fetch_json(url, method).map_err(|_| no_answer())?;
-    let answer = match within(&Signal::of(&sent), ms).await {
-        Some(Ok(answer)) => answer,
-        _ => return Err(no_answer()),
-    };
-    let response = get(&answer, "r");
-    let body = get(&answer, "body");
-    if get(&response, "ok").is_truthy() && body.is_object() {
-        return Ok(body);
-    }
-    let status = js_string(&get(&response, "status"))
-        .as_string()
-        .unwrap_or_default();
-    let detail = get(&body, "message").as_string().unwrap_or_default();
-    let code = get(&body, "code").as_string().unwrap_or_default();
-    Err(error4(
-        "server_error",
-        ["server answered ", &status, ": ", &detail],
-        &code,
-    ))
-}
-
-/// Polls the order until the server reports a final state: the body on
-/// SUCCESS; `fail` on CLOSED, PAYERROR or REFUND; `not_confirmed` when `ms`
-/// ran out first.
-async fn confirm(url: &str, ms: f64, err_msg: &str) -> Result<JsValue, JsValue> {
-    let end = now() + ms;
-    let mut delay: f64 = 500.0;
-    loop {
-        let left = end - now();
-        if let Ok(body) = request(url, "GET", left.max(REQUEST_MS / 5.0)).await {
-            let state = get(&body, "state").as_string().unwrap_or_default();
-            match state.as_str() {
-                "SUCCESS" => return Ok(body),
-                "CLOSED" | "PAYERROR" | "REFUND" => {
-                    return Err(error4(
-                        "fail",
-                        [
-                            "WeChat answered ok but the server reports the order ",
-                            &state,
-                            "",
-                            "",
-                        ],
-                        err_msg,
-                    ));
+    let signal = get(&options, "signal");
+    spawn(
+        async move {
+            let _open = Open::take()?;
+            let mut opened = false;
+            let err_msg = pay(&params, &options, &mut opened).await.inspect_err(|e| {
+                // For checkout (js/support.js): the payment may have gone
+                // through, ask the server.
+                if opened {
+                    set(e, "opened", &JsValue::TRUE);
                 }
-                _ => {}
-            }
-        }
-        let left = end - now();
-        if left <= 0.0 {
-            return Err(error(
-                "not_confirmed",
-                "payment not yet confirmed by the server; check the order again later",
-                err_msg,
-            ));
-        }
-        sleep(delay.min(left)).await;
-        delay = (delay * 1.5).min(3000.0);
-    }
-}
-
-async fn run_checkout(options: JsValue) -> Result<JsValue, JsValue> {
-    let base = get(&options, "baseUrl").as_string();
-    let order = get(&options, "order").as_string().unwrap_or_default();
-    let Some(mut base) = base.filter(|_| !order.is_empty()) else {
-        return Err(invalid([
-            "checkout needs { baseUrl, order } as strings",
-            "",
-            "",
-            "",
-        ]));
-    };
-    let _open = Open::take()?;
-    while base.as_bytes().last() == Some(&b'/') {
-        base.pop();
-    }
-    let order = encode_uri_component(&order)
-        .ok()
-        .and_then(|o| o.as_string())
-        .unwrap_or_default();
-    let url = cat(&[&base, "/api/combine-orders/", &order]);
-    let created = request(&cat(&[&url, "/pay-params"]), "POST", REQUEST_MS).await?;
-    let err_msg = pay(&get(&created, "pay_params"), &options).await?;
-    confirm(
-        &url,
-        millis(&options, "confirmTimeoutMs", CONFIRM_MS),
-        &err_msg,
+            })?;
+            let result = new_object();
+            set_str(&result, "status", "ok");
+            set_str(&result, "errMsg", &err_msg);
+            Ok(result)
+        },
+        &signal,
     )
-    .await
-}
-
-/// Pays a combined order end to end: fetches fresh parameters from
-/// `POST {baseUrl}/api/combine-orders/{order}/pay-params`, runs
-/// `requestPayment`, and on `:ok` polls `GET {baseUrl}/api/combine-orders/{order}`
-/// (with backoff, up to `confirmTimeoutMs`, default 20000) because `:ok` is
-/// not proof of payment. Resolves with the order status only once the server
-/// reports SUCCESS; rejects with a `PayError` otherwise (`not_confirmed` when
-/// the server has not confirmed in time, `server_error` when it failed).
-#[wasm_bindgen(unchecked_return_type = "Promise<OrderStatus>")]
-pub fn checkout(
-    #[wasm_bindgen(unchecked_param_type = "CheckoutOptions")] options: JsValue,
-) -> JsValue {
-    spawn(run_checkout(options))
 }

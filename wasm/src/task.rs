@@ -15,13 +15,16 @@ use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 use wasm_bindgen::prelude::*;
 
-use crate::{call, get, Local, U};
+use crate::{aborted, call, get, Local, U};
 
 #[wasm_bindgen(module = "/js/support.js")]
 extern "C" {
     #[wasm_bindgen(js_name = setWake)]
     fn set_wake(f: &JsValue);
     fn signal() -> JsValue;
+    /// A signal settled once the `AbortSignal` (or `undefined`) fires.
+    #[wasm_bindgen(js_name = aborted)]
+    fn abort_signal(signal: &JsValue) -> JsValue;
     fn deferred() -> JsValue;
 }
 
@@ -34,7 +37,8 @@ extern "C" {
 }
 
 pub type Outcome = Result<JsValue, JsValue>;
-type Task = (Pin<Box<dyn Future<Output = Outcome>>>, JsValue);
+/// A future, the deferred Promise it settles, and its abort signal.
+type Task = (Pin<Box<dyn Future<Output = Outcome>>>, JsValue, Signal);
 
 static TASKS: Local<Cell<Vec<Task>>> = Local(Cell::new(Vec::new()));
 /// `run` is polling; a wake-up meanwhile sets `AGAIN` for another round.
@@ -46,19 +50,21 @@ fn call1(f: &JsValue, arg: &JsValue) {
     let _ = call(f, U, arg, U, U);
 }
 
-/// Starts `future` and returns a Promise of its outcome.
-pub fn spawn(future: impl Future<Output = Outcome> + 'static) -> JsValue {
-    spawn_boxed(Box::pin(future))
+/// Starts `future` and returns a Promise of its outcome. When the
+/// `AbortSignal` `abort` (or `undefined`) fires, the future is dropped (its
+/// guards clean up) and the Promise rejects with an `aborted` PayError.
+pub fn spawn(future: impl Future<Output = Outcome> + 'static, abort: &JsValue) -> JsValue {
+    spawn_boxed(Box::pin(future), abort)
 }
 
-fn spawn_boxed(future: Pin<Box<dyn Future<Output = Outcome>>>) -> JsValue {
+fn spawn_boxed(future: Pin<Box<dyn Future<Output = Outcome>>>, abort: &JsValue) -> JsValue {
     if !WAKE_SET.0.replace(true) {
         set_wake(&wasm_bindgen::exports());
     }
     let d = deferred();
     let promise = get(&d, "p");
     let mut tasks = TASKS.0.take();
-    tasks.push((future, d));
+    tasks.push((future, d, Signal(abort_signal(abort))));
     TASKS.0.set(tasks);
     run();
     promise
@@ -82,9 +88,13 @@ fn run() {
     loop {
         AGAIN.0.set(false);
         let mut pending = Vec::new();
-        for (mut future, d) in TASKS.0.take() {
-            match future.as_mut().poll(&mut cx) {
-                Poll::Pending => pending.push((future, d)),
+        for (mut future, d, abort) in TASKS.0.take() {
+            let poll = match abort.state() {
+                Some(Ok(reason)) => Poll::Ready(Err(aborted(&reason))),
+                _ => future.as_mut().poll(&mut cx),
+            };
+            match poll {
+                Poll::Pending => pending.push((future, d, abort)),
                 Poll::Ready(Ok(v)) => call1(&get(&d, "f"), &v),
                 Poll::Ready(Err(e)) => call1(&get(&d, "e"), &e),
             }
@@ -110,19 +120,6 @@ impl Signal {
     /// The JS function that settles it successfully with its argument.
     pub fn ok_fn(&self) -> JsValue {
         get(&self.0, "f")
-    }
-
-    /// Settles when `promise` does.
-    pub fn of(promise: &JsValue) -> Signal {
-        let s = Signal::new();
-        let _ = call(
-            &get(promise, "then"),
-            promise,
-            &s.ok_fn(),
-            &get(&s.0, "e"),
-            U,
-        );
-        s
     }
 
     /// Settles (with `undefined`) after `ms`; returns the timer id.
@@ -153,13 +150,4 @@ pub async fn within(s: &Signal, ms: f64) -> Option<Outcome> {
     .await;
     clear_timeout(&id);
     r
-}
-
-pub async fn sleep(ms: f64) {
-    let (t, _) = Signal::timer(ms);
-    poll_fn(|_| match t.state() {
-        Some(_) => Poll::Ready(()),
-        None => Poll::Pending,
-    })
-    .await
 }

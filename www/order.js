@@ -6,12 +6,14 @@ import {
   api,
   boot,
   byTestId,
+  chinaTime,
   el,
   fatal,
   orderHref,
   pay,
-  STATE_TEXT,
+  stateText,
   subOrderList,
+  t,
   yuan,
 } from "./common.js";
 
@@ -28,18 +30,37 @@ async function main() {
   const claim = params.get("claim");
   if (claim && !no) {
     env = await boot();
+    if (!env.signedIn) return notSignedIn();
     const claimed = await api("/api/pay-links/claim", { method: "POST", body: { token: claim } });
     no = claimed.combine_out_trade_no;
     history.replaceState(null, "", orderHref(no));
-    document.title = `Order ${no} · wxpay-combine demo`;
+    document.title = title(no);
     render(claimed.order);
     return;
   }
-  if (!no) throw new Error("No order number in the address: open order.html?no=<order number>.");
-  document.title = `Order ${no} · wxpay-combine demo`;
-  const [booted, order] = await Promise.all([boot(), load()]);
-  env = booted;
-  render(order);
+  if (!no) {
+    throw new Error(
+      t("地址中没有订单号：请打开 order.html?no=<订单号>。", "No order number in the address: open order.html?no=<order number>."),
+    );
+  }
+  document.title = title(no);
+  // The order needs the session: read after boot(), which signs in only
+  // where the page can pay (outside WeChat it shows the notice instead).
+  env = await boot();
+  if (!env.signedIn) return notSignedIn();
+  render(await load());
+}
+
+function title(no) {
+  return t(`订单 ${no} · wxpay-combine 演示`, `Order ${no} · wxpay-combine demo`);
+}
+
+function notSignedIn() {
+  const root = byTestId("order");
+  root.removeAttribute("aria-busy");
+  root.replaceChildren(
+    el("p", { class: "muted", text: t("在微信中打开此页面即可查看并支付订单。", "Open this page in WeChat to see and pay the order.") }),
+  );
 }
 
 function load() {
@@ -54,12 +75,6 @@ async function refresh() {
   }
 }
 
-/** An RFC 3339 time of the server (China time) in the payer's locale. */
-function when(t) {
-  const date = typeof t === "string" ? new Date(t) : null;
-  return date && !Number.isNaN(date.getTime()) ? date.toLocaleString() : "";
-}
-
 function render(order) {
   const open = order.state === "NOTPAY" || order.state === "USERPAYING";
   const root = byTestId("order");
@@ -72,21 +87,24 @@ function render(order) {
         class: `badge badge-${order.state}`,
         "data-testid": "order-state",
         "data-state": order.state,
-        text: STATE_TEXT[order.state] || order.state,
+        text: stateText(order.state),
       }),
       el("span", { class: "total", "data-testid": "order-total", text: yuan(order.total_amount) }),
     ),
     el(
       "dl",
       { class: "facts" },
-      el("dt", { text: "Order no." }),
+      el("dt", { text: t("订单号", "Order no.") }),
       el("dd", { class: "mono", "data-testid": "order-no", text: order.combine_out_trade_no }),
-      when(order.created_at) && el("dt", { text: "Created" }),
-      when(order.created_at) && el("dd", { text: when(order.created_at) }),
-      el("dt", { text: "Paid to" }),
-      el("dd", { text: `${order.sub_orders.length} merchants, in one payment` }),
+      chinaTime(order.created_at) && el("dt", { text: t("下单时间（北京时间）", "Created (China time)") }),
+      chinaTime(order.created_at) &&
+        el("dd", { "data-testid": "order-created", text: chinaTime(order.created_at) }),
+      el("dt", { text: t("收款方", "Paid to") }),
+      el("dd", {
+        text: t(`${order.sub_orders.length} 个商户，一次支付`, `${order.sub_orders.length} merchants, in one payment`),
+      }),
     ),
-    el("h2", { class: "section-title", text: "Sub-orders" }),
+    el("h2", { class: "section-title", text: t("子单", "Sub-orders") }),
     subOrderList(order),
     el(
       "div",
@@ -97,14 +115,14 @@ function render(order) {
           class: "button button-pay",
           "data-testid": "order-pay",
           disabled: !(env && env.canPay),
-          text: `Pay again · ${yuan(order.total_amount)}`,
+          text: `${t("重新支付", "Pay again")} · ${yuan(order.total_amount)}`,
           onclick: onPay,
         }),
       el("button", {
         type: "button",
         class: "button button-quiet",
         "data-testid": "refresh",
-        text: "Refresh status",
+        text: t("刷新状态", "Refresh status"),
         onclick: refresh,
       }),
     ),

@@ -1,10 +1,15 @@
 // The shop: catalog grouped by sub-merchant, a cart with per-merchant
 // subtotals, and one combined payment for all of it.
 
-import { api, boot, byTestId, el, fatal, pay, yuan } from "./common.js";
+import { announce, api, boot, byTestId, el, fatal, orderHref, pay, t, yuan } from "./common.js";
 
 /** The cart survives the OAuth round trip and reloads (this tab only). */
 const CART_KEY = "wxpay-demo:cart";
+/**
+ * The order made for the cart, while unpaid: a reload (even mid-payment)
+ * pays the same order again instead of making a second one.
+ */
+const PENDING_KEY = "wxpay-demo:pending";
 const MAX_QTY = 99;
 
 const shop = {
@@ -27,6 +32,7 @@ async function main() {
   restoreCart();
   renderCatalog();
   renderCart();
+  if (env.signedIn) await restorePending();
   byTestId("pay-button").addEventListener("click", onPay);
   // "Pay again" in the status panel pays without this module.
   document.addEventListener("wxpay:busy", (e) => {
@@ -57,13 +63,64 @@ function saveCart() {
   sessionStorage.setItem(CART_KEY, JSON.stringify(Object.fromEntries(shop.cart)));
 }
 
+function savePending() {
+  if (shop.pending) sessionStorage.setItem(PENDING_KEY, JSON.stringify(shop.pending));
+  else sessionStorage.removeItem(PENDING_KEY);
+}
+
+/**
+ * The order of the cart from before a reload: still open, it is the one to
+ * pay; paid meanwhile (the payment went through while the page was away),
+ * the cart is done; closed or failed, a new order will be made.
+ */
+async function restorePending() {
+  let saved = null;
+  try {
+    saved = JSON.parse(sessionStorage.getItem(PENDING_KEY) || "null");
+  } catch {
+    // Unreadable: as if none.
+  }
+  if (!saved || typeof saved.order !== "string" || saved.key !== cartKey()) {
+    shop.pending = null;
+    savePending();
+    return;
+  }
+  shop.pending = saved;
+  let order;
+  try {
+    order = await api(`/api/combine-orders/${encodeURIComponent(saved.order)}`);
+  } catch {
+    // Unknown for now: kept, so paying reuses it (the server checks).
+    return;
+  }
+  if (order.state === "SUCCESS") {
+    const panel = byTestId("status");
+    panel.hidden = false;
+    panel.dataset.state = "success";
+    panel.className = "status status-success";
+    const title = t("这笔订单已支付", "This order is paid");
+    panel.replaceChildren(
+      el("h2", { "data-testid": "status-title", tabindex: "-1", text: title }),
+      el("p", {}, el("a", { href: orderHref(saved.order), "data-testid": "order-link", text: t("查看订单", "Order details") })),
+    );
+    announce(title);
+    onSettled("success");
+  } else if (order.state !== "NOTPAY" && order.state !== "USERPAYING") {
+    shop.pending = null;
+    savePending();
+  }
+}
+
 function change(sku, delta) {
   const qty = Math.max(0, Math.min(MAX_QTY, (shop.cart.get(sku) || 0) + delta));
   if (qty === 0) shop.cart.delete(sku);
   else shop.cart.set(sku, qty);
   saveCart();
   renderQty(sku);
-  renderCart();
+  const total = renderCart();
+  // One announcement per change (the numbers on screen are not live regions).
+  const name = shop.items.get(sku).name;
+  announce(t(`${name}：${qty} 件，合计 ${yuan(total)}`, `${name}: ${qty}, total ${yuan(total)}`));
 }
 
 /** Cart lines grouped by merchant, in catalog order, with subtotals in fen. */
@@ -106,7 +163,7 @@ function renderCatalog() {
           "h2",
           { class: "merchant-title" },
           el("span", { text: merchant.name }),
-          el("span", { class: "mchid", text: `mchid ${merchant.mchid}` }),
+          el("span", { class: "mchid", text: `${t("商户号", "mchid")} ${merchant.mchid}` }),
         ),
         el("ul", { class: "items" }, items.map(itemRow)),
       ),
@@ -126,26 +183,25 @@ function itemRow(item) {
     ),
     el(
       "div",
-      { class: "stepper", role: "group", "aria-label": `Quantity of ${item.name}` },
+      { class: "stepper", role: "group", "aria-label": t(`${item.name} 数量`, `Quantity of ${item.name}`) },
       el("button", {
         type: "button",
         class: "step",
         "data-testid": `remove-${item.sku}`,
-        "aria-label": `Remove one ${item.name}`,
+        "aria-label": t(`减少一件${item.name}`, `Remove one ${item.name}`),
         text: "−",
         onclick: () => change(item.sku, -1),
       }),
-      el("output", {
+      el("span", {
         class: "qty",
         "data-testid": `qty-${item.sku}`,
-        "aria-label": `${item.name} in cart`,
         text: String(shop.cart.get(item.sku) || 0),
       }),
       el("button", {
         type: "button",
         class: "step step-add",
         "data-testid": `add-${item.sku}`,
-        "aria-label": `Add one ${item.name}`,
+        "aria-label": t(`添加一件${item.name}`, `Add one ${item.name}`),
         text: "+",
         onclick: () => change(item.sku, 1),
       }),
@@ -165,7 +221,7 @@ function renderCart() {
   const lines = document.getElementById("cart-lines");
   if (groups.length === 0) {
     lines.replaceChildren(
-      el("p", { class: "muted", text: "Nothing yet. Add items from any of the shops above." }),
+      el("p", { class: "muted", text: t("购物车是空的。从上面任意店铺添加商品。", "Nothing yet. Add items from any of the shops above.") }),
     );
   } else {
     lines.replaceChildren(
@@ -196,7 +252,7 @@ function renderCart() {
       el(
         "div",
         { class: "row total-row" },
-        el("span", { text: "Total" }),
+        el("span", { text: t("合计", "Total") }),
         el("span", { text: yuan(total) }),
       ),
       el("p", {
@@ -204,19 +260,23 @@ function renderCart() {
         "data-testid": "split-note",
         text:
           groups.length > 1
-            ? `One payment, ${groups.length} merchants: WeChat Pay splits it into ${groups.length} sub-orders, one per shop.`
-            : "One payment, one merchant.",
+            ? t(
+                `一次支付，${groups.length} 个商户：微信支付将其拆成 ${groups.length} 个子单，每家店铺一个。`,
+                `One payment, ${groups.length} merchants: WeChat Pay splits it into ${groups.length} sub-orders, one per shop.`,
+              )
+            : t("一次支付，一个商户。", "One payment, one merchant."),
       }),
     );
   }
   byTestId("cart-total").textContent = yuan(total);
   updatePayButton();
+  return total;
 }
 
 function updatePayButton() {
   const button = byTestId("pay-button");
   button.disabled = shop.busy || shop.cart.size === 0 || !(shop.env && shop.env.canPay);
-  button.textContent = shop.busy ? "Paying…" : "Pay with WeChat";
+  button.textContent = shop.busy ? t("支付中…", "Paying…") : t("微信支付", "Pay with WeChat");
 }
 
 // ---------------------------------------------------------------------------
@@ -244,12 +304,13 @@ async function onPay() {
         panel.dataset.state = "error";
         panel.className = "status status-error";
         panel.replaceChildren(
-          el("h2", { "data-testid": "status-title", text: "The order was not created" }),
+          el("h2", { "data-testid": "status-title", text: t("订单未能创建", "The order was not created") }),
           el("p", { "data-testid": "status-message", text: e.message }),
         );
         return;
       }
       shop.pending = { key, order };
+      savePending();
     }
     await pay(shop.env, order, panel, { onSettled });
   } finally {
@@ -270,6 +331,7 @@ function cartKey() {
 function onSettled(state) {
   if (state !== "success" && state !== "not_confirmed") return;
   shop.pending = null;
+  savePending();
   shop.cart.clear();
   saveCart();
   for (const sku of shop.items.keys()) renderQty(sku);

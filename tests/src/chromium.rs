@@ -488,6 +488,52 @@ impl WebDriverCompatibleCommand for BrowserLog {
     }
 }
 
+/// A Chrome DevTools Protocol command through chromedriver
+/// (`POST /session/{id}/goog/cdp/execute`).
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+    params: Value,
+}
+
+impl WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({ "cmd": self.cmd, "params": self.params });
+        (http::Method::POST, Some(body.to_string()))
+    }
+}
+
+/// WeChat's user agent on an Android phone.
+pub const WECHAT_UA: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 \
+                             (KHTML, like Gecko) Chrome/130.0.0.0 Mobile Safari/537.36 \
+                             MicroMessenger/8.0.47.2560(0x28002F37) WeChat/arm64 NetType/WIFI Language/zh_CN";
+
+/// Makes every page see `/api/config` with `demo: false` and no simulator
+/// bridge: the page behaves as on a production server (the demo's
+/// server and simulator still answer behind it).
+const PRODUCTION_PAGE: &str = r#"(() => {
+  const real = window.fetch;
+  window.fetch = async (input, init) => {
+    const response = await real(input, init);
+    if (!String((input && input.url) || input).endsWith("/api/config")) return response;
+    const config = await response.json();
+    config.demo = false;
+    delete config.simulator_bridge_url;
+    return new Response(JSON.stringify(config), { status: response.status, headers: response.headers });
+  };
+})();"#;
+
 // ---------------------------------------------------------------------------
 // What the tests use
 
@@ -566,6 +612,18 @@ impl Ctx {
         .await
     }
 
+    /// Waits until an element matching `css` exists and is displayed.
+    pub async fn visible_css(&self, css: &str) -> Result<()> {
+        self.until(&format!("{css} to be visible"), STEP, || async {
+            match self.client.find(Locator::Css(css)).await {
+                Ok(e) if e.is_displayed().await? => Ok((Some(()), String::new())),
+                Ok(_) => Ok((None, "present but hidden".into())),
+                Err(e) => Ok((None, format!("{e}"))),
+            }
+        })
+        .await
+    }
+
     /// Clicks the element matching `css` once it is there and enabled.
     pub async fn click(&self, css: &str) -> Result<()> {
         let element = self
@@ -637,7 +695,14 @@ impl Ctx {
     /// Waits for the payment status panel to leave "waiting" (and idle) and
     /// checks that it reached `expected`.
     pub async fn outcome(&self, expected: &str) -> Result<()> {
-        let finals = ["success", "cancelled", "failed", "not_confirmed", "error"];
+        let finals = [
+            "success",
+            "cancelled",
+            "failed",
+            "timeout",
+            "not_confirmed",
+            "error",
+        ];
         let state = self.state("status", &finals, OUTCOME).await?;
         if state != expected {
             let text = self.text("status").await?;
@@ -753,6 +818,76 @@ impl Ctx {
         let json = serde_json::from_str(&text)
             .with_context(|| format!("{url} answered {status} non-JSON: {text}"))?;
         Ok((status, json))
+    }
+
+    /// From now on, pages see the server as a production one (`demo: false`,
+    /// no simulator bridge): outside WeChat they must not pay, and inside
+    /// WeChat nothing injects `WeixinJSBridge`.
+    pub async fn production_page(&self) -> Result<()> {
+        self.client
+            .issue_cmd(Cdp {
+                cmd: "Page.addScriptToEvaluateOnNewDocument",
+                params: json!({ "source": PRODUCTION_PAGE }),
+            })
+            .await
+            .context("CDP Page.addScriptToEvaluateOnNewDocument")?;
+        Ok(())
+    }
+
+    /// From now on, pages see WeChat's user agent (`navigator.userAgent`;
+    /// chromedriver's mobile emulation keeps its own for the requests).
+    pub async fn as_wechat(&self) -> Result<()> {
+        let source = format!(
+            "Object.defineProperty(Navigator.prototype, 'userAgent', {{ get: () => {} }});",
+            json!(WECHAT_UA)
+        );
+        self.client
+            .issue_cmd(Cdp {
+                cmd: "Page.addScriptToEvaluateOnNewDocument",
+                params: json!({ "source": source }),
+            })
+            .await
+            .context("CDP Page.addScriptToEvaluateOnNewDocument")?;
+        Ok(())
+    }
+
+    /// Runs axe-core (WCAG 2.1 A and AA rules) on the page and fails on any
+    /// serious or critical violation, listing them.
+    pub async fn accessibility(&self, what: &str) -> Result<()> {
+        let axe_path = workspace_root().join("node_modules/axe-core/axe.min.js");
+        let axe = std::fs::read_to_string(&axe_path)
+            .with_context(|| format!("reading {} (npm ci at the root)", axe_path.display()))?;
+        // Injected through WebDriver, which the page's CSP does not govern.
+        self.client
+            .execute(&format!("{axe}\nreturn typeof window.axe;"), vec![])
+            .await
+            .context("injecting axe-core")?;
+        let found = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } })
+                   .then(r => done({ ok: r.violations
+                       .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                       .map(v => v.id + ' (' + v.impact + '): ' + v.help + ' — ' +
+                            v.nodes.map(n => n.target.join(' ')).join(', ')),
+                     passes: r.passes.length }),
+                         e => done({ error: String(e) }));",
+                vec![],
+            )
+            .await
+            .context("running axe-core")?;
+        if let Some(e) = found["error"].as_str() {
+            bail!("axe-core failed on {what}: {e}");
+        }
+        let violations = found["ok"].as_array().cloned().unwrap_or_default();
+        if !violations.is_empty() {
+            bail!("{what}: accessibility violations (axe-core): {violations:#?}");
+        }
+        if found["passes"].as_u64().unwrap_or(0) == 0 {
+            bail!("{what}: axe-core checked nothing: {found}");
+        }
+        Ok(())
     }
 
     /// `POST {simulator}/sim/control` with `body`.

@@ -195,6 +195,207 @@ fn e2e_order_page_survives_reload() {
     });
 }
 
+#[test]
+fn e2e_outside_wechat_in_production_shows_the_notice_without_oauth() {
+    chromium::run("outside_wechat_in_production", |ctx| async move {
+        ctx.production_page().await?;
+        ctx.open("").await?;
+        ctx.visible("notice-not-wechat").await?;
+        let notice = ctx.text("notice-not-wechat").await?;
+        ensure!(
+            notice.contains("微信"),
+            "the notice is not in Chinese: {notice:?}"
+        );
+        // The shop is still there to look at, but nothing sends the payer
+        // to WeChat's authorization (which works only inside WeChat).
+        ctx.until("the catalog", STEP, || async {
+            let n = ctx.catalog().await?.len();
+            Ok(((n > 0).then_some(()), format!("{n} merchants")))
+        })
+        .await?;
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let url = ctx.client.current_url().await?;
+        ensure!(
+            url.path().starts_with("/pay/") && !url.as_str().contains("oauth"),
+            "the page went to {url}"
+        );
+        let disabled = ctx
+            .js(
+                "return document.querySelector('[data-testid=\"pay-button\"]').disabled",
+                json!(null),
+            )
+            .await?;
+        ensure!(
+            disabled == json!(true),
+            "the pay button is enabled outside WeChat"
+        );
+        // The order page too.
+        ctx.open("order.html?no=C1").await?;
+        ctx.visible("notice-not-wechat").await?;
+        tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+        let url = ctx.client.current_url().await?;
+        ensure!(
+            url.path().ends_with("/pay/order.html"),
+            "the order page went to {url}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn e2e_bridge_timeout_in_wechat_without_bridge() {
+    chromium::run("bridge_timeout", |ctx| async move {
+        // WeChat's browser on a production server whose page never gets
+        // WeixinJSBridge: the package gives up after its ready timeout.
+        ctx.production_page().await?;
+        ctx.as_wechat().await?;
+        ctx.fill_cart().await?;
+        let notice = ctx.text("notice-not-wechat").await?;
+        ensure!(notice.is_empty(), "inside WeChat the page says {notice:?}");
+        ctx.tap("pay-button").await?;
+        ctx.outcome("timeout").await?;
+        let text = ctx.text("status").await?;
+        ensure!(
+            text.contains("不要重复支付"),
+            "no warning against paying twice: {text}"
+        );
+        let again = ctx.text("pay-again").await?;
+        ensure!(again.is_empty(), "a timed-out payment offers to pay again");
+        ctx.tap("order-link").await?;
+        ctx.state("order-state", &["NOTPAY"], STEP).await?;
+        Ok(())
+    });
+}
+
+#[test]
+fn e2e_payment_not_confirmed_then_confirmed_on_the_order_page() {
+    chromium::run("not_confirmed", |ctx| async move {
+        // The server learns nothing: no notification, its queries refused.
+        ctx.sim_control(
+            json!({ "drop_notifications": true, "api_faults": { "query": "SYSTEM_ERROR" } }),
+        )
+        .await?;
+        let cart = ctx.fill_cart().await?;
+        ctx.tap("pay-button").await?;
+        ctx.cashier("wxsim-pay").await?;
+        ctx.outcome("not_confirmed").await?;
+        let again = ctx.text("pay-again").await?;
+        ensure!(
+            again.is_empty(),
+            "an unconfirmed payment offers to pay again"
+        );
+        // WeChat took the money: the cart is done.
+        let total = ctx.text("cart-total").await?;
+        ensure!(total == "¥0.00", "the cart still shows {total}");
+        // Once the server can ask WeChat Pay, the order page shows it paid.
+        ctx.sim_control(json!({ "api_faults": null })).await?;
+        ctx.tap("order-link").await?;
+        ctx.until("the order to read SUCCESS", chromium::OUTCOME, || async {
+            ctx.client.refresh().await?;
+            let state = ctx
+                .state("order-state", &["NOTPAY", "USERPAYING", "SUCCESS"], STEP)
+                .await?;
+            Ok(((state == "SUCCESS").then_some(()), state))
+        })
+        .await?;
+        check_paid(&ctx.sub_orders("order").await?, &cart)
+    });
+}
+
+#[test]
+fn e2e_reload_mid_payment_pays_the_same_order() {
+    chromium::run("reload_mid_payment", |ctx| async move {
+        let cart = ctx.fill_cart().await?;
+        ctx.tap("pay-button").await?;
+        // The cashier is open; the payer reloads the page.
+        ctx.visible_css("#wxsim-pay").await?;
+        ctx.client.refresh().await?;
+        ctx.until("the cart after reload", STEP, || async {
+            let total = ctx.text("cart-total").await?;
+            Ok(((total == cart.total).then_some(()), total))
+        })
+        .await?;
+        ctx.tap("pay-button").await?;
+        ctx.cashier("wxsim-pay").await?;
+        ctx.outcome("success").await?;
+        check_paid(&ctx.sub_orders("status").await?, &cart)?;
+        let prepays = prepay_calls(&ctx).await?;
+        ensure!(
+            prepays == 1,
+            "the simulator saw {prepays} prepay calls: the reload made a second order"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn e2e_accessible_in_chinese_and_english() {
+    chromium::run("accessibility", |ctx| async move {
+        ctx.fill_cart().await?;
+        let lang = ctx
+            .js("return document.documentElement.lang", json!(null))
+            .await?;
+        ensure!(lang == json!("zh-CN"), "the page's language is {lang}");
+        // The live region is in the page from the start; the quantities on
+        // screen are not live regions themselves (no double announcement).
+        let live = ctx
+            .js(
+                "return [...document.querySelectorAll('[aria-live], output, [role=status]')]
+                   .map(e => e.dataset.testid || e.id || e.tagName)",
+                json!(null),
+            )
+            .await?;
+        ensure!(live == json!(["announcer"]), "live regions: {live}");
+        ctx.until("the announcement of the cart", STEP, || async {
+            let said = ctx.text("announcer").await?;
+            Ok((said.contains('2').then_some(()), said))
+        })
+        .await?;
+        ctx.accessibility("the shop with a cart (Chinese)").await?;
+        ctx.tap("pay-button").await?;
+        ctx.cashier("wxsim-cancel").await?;
+        ctx.outcome("cancelled").await?;
+        // The result takes the focus and is announced.
+        let focused = ctx
+            .js(
+                "return document.activeElement.dataset.testid || ''",
+                json!(null),
+            )
+            .await?;
+        ensure!(focused == json!("status-title"), "focus is on {focused}");
+        let title = ctx.text("status-title").await?;
+        ctx.until("the announcement of the result", STEP, || async {
+            let said = ctx.text("announcer").await?;
+            Ok(((said == title).then_some(()), said))
+        })
+        .await?;
+        ctx.accessibility("the cancelled payment (Chinese)").await?;
+        // English on request, kept across pages.
+        ctx.tap("lang-switch").await?;
+        ctx.until("the page in English", STEP, || async {
+            let lang = ctx
+                .js("return document.documentElement.lang", json!(null))
+                .await?;
+            Ok(((lang == json!("en")).then_some(()), format!("{lang}")))
+        })
+        .await?;
+        ctx.until("the English pay button", STEP, || async {
+            let label = ctx.text("pay-button").await?;
+            Ok(((label == "Pay with WeChat").then_some(()), label))
+        })
+        .await?;
+        ctx.accessibility("the shop (English)").await?;
+        ctx.tap("pay-button").await?;
+        ctx.cashier("wxsim-pay").await?;
+        ctx.outcome("success").await?;
+        ctx.tap("order-link").await?;
+        ctx.state("order-state", &["SUCCESS"], STEP).await?;
+        let created = ctx.text("order-created").await?;
+        ensure!(!created.is_empty(), "the order page shows no creation time");
+        ctx.accessibility("the paid order page (English)").await
+    });
+}
+
 /// How many combined-order prepay calls the simulator received, all orders.
 async fn prepay_calls(ctx: &Ctx) -> Result<i64> {
     let stats = ctx.sim("GET", "/sim/stats", None).await?;

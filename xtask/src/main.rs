@@ -21,13 +21,14 @@ fn main() -> ExitCode {
         Some("test") => test::run_all(),
         Some("wasm") => wasm::build().map(|_| ()),
         Some("wasm-size") => wasm::size(),
+        Some("wasm-bindings-size") => wasm::bindings_size(),
         Some("wasm-test") => wasm::test(),
         Some("bench-crypto") => bench::crypto(&args[1..]),
         Some("bench-load") => bench_load::run(&args[1..]),
         Some("fuzz") => fuzz::cli(&args[1..]),
         Some("layering") => layering::run(),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|wasm|wasm-size|wasm-test|bench-crypto|bench-load|fuzz|layering>");
+            eprintln!("usage: cargo xtask <demo|test|wasm|wasm-size|wasm-bindings-size|wasm-test|bench-crypto|bench-load|fuzz|layering>");
             return ExitCode::from(2);
         }
     };

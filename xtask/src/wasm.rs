@@ -4,10 +4,14 @@
 //!   `target/npm/wxpay-combine-jsapi-<version>.tgz`;
 //! * `cargo xtask wasm-size` prints its gzipped size (last line
 //!   `wasm_gz=… js_gz=… total_gz=…`) and fails over the budget;
+//! * `cargo xtask wasm-bindings-size` measures the binding choice: the
+//!   package's browser calls with its own declarations, with js-sys +
+//!   web-sys, and with serde-wasm-bindgen too (`wasm/bindings-probe`);
 //! * `cargo xtask wasm-test` runs the crate's wasm-bindgen tests in headless
-//!   Chromium, then loads the packed tarball in a plain HTML page and in a
-//!   Vite build, each paying against a fake `WeixinJSBridge` and a fake
-//!   merchant server on loopback.
+//!   Chromium, then loads the packed tarball in a plain HTML page (also
+//!   under a CSP without `'wasm-unsafe-eval'`), a `vite build`, `vite dev`,
+//!   webpack 5 and esbuild, each paying against a fake `WeixinJSBridge` and
+//!   a fake merchant server on loopback.
 
 use crate::tools::{self, node_bin, repo_root, run, ChromiumPaths, CHROMIUM_ARGS};
 use anyhow::{bail, Context, Result};
@@ -315,6 +319,74 @@ pub fn size() -> Result<()> {
     println!("wasm_gz={} js_gz={} total_gz={total}", s.wasm_gz, s.js_gz);
     if total > BUDGET_GZ {
         bail!("the package is {total} B gzipped, over the {BUDGET_GZ} B budget");
+    }
+    Ok(())
+}
+
+/// `cargo xtask wasm-bindings-size`: the package's browser calls bound
+/// three ways (`wasm/bindings-probe`: own declarations, js-sys + web-sys,
+/// plus serde-wasm-bindgen), each built like the package (wasm-bindgen,
+/// `wasm-opt -Oz`, terser) and measured gzipped.
+pub fn bindings_size() -> Result<()> {
+    tools::ensure_wasm_target()?;
+    tools::ensure_wasm_bindgen_cli()?;
+    tools::ensure_node_modules()?;
+    let root = repo_root();
+    let probe = root.join("wasm/bindings-probe");
+    let meta = metadata()?;
+    let target = meta.target_dir.join("bindings-probe");
+    let mut rows = Vec::new();
+    for (feature, what) in [
+        ("own", "own extern declarations (as the package)"),
+        ("sys", "js-sys + web-sys"),
+        ("serde", "js-sys + web-sys + serde-wasm-bindgen"),
+    ] {
+        run(Command::new("cargo")
+            .current_dir(&probe)
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "--target",
+                "wasm32-unknown-unknown",
+            ])
+            .args(["--no-default-features", "--features", feature])
+            .arg("--target-dir")
+            .arg(&target)
+            .env("CARGO_ENCODED_RUSTFLAGS", PACKAGE_RUSTFLAGS))?;
+        let out = target.join(format!("out-{feature}"));
+        fresh_dir(&out)?;
+        run(Command::new("wasm-bindgen")
+            .args([
+                "--target",
+                "web",
+                "--out-name",
+                "probe",
+                "--omit-default-module-path",
+            ])
+            .args(["--remove-name-section", "--remove-producers-section"])
+            .arg("--out-dir")
+            .arg(&out)
+            .arg(target.join("wasm32-unknown-unknown/release/wxpay_jsapi_bindings_probe.wasm")))?;
+        let wasm = out.join("probe_bg.wasm");
+        run(Command::new(node_bin("wasm-opt"))
+            .args(["-Oz", "--converge"])
+            .args(PRECOMPILED_FEATURES)
+            .arg(&wasm)
+            .arg("-o")
+            .arg(&wasm))?;
+        let js = out.join("probe.js");
+        run(Command::new(node_bin("terser"))
+            .arg(&js)
+            .args(["--module", "--compress", "--mangle", "--comments", "false"])
+            .arg("--output")
+            .arg(&js))?;
+        rows.push((what, gzip9(&wasm)?, gzip9(&js)?));
+    }
+    println!("| bindings | wasm gz | js gz | total |");
+    println!("|---|---:|---:|---:|");
+    for (what, wasm, js) in rows {
+        println!("| {what} | {wasm} | {js} | {} |", wasm + js);
     }
     Ok(())
 }

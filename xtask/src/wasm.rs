@@ -437,7 +437,8 @@ pub fn test() -> Result<()> {
     let driver = Driver::start(&chromium)?;
     let mut results = Vec::new();
     plain_page_test(&driver, &tarball, &work.join("plain"))?;
-    results.push("plain page");
+    results.push("plain page with load(Response)");
+    results.push("plain page with load(WebAssembly.Module)");
     csp_page_test(&driver, &work.join("plain"))?;
     results.push("CSP without wasm-unsafe-eval");
     let app = work.join("app");
@@ -566,7 +567,9 @@ fn fresh_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The tarball unpacked under `node_modules/` of a plain static site.
+/// The tarball unpacked under `node_modules/` of a plain static site, the
+/// `.wasm` given to `load()` as a `Response` (index.html) and as a compiled
+/// `WebAssembly.Module` (module.html).
 fn plain_page_test(driver: &Driver, tarball: &Path, dir: &Path) -> Result<()> {
     fresh_dir(dir)?;
     let modules = dir.join("node_modules");
@@ -577,17 +580,26 @@ fn plain_page_test(driver: &Driver, tarball: &Path, dir: &Path) -> Result<()> {
         .arg("-C")
         .arg(&modules))?;
     std::fs::rename(modules.join("package"), modules.join(CRATE))?;
-    let script = page_script(DEFAULT_WASM, &format!("./node_modules/{CRATE}/index.js"));
-    let html = page_html(&format!("<script type=\"module\">{script}</script>"));
-    std::fs::write(dir.join("index.html"), html)?;
+    let wasm = format!("./node_modules/{CRATE}/{STEM}_bg.wasm");
     let server = TestServer::start(dir)?;
-    check_page(
-        driver,
-        &server,
-        "index.html",
-        EXPECTED,
-        "plain <script type=module> page",
-    )
+    for (page, source, what) in [
+        (
+            "index.html",
+            format!("const WASM = await fetch(\"{wasm}\");"),
+            "plain page, load(Response)",
+        ),
+        (
+            "module.html",
+            format!("const WASM = await WebAssembly.compileStreaming(fetch(\"{wasm}\"));"),
+            "plain page, load(WebAssembly.Module)",
+        ),
+    ] {
+        let script = page_script(&source, &format!("./node_modules/{CRATE}/index.js"));
+        let html = page_html(&format!("<script type=\"module\">{script}</script>"));
+        std::fs::write(dir.join(page), html)?;
+        check_page(driver, &server, page, EXPECTED, what)?;
+    }
+    Ok(())
 }
 
 /// The plain site's package under a Content-Security-Policy without

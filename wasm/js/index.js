@@ -15,7 +15,7 @@ export { PayError, isWeChat, weChatVersion, environment };
 let loading;
 
 const failed = (code, message, cause) => {
-  throw new PayError(code, "wxpay-combine-jsapi: " + message, "", "", cause);
+  throw new PayError(code, message, "", "", cause);
 };
 
 /**
@@ -37,7 +37,7 @@ export const load = (source) =>
         if (!input.ok) throw Error("HTTP " + input.status);
         input = await input.arrayBuffer();
       } catch (e) {
-        failed("load_failed", `cannot fetch ${where} (${e.message}); give its URL to load(url)`, e);
+        failed("load_failed", `cannot fetch the module from ${where} (${e.message}); give its URL to load(url)`, e);
       }
       if (new Uint32Array(input.slice(0, 4))[0] != 0x6d736100) {
         failed("load_failed", where + " is not a .wasm file");
@@ -61,10 +61,16 @@ export const load = (source) =>
     throw e;
   }));
 
+// A wasm trap (out of memory: nothing else traps) is reported as one too.
 const later =
   (f) =>
   (...args) =>
-    load().then(() => f(...args));
+    load()
+      .then(() => f(...args))
+      .catch((e) => {
+        if (e instanceof PayError) throw e;
+        failed("unsupported", "wxpay-combine-jsapi stopped: " + e.message, e);
+      });
 
 export const ready = later(wasm.ready);
 export const requestPayment = later(wasm.requestPayment);

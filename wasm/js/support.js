@@ -188,7 +188,7 @@ export async function checkout(o, pay) {
       Promise.race([
         new Promise((r) => r(f(order, ms, signal))),
         sleep(ms + 1000).then(() => {
-          throw Error("no answer in time");
+          throw Error("timeout");
         }),
       ]).catch((e) => {
         throw e instanceof PayError
@@ -222,13 +222,13 @@ export async function checkout(o, pay) {
       const b = await state(Math.max(end - Date.now(), 3000));
       if (b.state == "SUCCESS") return b;
       if (/^(CLOSED|PAYERROR|REFUND)$/.test(b.state)) {
-        throw new PayError("fail", "WeChat answered ok but the server reports the order " + b.state, paid.errMsg);
+        throw new PayError("fail", "WeChat said ok but the server reports the order " + b.state, paid.errMsg);
       }
       const left = end - Date.now();
       if (left <= 0) {
         throw new PayError(
           "not_confirmed",
-          "payment not yet confirmed by the server; check the order again later",
+          "payment not yet confirmed by the server; check the order later",
           paid.errMsg,
         );
       }

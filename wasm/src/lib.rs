@@ -205,7 +205,7 @@ export interface OrderStatus {
  * - `server_error`: your server (or hook) failed or answered an error (`errMsg` = its `code`).
  * - `aborted`: the `signal` fired.
  * - `load_failed`: the `.wasm` could not be fetched or was refused (`cause`; see `message`).
- * - `unsupported`: this browser cannot run the module (no WebAssembly).
+ * - `unsupported`: this browser cannot run the module (no WebAssembly, it does not compile, or it ran out of memory).
  */
 export type PayErrorCode = "cancel" | "fail" | "invalid_params" | "not_wechat" | "timeout"
   | "bridge_error" | "busy" | "not_confirmed" | "server_error" | "aborted" | "load_failed"

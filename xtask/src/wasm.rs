@@ -441,6 +441,8 @@ pub fn test() -> Result<()> {
     results.push("plain page with load(WebAssembly.Module)");
     csp_page_test(&driver, &work.join("plain"))?;
     results.push("CSP without wasm-unsafe-eval");
+    no_wasm_page_test(&driver, &work.join("plain"))?;
+    results.push("no WebAssembly");
     let app = work.join("app");
     install_app(&tarball, &app)?;
     vite_build_test(&driver, &app)?;
@@ -628,6 +630,36 @@ try {{
         "csp.html",
         "DONE true load_failed true true",
         "page whose CSP lacks 'wasm-unsafe-eval'",
+    )
+}
+
+/// The plain site's package in a browser without WebAssembly (as with iOS
+/// Lockdown Mode): the environment helpers still answer, `load()` and the
+/// payments reject with `unsupported`.
+fn no_wasm_page_test(driver: &Driver, dir: &Path) -> Result<()> {
+    let script = format!(
+        r#"import {{ requestPayment, environment, PayError }} from "./node_modules/{CRATE}/index.js";
+const show = (text) => (document.getElementById("result").textContent = text);
+try {{
+  await requestPayment({{}});
+  show("DONE paid");
+}} catch (e) {{
+  show("DONE " + environment() + " " + (e instanceof PayError) + " " + e.code);
+}}"#
+    );
+    std::fs::write(
+        dir.join("nowasm.html"),
+        page_html(&format!(
+            "<script>delete globalThis.WebAssembly;</script><script type=\"module\">{script}</script>"
+        )),
+    )?;
+    let server = TestServer::start(dir)?;
+    check_page(
+        driver,
+        &server,
+        "nowasm.html",
+        "DONE other true unsupported",
+        "page without WebAssembly",
     )
 }
 

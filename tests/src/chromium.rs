@@ -824,23 +824,34 @@ impl Ctx {
     /// no simulator bridge): outside WeChat they must not pay, and inside
     /// WeChat nothing injects `WeixinJSBridge`.
     pub async fn production_page(&self) -> Result<()> {
-        self.client
-            .issue_cmd(Cdp {
-                cmd: "Page.addScriptToEvaluateOnNewDocument",
-                params: json!({ "source": PRODUCTION_PAGE }),
-            })
-            .await
-            .context("CDP Page.addScriptToEvaluateOnNewDocument")?;
-        Ok(())
+        self.on_new_document(PRODUCTION_PAGE).await
     }
 
     /// From now on, pages see WeChat's user agent (`navigator.userAgent`;
     /// chromedriver's mobile emulation keeps its own for the requests).
     pub async fn as_wechat(&self) -> Result<()> {
-        let source = format!(
+        self.user_agent(WECHAT_UA).await
+    }
+
+    /// From now on, pages run as in a mini program's `<web-view>` (its
+    /// user agent says `miniProgram`, `window.__wxjs_environment` is set).
+    pub async fn as_mini_program_web_view(&self) -> Result<()> {
+        self.user_agent(&format!("{WECHAT_UA} miniProgram/wx2421b1c4370ec43b"))
+            .await?;
+        self.on_new_document("window.__wxjs_environment = 'miniprogram';")
+            .await
+    }
+
+    async fn user_agent(&self, ua: &str) -> Result<()> {
+        self.on_new_document(&format!(
             "Object.defineProperty(Navigator.prototype, 'userAgent', {{ get: () => {} }});",
-            json!(WECHAT_UA)
-        );
+            json!(ua)
+        ))
+        .await
+    }
+
+    /// Runs `source` in every page from now on, before the page's scripts.
+    async fn on_new_document(&self, source: &str) -> Result<()> {
         self.client
             .issue_cmd(Cdp {
                 cmd: "Page.addScriptToEvaluateOnNewDocument",

@@ -243,6 +243,25 @@ fn e2e_outside_wechat_in_production_shows_the_notice_without_oauth() {
 }
 
 #[test]
+fn e2e_mini_program_web_view_is_sent_back_to_the_mini_program() {
+    chromium::run("mini_program_web_view", |ctx| async move {
+        ctx.production_page().await?;
+        ctx.as_mini_program_web_view().await?;
+        ctx.open("").await?;
+        ctx.visible("notice-not-wechat").await?;
+        let notice = ctx.text("notice-not-wechat").await?;
+        ensure!(
+            notice.contains("小程序"),
+            "the notice does not send the payer to the mini program: {notice:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+        let url = ctx.client.current_url().await?;
+        ensure!(!url.as_str().contains("oauth"), "the page went to {url}");
+        Ok(())
+    });
+}
+
+#[test]
 fn e2e_bridge_timeout_in_wechat_without_bridge() {
     chromium::run("bridge_timeout", |ctx| async move {
         // WeChat's browser on a production server whose page never gets

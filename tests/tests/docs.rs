@@ -71,6 +71,28 @@ const CHECKED: &[&str] = &[
     "sim-run",
     "sim-run-output",
     "sim-control",
+    "readme-overview",
+    "readme-real",
+    "readme-tools",
+    "library-embed",
+    "library-handler",
+    "library-refund-handler",
+    "sim-embedded",
+    "sim-config",
+    "internal-config",
+    "webhook-config",
+    "bill-schedule-config",
+    "metrics-config",
+    "internal-tests",
+    "bill-tests",
+    "edge-tests",
+    "limits-tests",
+    "ops-tests",
+    "internal-pay-link",
+    "internal-pay-link-answer",
+    "internal-refund",
+    "internal-refund-answer",
+    "bill-command",
 ];
 
 // ---------------------------------------------------------------------------
@@ -831,6 +853,8 @@ async fn documents_against_the_demo() {
         code == 0 && output.contains("configuration OK"),
         "the catalog of wxpay.example.toml's comment:\n{catalog}\n{output}"
     );
+    readme_real(&w);
+    server_config_blocks(&w);
     // `serve` says in its log that it creates the database's directory, and
     // logs addresses as addresses (item 9).
     let mut serve = w.spawn(
@@ -1057,6 +1081,34 @@ async fn documents_against_the_demo() {
     assert_eq!(answer["status"], "PROCESSING", "{answer}");
     assert_eq!(answer["amount"], 100, "{answer}");
 
+    // docs/internal-api.md: the refund request and its answer.
+    let refund_body: Value = serde_json::from_str(
+        &block("internal-refund")
+            .text
+            .replace("<sub-order number>", &sub2),
+    )
+    .expect("internal-refund is JSON");
+    let r = client
+        .post(format!("{internal_base}/combine-orders/{no}/refunds"))
+        .bearer_auth(token.trim())
+        .header("Idempotency-Key", unique("doc-"))
+        .json(&refund_body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let refunded: Value = r.json().await.unwrap();
+    assert_eq!(status, 201, "internal-refund: {refunded}");
+    let documented: Value = serde_json::from_str(&block("internal-refund-answer").text)
+        .expect("internal-refund-answer is JSON");
+    same_shape(
+        "internal-refund-answer",
+        &documented,
+        &refunded,
+        &doc_no,
+        &no,
+    );
+
     // docs/refunds.md: the refund command.
     let mut refund_cli = block("refund-cli");
     refund_cli.text = refund_cli
@@ -1075,6 +1127,7 @@ async fn documents_against_the_demo() {
         .join("bills")
         .join(format!("{paid_on}.csv"))
         .is_file());
+    bill_command(&w);
 
     // docs/webhooks.md: the recipes on a real delivery (item 3). The order
     // events wait in the outbox (the demo has no webhook_url); one is sent
@@ -1174,14 +1227,36 @@ async fn documents_against_the_demo() {
         flat.contains("closed or expired before a payer claimed it emits no event"),
         "docs/webhooks.md states the pay-link exception"
     );
-    // The documented request as a pay link: no payer.
-    let mut link_body = body.clone();
-    link_body.as_object_mut().unwrap().remove("payer_openid");
-    link_body["pay_link"] = json!(true);
+    // The documented pay link request and its answer.
+    let link_body: Value = serde_json::from_str(
+        &block("internal-pay-link")
+            .text
+            .replace("1900000110", &sub_mchids[0])
+            .replace("1900000111", &sub_mchids[1]),
+    )
+    .expect("internal-pay-link is JSON");
     let r = send(&unique("doc-"), &link_body).await.unwrap();
-    assert_eq!(r.status().as_u16(), 201);
+    let status = r.status().as_u16();
     let link: Value = r.json().await.unwrap();
+    let (doc_status, doc_link) = http_answer(
+        &block("internal-pay-link-answer")
+            .text
+            .replace("1900000110", &sub_mchids[0])
+            .replace("1900000111", &sub_mchids[1]),
+    );
+    assert_eq!(status, doc_status, "{link}");
     let link_no = link["combine_out_trade_no"].as_str().unwrap().to_string();
+    let doc_link_no = doc_link["combine_out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    same_shape(
+        "internal-pay-link-answer",
+        &doc_link,
+        &link,
+        &doc_link_no,
+        &link_no,
+    );
     let closed: Value = client
         .post(format!("{internal_base}/combine-orders/{link_no}/close"))
         .bearer_auth(token.trim())
@@ -1206,6 +1281,139 @@ async fn documents_against_the_demo() {
 
     // Item 9: the demo's log has addresses, not `Some(…)`.
     assert!(!demo.output().contains("Some("), "{}", demo.output());
+}
+
+/// docs/bills.md's command synopsis, run against the demo: once with every
+/// optional part (the first of the alternatives), once with none.
+fn bill_command(w: &Workdir) {
+    let b = block("bill-command");
+    for line in command_lines(&b.text) {
+        let line = line
+            .replace("wxpay.toml", "demo-data/wxpay.toml")
+            .replace("2024-05-20", "TODAY")
+            .replace("1900000101", "SUB_MCHID")
+            .replace("--out-dir bills", "--out-dir bills-all")
+            .replace("--out bills/", "--out bills-one/");
+        let mut with_all = String::new();
+        let mut with_none = String::new();
+        let mut rest = line.as_str();
+        while let Some(open) = rest.find('[') {
+            let close = open + rest[open..].find(']').expect("a closing ]");
+            with_all.push_str(&rest[..open]);
+            with_none.push_str(&rest[..open]);
+            let inner = &rest[open + 1..close];
+            // `--type ALL|SUCCESS|REFUND`: the first alternative.
+            let first: String = inner
+                .split_whitespace()
+                .map(|w| w.split('|').next().unwrap())
+                .collect::<Vec<_>>()
+                .join(" ");
+            with_all.push_str(&first);
+            rest = &rest[close + 1..];
+        }
+        with_all.push_str(rest);
+        with_none.push_str(rest);
+        for cmd in [with_all, with_none] {
+            let (code, output) = w.run(&cmd, &[]);
+            assert_eq!(
+                code,
+                0,
+                "bill-command ({}): $ {}\n{output}",
+                b.file,
+                w.command(&cmd)
+            );
+        }
+    }
+}
+
+/// The README's "Running it for real": the example configuration copied
+/// as written is refused by `--check` key by key (its files are the
+/// reader's to provide, none exists here); with the demo's configuration
+/// in its place `--check` passes. (`serve` itself is started below.)
+fn readme_real(w: &Workdir) {
+    let b = block("readme-real");
+    let lines = command_lines(&b.text);
+    assert_eq!(lines.len(), 3, "readme-real: cp, --check, serve");
+    std::fs::copy(
+        workspace_root().join("wxpay.example.toml"),
+        w.path().join("wxpay.example.toml"),
+    )
+    .unwrap();
+    let (code, output) = w.run(lines[0].split('#').next().unwrap(), &[]);
+    assert_eq!(code, 0, "readme-real: {}: {output}", lines[0]);
+    let (code, output) = w.run(&lines[1], &[]);
+    assert_ne!(code, 0, "readme-real: {}: {output}", lines[1]);
+    expect_lines(
+        "readme-real: --check of the example as copied",
+        &[
+            "wxpay-combine serve: invalid configuration (… problem(s)):".to_string(),
+            "  - merchant_private_key_file: …/etc/wxpay/apiclient_key.pem…".to_string(),
+        ],
+        &output,
+    );
+    let demo_check = lines[1].replace("wxpay.toml", "demo-data/wxpay.toml");
+    let (code, output) = w.run(&demo_check, &[]);
+    assert!(
+        code == 0 && output.contains("configuration OK"),
+        "readme-real: $ {}\n{output}",
+        w.command(&demo_check)
+    );
+    assert!(lines[2].starts_with("wxpay-combine serve --config wxpay.toml"));
+    // Every key of the example, commented-out ones included, is one the
+    // loader knows.
+    let example = std::fs::read_to_string(w.path().join("wxpay.example.toml")).unwrap();
+    let mut table = toml::Table::new();
+    for line in example.lines() {
+        let text = line.strip_prefix("# ").unwrap_or(line);
+        if text.starts_with(|c: char| c.is_ascii_lowercase()) && text.contains(" = ") {
+            if let Ok(t) = toml::from_str::<toml::Table>(text) {
+                table.extend(t);
+            }
+        }
+    }
+    if let Err(e) = toml::Value::Table(table).try_into::<wxpay_combine::config::RawConfig>() {
+        panic!("wxpay.example.toml: a key the loader does not know: {e}");
+    }
+}
+
+/// The server's configuration blocks, each laid over the demo's
+/// configuration: `serve --check` accepts them (and refuses a misspelt
+/// key). Files they name are made as the documents say.
+fn server_config_blocks(w: &Workdir) {
+    let data = w.path().join("shop");
+    for cmd in [
+        "head -c 32 /dev/urandom | base64 > webhook.key",
+        "head -c 32 /dev/urandom | base64 > internal.token",
+    ] {
+        let out = w.bash(cmd, &[]).current_dir(&data).output().unwrap();
+        assert!(out.status.success(), "{cmd}");
+    }
+    let demo: toml::Table =
+        toml::from_str(&std::fs::read_to_string(data.join("wxpay.toml")).unwrap()).unwrap();
+    for name in SERVER_CONFIG_BLOCKS {
+        let b = block(name);
+        let fragment = config_fragment(&b);
+        let mut config = demo.clone();
+        config.extend(fragment.clone());
+        let path = data.join(format!("{name}.toml"));
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+        let cmd = format!("wxpay-combine serve --config demo-data/{name}.toml --check");
+        let (code, output) = w.run(&cmd, &[]);
+        assert!(
+            code == 0 && output.contains("configuration OK"),
+            "{name} ({}) over the demo's configuration: $ {cmd}\n{output}",
+            b.file
+        );
+        let (k, v) = fragment.iter().next().unwrap();
+        let mut typo = config.clone();
+        typo.insert(format!("{k}s"), v.clone());
+        std::fs::write(&path, toml::to_string(&typo).unwrap()).unwrap();
+        let (code, output) = w.run(&cmd, &[]);
+        assert!(
+            code != 0 && output.contains(&format!("{k}s")),
+            "{name}: a misspelt key is refused: {output}"
+        );
+    }
 }
 
 async fn embed_example(w: &mut Workdir, sim_base: &str, token: &str, client: &reqwest::Client) {
@@ -1456,4 +1664,444 @@ fn metrics_descriptions_match_the_help_text() {
         help.trim().trim_end_matches('.'),
         "{name}: docs/operations.md and the HELP text"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Blocks that are not run as they stand: checked another way
+
+/// The Rust blocks: each is, less its indentation, a region of
+/// `server/merchant/examples/doc_snippets.rs` between `// doc-snippet: NAME`
+/// and `// doc-snippet-end`, which `cargo test` compiles.
+const RUST_SNIPPETS: &[&str] = &[
+    "library-embed",
+    "library-handler",
+    "library-refund-handler",
+    "sim-embedded",
+];
+
+fn snippet_regions(source: &str) -> std::collections::BTreeMap<String, String> {
+    let lines: Vec<&str> = source.lines().collect();
+    let mut regions = std::collections::BTreeMap::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if let Some(name) = lines[i].trim_start().strip_prefix("// doc-snippet: ") {
+            let indent = lines[i].len() - lines[i].trim_start().len();
+            let mut body = String::new();
+            i += 1;
+            while i < lines.len() && lines[i].trim() != "// doc-snippet-end" {
+                body.push_str(lines[i].get(indent..).unwrap_or("").trim_end());
+                body.push('\n');
+                i += 1;
+            }
+            assert!(i < lines.len(), "doc-snippet {name} is not closed");
+            regions.insert(name.trim().to_string(), body);
+        }
+        i += 1;
+    }
+    regions
+}
+
+#[test]
+fn rust_blocks_are_the_compiled_example() {
+    let path = workspace_root().join("server/merchant/examples/doc_snippets.rs");
+    let regions = snippet_regions(&std::fs::read_to_string(&path).expect("the example"));
+    let names: BTreeSet<&str> = regions.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        RUST_SNIPPETS.iter().copied().collect::<BTreeSet<&str>>(),
+        "the regions of {} and the Rust blocks",
+        path.display()
+    );
+    for name in RUST_SNIPPETS {
+        let b = block(name);
+        let documented: String = b
+            .text
+            .lines()
+            .map(|l| format!("{}\n", l.trim_end()))
+            .collect();
+        assert_eq!(
+            documented,
+            regions[*name],
+            "{name} ({}): the block is not the code compiled in {}",
+            b.file,
+            path.display()
+        );
+    }
+}
+
+/// The server's configuration blocks (keys of `wxpay.toml`).
+const SERVER_CONFIG_BLOCKS: &[&str] = &[
+    "internal-config",
+    "webhook-config",
+    "bill-schedule-config",
+    "metrics-config",
+];
+
+/// A configuration block's keys, the commented-out `# key = value` ones
+/// too (the documents show optional keys that way).
+fn config_fragment(b: &Block) -> toml::Table {
+    let mut table = toml::Table::new();
+    for line in b.text.lines() {
+        let (text, commented) = match line.trim().strip_prefix('#') {
+            Some(rest) => (rest.trim(), true),
+            None => (line.trim(), false),
+        };
+        if text.is_empty() {
+            continue;
+        }
+        match toml::from_str::<toml::Table>(text) {
+            Ok(t) => table.extend(t),
+            Err(e) => assert!(
+                commented,
+                "{} ({}): {line:?} is not TOML: {e}",
+                b.name, b.file
+            ),
+        }
+    }
+    assert!(!table.is_empty(), "{} ({}): no keys", b.name, b.file);
+    table
+}
+
+/// Every key of the server's configuration blocks is one the loader
+/// knows (`RawConfig` refuses unknown keys: a typo fails here).
+#[test]
+fn server_config_blocks_name_real_keys() {
+    use wxpay_combine::config::RawConfig;
+    for name in SERVER_CONFIG_BLOCKS {
+        let b = block(name);
+        let table = config_fragment(&b);
+        if let Err(e) = toml::Value::Table(table.clone()).try_into::<RawConfig>() {
+            panic!("{name} ({}): {e}", b.file);
+        }
+        // The check itself: the same block with a misspelt key is refused.
+        let mut typo = table.clone();
+        let (k, v) = table.iter().next().unwrap();
+        typo.remove(k);
+        typo.insert(format!("{k}s"), v.clone());
+        assert!(
+            toml::Value::Table(typo).try_into::<RawConfig>().is_err(),
+            "{name}: a misspelt key is refused"
+        );
+    }
+}
+
+/// docs/simulator.md's configuration file, read by the simulator's loader
+/// (unknown keys refused, values checked).
+#[test]
+fn simulator_config_block_loads() {
+    use wxpay_combine_sim::SimConfig;
+    let b = block("sim-config");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sim.toml");
+    std::fs::write(&path, &b.text).unwrap();
+    let config = SimConfig::load(&path).unwrap_or_else(|e| panic!("sim-config ({}): {e}", b.file));
+    assert_eq!(config.merchants.len(), 2, "sim-config: two merchants");
+    // The check itself: a misspelt key is refused.
+    std::fs::write(&path, b.text.replace("sub_mchids", "sub_mchid")).unwrap();
+    assert!(SimConfig::load(&path).is_err(), "a misspelt key is refused");
+}
+
+/// The `cargo test` lines name real packages, test files and filters that
+/// select tests (the suites themselves run in `cargo xtask test`).
+const TEST_COMMAND_BLOCKS: &[&str] = &[
+    "internal-tests",
+    "bill-tests",
+    "edge-tests",
+    "limits-tests",
+    "ops-tests",
+];
+
+/// The directory of the workspace package `name`.
+fn package_dir(name: &str) -> PathBuf {
+    let root = workspace_root();
+    let manifest: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root.join("Cargo.toml")).unwrap()).unwrap();
+    let members = manifest["workspace"]["members"].as_array().unwrap();
+    for m in members {
+        let dir = root.join(m.as_str().unwrap());
+        let Ok(text) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
+            continue;
+        };
+        let pkg: toml::Table = toml::from_str(&text).unwrap();
+        if pkg
+            .get("package")
+            .and_then(|p| p.get("name"))
+            .and_then(|n| n.as_str())
+            == Some(name)
+        {
+            return dir;
+        }
+    }
+    panic!("no workspace package {name}");
+}
+
+/// The Rust files under `dir`, recursively.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()) {
+        if e.is_dir() {
+            out.extend(rust_files(&e));
+        } else if e.extension().is_some_and(|x| x == "rs") {
+            out.push(e);
+        }
+    }
+    out
+}
+
+/// The names of a file's tests (`#[test]`, `#[tokio::test…]`, `proptest!`
+/// functions): the `fn` after each attribute.
+fn test_names(source: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut armed = false;
+    let proptest = source.contains("proptest!");
+    // Tests generated per backend: `backend_tests!(a, b);`.
+    if let Some((_, rest)) = source.split_once("\nbackend_tests!(") {
+        let list = rest.split(");").next().unwrap();
+        names.extend(
+            list.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(String::from),
+        );
+    }
+    for line in source.lines().map(str::trim) {
+        if line.starts_with("#[test]") || line.starts_with("#[tokio::test") {
+            armed = true;
+        }
+        let f = line
+            .strip_prefix("async fn ")
+            .or_else(|| line.strip_prefix("fn "))
+            .or_else(|| line.strip_prefix("pub fn "));
+        if let Some(f) = f {
+            if armed || proptest {
+                names.push(f.split(['(', '<']).next().unwrap().to_string());
+            }
+            armed = false;
+        }
+    }
+    names
+}
+
+/// `src/http/limits.rs` → `http::limits::`.
+fn module_path(src: &Path, file: &Path) -> String {
+    let rel = file.strip_prefix(src).unwrap().with_extension("");
+    let parts: Vec<String> = rel
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| p != "mod" && p != "lib")
+        .collect();
+    parts.iter().map(|p| format!("{p}::")).collect()
+}
+
+fn check_test_command(what: &str, line: &str) {
+    let words: Vec<&str> = line
+        .split("  #")
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let at = words
+        .iter()
+        .position(|w| *w == "cargo")
+        .unwrap_or_else(|| panic!("{what}: not a cargo command: {line}"));
+    assert_eq!(words.get(at + 1), Some(&"test"), "{what}: {line}");
+    let args = &words[at + 2..];
+    let value = |flag: &str| {
+        args.iter()
+            .position(|w| *w == flag)
+            .map(|i| args[i + 1].to_string())
+    };
+    let package = value("-p").unwrap_or_else(|| panic!("{what}: -p PACKAGE in {line}"));
+    let dir = package_dir(&package);
+    let after_dashes: Vec<&str> = args
+        .iter()
+        .skip_while(|w| **w != "--")
+        .skip(1)
+        .copied()
+        .filter(|w| !w.starts_with('-'))
+        .collect();
+    // The tests the line selects: (file, names with their module paths).
+    let mut selected: Vec<String> = Vec::new();
+    if let Some(test) = value("--test") {
+        let file = dir.join("tests").join(format!("{test}.rs"));
+        assert!(file.is_file(), "{what}: {line}: no {}", file.display());
+        let source = std::fs::read_to_string(&file).unwrap();
+        if line.contains("(\"figure: …\")") {
+            assert!(
+                source.contains("figure: "),
+                "{what}: {} prints no figure",
+                file.display()
+            );
+        }
+        selected.extend(test_names(&source));
+    } else if args.contains(&"--lib") {
+        let filter = args
+            .iter()
+            .skip_while(|w| **w != "--lib")
+            .nth(1)
+            .filter(|w| !w.starts_with('-'))
+            .map(|w| w.to_string());
+        let src = dir.join("src");
+        for file in rust_files(&src) {
+            let source = std::fs::read_to_string(&file).unwrap();
+            let module = module_path(&src, &file);
+            for name in test_names(&source) {
+                let full = format!("{module}tests::{name}");
+                if filter.as_deref().is_none_or(|f| full.contains(f)) {
+                    if line.contains("prints the figure") && !source.contains("figure") {
+                        continue;
+                    }
+                    selected.push(full);
+                }
+            }
+        }
+    } else {
+        panic!("{what}: --test NAME or --lib in {line}");
+    }
+    for filter in &after_dashes {
+        selected.retain(|n| n.contains(filter));
+    }
+    assert!(!selected.is_empty(), "{what}: {line} selects no test");
+}
+
+#[test]
+fn test_commands_select_tests() {
+    for name in TEST_COMMAND_BLOCKS {
+        let b = block(name);
+        for line in command_lines(&b.text) {
+            check_test_command(&format!("{name} ({})", b.file), &line);
+        }
+    }
+}
+
+/// The README's first block names the xtask commands; they are the ones
+/// `cargo xtask` dispatches (running them here would run this test).
+#[test]
+fn readme_overview_commands_exist() {
+    let root = workspace_root();
+    let alias = std::fs::read_to_string(root.join(".cargo/config.toml")).unwrap();
+    assert!(
+        alias.contains("xtask = \"run --quiet --package xtask --\""),
+        "the cargo xtask alias"
+    );
+    let main = std::fs::read_to_string(root.join("xtask/src/main.rs")).unwrap();
+    let lines = command_lines(&block("readme-overview").text);
+    assert!(!lines.is_empty());
+    for line in lines {
+        let task = line
+            .strip_prefix("cargo xtask ")
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("readme-overview: {line}"));
+        assert!(
+            main.contains(&format!("Some(\"{task}\") =>")),
+            "readme-overview: `cargo xtask {task}` is not a task of xtask/src/main.rs"
+        );
+    }
+}
+
+/// The README's debugging-tools lines, run with the test fixtures of
+/// docs/tools.md in place of the reader's files and of the `…` values:
+/// each succeeds (`verify` prints `valid`, `decrypt` the plaintext).
+#[test]
+fn readme_tools_run() {
+    let fixtures = workspace_root().join("tests/fixtures");
+    let kat: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("kat.json")).unwrap()).unwrap();
+    let response = kat["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "response_public_key_json")
+        .unwrap()
+        .clone();
+    let notification: Value = serde_json::from_str(
+        kat["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "notification_public_key")
+            .unwrap()["body"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let resource = &notification["resource"];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("body.json"),
+        response["body"].as_str().unwrap(),
+    )
+    .unwrap();
+    for (name, fixture) in [
+        ("apiclient_key.pem", "merchant_key.pem"),
+        ("pub_key.pem", "wechatpay_pub.pem"),
+        ("apiv3.key", "apiv3_key.txt"),
+    ] {
+        std::fs::copy(fixtures.join(fixture), dir.path().join(name)).unwrap();
+    }
+    let b = block("readme-tools");
+    let lines = command_lines(&b.text);
+    assert_eq!(lines.len(), 4, "readme-tools: four tools");
+    for line in lines {
+        let filled = line
+            .replace("--app-id wx…", "--app-id wxd678efh567hg6787")
+            .replace(
+                "--prepay-id wx…",
+                "--prepay-id wx201410272009395522657a690389285100",
+            )
+            .replace(
+                "--serial 408B…",
+                "--serial 408B07E79B8269FEC3D5D3E6AB8ED163A6A380DB",
+            );
+        let filled = if filled.contains(" verify ") {
+            let ts = filled
+                .split("--timestamp ")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string();
+            filled
+                .replace(
+                    &format!("--timestamp {ts}"),
+                    &format!("--timestamp {}", response["timestamp"]),
+                )
+                .replace("--nonce …", &format!("--nonce {}", response["nonce"]))
+                .replace(
+                    "--signature …",
+                    &format!("--signature {}", response["signature"]),
+                )
+        } else if filled.contains(" decrypt ") {
+            assert_eq!(resource["associated_data"], "transaction");
+            filled
+                .replace("--nonce …", &format!("--nonce {}", resource["nonce"]))
+                .replace(
+                    "--ciphertext …",
+                    &format!("--ciphertext {}", resource["ciphertext"]),
+                )
+        } else {
+            filled
+        };
+        assert!(!filled.contains('…'), "readme-tools: unfilled {filled}");
+        let script = filled.replacen("wxpay-combine", &server_binary().display().to_string(), 1);
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "readme-tools: $ {filled}\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if filled.contains(" verify ") {
+            assert_eq!(stdout.trim(), "valid", "readme-tools: {filled}");
+        }
+        if filled.contains(" decrypt ") {
+            assert!(stdout.contains("\"combine_out_trade_no\""), "{stdout}");
+        }
+    }
 }

@@ -93,6 +93,15 @@ const CHECKED: &[&str] = &[
     "internal-refund",
     "internal-refund-answer",
     "bill-command",
+    "tools-paysign-usage",
+    "tools-paysign",
+    "tools-request-usage",
+    "tools-request",
+    "tools-verify-usage",
+    "tools-verify",
+    "tools-verify-failures",
+    "tools-decrypt-usage",
+    "tools-decrypt",
 ];
 
 // ---------------------------------------------------------------------------
@@ -853,12 +862,12 @@ async fn documents_against_the_demo() {
         code == 0 && output.contains("configuration OK"),
         "the catalog of wxpay.example.toml's comment:\n{catalog}\n{output}"
     );
-    readme_real(&w);
+    let serve_cmd = readme_real(&w);
     server_config_blocks(&w);
     // `serve` says in its log that it creates the database's directory, and
     // logs addresses as addresses (item 9).
     let mut serve = w.spawn(
-        "wxpay-combine serve --config demo-data/wxpay.toml",
+        &serve_cmd,
         &[
             (
                 "WXPAY_DATABASE_URL".into(),
@@ -1329,8 +1338,10 @@ fn bill_command(w: &Workdir) {
 /// The README's "Running it for real": the example configuration copied
 /// as written is refused by `--check` key by key (its files are the
 /// reader's to provide, none exists here); with the demo's configuration
-/// in its place `--check` passes. (`serve` itself is started below.)
-fn readme_real(w: &Workdir) {
+/// in its place `--check` passes. Returns the `serve` line with the demo's
+/// configuration. (`server/merchant/tests/http_config.rs` checks that every
+/// key of the example, commented-out ones included, is one the loader knows.)
+fn readme_real(w: &Workdir) -> String {
     let b = block("readme-real");
     let lines = command_lines(&b.text);
     assert_eq!(lines.len(), 3, "readme-real: cp, --check, serve");
@@ -1358,22 +1369,8 @@ fn readme_real(w: &Workdir) {
         "readme-real: $ {}\n{output}",
         w.command(&demo_check)
     );
-    assert!(lines[2].starts_with("wxpay-combine serve --config wxpay.toml"));
-    // Every key of the example, commented-out ones included, is one the
-    // loader knows.
-    let example = std::fs::read_to_string(w.path().join("wxpay.example.toml")).unwrap();
-    let mut table = toml::Table::new();
-    for line in example.lines() {
-        let text = line.strip_prefix("# ").unwrap_or(line);
-        if text.starts_with(|c: char| c.is_ascii_lowercase()) && text.contains(" = ") {
-            if let Ok(t) = toml::from_str::<toml::Table>(text) {
-                table.extend(t);
-            }
-        }
-    }
-    if let Err(e) = toml::Value::Table(table).try_into::<wxpay_combine::config::RawConfig>() {
-        panic!("wxpay.example.toml: a key the loader does not know: {e}");
-    }
+    // The third line, `serve`, with the demo's configuration.
+    lines[2].replace("wxpay.toml", "demo-data/wxpay.toml")
 }
 
 /// The server's configuration blocks, each laid over the demo's
@@ -1770,7 +1767,9 @@ fn server_config_blocks_name_real_keys() {
     for name in SERVER_CONFIG_BLOCKS {
         let b = block(name);
         let table = config_fragment(&b);
-        if let Err(e) = toml::Value::Table(table.clone()).try_into::<RawConfig>() {
+        let parse =
+            |t: &toml::Table| RawConfig::parse(&toml::to_string(t).unwrap(), name, &|_| None);
+        if let Err(e) = parse(&table) {
             panic!("{name} ({}): {e}", b.file);
         }
         // The check itself: the same block with a misspelt key is refused.
@@ -1778,10 +1777,7 @@ fn server_config_blocks_name_real_keys() {
         let (k, v) = table.iter().next().unwrap();
         typo.remove(k);
         typo.insert(format!("{k}s"), v.clone());
-        assert!(
-            toml::Value::Table(typo).try_into::<RawConfig>().is_err(),
-            "{name}: a misspelt key is refused"
-        );
+        assert!(parse(&typo).is_err(), "{name}: a misspelt key is refused");
     }
 }
 
@@ -2103,5 +2099,155 @@ fn readme_tools_run() {
         if filled.contains(" decrypt ") {
             assert!(stdout.contains("\"combine_out_trade_no\""), "{stdout}");
         }
+    }
+}
+
+/// docs/tools.md, as written: each synopsis names exactly the options of
+/// the command's `--help` (the bracketed ones optional), each example's
+/// output is the output, line for line, and each failure message is the one
+/// the tool prints.
+#[test]
+fn tools_document_runs() {
+    let tools = Tools {
+        server: server_binary(),
+        xtask: PathBuf::new(),
+    };
+    let mut w = Workdir::new(&tools);
+    std::os::unix::fs::symlink(workspace_root().join("tests"), w.path().join("tests")).unwrap();
+
+    for (name, command) in [
+        ("tools-paysign-usage", "sign paysign"),
+        ("tools-request-usage", "sign request"),
+        ("tools-verify-usage", "verify"),
+        ("tools-decrypt-usage", "decrypt"),
+    ] {
+        let synopsis = block(name).text.replace("\\\n", " ");
+        let (code, help) = w.run(&format!("wxpay-combine {command} --help"), &[]);
+        assert_eq!(code, 0, "{help}");
+        let flags = |text: &str| -> BTreeSet<String> {
+            text.split(|c: char| c.is_whitespace() || c == '[' || c == ']' || c == ',')
+                .filter(|t| t.starts_with("--") && *t != "--help")
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(
+            flags(&synopsis),
+            flags(&help),
+            "{name} (docs/tools.md) and `{command} --help`"
+        );
+        // Required: outside brackets in the synopsis, on the help's usage
+        // line.
+        let mut outside = String::new();
+        let mut depth = 0;
+        for c in synopsis.chars() {
+            match c {
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                _ if depth == 0 => outside.push(c),
+                _ => {}
+            }
+        }
+        let usage = help
+            .lines()
+            .find(|l| l.starts_with("Usage:"))
+            .unwrap()
+            .replace("[OPTIONS]", "");
+        assert_eq!(
+            flags(&outside),
+            flags(&usage),
+            "{name}: the required options"
+        );
+    }
+
+    // The examples, with `$SIG` and `body.json` as the document says: the
+    // `response_public_key_json` vector of kat.json.
+    let kat: Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace_root().join("tests/fixtures/kat.json")).unwrap(),
+    )
+    .unwrap();
+    let vector = kat["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "response_public_key_json")
+        .unwrap()
+        .clone();
+    std::fs::write(w.path().join("body.json"), vector["body"].as_str().unwrap()).unwrap();
+    let env = [(
+        "SIG".to_string(),
+        vector["signature"].as_str().unwrap().to_string(),
+    )];
+    // The skew shown was measured when the document was written.
+    let doc_skew = block("tools-verify")
+        .text
+        .split("clock skew: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .to_string();
+    w.sub(doc_skew, "…");
+    for name in [
+        "tools-paysign",
+        "tools-request",
+        "tools-verify",
+        "tools-decrypt",
+    ] {
+        let b = block(name);
+        let mut last_code = 0;
+        for (cmd, expected) in transcript_steps(&b.text) {
+            let output = if cmd.trim() == "echo $?" {
+                format!("{last_code}\n")
+            } else {
+                let (code, output) = w.run(&cmd, &env);
+                last_code = code;
+                output
+            };
+            let expected: Vec<String> = expected
+                .iter()
+                .map(|e| w.fill(e))
+                .filter(|e| !e.trim().is_empty())
+                .collect();
+            let got: Vec<&str> = output.lines().filter(|l| !l.trim().is_empty()).collect();
+            assert!(
+                expected.len() == got.len()
+                    && expected.iter().zip(&got).all(|(e, g)| line_matches(e, g)),
+                "{name} (docs/tools.md): $ {cmd}\ndocumented:\n{}\nprinted:\n{output}",
+                expected.join("\n")
+            );
+        }
+    }
+
+    // The failure messages, each from the input that causes it (exit 1).
+    let b = block("tools-verify-failures");
+    let verify = format!(
+        "wxpay-combine verify --public-key tests/fixtures/wechatpay_pub.pem --timestamp {} --body-file body.json",
+        vector["timestamp"]
+    );
+    let short = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode([7u8; 255])
+    };
+    let causes = [
+        "--nonce wrong-nonce --signature \"$SIG\"".to_string(),
+        format!(
+            "--nonce {} --signature WECHATPAY/SIGNTEST/AAAA",
+            vector["nonce"]
+        ),
+        format!("--nonce {} --signature '%%%'", vector["nonce"]),
+        format!("--nonce {} --signature {short}", vector["nonce"]),
+    ];
+    let lines: Vec<&str> = b.text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        causes.len(),
+        "tools-verify-failures: one line per cause"
+    );
+    for (line, cause) in lines.iter().zip(&causes) {
+        let (code, output) = w.run(&format!("{verify} {cause} 2>/dev/null"), &env);
+        assert_eq!(
+            (code, output.trim()),
+            (1, *line),
+            "tools-verify-failures: verify {cause}"
+        );
     }
 }

@@ -102,6 +102,11 @@ const CHECKED: &[&str] = &[
     "tools-verify-failures",
     "tools-decrypt-usage",
     "tools-decrypt",
+    "webhook-refund-payload",
+    "bill-merchant-report",
+    "bill-run-report",
+    "sim-merchants",
+    "internal-auth-header",
 ];
 
 // ---------------------------------------------------------------------------
@@ -1008,6 +1013,26 @@ async fn documents_against_the_demo() {
         );
     }
     assert_eq!(r.json::<Value>().await.unwrap(), doc_body);
+    // The header as documented: `Bearer` and the token; the token alone is
+    // refused.
+    let header = block("internal-auth-header");
+    let form = header.text.trim();
+    assert!(
+        form.starts_with("Authorization: Bearer <") && form.ends_with('>'),
+        "internal-auth-header: {form}"
+    );
+    for (value, status) in [
+        (format!("Bearer {}", token.trim()), 200),
+        (token.trim().to_string(), 401),
+    ] {
+        let r = client
+            .get(format!("{internal_base}/combine-orders/{no}"))
+            .header("Authorization", value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "internal-auth-header");
+    }
     // A validation error names the field, as documented.
     let (doc_status, doc_body) = http_answer(&block("internal-invalid").text);
     let mut invalid = body.clone();
@@ -1296,6 +1321,7 @@ async fn documents_against_the_demo() {
 /// optional part (the first of the alternatives), once with none.
 fn bill_command(w: &Workdir) {
     let b = block("bill-command");
+    let mut runs = Vec::new();
     for line in command_lines(&b.text) {
         let line = line
             .replace("wxpay.toml", "demo-data/wxpay.toml")
@@ -1322,6 +1348,18 @@ fn bill_command(w: &Workdir) {
         }
         with_all.push_str(rest);
         with_none.push_str(rest);
+        if with_all.contains("--report") {
+            let run = with_all
+                .split("--report ")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string();
+            runs.push(w.path().join(w.fill(&run)));
+        }
+        let report = with_all.contains("--report");
         for cmd in [with_all, with_none] {
             let (code, output) = w.run(&cmd, &[]);
             assert_eq!(
@@ -1332,7 +1370,11 @@ fn bill_command(w: &Workdir) {
                 w.command(&cmd)
             );
         }
+        if report {
+            bill_reports(w, runs.last().unwrap(), line.contains("--out-dir"));
+        }
     }
+    assert!(!runs.is_empty(), "bill-command: a --report");
 }
 
 /// The README's "Running it for real": the example configuration copied
@@ -1575,6 +1617,17 @@ async fn simulator_documents() {
         &sim.output(),
     );
     drop(sim);
+    // merchant.json's `merchants`, as shown: the initiator, then a
+    // sub-merchant.
+    let doc: Value = serde_json::from_str(&format!("{{{}}}", block("sim-merchants").text))
+        .expect("sim-merchants is a JSON member");
+    for (i, entry) in doc["merchants"].as_array().unwrap().iter().enumerate() {
+        same_keys(
+            &format!("sim-merchants[{i}]"),
+            entry,
+            &merchant["merchants"][i],
+        );
+    }
 
     // The control examples, each posted to a simulator with a paid order.
     let t = TestSim::start().await;
@@ -2248,6 +2301,166 @@ fn tools_document_runs() {
             (code, output.trim()),
             (1, *line),
             "tools-verify-failures: verify {cause}"
+        );
+    }
+}
+
+/// The key names of a JSON text, in order of appearance.
+fn key_order(text: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('"') {
+        let after = &rest[i + 1..];
+        let Some(j) = after.find('"') else { break };
+        let name = &after[..j];
+        let tail = after[j + 1..].trim_start();
+        if tail.starts_with(':') {
+            keys.push(name.to_string());
+        }
+        rest = &after[j + 1..];
+    }
+    keys
+}
+
+/// docs/webhooks.md's refund event is what the outbox stores for that
+/// refund: the same fields, in the same order, with the same values.
+#[test]
+fn webhook_refund_event_is_the_payload() {
+    use wxpay_combine::events::{RefundEventKind, RefundEventNotice};
+    use wxpay_combine::outbox::{refund_payload, EventKind};
+    use wxpay_combine_core::refund::RefundStatus;
+    let b = block("webhook-refund-payload");
+    let doc: Value = serde_json::from_str(&b.text).expect("webhook-refund-payload is JSON");
+    let r = &doc["refund"];
+    let text = |v: &Value| v.as_str().unwrap().to_string();
+    let status: RefundStatus = serde_json::from_value(r["status"].clone()).unwrap();
+    let kind = match status {
+        RefundStatus::Success => RefundEventKind::Succeeded,
+        RefundStatus::Closed => RefundEventKind::Closed,
+        _ => RefundEventKind::Abnormal,
+    };
+    // `created_at` (UTC, `…Z`) as Unix seconds.
+    let created = text(&doc["created_at"]);
+    let n = |range: std::ops::Range<usize>| created[range].parse::<i64>().unwrap();
+    let date = time::Date::from_calendar_date(
+        n(0..4) as i32,
+        time::Month::try_from(n(5..7) as u8).unwrap(),
+        n(8..10) as u8,
+    )
+    .unwrap();
+    let at = time::PrimitiveDateTime::new(
+        date,
+        time::Time::from_hms(n(11..13) as u8, n(14..16) as u8, n(17..19) as u8).unwrap(),
+    )
+    .assume_utc()
+    .unix_timestamp();
+    let notice = RefundEventNotice {
+        kind,
+        combine_out_trade_no: text(&r["combine_out_trade_no"]),
+        out_trade_no: text(&r["out_trade_no"]),
+        mchid: text(&r["mchid"]),
+        out_refund_no: text(&r["out_refund_no"]),
+        refund_id: r["refund_id"].as_str().map(String::from),
+        amount: r["amount"].as_i64().unwrap(),
+        status,
+        previous: RefundStatus::Processing,
+        source: "notify",
+        success_time: r["success_time"].as_str().map(String::from),
+        user_received_account: r["user_received_account"].as_str().map(String::from),
+        at,
+    };
+    let event = EventKind::for_refund(status).expect("an event status");
+    assert_eq!(doc["type"], event.event_type());
+    let body = refund_payload(
+        doc["id"].as_str().unwrap(),
+        event,
+        doc["sequence"].as_i64().unwrap(),
+        &notice,
+        at,
+    );
+    let sent: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        sent, doc,
+        "webhook-refund-payload ({}): the payload",
+        b.file
+    );
+    assert_eq!(
+        key_order(&body),
+        key_order(&b.text),
+        "webhook-refund-payload: the order of the fields"
+    );
+}
+
+/// The key sets of two JSON objects.
+fn same_keys(at: &str, documented: &Value, actual: &Value) {
+    let keys = |v: &Value| -> BTreeSet<String> {
+        v.as_object()
+            .unwrap_or_else(|| panic!("{at}: an object: {v}"))
+            .keys()
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        keys(documented),
+        keys(actual),
+        "{at}: the documented fields and the written ones:\n{actual:#}"
+    );
+}
+
+/// docs/bills.md's reports and the ones the command wrote (`run`: the run
+/// report of `--report`).
+fn bill_reports(w: &Workdir, run: &Path, out_dir: bool) {
+    let run_doc: Value =
+        serde_json::from_str(&block("bill-run-report").text).expect("bill-run-report is JSON");
+    let run_report: Value = serde_json::from_slice(&std::fs::read(run).unwrap()).unwrap();
+    same_keys("bill-run-report", &run_doc, &run_report);
+    let mut reconciled = None;
+    for entry in run_doc["merchants"].as_array().unwrap() {
+        let status = &entry["status"];
+        if let Some(actual) = run_report["merchants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| &m["status"] == status)
+        {
+            // With `--out` there is no merchant report file.
+            let mut entry = entry.clone();
+            if !out_dir {
+                entry.as_object_mut().unwrap().remove("report_path");
+            }
+            same_keys(
+                &format!("bill-run-report: merchants ({status})"),
+                &entry,
+                actual,
+            );
+            if status == "reconciled" {
+                reconciled = Some(actual.clone());
+            }
+        }
+    }
+    let reconciled = reconciled.expect("a reconciled merchant in the run report");
+    if let (Some(doc), Some(actual)) = (
+        run_doc["skipped"].as_array().and_then(|a| a.first()),
+        run_report["skipped"].as_array().and_then(|a| a.first()),
+    ) {
+        same_keys("bill-run-report: skipped", doc, actual);
+    }
+    let doc: Value = serde_json::from_str(&block("bill-merchant-report").text)
+        .expect("bill-merchant-report is JSON");
+    let report = reconciled["report"].clone();
+    if out_dir {
+        let path = w
+            .path()
+            .join(reconciled["report_path"].as_str().expect("report_path"));
+        let written: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(written, report, "the run report holds the merchant report");
+    }
+    same_keys("bill-merchant-report", &doc, &report);
+    for part in ["bill", "local", "file"] {
+        same_keys(
+            &format!("bill-merchant-report.{part}"),
+            &doc[part],
+            &report[part],
         );
     }
 }

@@ -31,6 +31,16 @@
 //!   per check, what the document says stands for a generated value
 //!   (`TODAY`, `SUB_MCHID`, `MCHID`, the example mchids and openid of
 //!   docs/internal-api.md, `NO`, `C1`, …).
+//!
+//! Blocks that cannot run as they stand are checked another way: Rust
+//! blocks are regions of `server/merchant/examples/doc_snippets.rs` (compared
+//! here, compiled by `cargo test`); configuration blocks are read by the
+//! real loaders (commented-out `# key = value` lines too; an unknown key
+//! fails) and the server's are laid over the demo's configuration for
+//! `serve --check`; synopses with `[optional]` parts are run with and
+//! without them; `cargo test` lines must name a package, test file and
+//! filter that select tests; JSON documents are compared field by field
+//! with what the code writes.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -1629,6 +1639,32 @@ async fn simulator_documents() {
         );
     }
 
+    // The configuration file, as documented: the simulator starts with it.
+    std::fs::write(w.path().join("sim.toml"), block("sim-config").text).unwrap();
+    let mut configured = w.spawn(
+        "wxpay-combine sim --config sim.toml --data-dir sim-config-data --addr 127.0.0.1:0",
+        &[],
+    );
+    configured.wait_line("Press Ctrl-C to stop.", Duration::from_secs(60));
+    expect_lines(
+        "sim-config (docs/simulator.md): the simulator with it",
+        &[
+            "  merchant : mchid 1900000109 appid … (Both mode) -> …".to_string(),
+            "  merchant : mchid 1900000202 appid … (PublicKey mode) -> …".to_string(),
+        ],
+        &configured.output(),
+    );
+    drop(configured);
+    let started: Value = serde_json::from_slice(
+        &std::fs::read(w.path().join("sim-config-data/merchant.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        started["sub_mchids"],
+        json!(["1900000110", "1900000111", "1900000112"]),
+        "sim-config: sub_mchids"
+    );
+
     // The control examples, each posted to a simulator with a paid order.
     let t = TestSim::start().await;
     let c = t.client();
@@ -1845,6 +1881,18 @@ fn simulator_config_block_loads() {
     std::fs::write(&path, &b.text).unwrap();
     let config = SimConfig::load(&path).unwrap_or_else(|e| panic!("sim-config ({}): {e}", b.file));
     assert_eq!(config.merchants.len(), 2, "sim-config: two merchants");
+    // Its commented-out keys are keys of a merchant too.
+    for line in b.text.lines() {
+        if let Some(key) = line
+            .strip_prefix("# ")
+            .filter(|l| l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')))
+        {
+            let entry = format!("mchid = \"1900000109\"\n{key}\n");
+            if let Err(e) = toml::from_str::<wxpay_combine_sim::MerchantConfig>(&entry) {
+                panic!("sim-config: {line:?}: {e}");
+            }
+        }
+    }
     // The check itself: a misspelt key is refused.
     std::fs::write(&path, b.text.replace("sub_mchids", "sub_mchid")).unwrap();
     assert!(SimConfig::load(&path).is_err(), "a misspelt key is refused");

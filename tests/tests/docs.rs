@@ -2512,3 +2512,68 @@ fn bill_reports(w: &Workdir, run: &Path, out_dir: bool) {
         );
     }
 }
+
+/// The commands written inline in the documents' prose (`` `wxpay-combine
+/// SUBCOMMAND --flag …` ``, `` `cargo xtask TASK` ``, `` `cargo test …` ``):
+/// the subcommand exists and has every option named, the task exists, the
+/// test line selects tests.
+#[test]
+fn inline_commands_exist() {
+    let main = std::fs::read_to_string(workspace_root().join("xtask/src/main.rs")).unwrap();
+    let mut helps: std::collections::BTreeMap<String, String> = Default::default();
+    for path in documents() {
+        let file = path
+            .strip_prefix(workspace_root())
+            .unwrap()
+            .display()
+            .to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Prose only: fenced blocks are checked above.
+        let prose: String = text.split("```").step_by(2).collect::<Vec<_>>().join(" ");
+        for span in prose.split('`').skip(1).step_by(2) {
+            let span = span.split_whitespace().collect::<Vec<_>>().join(" ");
+            if let Some(rest) = span.strip_prefix("wxpay-combine ") {
+                let sub: Vec<&str> = rest
+                    .split(' ')
+                    .take_while(|t| {
+                        t.starts_with(|c: char| c.is_ascii_lowercase())
+                            && t.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                    })
+                    .collect();
+                let sub = sub.join(" ");
+                let help = helps.entry(sub.clone()).or_insert_with(|| {
+                    let out = Command::new(server_binary())
+                        .args(sub.split(' '))
+                        .arg("--help")
+                        .output()
+                        .unwrap();
+                    assert!(
+                        out.status.success(),
+                        "{file}: `{span}`: no subcommand `{sub}`"
+                    );
+                    String::from_utf8_lossy(&out.stdout).into_owned()
+                });
+                for flag in rest.split([' ', '[', ']']).filter(|t| t.starts_with("--")) {
+                    assert!(
+                        help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+                        "{file}: `{span}`: `wxpay-combine {sub}` has no {flag}"
+                    );
+                }
+            } else if let Some(tasks) = span.strip_prefix("cargo xtask ") {
+                for task in tasks.split(" | ") {
+                    let task = task.split(' ').next().unwrap();
+                    assert!(
+                        main.contains(&format!("Some(\"{task}\")")),
+                        "{file}: `{span}`: no xtask task {task}"
+                    );
+                }
+            } else if span.starts_with("cargo test -p ") {
+                check_test_command(&file, &span);
+            }
+        }
+    }
+    assert!(
+        helps.contains_key("events"),
+        "the inline commands were found"
+    );
+}

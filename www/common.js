@@ -336,6 +336,9 @@ async function loadPackage() {
 
 let bridge = null;
 
+/** sessionStorage key: in demo mode, the package's `timeoutMs` for the cashier's answer. */
+const DEMO_ANSWER_TIMEOUT_KEY = "wxpay-demo-answer-timeout-ms";
+
 /**
  * Inserts the simulator's bridge.js and resolves once `WeixinJSBridge`
  * exists. The package checks the user agent only while the bridge is
@@ -548,8 +551,15 @@ export async function pay(env, order, panel, { onSettled } = {}) {
     el("div", { class: "spinner", "aria-hidden": "true" }),
   );
   try {
-    if (bridge) await bridge;
-    confirmed = await env.pkg.checkout({ baseUrl: "", order });
+    const options = { baseUrl: "", order };
+    if (bridge) {
+      await bridge;
+      // Demo only (production pages never read it): the e2e tests shorten
+      // how long the package waits for the cashier's answer.
+      const answerMs = Number(sessionStorage.getItem(DEMO_ANSWER_TIMEOUT_KEY));
+      if (answerMs > 0) options.timeoutMs = answerMs;
+    }
+    confirmed = await env.pkg.checkout(options);
     show(
       "success",
       t("支付成功，服务器已确认", "Paid — confirmed by the server"),

@@ -287,6 +287,34 @@ fn e2e_bridge_timeout_in_wechat_without_bridge() {
 }
 
 #[test]
+fn e2e_lost_cashier_answer_confirmed_by_the_server() {
+    chromium::run("lost_cashier_answer", |ctx| async move {
+        // The payer pays, but WeChat's answer never reaches the page (a lost
+        // callback): after its answer timeout the package asks the server
+        // once, and the server knows the order is paid.
+        ctx.sim_control(json!({ "lose_bridge_answer": true }))
+            .await?;
+        let cart = ctx.fill_cart().await?;
+        ctx.js(
+            "sessionStorage.setItem('wxpay-demo-answer-timeout-ms', '6000')",
+            serde_json::Value::Null,
+        )
+        .await?;
+        ctx.tap("pay-button").await?;
+        ctx.cashier("wxsim-pay").await?;
+        let started = std::time::Instant::now();
+        ctx.outcome("success").await?;
+        // Not before the timeout: nothing else could have ended the wait.
+        ensure!(
+            started.elapsed() >= std::time::Duration::from_secs(3),
+            "the payment succeeded {:?} after paying, before the answer timeout",
+            started.elapsed()
+        );
+        check_paid(&ctx.sub_orders("status").await?, &cart)
+    });
+}
+
+#[test]
 fn e2e_payment_not_confirmed_then_confirmed_on_the_order_page() {
     chromium::run("not_confirmed", |ctx| async move {
         // The server learns nothing: no notification, its queries refused.

@@ -4,6 +4,8 @@
  * tamper=1 alters paySign before confirming (the simulator answers :fail).
  * The page's URL goes with the request: a page outside the merchant's
  * registered pay directories gets :fail with 当前页面的URL未注册.
+ * Under the lose_bridge_answer fault the payer's choice reaches the cashier
+ * but the callback never runs (a lost answer: the page's timeout applies).
  * The cashier buttons have ids wxsim-pay and wxsim-cancel. */
 (function () {
   'use strict';
@@ -103,7 +105,7 @@
             body: JSON.stringify(body)
           })
             .then(function (r) { return r.json(); })
-            .then(function (res) { cb(res); },
+            .then(function (res) { if (!info.lose_answer) { cb(res); } },
                   function () { cb({ err_msg: 'get_brand_wcpay_request:fail', err_desc: 'simulator unreachable' }); });
         });
       });

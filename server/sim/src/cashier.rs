@@ -155,6 +155,7 @@ pub async fn order_preview(
         "total_amount": total,
         "sub_orders": subs.iter().map(|s| json!({"description": s.description, "total_amount": s.total_amount})).collect::<Vec<_>>(),
         "tamper_pay_sign": faults.tamper_pay_sign.unwrap_or(false),
+        "lose_answer": faults.lose_bridge_answer.unwrap_or(false),
     }))
     .into_response()
 }

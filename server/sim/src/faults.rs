@@ -44,6 +44,11 @@ pub struct Faults {
     /// Make the cashier alter `paySign` before confirming (answers `:fail`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tamper_pay_sign: Option<bool>,
+    /// The page's `bridge.js` never calls back once the payer picked pay or
+    /// cancel (the choice still reaches the cashier): a lost callback, for
+    /// the page's bridge timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lose_bridge_answer: Option<bool>,
     /// Deliver notifications to these URLs instead of the order's
     /// `notify_url`: the copies of an attempt (1 + `duplicate_notifications`)
     /// go round-robin over the list, starting one further on each retry
@@ -140,6 +145,7 @@ pub const FAULT_FIELDS: &[&str] = &[
     "api_timeout_ms",
     "corrupt_bill_hash",
     "tamper_pay_sign",
+    "lose_bridge_answer",
     "notify_targets",
     "notify_max_inflight",
     "refund_frequency_limited",
@@ -163,6 +169,7 @@ impl Faults {
             api_timeout_ms: over.api_timeout_ms.or(self.api_timeout_ms),
             corrupt_bill_hash: over.corrupt_bill_hash.or(self.corrupt_bill_hash),
             tamper_pay_sign: over.tamper_pay_sign.or(self.tamper_pay_sign),
+            lose_bridge_answer: over.lose_bridge_answer.or(self.lose_bridge_answer),
             notify_targets: over
                 .notify_targets
                 .clone()

@@ -11,6 +11,7 @@ mod layering;
 mod test;
 mod tools;
 mod wasm;
+mod wasm_readme;
 
 use std::process::ExitCode;
 

@@ -11,9 +11,12 @@
 //!   Chromium, then loads the packed tarball in a plain HTML page (also
 //!   under a CSP without `'wasm-unsafe-eval'`), a `vite build`, `vite dev`,
 //!   webpack 5 and esbuild, each paying against a fake `WeixinJSBridge` and
-//!   a fake merchant server on loopback.
+//!   a fake merchant server on loopback; and holds the package's README to
+//!   it (`wasm_readme`: examples type-checked and run, the CSP line served,
+//!   error codes and exports as declared).
 
 use crate::tools::{self, node_bin, repo_root, run, ChromiumPaths, CHROMIUM_ARGS};
+use crate::wasm_readme;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -433,18 +436,26 @@ pub fn test() -> Result<()> {
         bail!("the package is {total} B gzipped, over the {BUDGET_GZ} B budget");
     }
     println!("wasm-test: package {total} B gzipped (budget {BUDGET_GZ} B)");
+    let readme = wasm_readme::readme()?;
+    wasm_readme::check_codes(&readme)?;
     let started = Instant::now();
     let driver = Driver::start(&chromium)?;
     let mut results = Vec::new();
     plain_page_test(&driver, &tarball, &work.join("plain"))?;
     results.push("plain page with load(Response)");
     results.push("plain page with load(WebAssembly.Module)");
-    csp_page_test(&driver, &work.join("plain"))?;
+    csp_page_tests(&driver, &work.join("plain"), &readme)?;
+    results.push("README's CSP");
     results.push("CSP without wasm-unsafe-eval");
+    readme_pages_test(&driver, &work.join("plain"), &readme)?;
+    results.push("README examples run");
     no_wasm_page_test(&driver, &work.join("plain"))?;
     results.push("no WebAssembly");
     let app = work.join("app");
     install_app(&tarball, &app)?;
+    let exports = runtime_exports(&app)?;
+    wasm_readme::type_check(&readme, &app, &exports)?;
+    results.push("README examples and exports type-check");
     vite_build_test(&driver, &app)?;
     results.push("vite build");
     vite_dev_test(&driver, &app)?;
@@ -496,7 +507,7 @@ const PAY_PARAMS: &str = r#"{
 
 /// A fake WeChat, installed by a classic script before the module loads:
 /// the bridge exists and answers `:ok`.
-const FAKE_BRIDGE: &str = r#"<script>
+const FAKE_BRIDGE: &str = r#"
   window.__invoked = [];
   window.WeixinJSBridge = {
     invoke(name, params, cb) {
@@ -504,7 +515,7 @@ const FAKE_BRIDGE: &str = r#"<script>
       setTimeout(() => cb({ err_msg: "get_brand_wcpay_request:ok" }), 10);
     },
   };
-</script>"#;
+"#;
 
 /// The page's script: WASM_SOURCE defines `WASM` (where the `.wasm` is, or
 /// `undefined` for the default next to index.js), IMPORT is the package
@@ -555,9 +566,14 @@ fn page_script(wasm_source: &str, import: &str) -> String {
 }
 
 fn page_html(body_script: &str) -> String {
+    page_html_with(&format!("<script>{FAKE_BRIDGE}</script>"), body_script)
+}
+
+/// A page whose head holds `bridge` (the fake bridge, inline or not).
+fn page_html_with(bridge: &str, body_script: &str) -> String {
     format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>wxpay-combine-jsapi e2e</title>\n\
-         {FAKE_BRIDGE}\n</head><body>\n<pre id=\"result\">pending</pre>\n{body_script}\n</body></html>\n"
+         {bridge}\n</head><body>\n<pre id=\"result\">pending</pre>\n{body_script}\n</body></html>\n"
     )
 }
 
@@ -604,11 +620,27 @@ fn plain_page_test(driver: &Driver, tarball: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The plain site's package under a Content-Security-Policy without
-/// `'wasm-unsafe-eval'` (the test server sends it with csp.html): `load()`
-/// must reject with `load_failed` naming the fix, the browser's error as
-/// `cause`.
-fn csp_page_test(driver: &Driver, dir: &Path) -> Result<()> {
+/// The plain site's package under the README's Content-Security-Policy
+/// line (the test server sends `PAGE.csp` with `PAGE`; scripts are files,
+/// as that policy allows no inline script): it pays. Without
+/// `'wasm-unsafe-eval'` `load()` must reject with `load_failed` naming the
+/// fix, the browser's error as `cause`.
+fn csp_page_tests(driver: &Driver, dir: &Path, readme: &str) -> Result<()> {
+    let policy = wasm_readme::csp(readme)?;
+    let bridge = "<script src=\"fake-bridge.js\"></script>";
+    std::fs::write(dir.join("fake-bridge.js"), FAKE_BRIDGE)?;
+    std::fs::write(
+        dir.join("csp-readme.js"),
+        page_script(DEFAULT_WASM, &format!("./node_modules/{CRATE}/index.js")),
+    )?;
+    std::fs::write(
+        dir.join("csp-readme.html"),
+        page_html_with(
+            bridge,
+            "<script type=\"module\" src=\"csp-readme.js\"></script>",
+        ),
+    )?;
+    std::fs::write(dir.join("csp-readme.html.csp"), &policy)?;
     let script = format!(
         r#"import load, {{ PayError }} from "./node_modules/{CRATE}/index.js";
 const show = (text) => (document.getElementById("result").textContent = text);
@@ -619,11 +651,23 @@ try {{
   show("DONE " + (e instanceof PayError) + " " + e.code + " " + /'wasm-unsafe-eval'/.test(e.message) + " " + (e.cause instanceof Error));
 }}"#
     );
+    std::fs::write(dir.join("csp.js"), script)?;
     std::fs::write(
         dir.join("csp.html"),
-        page_html(&format!("<script type=\"module\">{script}</script>")),
+        page_html_with(bridge, "<script type=\"module\" src=\"csp.js\"></script>"),
+    )?;
+    std::fs::write(
+        dir.join("csp.html.csp"),
+        policy.replace(" 'wasm-unsafe-eval'", ""),
     )?;
     let server = TestServer::start(dir)?;
+    check_page(
+        driver,
+        &server,
+        "csp-readme.html",
+        EXPECTED,
+        &format!("page under the README's CSP ({policy})"),
+    )?;
     check_page(
         driver,
         &server,
@@ -631,6 +675,80 @@ try {{
         "DONE true load_failed true true",
         "page whose CSP lacks 'wasm-unsafe-eval'",
     )
+}
+
+/// What the README's runnable examples find on their page: the helpers
+/// they call, and every error reported in #result (none swallowed).
+const README_PRELUDE: &str = r#"<script>
+  const result = (text) => (document.getElementById("result").textContent = text);
+  window.showNotice = (text) => sessionStorage.setItem("notice", text);
+  window.showMessage = (text) => result("ERROR showMessage: " + text);
+  window.payButton = document.createElement("button");
+  window.order = "E2E-1";
+  addEventListener("error", (e) => result("ERROR " + e.message));
+  addEventListener("unhandledrejection", (e) => result("ERROR unhandled: " + (e.reason && e.reason.message)));
+  const console_error = console.error;
+  console.error = (...args) => { result("ERROR console.error: " + args.join(" ")); console_error(...args); };
+</script>"#;
+
+/// The README's examples marked `<!-- run: … -->`, verbatim, in the plain
+/// site (the package imported through an import map, as a bundler would
+/// resolve it): `checkout` pays on a tap and goes to the paid page;
+/// `hooks` pays through its own routes of the fake server.
+fn readme_pages_test(driver: &Driver, dir: &Path, readme: &str) -> Result<()> {
+    let import_map = format!(
+        "<script type=\"importmap\">{{ \"imports\": {{ \"{CRATE}\": \"./node_modules/{CRATE}/index.js\" }} }}</script>"
+    );
+    let server = TestServer::start(dir)?;
+    for (name, after, expected) in [
+        (
+            "checkout",
+            "payButton.click();",
+            "DONE paid C20240601001 notice:Open this page in WeChat to pay.",
+        ),
+        (
+            "hooks",
+            "document.getElementById(\"result\").textContent = \"DONE hooks \" + paid.state + \" \" + paid.combine_out_trade_no;",
+            "DONE hooks SUCCESS E2E-1",
+        ),
+    ] {
+        let example = wasm_readme::runnable(readme, name)?;
+        let page = format!("readme-{name}.html");
+        std::fs::write(
+            dir.join(&page),
+            page_html(&format!(
+                "{import_map}\n{README_PRELUDE}\n<script type=\"module\">\n{example}\n{after}\n</script>"
+            )),
+        )?;
+        check_page(
+            driver,
+            &server,
+            &page,
+            expected,
+            &format!("README example <!-- run: {name} -->"),
+        )?;
+    }
+    Ok(())
+}
+
+/// The names `import()` of the installed tarball's entry point yields, in
+/// Node (the environment helpers need no browser, the module no loading).
+fn runtime_exports(app: &Path) -> Result<Vec<String>> {
+    let index = app.join("node_modules").join(CRATE).join("index.js");
+    let out = tools::output(
+        Command::new("node")
+            .args([
+                "--input-type=module",
+                "-e",
+                "const m = await import(process.argv[1]); console.log(Object.keys(m).join(' '));",
+            ])
+            .arg(&index),
+    )?;
+    let names: Vec<String> = out.split_whitespace().map(str::to_string).collect();
+    if !names.iter().any(|n| n == "checkout") {
+        bail!("importing {} in Node gave {names:?}", index.display());
+    }
+    Ok(names)
 }
 
 /// The plain site's package in a browser without WebAssembly (as with iOS
@@ -947,6 +1065,32 @@ fn respond(request: tiny_http::Request, site: &Path, polls: &AtomicU32) -> std::
             .with_status_code(status)
             .with_header(header("Content-Type", "application/json"))
     };
+    // The README's hooks example: its own routes, no session.
+    if let Some(rest) = path.strip_prefix("/shop/orders/") {
+        let response = match (method, rest.strip_suffix("/wechat-jsapi")) {
+            (tiny_http::Method::Post, Some(_)) => {
+                json_response(200, serde_json::from_str(PAY_PARAMS).unwrap_or_default())
+            }
+            (tiny_http::Method::Get, None) => json_response(200, order_status(rest, polls)),
+            _ => json_response(404, json!({ "message": "no such route" })),
+        };
+        return request.respond(response);
+    }
+    // The page the README's example goes to once paid.
+    if let Some(order) = path
+        .strip_prefix("/orders/")
+        .and_then(|p| p.strip_suffix("/paid"))
+    {
+        let html = format!(
+            "<!doctype html><pre id=\"result\">pending</pre><script>\
+             document.getElementById(\"result\").textContent = \"DONE paid {order} notice:\" + sessionStorage.getItem(\"notice\");\
+             </script>"
+        );
+        return request.respond(
+            tiny_http::Response::from_string(html)
+                .with_header(header("Content-Type", "text/html; charset=utf-8")),
+        );
+    }
     if let Some(rest) = path.strip_prefix("/api/combine-orders/") {
         let has_session = request
             .headers()
@@ -958,28 +1102,16 @@ fn respond(request: tiny_http::Request, site: &Path, polls: &AtomicU32) -> std::
                 json!({ "code": "UNAUTHENTICATED", "message": "no session cookie" }),
             )
         } else {
-            match (method, rest) {
-                (tiny_http::Method::Post, "E2E-1/pay-params") => {
+            match (method, rest.strip_suffix("/pay-params")) {
+                (tiny_http::Method::Post, Some(order)) => {
                     let params: Value = serde_json::from_str(PAY_PARAMS).unwrap_or_default();
                     json_response(
                         200,
-                        json!({ "combine_out_trade_no": "E2E-1", "pay_params": params }),
+                        json!({ "combine_out_trade_no": order, "pay_params": params }),
                     )
                 }
-                (tiny_http::Method::Get, "E2E-1") => {
-                    // The first query still sees NOTPAY: `:ok` is not proof.
-                    let n = polls.fetch_add(1, Ordering::SeqCst);
-                    let state = if n == 0 { "NOTPAY" } else { "SUCCESS" };
-                    json_response(
-                        200,
-                        json!({
-                            "combine_out_trade_no": "E2E-1", "state": state, "total_amount": 300,
-                            "sub_orders": [
-                                { "mchid": "1900000109", "out_trade_no": "E2E-1-a", "amount": 100, "trade_state": state },
-                                { "mchid": "1900000109", "out_trade_no": "E2E-1-b", "amount": 200, "trade_state": state }
-                            ]
-                        }),
-                    )
+                (tiny_http::Method::Get, None) if !rest.contains('/') => {
+                    json_response(200, order_status(rest, polls))
                 }
                 _ => json_response(
                     404,
@@ -1011,13 +1143,24 @@ fn respond(request: tiny_http::Request, site: &Path, polls: &AtomicU32) -> std::
     // The session starts with the page, or (vite dev serves the page
     // itself) with the first request proxied here.
     response = response.with_header(header("Set-Cookie", &format!("{SESSION_COOKIE}; Path=/")));
-    if path == "/csp.html" {
-        response = response.with_header(header(
-            "Content-Security-Policy",
-            "script-src 'self' 'unsafe-inline'",
-        ));
+    if let Ok(policy) = std::fs::read_to_string(site.join(format!("{relative}.csp"))) {
+        response = response.with_header(header("Content-Security-Policy", policy.trim()));
     }
     request.respond(response)
+}
+
+/// The order's status: the first query still sees NOTPAY (`:ok` is not
+/// proof), later ones SUCCESS.
+fn order_status(order: &str, polls: &AtomicU32) -> Value {
+    let n = polls.fetch_add(1, Ordering::SeqCst);
+    let state = if n == 0 { "NOTPAY" } else { "SUCCESS" };
+    json!({
+        "combine_out_trade_no": order, "state": state, "total_amount": 300,
+        "sub_orders": [
+            { "mchid": "1900000109", "out_trade_no": format!("{order}-a"), "amount": 100, "trade_state": state },
+            { "mchid": "1900000109", "out_trade_no": format!("{order}-b"), "amount": 200, "trade_state": state }
+        ]
+    })
 }
 
 // ---------------------------------------------------------------------------

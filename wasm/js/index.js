@@ -44,6 +44,8 @@ export const load = (source) =>
       }
     }
     try {
+      // The glue only instantiates (see trim_glue in xtask/src/wasm.rs).
+      if (!(input instanceof WebAssembly.Module)) input = await WebAssembly.compile(input);
       await init({ module_or_path: input });
     } catch (e) {
       // Chromium: "Refused to compile or instantiate WebAssembly module

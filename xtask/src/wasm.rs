@@ -128,6 +128,8 @@ pub fn build() -> Result<PathBuf> {
         .arg(&pkg)
         .arg(&artifact))?;
 
+    trim_glue(&pkg)?;
+
     // 3. MVP, then size: wasm-opt (npm `binaryen`) lowers the post-MVP
     // instructions of the precompiled core library, optimizes with -Oz, and
     // its validation fails the build if anything beyond WASM_FEATURES is left.
@@ -155,7 +157,14 @@ pub fn build() -> Result<PathBuf> {
     for js in files_with_extension(&pkg, "js")? {
         run(Command::new(node_bin("terser"))
             .arg(&js)
-            .args(["--module", "--compress", "--mangle", "--comments", "false"])
+            .args([
+                "--module",
+                "--compress",
+                "passes=2",
+                "--mangle",
+                "--comments",
+                "false",
+            ])
             .arg("--output")
             .arg(&js))?;
     }
@@ -232,6 +241,59 @@ pub fn build() -> Result<PathBuf> {
         tarball.display()
     );
     Ok(tarball)
+}
+
+/// wasm-bindgen's loader takes a URL, a `Response` or bytes (streaming,
+/// MIME-type fallback, deprecation warnings) and offers `initSync`; the
+/// package's `load()` (js/index.js) fetches and checks the `.wasm` itself
+/// and hands over a compiled `WebAssembly.Module`, so the glue keeps only
+/// the instantiation: 578 B less gzipped (BENCHMARKS.md). The replaced
+/// code is checked by name, so another wasm-bindgen fails the build here.
+const GLUE_LOADER_START: &str = "async function __wbg_load(module, imports) {";
+const GLUE_LOADER_END: &str = "export { initSync, __wbg_init as default };";
+const GLUE_LOADER_FUNCTIONS: [&str; 4] = [
+    "async function __wbg_load(",
+    "function initSync(",
+    "async function __wbg_init(",
+    "async function __wbg_init_once(",
+];
+const GLUE_LOADER: &str =
+    "// Given a compiled WebAssembly.Module by index.js (see xtask/src/wasm.rs).
+async function __wbg_init({ module_or_path: module }) {
+    if (wasm !== undefined) return wasm;
+    return __wbg_finalize_init(await WebAssembly.instantiate(module, __wbg_get_imports()), module);
+}
+
+export { __wbg_init as default };
+";
+const GLUE_TYPES_START: &str = "export type SyncInitInput";
+const GLUE_TYPES: &str = "/** Instantiates the module that index.js's `load()` compiled. */
+export default function __wbg_init(init: { module_or_path: WebAssembly.Module }): Promise<InitOutput>;
+";
+
+/// Cuts wasm-bindgen's loader down to what `load()` uses (see `GLUE_LOADER`).
+fn trim_glue(pkg: &Path) -> Result<()> {
+    let js_path = pkg.join(format!("{STEM}.js"));
+    let js = std::fs::read_to_string(&js_path)?;
+    let start = js.find(GLUE_LOADER_START);
+    let loader = start.map(|at| &js[at..]).unwrap_or_default();
+    let functions = loader.matches("function ").count();
+    if start.is_none()
+        || !loader.trim_end().ends_with(GLUE_LOADER_END)
+        || functions != GLUE_LOADER_FUNCTIONS.len() + 1
+        || GLUE_LOADER_FUNCTIONS.iter().any(|f| !loader.contains(f))
+    {
+        bail!("{}: wasm-bindgen's loader is not the one trim_glue knows (another wasm-bindgen version?)", js_path.display());
+    }
+    let cut = start.unwrap_or_default();
+    std::fs::write(&js_path, format!("{}{GLUE_LOADER}", &js[..cut]))?;
+    let types_path = pkg.join(format!("{STEM}.d.ts"));
+    let types = std::fs::read_to_string(&types_path)?;
+    let Some(cut) = types.find(GLUE_TYPES_START) else {
+        bail!("{}: no {GLUE_TYPES_START}", types_path.display());
+    };
+    std::fs::write(&types_path, format!("{}{GLUE_TYPES}", &types[..cut]))?;
+    Ok(())
 }
 
 /// A JSON object with its keys in the given order (package.json reads best

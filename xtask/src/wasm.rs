@@ -580,33 +580,37 @@ const FAKE_BRIDGE: &str = r#"
 "#;
 
 /// The page's script: WASM_SOURCE defines `WASM` (where the `.wasm` is, or
-/// `undefined` for the default next to index.js), IMPORT is the package
-/// specifier. It writes what happened into #result; the test reads it.
+/// `undefined` for the default next to index.js) and `PRELOADED` (whether
+/// it loaded the module already, as the README's examples for `vite dev`
+/// and esbuild do, verbatim); IMPORT is the package specifier (imported as
+/// a namespace: the README's examples bring their own bindings). It writes
+/// what happened into #result; the test reads it.
 const PAGE_SCRIPT: &str = r#"WASM_SOURCE
-import load, { requestPayment, checkout, isWeChat, weChatVersion, environment, PayError } from "IMPORT";
-
+import * as pkg from "IMPORT";
 const show = (text) => (document.getElementById("result").textContent = text);
 const out = [];
 try {
   // Synchronous, before (and without) the module.
-  out.push("env:" + isWeChat() + ":" + weChatVersion() + ":" + environment());
-  try {
-    await load("/missing/wxpay_combine_jsapi_bg.wasm");
-    out.push("missing:loaded");
-  } catch (e) {
-    out.push("missing:" + (e instanceof PayError) + ":" + e.code);
+  out.push("env:" + pkg.isWeChat() + ":" + pkg.weChatVersion() + ":" + pkg.environment());
+  if (!PRELOADED) {
+    try {
+      await pkg.load("/missing/wxpay_combine_jsapi_bg.wasm");
+      out.push("missing:loaded");
+    } catch (e) {
+      out.push("missing:" + (e instanceof pkg.PayError) + ":" + e.code);
+    }
   }
-  await load(WASM);
+  await pkg.load(WASM);
   const params = await (await fetch("/pay-params.json")).json();
-  const r = await requestPayment(params);
+  const r = await pkg.requestPayment(params);
   out.push("pay:" + r.status + ":" + r.errMsg);
   try {
-    await requestPayment({ ...params, timeStamp: String(Date.now()) });
+    await pkg.requestPayment({ ...params, timeStamp: String(Date.now()) });
     out.push("invalid:accepted");
   } catch (e) {
-    out.push("invalid:" + (e instanceof PayError && e instanceof Error) + ":" + e.code);
+    out.push("invalid:" + (e instanceof pkg.PayError && e instanceof Error) + ":" + e.code);
   }
-  const status = await checkout({ baseUrl: location.origin, order: "E2E-1", confirmTimeoutMs: 10000 });
+  const status = await pkg.checkout({ baseUrl: location.origin, order: "E2E-1", confirmTimeoutMs: 10000 });
   out.push("checkout:" + status.state + ":" + status.combine_out_trade_no);
   out.push("invoked:" + window.__invoked.length);
   show("DONE " + out.join(" "));
@@ -618,8 +622,22 @@ try {
 const EXPECTED: &str = "DONE env:false:undefined:other missing:true:load_failed \
 pay:ok:get_brand_wcpay_request:ok invalid:true:invalid_params checkout:SUCCESS:E2E-1 invoked:2";
 
+/// What a page that loaded the module first (`PRELOADED`) shows.
+fn expected_preloaded() -> String {
+    EXPECTED.replace(" missing:true:load_failed", "")
+}
+
 /// `WASM_SOURCE` for the default location.
-const DEFAULT_WASM: &str = "const WASM = undefined;";
+const DEFAULT_WASM: &str = "const WASM = undefined, PRELOADED = false;";
+
+/// `WASM_SOURCE` for the README's example `name`, which loads the module.
+fn readme_wasm_source(name: &str) -> Result<String> {
+    let readme = wasm_readme::readme()?;
+    let example = wasm_readme::runnable(&readme, name)?;
+    Ok(format!(
+        "{example}const WASM = undefined, PRELOADED = true;"
+    ))
+}
 
 fn page_script(wasm_source: &str, import: &str) -> String {
     PAGE_SCRIPT
@@ -665,12 +683,14 @@ fn plain_page_test(driver: &Driver, tarball: &Path, dir: &Path) -> Result<()> {
     for (page, source, what) in [
         (
             "index.html",
-            format!("const WASM = await fetch(\"{wasm}\");"),
+            format!("const WASM = await fetch(\"{wasm}\"), PRELOADED = false;"),
             "plain page, load(Response)",
         ),
         (
             "module.html",
-            format!("const WASM = await WebAssembly.compileStreaming(fetch(\"{wasm}\"));"),
+            format!(
+                "const WASM = await WebAssembly.compileStreaming(fetch(\"{wasm}\")), PRELOADED = false;"
+            ),
             "plain page, load(WebAssembly.Module)",
         ),
     ] {
@@ -902,7 +922,7 @@ fn vite_build_test(driver: &Driver, app: &Path) -> Result<()> {
 fn vite_dev_test(driver: &Driver, app: &Path) -> Result<()> {
     let dir = app.join("vite-dev");
     fresh_dir(&dir)?;
-    let wasm = format!("import WASM from \"{CRATE}/wasm?url\";");
+    let wasm = readme_wasm_source("vite-dev")?;
     std::fs::write(dir.join("main.js"), page_script(&wasm, CRATE))?;
     std::fs::write(
         dir.join("index.html"),
@@ -944,8 +964,8 @@ fn vite_dev_test(driver: &Driver, app: &Path) -> Result<()> {
         driver,
         &format!("{base}/index.html"),
         &api,
-        EXPECTED,
-        "vite dev",
+        &expected_preloaded(),
+        "vite dev, the README's example",
     )
 }
 
@@ -983,7 +1003,7 @@ fn webpack_test(driver: &Driver, app: &Path) -> Result<()> {
 fn esbuild_test(driver: &Driver, app: &Path) -> Result<()> {
     let dir = app.join("esbuild");
     fresh_dir(&dir)?;
-    let wasm = format!("import WASM from \"{CRATE}/wasm\";");
+    let wasm = readme_wasm_source("esbuild")?;
     std::fs::write(dir.join("main.js"), page_script(&wasm, CRATE))?;
     run(Command::new(node_module("esbuild/bin/esbuild"))
         .current_dir(&dir)
@@ -1001,7 +1021,13 @@ fn esbuild_test(driver: &Driver, app: &Path) -> Result<()> {
         page_html("<script type=\"module\" src=\"./main.js\"></script>"),
     )?;
     let server = TestServer::start(&dir.join("dist"))?;
-    check_page(driver, &server, "index.html", EXPECTED, "esbuild")
+    check_page(
+        driver,
+        &server,
+        "index.html",
+        &expected_preloaded(),
+        "esbuild, the README's example",
+    )
 }
 
 /// Kills the child process (started by this test) when dropped.

@@ -313,7 +313,7 @@ mod tests {
         let text = readme().unwrap();
         let all = examples(&text);
         assert!(all.len() >= 5, "{all:?}");
-        for page in ["checkout", "hooks"] {
+        for page in ["checkout", "hooks", "vite-dev", "esbuild"] {
             let code = runnable(&text, page).unwrap();
             assert!(code.contains("from \"wxpay-combine-jsapi\""), "{code}");
         }

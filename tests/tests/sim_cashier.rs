@@ -28,6 +28,7 @@ async fn bridge_script_and_preview() {
         "wxsim-pay",
         "wxsim-cancel",
         "/sim/cashier/confirm",
+        "info.lose_answer",
     ] {
         assert!(js.contains(needle), "bridge.js mentions {needle}");
     }
@@ -43,12 +44,15 @@ async fn bridge_script_and_preview() {
     assert_eq!(preview["total_amount"], 1235);
     assert_eq!(preview["sub_orders"][0]["description"], "苹果 x2");
     assert_eq!(preview["tamper_pay_sign"], false);
+    assert_eq!(preview["lose_answer"], false);
     t.sim
-        .control(json!({"tamper_pay_sign": true}))
+        .control(json!({"tamper_pay_sign": true, "lose_bridge_answer": true}))
         .await
         .unwrap();
     let preview: Value = http().get(&url).send().await.unwrap().json().await.unwrap();
     assert_eq!(preview["tamper_pay_sign"], true);
+    // bridge.js then never calls the page back (e2e_demo covers the page).
+    assert_eq!(preview["lose_answer"], true);
     let missing = http()
         .get(format!(
             "{}/sim/cashier/order?package=prepay_id%3Dwx0",

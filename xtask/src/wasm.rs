@@ -568,13 +568,13 @@ const PAY_PARAMS: &str = r#"{
 }"#;
 
 /// A fake WeChat, installed by a classic script before the module loads:
-/// the bridge exists and answers `:ok`.
+/// the bridge exists and answers `:ok` (or `window.__answer`).
 const FAKE_BRIDGE: &str = r#"
   window.__invoked = [];
   window.WeixinJSBridge = {
     invoke(name, params, cb) {
       window.__invoked.push(name + " " + Object.keys(params).join(","));
-      setTimeout(() => cb({ err_msg: "get_brand_wcpay_request:ok" }), 10);
+      setTimeout(() => cb({ err_msg: window.__answer || "get_brand_wcpay_request:ok" }), 10);
     },
   };
 "#;
@@ -764,50 +764,64 @@ try {{
 const README_PRELUDE: &str = r#"<script>
   const result = (text) => (document.getElementById("result").textContent = text);
   window.showNotice = (text) => sessionStorage.setItem("notice", text);
-  window.showMessage = (text) => result("ERROR showMessage: " + text);
+  // The failure the example shows and logs (a success shows none).
+  window.showMessage = (text) => (window.__shown = text);
   window.payButton = document.createElement("button");
   window.order = "E2E-1";
   addEventListener("error", (e) => result("ERROR " + e.message));
   addEventListener("unhandledrejection", (e) => result("ERROR unhandled: " + (e.reason && e.reason.message)));
-  const console_error = console.error;
-  console.error = (...args) => { result("ERROR console.error: " + args.join(" ")); console_error(...args); };
+  console.error = (e) =>
+    result("DONE shown:" + String(window.__shown).startsWith("WeChat refused the payment") +
+      " logged:" + (e && e.name) + ":" + (e && e.code) + ":" + Boolean(e && e.hint));
 </script>"#;
 
 /// The README's examples marked `<!-- run: … -->`, verbatim, in the plain
 /// site (the package imported through an import map, as a bundler would
-/// resolve it): `checkout` pays on a tap and goes to the paid page;
+/// resolve it): `checkout` pays on a tap and goes to the paid page, or,
+/// WeChat answering `:fail`, shows and logs the error with its hint;
 /// `hooks` pays through its own routes of the fake server.
 fn readme_pages_test(driver: &Driver, dir: &Path, readme: &str) -> Result<()> {
     let import_map = format!(
         "<script type=\"importmap\">{{ \"imports\": {{ \"{CRATE}\": \"./node_modules/{CRATE}/index.js\" }} }}</script>"
     );
     let server = TestServer::start(dir)?;
-    for (name, after, expected) in [
+    for (page, name, before, after, expected) in [
         (
+            "readme-checkout.html",
             "checkout",
+            "",
             "payButton.click();",
             "DONE paid C20240601001 notice:Open this page in WeChat to pay.",
         ),
         (
+            "readme-checkout-fail.html",
+            "checkout",
+            "window.__answer = \"get_brand_wcpay_request:fail\";",
+            "payButton.click();",
+            "DONE shown:true logged:PayError:fail:true",
+        ),
+        (
+            "readme-hooks.html",
             "hooks",
+            "",
             "document.getElementById(\"result\").textContent = \"DONE hooks \" + paid.state + \" \" + paid.combine_out_trade_no;",
             "DONE hooks SUCCESS E2E-1",
         ),
     ] {
         let example = wasm_readme::runnable(readme, name)?;
-        let page = format!("readme-{name}.html");
         std::fs::write(
-            dir.join(&page),
+            dir.join(page),
             page_html(&format!(
-                "{import_map}\n{README_PRELUDE}\n<script type=\"module\">\n{example}\n{after}\n</script>"
+                "{import_map}\n{README_PRELUDE}\n<script>{before}</script>\n\
+                 <script type=\"module\">\n{example}\n{after}\n</script>"
             )),
         )?;
         check_page(
             driver,
             &server,
-            &page,
+            page,
             expected,
-            &format!("README example <!-- run: {name} -->"),
+            &format!("README example <!-- run: {name} --> ({page})"),
         )?;
     }
     Ok(())

@@ -836,7 +836,9 @@ fn runtime_exports(app: &Path) -> Result<Vec<String>> {
             .args([
                 "--input-type=module",
                 "-e",
-                "const m = await import(process.argv[1]); console.log(Object.keys(m).join(' '));",
+                "const m = await import(process.argv[1]); \
+                 if (m.default !== m.load) throw Error('the default export is not load'); \
+                 console.log(Object.keys(m).join(' '));",
             ])
             .arg(&index),
     )?;

@@ -292,7 +292,8 @@ fn api_check(block: &str) -> Result<String> {
         "import * as pkg from \"wxpay-combine-jsapi\";\n\
          import type {{ PayParams, OrderStatus, PayErrorCode }} from \"wxpay-combine-jsapi\";\n\
          {COMPARE}declare namespace readme {{\n{block}}}\n\
-         export const named: Same<keyof typeof readme, Exclude<keyof typeof pkg, \"default\">> = true;\n"
+         export const named: Same<keyof typeof readme, Exclude<keyof typeof pkg, \"default\">> = true;\n\
+         export const default_is_load: Same<typeof pkg.default, typeof pkg.load> = true;\n"
     );
     for n in names {
         out.push_str(&format!(

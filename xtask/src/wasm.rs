@@ -140,6 +140,7 @@ pub fn build() -> Result<PathBuf> {
         .arg(&wasm)
         .arg("-o")
         .arg(&wasm))?;
+    shorten_imports(&pkg, &wasm)?;
     run(Command::new(node_bin("wasm-opt"))
         .args(["-Oz", "--converge"])
         .args(WASM_FEATURES)
@@ -293,6 +294,67 @@ fn trim_glue(pkg: &Path) -> Result<()> {
         bail!("{}: no {GLUE_TYPES_START}", types_path.display());
     };
     std::fs::write(&types_path, format!("{}{GLUE_TYPES}", &types[..cut]))?;
+    Ok(())
+}
+
+/// wasm-bindgen names each import of the .wasm `__wbg_<name>_<16 hex
+/// digits>` from the module `./<STEM>_bg.js`, and each name is written
+/// twice: in the .wasm and as a key of the glue's imports object, which no
+/// minifier may rename. The hex digits do not compress; the names are
+/// internal to the two files, so both get `i0`, `i1`… from module `w`
+/// (BENCHMARKS.md has the saving). Every name must occur exactly once in
+/// the glue, as its key, or the build stops here.
+fn shorten_imports(pkg: &Path, wasm: &Path) -> Result<()> {
+    let glue_path = pkg.join(format!("{STEM}.js"));
+    let mut glue = std::fs::read_to_string(&glue_path)?;
+    let wat_path = wasm.with_extension("wat");
+    run(Command::new(node_bin("wasm-dis"))
+        .arg(wasm)
+        .arg("-o")
+        .arg(&wat_path))?;
+    let mut wat = std::fs::read_to_string(&wat_path)?;
+    let module = format!("./{STEM}_bg.js");
+    let prefix = format!("(import \"{module}\" \"");
+    let names: Vec<String> = wat
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix(&prefix))
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_string)
+        .collect();
+    if names.is_empty() || wat.matches("(import \"").count() != names.len() {
+        bail!("{}: expected every import from {module}", wasm.display());
+    }
+    for (i, name) in names.iter().enumerate() {
+        let key = format!("{name}: function(");
+        if glue.matches(name.as_str()).count() != 1 || !glue.contains(&key) {
+            bail!(
+                "{}: the import {name} is not once a key of the imports object",
+                glue_path.display()
+            );
+        }
+        glue = glue.replacen(&key, &format!("i{i}: function("), 1);
+        wat = wat.replacen(
+            &format!("{prefix}{name}\""),
+            &format!("(import \"w\" \"i{i}\""),
+            1,
+        );
+    }
+    let module_key = format!("\"{module}\": import0");
+    if glue.matches(module.as_str()).count() != 1 || !glue.contains(&module_key) {
+        bail!(
+            "{}: {module} is not once the imports' module key",
+            glue_path.display()
+        );
+    }
+    glue = glue.replacen(&module_key, "w: import0", 1);
+    std::fs::write(&wat_path, wat)?;
+    run(Command::new(node_bin("wasm-as"))
+        .args(WASM_FEATURES)
+        .arg(&wat_path)
+        .arg("-o")
+        .arg(wasm))?;
+    std::fs::remove_file(&wat_path)?;
+    std::fs::write(&glue_path, glue)?;
     Ok(())
 }
 

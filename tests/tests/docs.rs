@@ -1752,6 +1752,30 @@ fn metrics_descriptions_match_the_help_text() {
     );
 }
 
+/// docs/simulator.md's fault table names every fault the control accepts,
+/// and nothing else.
+#[test]
+fn simulator_fault_table_lists_every_fault() {
+    let doc = std::fs::read_to_string(workspace_root().join("docs/simulator.md")).unwrap();
+    let start = doc
+        .find("| field / flag | effect |")
+        .expect("the fault table");
+    let documented: std::collections::BTreeSet<&str> = doc[start..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_start_matches("| `")
+                .split('`')
+                .next()
+                .unwrap_or_default()
+        })
+        .collect();
+    let accepted: std::collections::BTreeSet<&str> =
+        wxpay_combine_sim::FAULT_FIELDS.iter().copied().collect();
+    assert_eq!(documented, accepted, "docs/simulator.md's fault table");
+}
+
 // ---------------------------------------------------------------------------
 // Blocks that are not run as they stand: checked another way
 

@@ -44,7 +44,7 @@ pub use config::{KeyMode, MerchantConfig, SimConfig};
 pub use control::{ControlState, NotificationLog, NotificationSummary, ScopedFaults, SimStats};
 pub use credentials::{MerchantCredentials, MerchantEntry};
 pub use error::SimError;
-pub use faults::{EndpointFault, FaultCode, FaultScope, Faults};
+pub use faults::{EndpointFault, FaultCode, FaultScope, Faults, FAULT_FIELDS};
 pub use notify::RETRY_SCHEDULE_SECS;
 pub use state::{ApiCallRecord, NotificationAttempt};
 

@@ -222,12 +222,15 @@ async fn timed_out_refund_is_resent_with_the_same_number(db: Db) {
         mchid: sub.mchid.clone(),
     };
     // The simulator processes the refund but answers after the client gave up.
+    // It stays PROCESSING there for now, so no refund notification can settle
+    // it before the retry (the retry must be what completes it).
     f.sim
         .set_faults(
             scope.clone(),
             Faults {
                 api_timeout_share: Some(1.0),
                 api_timeout_ms: Some(2500),
+                refund_delay_secs: Some(3600),
                 ..Faults::default()
             },
         )
